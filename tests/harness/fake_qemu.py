@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""A fault-injecting stand-in for qemu-system-x86_64, for replaying the incident.
+
+libvirt starts the emulator with a scrubbed environment, so the fault setting
+cannot come from an env variable: it is read from ``<this file's real path>.fault``
+beside the binary. Its content is ``MODE [COUNT]``:
+
+- ``none``       exec the real emulator (healthy host);
+- ``hang-init``  the daemon writes its pidfile and never reports success down the
+                 daemonize pipe: the incident (first process waits, second is a zombie);
+- ``hang-qmp``   the daemon reports success, listens on the QMP socket and never greets;
+- ``slow:N``     wait N seconds, then exec the real emulator;
+- ``crash``      print an error and abort, as qemu does on the broken kernel.
+
+With COUNT, the fault hits only the next COUNT probes, then the mode becomes ``none``.
+Only capability probes (``-daemonize`` with ``-machine none``) are faulted; every
+other invocation runs the real emulator. Stdlib only: it runs under /usr/bin/python3.
+"""
+
+import fcntl
+import os
+import signal
+import socket
+import sys
+import time
+
+REAL_EMULATOR = "/usr/bin/qemu-system-x86_64"
+
+
+def _arg_after(argv, flag):
+    for i, arg in enumerate(argv[:-1]):
+        if arg == flag:
+            return argv[i + 1]
+    return None
+
+
+def _take_fault(fault_path):
+    """Read the fault setting and consume one use of it, under a lock."""
+    try:
+        fd = os.open(fault_path, os.O_RDWR)
+    except FileNotFoundError:
+        return "none"
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        words = f.read().split()
+        if not words:
+            return "none"
+        mode = words[0]
+        if len(words) > 1:
+            left = int(words[1])
+            if left <= 0:
+                return "none"
+            f.seek(0)
+            f.truncate()
+            f.write("none\n" if left == 1 else "%s %d\n" % (mode, left - 1))
+            f.flush()
+            os.fsync(f.fileno())
+        return mode
+
+
+def _exec_real(argv):
+    os.execv(REAL_EMULATOR, [REAL_EMULATOR] + argv)
+
+
+def _daemonize():
+    """qemu's os_daemonize(): return the write end of the pipe, in the daemon.
+
+    The first process blocks reading the pipe and exits 0 on a status byte of 0,
+    1 on EOF. The second calls setsid(), forks the daemon and exits at once; the
+    first never reaps it while it waits, so it stays a zombie.
+    """
+    rfd, wfd = os.pipe()
+    if os.fork() > 0:
+        os.close(wfd)
+        while True:
+            try:
+                data = os.read(rfd, 1)
+                break
+            except InterruptedError:
+                continue
+        os._exit(0 if data == b"\0" else 1)
+    os.close(rfd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.umask(0o027)
+    for sig in (signal.SIGTSTP, signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(sig, signal.SIG_IGN)
+    return wfd
+
+
+def _write_pidfile(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"%d\n" % os.getpid())
+    os.close(fd)
+
+
+def _listen_qmp(spec):
+    # spec: unix:PATH,server=on,wait=off (or older: unix:PATH,server,nowait)
+    path = spec.split(",", 1)[0][len("unix:"):]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(4)
+    return sock
+
+
+def _report_success(wfd):
+    """qemu's os_setup_post(): tell the first process, drop the inherited stdio."""
+    os.chdir("/")
+    os.write(wfd, b"\0")
+    os.close(wfd)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _hang(sock):
+    """Sit there as a wedged qemu does: accept monitor clients, never greet them."""
+    held = []
+    while True:
+        if sock is None:
+            signal.pause()
+            continue
+        conn, _ = sock.accept()
+        held.append(conn)
+
+
+def main(argv):
+    is_probe = "-daemonize" in argv and any(a.startswith("none") for a in argv)
+    if not is_probe:
+        _exec_real(argv)
+    mode = _take_fault(os.path.realpath(__file__) + ".fault")
+    if mode == "none":
+        _exec_real(argv)
+    if mode.startswith("slow:"):
+        time.sleep(float(mode.split(":", 1)[1]))
+        _exec_real(argv)
+    if mode == "crash":
+        sys.stderr.write("qemu-system-x86_64: failed to set irq for PMU (fault injected)\n")
+        sys.stderr.flush()
+        os.abort()
+    if mode not in ("hang-init", "hang-qmp"):
+        sys.stderr.write("fake qemu: unknown fault mode %r\n" % mode)
+        return 1
+    pidfile = _arg_after(argv, "-pidfile")
+    qmp = _arg_after(argv, "-qmp")
+    wfd = _daemonize()
+    if pidfile:
+        _write_pidfile(pidfile)
+    sock = _listen_qmp(qmp) if qmp and qmp.startswith("unix:") else None
+    if mode == "hang-qmp":
+        _report_success(wfd)
+    _hang(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,216 @@
+"""Assess, pure: what an Observation means, as the contract's findings.
+
+No I/O and no clock of its own: the same observation always gives the same findings,
+so every rule here is tested directly and the daemon and `check` agree by design.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+from .config import Config
+from .durations import format_duration
+from .model import FINDING_KINDS, Defunct, Finding, Observation, Probe
+from .timefmt import iso_utc
+
+def assess(obs: Observation, config: Config) -> List[Finding]:
+    findings: List[Finding] = []
+    detect = config.detect
+    for probe in obs.probes:
+        if probe.live_members and probe.age_s >= detect.probe_hung_after:
+            findings.append(_probe_hung(probe, obs, config))
+        elif not probe.live_members and probe.age_s >= detect.stale_dir_after:
+            findings.append(_probe_dir_stale(probe, obs))
+    findings.extend(_probe_defunct(obs, config))
+    findings.extend(_latency(obs, config))
+    findings.extend(_cache(obs))
+    if obs.kernel_last_good and obs.kernel_last_good != obs.kernel_release:
+        findings.append(
+            _finding(
+                "kernel_changed",
+                obs.kernel_release,
+                obs.taken_wall,
+                f"The running kernel {obs.kernel_release} differs from {obs.kernel_last_good}, the last one on which "
+                "capability probing worked: libvirt re-probes every emulator now, which is when a broken kernel hangs probes.",
+                {"release": obs.kernel_release, "last_good": obs.kernel_last_good},
+            )
+        )
+    return findings
+
+
+def _finding(kind: str, subject: str, since: float, message: str, evidence: Dict[str, Any]) -> Finding:
+    return Finding(kind=kind, severity=FINDING_KINDS[kind], subject=subject, since=since, message=message, evidence=evidence)
+
+
+def process_evidence(probe: Probe, obs: Observation) -> List[Dict[str, Any]]:
+    return [
+        {
+            "pid": m.process.pid,
+            "role": m.role.value,
+            "state": m.process.state,
+            "ppid": m.process.ppid,
+            "comm": m.process.comm,
+            "uid": m.process.uid,
+            "age_s": round(max(0.0, obs.uptime_s - m.process.start_boot_s), 1),
+        }
+        for m in probe.members
+    ]
+
+
+def _roles_text(probe: Probe) -> str:
+    return ", ".join(f"{m.role.value} {m.process.pid} ({m.process.state})" for m in probe.members)
+
+
+def _probe_hung(probe: Probe, obs: Observation, config: Config) -> Finding:
+    stuck = [m.process.pid for m in probe.live_members if m.process.state == "D"]
+    message = (
+        f"Capability probe {probe.path} has been hung for {format_duration(round(probe.age_s))} "
+        f"(over {format_duration(config.detect.probe_hung_after)}): libvirt waits on it, and every "
+        f"domcapabilities call and VM start waits behind it. Processes: {_roles_text(probe)}."
+    )
+    if stuck:
+        message += f" In uninterruptible sleep (D), SIGKILL will not end: {', '.join(map(str, stuck))}."
+    evidence: Dict[str, Any] = {
+        "probe_dir": probe.path,
+        "age_s": round(probe.age_s, 1),
+        "pids": list(probe.pids()),
+        "processes": process_evidence(probe, obs),
+        "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
+    }
+    if probe.pidfile_rejected:
+        evidence["pidfile_rejected"] = probe.pidfile_rejected
+    if stuck:
+        evidence["uninterruptible"] = stuck
+    return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence)
+
+
+def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
+    message = (
+        f"Probe dir {probe.path} is {format_duration(round(probe.age_s))} old and no process belongs to it: "
+        "left behind by a probe that died (or a libvirt that was killed); safe to remove."
+    )
+    evidence: Dict[str, Any] = {
+        "probe_dir": probe.path,
+        "age_s": round(probe.age_s, 1),
+        "made": iso_utc(probe.made_wall),
+        "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
+    }
+    if probe.pidfile_rejected:
+        evidence["pidfile_rejected"] = probe.pidfile_rejected
+    return _finding("probe_dir_stale", probe.path, probe.made_wall, message, evidence)
+
+
+def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
+    """Zombies grouped by what holds them: a probe's first process, or libvirt itself."""
+    groups: Dict[str, List[Defunct]] = {}
+    for d in obs.defunct:
+        if d.age_s < config.detect.probe_hung_after or d.parent_kind not in ("probe", "libvirt"):
+            continue  # a zombie for a moment is how every probe starts
+        subject = d.probe_path if d.probe_path else f"libvirt pid {d.zombie.ppid}"
+        groups.setdefault(subject, []).append(d)
+    findings = []
+    for subject, zombies in sorted(groups.items()):
+        parents = sorted({d.zombie.ppid for d in zombies})
+        if zombies[0].parent_kind == "probe":
+            fix = "it goes away when the hung probe is ended"
+        else:
+            fix = "only libvirt can reap it: restart libvirt if it does not go away"
+        message = (
+            f"Zombie emulator process{'es' if len(zombies) > 1 else ''} {', '.join(str(d.zombie.pid) for d in zombies)} "
+            f"of {subject}, not reaped by parent {', '.join(map(str, parents))}; {fix}."
+        )
+        evidence = {
+            "probe_dir": zombies[0].probe_path,
+            "pids": [d.zombie.pid for d in zombies],
+            "zombies": [
+                {
+                    "pid": d.zombie.pid,
+                    "parent_pid": d.zombie.ppid,
+                    "parent_comm": d.parent.comm if d.parent else None,
+                    "parent_kind": d.parent_kind,
+                    "age_s": round(d.age_s, 1),
+                }
+                for d in zombies
+            ],
+        }
+        since = obs.taken_wall - max(d.age_s for d in zombies)
+        findings.append(_finding("probe_defunct", subject, since, message, evidence))
+    return findings
+
+
+def _latency(obs: Observation, config: Config) -> List[Finding]:
+    lat = obs.latency
+    if lat is None or lat.skipped:
+        return []
+    uri = config.libvirt.uri
+    timeout = config.latency.timeout
+    base: Dict[str, Any] = {"uri": uri}
+    if lat.answered and lat.domcaps_ms is not None:
+        if lat.domcaps_ms >= config.latency.slow * 1000:
+            evidence = dict(base, latency_ms=round(lat.domcaps_ms, 1), slow_ms=config.latency.slow * 1000)
+            return [
+                _finding(
+                    "domcaps_slow",
+                    uri,
+                    obs.taken_wall,
+                    f"getDomainCapabilities on {uri} took {lat.domcaps_ms / 1000:.1f}s (slow is {format_duration(config.latency.slow)}): "
+                    "libvirt is probing or busy; VM starts are delayed.",
+                    evidence,
+                )
+            ]
+        return []
+    if lat.timed_out and lat.reachable:
+        evidence = dict(base, latency_ms=round(timeout * 1000, 1), timeout_s=timeout)
+        return [
+            _finding(
+                "domcaps_hung",
+                uri,
+                obs.taken_wall,
+                f"getDomainCapabilities on {uri} did not answer within {format_duration(timeout)}: libvirt answers, but "
+                "its capabilities are stuck (usually behind a hung probe); VMs cannot be started or defined.",
+                evidence,
+            )
+        ]
+    if lat.reachable is False or (lat.timed_out and lat.reachable is None):
+        why = lat.error or f"no answer to getLibVersion within {format_duration(timeout)}"
+        evidence = dict(base, error=why)
+        return [_finding("libvirt_unreachable", uri, obs.taken_wall, f"libvirt at {uri} cannot be reached: {why}.", evidence)]
+    if lat.reachable and lat.error:
+        evidence = dict(base, error=lat.error)
+        if lat.domcaps_ms is not None:
+            evidence["latency_ms"] = round(lat.domcaps_ms, 1)
+        return [
+            _finding(
+                "domcaps_failed",
+                uri,
+                obs.taken_wall,
+                f"getDomainCapabilities on {uri} failed: {lat.error}. VMs cannot be started until capabilities can be probed.",
+                evidence,
+            )
+        ]
+    return []
+
+
+def _cache(obs: Observation) -> List[Finding]:
+    if obs.cache_entries is None or obs.cache_entries:
+        return []
+    lat = obs.latency
+    libvirt_up = lat.reachable if lat is not None and not lat.skipped else bool(obs.libvirt_pids)
+    if not libvirt_up:
+        return []
+    return [
+        _finding(
+            "cache_empty",
+            obs.cache_dir,
+            obs.taken_wall,
+            f"libvirt is up but its capabilities cache {obs.cache_dir} holds no entry: no probe has finished since the "
+            "cache was last invalidated (a new kernel, emulator or libvirt), so nothing can start a VM yet.",
+            {"cache_dir": obs.cache_dir, "entries": 0},
+        )
+    ]
+
+
+def worst(findings: Sequence[Finding]) -> int:
+    return max((int(f.severity) for f in findings), default=0)
+
+

@@ -1,0 +1,102 @@
+"""kvm-watchdog's command line: `main(argv) -> ExitStatus`, runnable in-process by tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Dict, List, Mapping, Optional, TextIO
+
+from . import __version__
+from .app import build, scan_once
+from .config import Config, ConfigError, load_config, resolve_path, to_yaml
+from .report import ExitStatus, as_json, exit_status, human
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvm-watchdog",
+        description="Watch libvirt's QEMU capability probes; find and fix hung ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"kvm-watchdog {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE", help="config file (default: $KVM_WATCHDOG_CONFIG or /etc/kvm-watchdog/config.yaml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    check = sub.add_parser("check", help="one full scan that changes nothing; exit 0 ok, 1 warning, 2 critical, 3 unknown")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--no-latency", action="store_true", help="skip the getDomainCapabilities probe")
+
+    config = sub.add_parser("config", help="validate or show the config")
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    config_sub.required = True
+    config_check = config_sub.add_parser("check", help="validate a config; FILE:LINE: problem for each error")
+    config_check.add_argument("file", nargs="?", help="the file to check (default: the one the watchdog would use)")
+    config_sub.add_parser("show", help="the effective config, defaults filled in, as YAML")
+    return parser
+
+
+class Cli:
+    """The commands, with their output streams and environment passed in."""
+
+    def __init__(self, out: TextIO, err: TextIO, environ: Mapping[str, str]):
+        self.out = out
+        self.err = err
+        self.environ = environ
+
+    def load(self, args: argparse.Namespace) -> Optional[Config]:
+        path, required = resolve_path(args.config, self.environ)
+        try:
+            return load_config(path, required)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=self.err)
+            return None
+
+    def check(self, args: argparse.Namespace) -> ExitStatus:
+        config = self.load(args)
+        if config is None:
+            return ExitStatus.UNKNOWN
+        obs, findings = scan_once(build(config), with_latency=not args.no_latency)
+        if args.json:
+            print(as_json(findings, [], obs.errors), file=self.out)
+        else:
+            print(human(findings, [], obs), file=self.out)
+        return exit_status(findings, obs.errors)
+
+    def config(self, args: argparse.Namespace) -> ExitStatus:
+        if args.config_command == "show":
+            config = self.load(args)
+            if config is None:
+                return ExitStatus.CRITICAL
+            print(f"# effective config (from {config.source or 'built-in defaults'})", file=self.out)
+            print(to_yaml(config), end="", file=self.out)
+            return ExitStatus.OK
+        path = args.file
+        if path is None:
+            path, required = resolve_path(args.config, self.environ)
+        try:
+            load_config(path, required=True)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=self.out)
+            return ExitStatus.CRITICAL
+        print(f"{path}: valid", file=self.out)
+        return ExitStatus.OK
+
+
+def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr, environ: Optional[Mapping[str, str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    cli = Cli(out, err, os.environ if environ is None else environ)
+    commands: Dict[str, Callable[[argparse.Namespace], ExitStatus]] = {
+        "check": cli.check,
+        "config": cli.config,
+    }
+    try:
+        return int(commands[args.command](args))
+    except KeyboardInterrupt:
+        return int(ExitStatus.UNKNOWN)
+
+
+def entry() -> None:
+    sys.exit(main())

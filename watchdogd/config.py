@@ -1,0 +1,452 @@
+"""The YAML config: defaults for every key, and errors that say FILE:LINE and what is wrong.
+
+Unknown keys are errors, not warnings: a typo in a root daemon's policy
+(``kil_probe``) must not silently turn remediation off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from .durations import format_duration, parse_duration
+from .model import ACTION_NAMES, FINDING_KINDS
+
+DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
+ENV_VAR = "KVM_WATCHDOG_CONFIG"
+
+# Which finding kinds each action can act on; "*" means any. Checked at load time so
+# that a policy that could never do anything is an error, not a silent no-op.
+ACTION_APPLIES_TO: Dict[str, Tuple[str, ...]] = {
+    "kill_probe": ("probe_hung", "probe_defunct", "domcaps_hung"),
+    "remove_stale_dir": ("probe_dir_stale",),
+    "quarantine_cache": ("*",),
+    "restart_libvirt": ("*",),
+    "alert": ("*",),
+}
+
+
+@dataclass(frozen=True)
+class LibvirtConfig:
+    uri: str = "qemu:///system"
+    probe_dirs: Tuple[str, ...] = ("/var/lib/libvirt/qemu",)
+    cache_dir: str = "/var/cache/libvirt/qemu/capabilities"
+    restart_command: Union[str, Tuple[str, ...]] = "auto"
+    restart_timeout: float = 90.0
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    probe_hung_after: float = 60.0
+    stale_dir_after: float = 600.0
+    # substrings of a process's comm (its executable's name) that mark an emulator;
+    # only those processes have their command line read, which keeps the scan cheap
+    emulator_names: Tuple[str, ...] = ("qemu", "kvm")
+    libvirt_daemons: Tuple[str, ...] = ("libvirtd", "virtqemud")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    enabled: bool = True
+    every: float = 60.0
+    timeout: float = 30.0
+    slow: float = 5.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    name: str
+    on: str
+    do: Tuple[str, ...]
+    times: int = 1
+    within: float = 3600.0
+    cooldown: float = 0.0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    actions: int = 20
+    per: float = 3600.0
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    kill_grace: float = 5.0  # SIGTERM to SIGKILL
+    quarantine_keep: int = 5  # quarantined cache sets kept in state_dir
+
+
+DEFAULT_POLICIES = (
+    PolicyConfig(name="kill-hung-probes", on="probe_hung", do=("kill_probe",)),
+    PolicyConfig(
+        name="reset-after-repeated-hangs",
+        on="probe_hung",
+        do=("quarantine_cache", "restart_libvirt"),
+        times=3,
+        within=3600.0,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    interval: float = 5.0
+    dry_run: bool = False
+    state_dir: str = "/var/lib/kvm-watchdog"
+    events: str = "auto"
+    libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    policies: Tuple[PolicyConfig, ...] = DEFAULT_POLICIES
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
+    source: Optional[str] = None  # the file it came from; None: built-in defaults
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    line: int  # 1-based; 0 when the problem is the file as a whole
+    where: str  # the key path, e.g. "policies[2].do[0]"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class _Invalid(Exception):
+    pass
+
+
+# ---- value parsers: a YAML value in, a Python value out, or _Invalid(why) ----------
+
+Parser = Callable[[Any], Any]
+
+
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise _Invalid(f"must be longer than 0, not {value!r}")
+    return seconds
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, not {value!r}")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _abs_path(value: Any) -> str:
+    text = _string(value)
+    if not os.path.isabs(text):
+        raise _Invalid(f"must be an absolute path, not {text!r}")
+    return os.path.normpath(text)
+
+
+def _abs_paths(value: Any) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"must be a list of absolute paths, not {value!r}")
+    return tuple(_abs_path(v) for v in value)
+
+
+def _names(value: Any) -> Tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"must be a non-empty list of names, not {value!r}")
+    return tuple(_string(v) for v in value)
+
+
+def _int_at_least(lowest: int) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be a whole number, not {value!r}")
+        if value < lowest:
+            raise _Invalid(f"must be at least {lowest}, not {value}")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise _Invalid(f"must be one of {', '.join(allowed)}, not {value!r}")
+        return str(value)
+
+    return parse
+
+
+def _restart_command(value: Any) -> Union[str, Tuple[str, ...]]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        if not os.path.isabs(value[0]):
+            raise _Invalid(f"the command must start with an absolute path, not {value[0]!r}")
+        return tuple(value)
+    raise _Invalid(f"must be 'auto' or an argv list such as [/bin/systemctl, restart, libvirtd], not {value!r}")
+
+
+SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {
+    "libvirt": (
+        LibvirtConfig,
+        {
+            "uri": _string,
+            "probe_dirs": _abs_paths,
+            "cache_dir": _abs_path,
+            "restart_command": _restart_command,
+            "restart_timeout": _positive_duration,
+        },
+    ),
+    "detect": (
+        DetectConfig,
+        {
+            "probe_hung_after": _positive_duration,
+            "stale_dir_after": _positive_duration,
+            "emulator_names": _names,
+            "libvirt_daemons": _names,
+        },
+    ),
+    "latency": (
+        LatencyConfig,
+        {"enabled": _bool, "every": _positive_duration, "timeout": _positive_duration, "slow": _positive_duration},
+    ),
+    "limits": (LimitsConfig, {"actions": _int_at_least(1), "per": _positive_duration}),
+    "actions": (ActionsConfig, {"kill_grace": _duration, "quarantine_keep": _int_at_least(1)}),
+}
+
+TOP_LEVEL: Dict[str, Parser] = {
+    "interval": _positive_duration,
+    "dry_run": _bool,
+    "state_dir": _abs_path,
+    "events": _choice("journal", "stderr", "auto"),
+}
+
+POLICY_KEYS: Dict[str, Parser] = {
+    "name": _string,
+    "on": _string,
+    "do": lambda v: v,  # checked item by item, for per-item line numbers
+    "times": _int_at_least(1),
+    "within": _positive_duration,
+    "cooldown": _duration,
+    "dry_run": _bool,
+}
+
+
+class _Reader:
+    """Walks the YAML node tree so that every problem keeps its line number."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.problems: List[ConfigProblem] = []
+        self._loader = yaml.SafeLoader("")
+
+    def problem(self, node: Optional[yaml.Node], where: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 0
+        self.problems.append(ConfigProblem(self.filename, line, where, message))
+
+    def value(self, node: yaml.Node) -> Any:
+        return self._loader.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node, where: str) -> Dict[str, Tuple[yaml.Node, yaml.Node]]:
+        """A mapping's items by key, reporting non-string and duplicate keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, where, f"must be a mapping of keys to values, not {self.value(node)!r}")
+            return {}
+        items: Dict[str, Tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            # Keys as written: YAML 1.1 would read a policy's `on:` as the boolean true.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else self.value(key_node)
+            if not isinstance(key, str):
+                self.problem(key_node, where, f"keys must be names, not {key!r}")
+                continue
+            if key in items:
+                self.problem(key_node, _join(where, key), "given twice")
+                continue
+            items[key] = (key_node, value_node)
+        return items
+
+    def fields(self, items: Mapping[str, Tuple[yaml.Node, yaml.Node]], where: str, parsers: Mapping[str, Parser]) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for key, (key_node, value_node) in items.items():
+            path = _join(where, key)
+            parser = parsers.get(key)
+            if parser is None:
+                self.problem(key_node, path, f"unknown key (known here: {', '.join(sorted(parsers))})")
+                continue
+            try:
+                out[key] = parser(self.value(value_node))
+            except _Invalid as exc:
+                self.problem(value_node, path, str(exc))
+        return out
+
+    def policies(self, node: yaml.Node) -> Tuple[PolicyConfig, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, "policies", "must be a list of policies")
+            return ()
+        policies: List[PolicyConfig] = []
+        seen: Dict[str, int] = {}
+        for index, item in enumerate(node.value):
+            where = f"policies[{index}]"
+            before = len(self.problems)
+            items = self.mapping(item, where)
+            values = self.fields(items, where, POLICY_KEYS)
+            for required in ("name", "on", "do"):
+                if required not in items and isinstance(item, yaml.MappingNode):
+                    self.problem(item, where, f"missing '{required}'")
+            if "on" in values and values["on"] not in FINDING_KINDS:
+                self.problem(items["on"][1], f"{where}.on", f"unknown finding kind {values['on']!r} (known: {', '.join(FINDING_KINDS)})")
+            if "do" in values:
+                values["do"] = self._actions(items["do"][1], f"{where}.do", values.get("on"))
+            if "name" in values:
+                if values["name"] in seen:
+                    self.problem(items["name"][1], f"{where}.name", f"name {values['name']!r} already used by policies[{seen[values['name']]}]")
+                seen.setdefault(values["name"], index)
+            if len(self.problems) == before:
+                policies.append(PolicyConfig(**values))
+        return tuple(policies)
+
+    def _actions(self, node: yaml.Node, where: str, kind: Optional[str]) -> Tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.problem(node, where, "must be a non-empty list of actions")
+            return ()
+        actions: List[str] = []
+        for index, item in enumerate(node.value):
+            name = self.value(item)
+            here = f"{where}[{index}]"
+            if name not in ACTION_NAMES:
+                self.problem(item, here, f"unknown action {name!r} (known: {', '.join(ACTION_NAMES)})")
+                continue
+            applies = ACTION_APPLIES_TO[name]
+            if kind in FINDING_KINDS and "*" not in applies and kind not in applies:
+                self.problem(item, here, f"{name} cannot act on {kind} (it acts on {', '.join(applies)})")
+                continue
+            actions.append(name)
+        return tuple(actions)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def parse_config(text: str, filename: str) -> Config:
+    """A Config from YAML text, or ConfigError listing every problem with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(filename, line, "", f"not valid YAML: {reason}")]) from None
+    if root is None:
+        return Config(source=filename)
+    reader = _Reader(filename)
+    top = reader.mapping(root, "")
+    values: Dict[str, Any] = {}
+    for key, (key_node, value_node) in top.items():
+        if key in TOP_LEVEL:
+            values.update(reader.fields({key: (key_node, value_node)}, "", TOP_LEVEL))
+        elif key in SECTIONS:
+            cls, parsers = SECTIONS[key]
+            if isinstance(value_node, yaml.ScalarNode) and reader.value(value_node) is None:
+                continue  # "detect:" with nothing under it: all defaults
+            values[key] = cls(**reader.fields(reader.mapping(value_node, key), key, parsers))
+        elif key == "policies":
+            values["policies"] = reader.policies(value_node)
+        else:
+            known = sorted(list(TOP_LEVEL) + list(SECTIONS) + ["policies"])
+            reader.problem(key_node, key, f"unknown key (known: {', '.join(known)})")
+    config = Config(source=filename, **values) if not reader.problems else None
+    if config is not None:
+        _check_consistency(config, top, reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    assert config is not None
+    return config
+
+
+def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:
+    """Rules between keys, reported at the key that would have to change."""
+    latency = config.latency
+    if latency.slow >= latency.timeout:
+        node = top.get("latency", (None, None))[1]
+        reader.problem(node, "latency.slow", f"({format_duration(latency.slow)}) must be shorter than latency.timeout ({format_duration(latency.timeout)})")
+    if latency.enabled and latency.every < latency.timeout:
+        node = top.get("latency", (None, None))[1]
+        reader.problem(node, "latency.every", f"({format_duration(latency.every)}) must be at least latency.timeout ({format_duration(latency.timeout)}): one probe in flight at most")
+
+
+def resolve_path(cli_path: Optional[str], environ: Mapping[str, str]) -> Tuple[str, bool]:
+    """The config file to read, and whether the operator named it (then it must exist)."""
+    if cli_path:
+        return cli_path, True
+    if environ.get(ENV_VAR):
+        return environ[ENV_VAR], True
+    return DEFAULT_PATH, False
+
+
+def load_config(path: str, required: bool) -> Config:
+    """Read and parse a config file; the default file may be absent (all defaults)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1024 * 1024 + 1)
+    except FileNotFoundError:
+        if not required:
+            return Config()
+        raise ConfigError([ConfigProblem(path, 0, "", "no such file")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(path, 0, "", f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > 1024 * 1024:
+        raise ConfigError([ConfigProblem(path, 0, "", "larger than 1 MiB; not a config file")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(path, 0, "", f"not UTF-8 text (byte {exc.start})")]) from None
+    return parse_config(text, path)
+
+
+def to_yaml(config: Config) -> str:
+    """The effective config as YAML, durations spelled as operators write them."""
+
+    def plain(obj: Any, name: str = "") -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: plain(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj) if f.name != "source"}
+        if isinstance(obj, tuple):
+            return [plain(v, name) for v in obj]
+        if isinstance(obj, float) and name in _DURATION_KEYS:
+            return format_duration(obj)
+        return obj
+
+    return yaml.safe_dump(plain(config), sort_keys=False, default_flow_style=False)
+
+
+_DURATION_KEYS = {
+    "interval", "restart_timeout", "probe_hung_after", "stale_dir_after", "every", "timeout",
+    "slow", "within", "cooldown", "per", "kill_grace",
+}

@@ -1,0 +1,149 @@
+"""File system reads that a hostile probe dir cannot turn against root.
+
+The probe dirs belong to the qemu user. Whoever controls that user can plant a
+symlink, a fifo or a huge file where qmp.pid should be; nothing here follows a
+link, blocks, or reads more than a few bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import stat
+from typing import Optional
+
+from .model import PidfileRead
+
+PIDFILE_NAME = "qmp.pid"
+PIDFILE_MAX_BYTES = 32
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> int:
+    """An fd for a directory that is not a symlink (OSError ELOOP/ENOTDIR otherwise)."""
+    return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def parse_pid(data: bytes, pid_max: int) -> PidfileRead:
+    """A pid from a pidfile's bytes, or why it is not one.
+
+    >>> parse_pid(b"1234\\n", 4194304)
+    PidfileRead(pid=1234, problem=None)
+    >>> parse_pid(b"", 4194304).problem
+    'empty'
+    >>> parse_pid(b"-5", 4194304).problem
+    "not a process id: '-5'"
+    >>> parse_pid(b"1", 4194304).problem
+    'names PID 1'
+    >>> parse_pid(b"99999999999", 4194304).problem
+    'out of range: 99999999999 > pid_max 4194304'
+    """
+    text = data.strip()
+    if not text:
+        return PidfileRead(None, "empty")
+    if not text.isdigit() or not text.isascii():
+        shown = text[:16].decode("ascii", "backslashreplace")
+        return PidfileRead(None, f"not a process id: {shown!r}")
+    pid = int(text)
+    if pid == 0:
+        return PidfileRead(None, "not a process id: '0'")
+    if pid == 1:
+        return PidfileRead(None, "names PID 1")
+    if pid > pid_max:
+        return PidfileRead(None, f"out of range: {pid} > pid_max {pid_max}")
+    return PidfileRead(pid)
+
+
+def read_pidfile(dir_fd: int, pid_max: int, name: str = PIDFILE_NAME) -> PidfileRead:
+    """Read a probe's pidfile relative to its (already verified) dir fd."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return PidfileRead(None, "missing")
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: it is a symlink
+            return PidfileRead(None, "is a symbolic link; not followed")
+        return PidfileRead(None, f"cannot open: {exc.strerror}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return PidfileRead(None, "not a regular file")
+        if st.st_size > PIDFILE_MAX_BYTES:
+            return PidfileRead(None, f"too large for a pidfile ({st.st_size} bytes)")
+        data = os.read(fd, PIDFILE_MAX_BYTES + 1)
+    except OSError as exc:
+        return PidfileRead(None, f"cannot read: {exc.strerror}")
+    finally:
+        os.close(fd)
+    if len(data) > PIDFILE_MAX_BYTES:
+        return PidfileRead(None, "too large for a pidfile")
+    return parse_pid(data, pid_max)
+
+
+def read_pid_max(proc_root: str = "/proc") -> int:
+    try:
+        with open(os.path.join(proc_root, "sys/kernel/pid_max"), "rb") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 4194304  # the kernel's upper limit
+
+
+class _StatxTimestamp(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32), ("reserved", ctypes.c_int32)]
+
+
+class _Statx(ctypes.Structure):
+    _fields_ = [
+        ("stx_mask", ctypes.c_uint32),
+        ("stx_blksize", ctypes.c_uint32),
+        ("stx_attributes", ctypes.c_uint64),
+        ("stx_nlink", ctypes.c_uint32),
+        ("stx_uid", ctypes.c_uint32),
+        ("stx_gid", ctypes.c_uint32),
+        ("stx_mode", ctypes.c_uint16),
+        ("spare0", ctypes.c_uint16),
+        ("stx_ino", ctypes.c_uint64),
+        ("stx_size", ctypes.c_uint64),
+        ("stx_blocks", ctypes.c_uint64),
+        ("stx_attributes_mask", ctypes.c_uint64),
+        ("stx_atime", _StatxTimestamp),
+        ("stx_btime", _StatxTimestamp),
+        ("stx_ctime", _StatxTimestamp),
+        ("stx_mtime", _StatxTimestamp),
+        ("spare", ctypes.c_uint64 * 14),
+    ]
+
+
+_STATX_BTIME = 0x800
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
+
+
+class BirthTime:
+    """When a file was made: statx's birth time where libc and the fs have one.
+
+    Without it (old glibc, a file system that keeps none) the earlier of mtime and
+    ctime stands in; that is never earlier than the real birth, so a check of
+    "process started no earlier than its dir" can only get stricter, never looser.
+    """
+
+    def __init__(self) -> None:
+        self._statx = None
+        libc_name = ctypes.util.find_library("c")
+        if libc_name:
+            libc = ctypes.CDLL(libc_name, use_errno=True)
+            self._statx = getattr(libc, "statx", None)
+            if self._statx is not None:
+                self._statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Statx)]
+                self._statx.restype = ctypes.c_int
+
+    def of_fd(self, fd: int) -> float:
+        if self._statx is not None:
+            buf = _Statx()
+            if self._statx(fd, b"", _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, ctypes.byref(buf)) == 0:
+                if buf.stx_mask & _STATX_BTIME:
+                    return buf.stx_btime.tv_sec + buf.stx_btime.tv_nsec / 1e9
+        st = os.fstat(fd)
+        return min(st.st_mtime, st.st_ctime)

@@ -1,0 +1,197 @@
+"""Timing getDomainCapabilities, at most one call in flight, killed at the timeout.
+
+libvirt serves calls from a small worker pool, and every call that waits behind a
+hung probe holds a worker. So: one call at a time in this process (the object
+holds at most one child) and across processes on the host (an flock in
+state_dir that the child holds for as long as it lives).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, List, Optional
+
+from .model import LatencyResult
+
+
+class LatencyProbe:
+    def __init__(
+        self,
+        uri: str,
+        timeout: float,
+        lock_path: Optional[str],
+        python: str = sys.executable,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.uri = uri
+        self.timeout = timeout
+        self.lock_path = lock_path
+        self.python = python
+        self.clock = clock
+        self._child: Optional[subprocess.Popen] = None
+        self._lock_fd: Optional[int] = None
+        self._buffer = b""
+        self._lines: List[dict] = []
+        self.started_at: Optional[float] = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self._child is not None
+
+    @property
+    def deadline(self) -> Optional[float]:
+        return None if self.started_at is None else self.started_at + self.timeout
+
+    def fileno(self) -> Optional[int]:
+        """The child's stdout, for a select() in the daemon's loop."""
+        if self._child is None or self._child.stdout is None:
+            return None
+        return self._child.stdout.fileno()
+
+    def _take_lock(self) -> Optional[str]:
+        """None when the host-wide lock is ours, else why we may not probe now."""
+        if self.lock_path is None:
+            return None
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            # No writable state dir (a read-only check by hand): go on without the
+            # host-wide guard; this process still runs at most one call.
+            if exc.errno in (errno.EACCES, errno.EROFS, errno.ENOENT, errno.EPERM):
+                return None
+            return f"cannot open {self.lock_path}: {exc.strerror}"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return "another latency probe is still in flight on this host"
+        self._lock_fd = fd
+        return None
+
+    def start(self) -> Optional[LatencyResult]:
+        """Start a call; a LatencyResult (skipped) when none may start now."""
+        if self._child is not None:
+            return LatencyResult(reachable=None, answered=False, skipped="a latency probe is already in flight")
+        busy = self._take_lock()
+        if busy:
+            return LatencyResult(reachable=None, answered=False, skipped=busy)
+        pass_fds = (self._lock_fd,) if self._lock_fd is not None else ()
+        env = dict(os.environ)
+        env["KVMWD_PARENT_PID"] = str(os.getpid())
+        try:
+            self._child = subprocess.Popen(
+                [self.python, "-m", "watchdogd.latency_child", self.uri],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # so that killing it kills all of it
+                pass_fds=pass_fds,
+                env=env,
+                cwd="/",
+            )
+        except OSError as exc:
+            self._release_lock()
+            return LatencyResult(reachable=None, answered=False, error=f"cannot start the latency probe: {exc}")
+        assert self._child.stdout is not None
+        os.set_blocking(self._child.stdout.fileno(), False)
+        self.started_at = self.clock()
+        self._buffer = b""
+        self._lines = []
+        return None
+
+    def _drain(self) -> bool:
+        """Read what the child said; True at EOF."""
+        assert self._child is not None and self._child.stdout is not None
+        while True:
+            try:
+                chunk = os.read(self._child.stdout.fileno(), 65536)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return True
+            self._buffer += chunk
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                try:
+                    self._lines.append(json.loads(line))
+                except ValueError:
+                    pass
+
+    def poll(self) -> Optional[LatencyResult]:
+        """The result once the call ended or ran out of time; None while it runs."""
+        if self._child is None:
+            return None
+        eof = self._drain()
+        timed_out = self.clock() >= (self.deadline or 0)
+        if not eof and not timed_out:
+            return None
+        if not eof:
+            self._kill()
+        else:
+            self._reap()
+        return self._result(timed_out and not eof)
+
+    def cancel(self) -> None:
+        """End a call in flight (shutdown): no orphan is left behind."""
+        if self._child is not None:
+            self._kill()
+            self._lines = []
+
+    def run(self) -> LatencyResult:
+        """One call, blocking until it ends or times out (for `check`)."""
+        skipped = self.start()
+        if skipped is not None:
+            return skipped
+        while True:
+            result = self.poll()
+            if result is not None:
+                return result
+            fd = self.fileno()
+            wait = max(0.0, (self.deadline or 0) - self.clock())
+            if fd is not None:
+                select.select([fd], [], [], min(wait, 1.0))
+
+    def _kill(self) -> None:
+        assert self._child is not None
+        try:
+            os.killpg(self._child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reap()
+
+    def _reap(self) -> None:
+        assert self._child is not None
+        self._child.wait()
+        if self._child.stdout is not None:
+            self._child.stdout.close()
+        self._child = None
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _result(self, timed_out: bool) -> LatencyResult:
+        stages = {line.get("stage"): line for line in self._lines}
+        connected = stages.get("connected")
+        version = connected.get("version") if connected else None
+        connect_ms = connected.get("ms") if connected else None
+        if "domcaps" in stages:
+            return LatencyResult(reachable=True, answered=True, connect_ms=connect_ms, domcaps_ms=stages["domcaps"]["ms"], libvirt_version=version)
+        error = stages.get("error")
+        if error is not None:
+            if error.get("where") == "connect":
+                return LatencyResult(reachable=False, answered=False, error=error.get("message"))
+            return LatencyResult(reachable=True, answered=False, connect_ms=connect_ms, domcaps_ms=error.get("ms"), error=error.get("message"), libvirt_version=version)
+        if timed_out:
+            return LatencyResult(reachable=True if connected else None, answered=False, connect_ms=connect_ms, timed_out=True, libvirt_version=version)
+        return LatencyResult(reachable=None, answered=False, error="the latency probe exited without an answer")

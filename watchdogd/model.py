@@ -1,0 +1,167 @@
+"""The data that flows through the watchdog: what was observed, and what it means.
+
+Everything here is a frozen dataclass: scan produces an Observation, assess turns it
+into Findings, policy turns those into planned actions. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from .timefmt import iso_utc
+
+
+class Severity(enum.IntEnum):
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# The stable finding kinds of the contract, with their default severity.
+FINDING_KINDS: Dict[str, Severity] = {
+    "probe_hung": Severity.CRITICAL,
+    "probe_defunct": Severity.WARNING,
+    "probe_dir_stale": Severity.WARNING,
+    "domcaps_slow": Severity.WARNING,
+    "domcaps_hung": Severity.CRITICAL,
+    "libvirt_unreachable": Severity.CRITICAL,
+    "cache_empty": Severity.WARNING,
+    "kernel_changed": Severity.INFO,
+    # beyond the contract's list: libvirt answered getDomainCapabilities with an error
+    # (the probe crashed rather than hung); VMs cannot start either way
+    "domcaps_failed": Severity.CRITICAL,
+}
+
+ACTION_NAMES = ("kill_probe", "remove_stale_dir", "quarantine_cache", "restart_libvirt", "alert")
+
+
+class Role(str, enum.Enum):
+    """What a process is to its probe, in qemu's -daemonize double fork."""
+
+    FIRST = "first"  # started by libvirt, waits on the daemonize pipe
+    INTERMEDIATE = "intermediate"  # forked the daemon and exited; a zombie its parent never reaped
+    DAEMON = "daemon"  # the emulator proper; its pid is in qmp.pid
+    UNKNOWN = "unknown"  # names the dir, but fits none of the above
+
+
+@dataclass(frozen=True)
+class Process:
+    """One /proc entry, as much as the watchdog needs of it."""
+
+    pid: int
+    ppid: int
+    state: str  # the one-letter state of /proc/PID/stat
+    comm: str
+    start_boot_s: float  # start time, seconds since boot (immune to wall clock jumps)
+    uid: Optional[int] = None
+    cmdline: Tuple[str, ...] = ()
+
+    @property
+    def is_zombie(self) -> bool:
+        return self.state == "Z"
+
+
+@dataclass(frozen=True)
+class PidfileRead:
+    """What a probe's qmp.pid said: a pid, or why it could not be used."""
+
+    pid: Optional[int]
+    problem: Optional[str] = None  # e.g. "missing", "not a regular file", "not a number"
+
+
+@dataclass(frozen=True)
+class ProbeMember:
+    process: Process
+    role: Role
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A qmp-XXXXXX dir and the processes that belong to it."""
+
+    path: str
+    made_wall: float  # when the dir was made (statx birth time where the fs has one)
+    age_s: float
+    pidfile: PidfileRead
+    members: Tuple[ProbeMember, ...] = ()
+    # a pidfile that names a process which does not belong here, with why
+    pidfile_rejected: Optional[str] = None
+
+    def pids(self, role: Optional[Role] = None) -> Tuple[int, ...]:
+        return tuple(m.process.pid for m in self.members if role is None or m.role == role)
+
+    @property
+    def live_members(self) -> Tuple[ProbeMember, ...]:
+        return tuple(m for m in self.members if not m.process.is_zombie)
+
+
+@dataclass(frozen=True)
+class Defunct:
+    """A zombie emulator process and the parent that has not reaped it."""
+
+    zombie: Process
+    parent: Optional[Process]
+    parent_kind: str  # "probe", "libvirt", "init", "other"
+    probe_path: Optional[str]
+    age_s: float
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One getDomainCapabilities probe: how far it got and how long it took."""
+
+    reachable: Optional[bool]  # None: connect neither answered nor failed in time
+    answered: bool
+    connect_ms: Optional[float] = None
+    domcaps_ms: Optional[float] = None
+    timed_out: bool = False
+    error: Optional[str] = None
+    libvirt_version: Optional[int] = None
+    skipped: Optional[str] = None  # why no call was made
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one scan saw; read-only, taken in one pass."""
+
+    taken_wall: float
+    uptime_s: float = 0.0  # seconds since boot when taken: process ages are measured on it
+    probes: Tuple[Probe, ...] = ()
+    defunct: Tuple[Defunct, ...] = ()
+    libvirt_pids: Tuple[int, ...] = ()
+    cache_dir: str = ""
+    cache_entries: Optional[Tuple[str, ...]] = None  # None: the dir could not be read
+    kernel_release: str = ""
+    kernel_last_good: Optional[str] = None
+    latency: Optional[LatencyResult] = None
+    errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    severity: Severity
+    subject: str
+    since: float  # wall time the condition began, as best known
+    message: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        return (self.kind, self.subject)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity.label,
+            "subject": self.subject,
+            "since": iso_utc(self.since),
+            "message": self.message,
+            "evidence": self.evidence,
+        }

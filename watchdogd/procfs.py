@@ -1,0 +1,170 @@
+"""Reading /proc cheaply and without tripping over processes that vanish mid-read.
+
+One pass reads /proc/PID/stat for every process (one small read each); the command
+line, the costly part, is read only for processes whose name could be an emulator
+or a libvirt daemon. Start times are kept in seconds since boot, so ages never
+depend on the wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+from .model import Process
+
+_CMDLINE_CAP = 128 * 1024  # qemu command lines are long, but not this long
+
+
+def parse_stat(data: bytes) -> Tuple[str, str, int, int]:
+    """comm, state, ppid and start time (clock ticks since boot) from /proc/PID/stat.
+
+    The comm can hold spaces and parentheses, so it ends at the *last* ')'.
+
+    >>> parse_stat(b"42 (qemu-system-x86) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 8812 0 0")
+    ('qemu-system-x86', 'S', 1, 8812)
+    >>> parse_stat(b"7 (a) b) (c) Z 3 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 0 99 0")
+    ('a) b) (c', 'Z', 3, 99)
+    >>> parse_stat(b"garbage")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a /proc/PID/stat line
+    """
+    open_at = data.find(b"(")
+    close_at = data.rfind(b")")
+    if open_at < 0 or close_at < open_at:
+        raise ValueError("not a /proc/PID/stat line")
+    comm = data[open_at + 1 : close_at].decode("utf-8", "replace")
+    rest = data[close_at + 1 :].split()
+    if len(rest) < 20:
+        raise ValueError("not a /proc/PID/stat line")
+    try:
+        return comm, rest[0].decode("ascii"), int(rest[1]), int(rest[19])
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("not a /proc/PID/stat line") from None
+
+
+def split_cmdline(data: bytes) -> Tuple[str, ...]:
+    """argv from /proc/PID/cmdline; bytes that are not UTF-8 survive as surrogates.
+
+    >>> split_cmdline(b"qemu\\x00-pidfile\\x00/d/qmp-A/qmp.pid\\x00")
+    ('qemu', '-pidfile', '/d/qmp-A/qmp.pid')
+    >>> split_cmdline(b"")
+    ()
+    """
+    if not data:
+        return ()
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return tuple(os.fsdecode(part) for part in data.split(b"\0"))
+
+
+class ProcFS:
+    """The process table under one /proc root (a test can point it at a fake tree)."""
+
+    def __init__(self, root: str = "/proc"):
+        self.root = root
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+
+    def uptime(self) -> float:
+        """Seconds since boot, on the same clock as process start times."""
+        if self.root == "/proc":
+            return time.clock_gettime(time.CLOCK_BOOTTIME)
+        with open(os.path.join(self.root, "uptime"), "rb") as f:
+            return float(f.read().split()[0])
+
+    def boot_wall(self) -> float:
+        """The wall time the machine booted, for turning start times into dates."""
+        return time.time() - self.uptime()
+
+    def pids(self) -> Iterable[int]:
+        for name in os.listdir(self.root):
+            if name.isdigit():
+                yield int(name)
+
+    def _read(self, path: str, cap: int) -> Optional[bytes]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None  # gone, or not ours to read: the process is not there for us
+        try:
+            chunks = []
+            size = 0
+            while size < cap:
+                chunk = os.read(fd, min(65536, cap - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+        except OSError:
+            return None  # ESRCH: it exited between open and read
+        finally:
+            os.close(fd)
+
+    def process(self, pid: int, with_cmdline: bool = True) -> Optional[Process]:
+        """One process, or None when it is not there (or vanished while being read)."""
+        base = f"{self.root}/{pid}"
+        data = self._read(base + "/stat", 4096)
+        if not data:
+            return None
+        try:
+            comm, state, ppid, start = parse_stat(data)
+        except ValueError:
+            return None
+        cmdline: Tuple[str, ...] = ()
+        uid: Optional[int] = None
+        if with_cmdline:
+            raw = self._read(base + "/cmdline", _CMDLINE_CAP)
+            if raw is None:
+                return None
+            cmdline = split_cmdline(raw)
+            try:
+                uid = os.stat(base).st_uid
+            except OSError:
+                return None
+        return Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline)
+
+    def scan(self, interesting: Callable[[str], bool]) -> Dict[int, Process]:
+        """Every process whose comm is interesting, with its command line.
+
+        Processes that exit while being read are simply not in the result.
+        """
+        table: Dict[int, Process] = {}
+        root = self.root
+        read = self._read
+        for name in os.listdir(root):
+            if not name.isdigit():
+                continue
+            data = read(f"{root}/{name}/stat", 4096)
+            if not data:
+                continue
+            try:
+                comm, state, ppid, start = parse_stat(data)
+            except ValueError:
+                continue
+            if not interesting(comm):
+                continue
+            pid = int(name)
+            cmdline: Tuple[str, ...] = ()
+            if state != "Z":  # a zombie has no command line left
+                raw = read(f"{root}/{name}/cmdline", _CMDLINE_CAP)
+                if raw is None:
+                    continue
+                cmdline = split_cmdline(raw)
+            try:
+                uid: Optional[int] = os.stat(f"{root}/{name}").st_uid
+            except OSError:
+                continue
+            table[pid] = Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline)
+        return table
+
+    def kernel_stack(self, pid: int) -> Dict[str, str]:
+        """wchan and kernel stack of a process stuck in the kernel, for the report."""
+        out: Dict[str, str] = {}
+        for name in ("wchan", "stack"):
+            data = self._read(f"{self.root}/{pid}/{name}", 16384)
+            if data:
+                out[name] = data.decode("utf-8", "replace").strip()
+        return out

@@ -1,0 +1,93 @@
+"""What must outlive a restart of the watchdog, kept in state_dir, written atomically.
+
+A write goes to a temp file, is fsynced and renamed over the old one, so a crash or
+a full disk leaves either the old state or the new, never half of one. A corrupt
+file is moved aside (kept for the operator) and the watchdog goes on without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
+
+from .timefmt import compact_utc
+
+
+class StateError(Exception):
+    """State could not be written; the message says where and why."""
+
+
+@dataclass
+class StateStore:
+    root: str
+    clock: Callable[[], float] = time.time
+    problems: List[str] = field(default_factory=list)  # corrupt files found, for reporting
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def read_json(self, name: str) -> Optional[Any]:
+        """The stored object, or None when absent, unreadable or corrupt (then noted)."""
+        path = self.path(name)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(16 * 1024 * 1024)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.problems.append(f"cannot read {path}: {exc.strerror}")
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            aside = f"{path}.corrupt-{compact_utc(self.clock())}"
+            try:
+                os.replace(path, aside)
+                self.problems.append(f"{path} was corrupt ({exc}); moved aside to {aside}")
+            except OSError as move_exc:
+                self.problems.append(f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}")
+            return None
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Replace a state file atomically; StateError (nothing half-written) on failure."""
+        path = self.path(name)
+        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
+        tmp = None
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.root)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StateError(f"cannot write {path}: {exc.strerror or exc}") from None
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    # ---- the last kernel on which probing worked ------------------------------------
+
+    def last_good_kernel(self) -> Optional[str]:
+        data = self.read_json("kernel.json")
+        if isinstance(data, dict) and isinstance(data.get("release"), str):
+            return data["release"]
+        return None
+
+    def record_good_kernel(self, release: str) -> None:
+        if self.last_good_kernel() != release:
+            self.write_json("kernel.json", {"release": release, "recorded_at": self.clock()})
