@@ -13,6 +13,7 @@ from .durations import format_duration
 from .model import FINDING_KINDS, Defunct, Finding, Observation, Probe
 from .timefmt import iso_utc
 
+
 def assess(obs: Observation, config: Config) -> List[Finding]:
     findings: List[Finding] = []
     detect = config.detect

@@ -399,7 +399,11 @@ def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node
         reader.problem(node, "latency.slow", f"({format_duration(latency.slow)}) must be shorter than latency.timeout ({format_duration(latency.timeout)})")
     if latency.enabled and latency.every < latency.timeout:
         node = top.get("latency", (None, None))[1]
-        reader.problem(node, "latency.every", f"({format_duration(latency.every)}) must be at least latency.timeout ({format_duration(latency.timeout)}): one probe in flight at most")
+        reader.problem(
+            node,
+            "latency.every",
+            f"({format_duration(latency.every)}) must be at least latency.timeout ({format_duration(latency.timeout)}): one probe in flight at most",
+        )
 
 
 def resolve_path(cli_path: Optional[str], environ: Mapping[str, str]) -> Tuple[str, bool]:

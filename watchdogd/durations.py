@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Union
 
@@ -30,7 +31,7 @@ def parse_duration(value: Union[str, int, float]) -> float:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"a duration cannot be negative: {value}")
-        if value != value or value == float("inf"):
+        if math.isnan(value) or math.isinf(value):
             raise ValueError(f"{value!r} is not a duration")
         return float(value)
     text = str(value).strip()

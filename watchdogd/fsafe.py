@@ -112,8 +112,12 @@ class _Statx(ctypes.Structure):
         ("stx_btime", _StatxTimestamp),
         ("stx_ctime", _StatxTimestamp),
         ("stx_mtime", _StatxTimestamp),
-        ("spare", ctypes.c_uint64 * 14),
+        ("spare", ctypes.c_uint64 * 16),
     ]
+
+
+# The kernel writes the whole struct: a short buffer here is heap corruption.
+assert ctypes.sizeof(_Statx) == 256, ctypes.sizeof(_Statx)
 
 
 _STATX_BTIME = 0x800
@@ -144,6 +148,6 @@ class BirthTime:
             buf = _Statx()
             if self._statx(fd, b"", _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, ctypes.byref(buf)) == 0:
                 if buf.stx_mask & _STATX_BTIME:
-                    return buf.stx_btime.tv_sec + buf.stx_btime.tv_nsec / 1e9
+                    return float(buf.stx_btime.tv_sec + buf.stx_btime.tv_nsec / 1e9)
         st = os.fstat(fd)
         return min(st.st_mtime, st.st_ctime)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .model import LatencyResult
 
@@ -36,10 +36,10 @@ class LatencyProbe:
         self.lock_path = lock_path
         self.python = python
         self.clock = clock
-        self._child: Optional[subprocess.Popen] = None
+        self._child: Optional[subprocess.Popen[bytes]] = None
         self._lock_fd: Optional[int] = None
         self._buffer = b""
-        self._lines: List[dict] = []
+        self._lines: List[Dict[str, Any]] = []
         self.started_at: Optional[float] = None
 
     @property
@@ -191,7 +191,9 @@ class LatencyProbe:
         if error is not None:
             if error.get("where") == "connect":
                 return LatencyResult(reachable=False, answered=False, error=error.get("message"))
-            return LatencyResult(reachable=True, answered=False, connect_ms=connect_ms, domcaps_ms=error.get("ms"), error=error.get("message"), libvirt_version=version)
+            return LatencyResult(
+                reachable=True, answered=False, connect_ms=connect_ms, domcaps_ms=error.get("ms"), error=error.get("message"), libvirt_version=version
+            )
         if timed_out:
             return LatencyResult(reachable=True if connected else None, answered=False, connect_ms=connect_ms, timed_out=True, libvirt_version=version)
         return LatencyResult(reachable=None, answered=False, error="the latency probe exited without an answer")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import List
 
 
 def _say(**fields: object) -> None:
@@ -38,7 +39,7 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent is already gone
 
 
-def main(argv: list) -> int:
+def main(argv: List[str]) -> int:
     _die_with_parent()
     if len(argv) != 1:
         sys.stderr.write("usage: python -m watchdogd.latency_child URI\n")

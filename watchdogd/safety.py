@@ -54,9 +54,8 @@ def names_dir(cmdline: Sequence[str], probe_dir: str) -> bool:
     (False, False)
     """
     for arg in cmdline:
-        if arg.startswith("unix:"):
-            arg = arg[5:].split(",", 1)[0]
-        if os.path.dirname(arg) == probe_dir:
+        path = arg[5:].split(",", 1)[0] if arg.startswith("unix:") else arg
+        if os.path.dirname(path) == probe_dir:
             return True
     return False
 

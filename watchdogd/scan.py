@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .config import Config
 from .fsafe import BirthTime, open_dir_nofollow, read_pid_max, read_pidfile
@@ -163,7 +163,7 @@ class Scanner:
             age = max(0.0, now - made)
         return Probe(path=path, made_wall=made, age_s=age, pidfile=pidfile, members=tuple(members), pidfile_rejected=rejected)
 
-    def _defunct(self, table: Dict[int, Process], probes: Sequence[Probe], libvirt_pids: frozenset, uptime: float) -> List[Defunct]:
+    def _defunct(self, table: Dict[int, Process], probes: Sequence[Probe], libvirt_pids: AbstractSet[int], uptime: float) -> List[Defunct]:
         owner: Dict[int, str] = {}
         for probe in probes:
             for member in probe.members:
@@ -198,7 +198,7 @@ class Scanner:
             return None
 
 
-def _role(proc: Process, pidfile_pid: Optional[int], members: Set[int], libvirt_pids: frozenset) -> Role:
+def _role(proc: Process, pidfile_pid: Optional[int], members: Set[int], libvirt_pids: AbstractSet[int]) -> Role:
     if proc.pid == pidfile_pid:
         return Role.DAEMON
     if proc.ppid in libvirt_pids:

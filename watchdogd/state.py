@@ -84,9 +84,8 @@ class StateStore:
 
     def last_good_kernel(self) -> Optional[str]:
         data = self.read_json("kernel.json")
-        if isinstance(data, dict) and isinstance(data.get("release"), str):
-            return data["release"]
-        return None
+        release = data.get("release") if isinstance(data, dict) else None
+        return release if isinstance(release, str) else None
 
     def record_good_kernel(self, release: str) -> None:
         if self.last_good_kernel() != release:

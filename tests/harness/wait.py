@@ -1,0 +1,29 @@
+"""Waiting on conditions with deadlines: the only kind of waiting the suite does."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_for(condition: Callable[[], Optional[T]], timeout: float, what: str, poll: float = 0.05) -> T:
+    """Poll until condition() returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, ValueError) as exc:  # a /proc entry vanishing mid-read, etc.
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise Timeout(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(poll)

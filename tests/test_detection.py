@@ -1,0 +1,261 @@
+"""The operator's first question at 3 a.m.: is a probe hung, which processes, and does libvirt answer?
+
+Every test here drives the real libvirtd (a sandboxed session daemon) with real
+`virsh domcapabilities` calls, and runs `kvm-watchdog check` as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, run_cli_process
+from harness.sandbox import LibvirtSandbox, alive, file_tree
+from harness.wait import wait_for
+
+HUNG_AFTER = "2s"
+
+
+def hang(libvirt: LibvirtSandbox, mode: str) -> subprocess.Popen:
+    """Replay the incident: the next probe hangs, and a virsh call waits behind it."""
+    libvirt.arm(mode, count=1)
+    waiting = libvirt.domcaps_async()
+    wait_for(libvirt.hung_probe, 30, f"a {mode} probe to appear")
+    return waiting
+
+
+def test_a_healthy_host_has_no_finding(libvirt, state_dir, write_config):
+    cfg = write_config(libvirt.config(state_dir))
+    result = run_cli("-c", cfg, "check")
+    assert result.rc == 0, result.out + result.err
+    assert result.out.startswith("OK: 0 probe dirs, domcapabilities in ")
+    assert run_cli("-c", cfg, "check", "--json").json == {"findings": [], "actions": []}
+
+
+@pytest.mark.parametrize("mode", ["hang-init", "hang-qmp"])
+def test_a_hung_probe_is_critical_and_names_each_process_by_role(libvirt, state_dir, write_config, mode):
+    waiting = hang(libvirt, mode)
+    probe = libvirt.hung_probe()
+    cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"timeout": "3s", "slow": "1s", "every": "3s"}))
+    result = wait_for(lambda: (r := run_cli("-c", cfg, "check", "--json")).rc == 2 and "probe_hung" in r.kinds() and r, 30, "probe_hung")
+
+    hung = result.finding("probe_hung")
+    assert hung["severity"] == "critical"
+    assert hung["subject"] == str(probe["dir"])
+    roles = {p["role"]: p for p in hung["evidence"]["processes"]}
+    assert roles["daemon"]["pid"] == probe["daemon"]
+    assert hung["evidence"]["pidfile"] == {"pid": probe["daemon"], "problem": None}
+    assert "domcaps_hung" in result.kinds()
+    assert "cache_empty" in result.kinds()  # libvirt dropped the outdated entry before probing
+    if mode == "hang-init":
+        # the incident's three processes in a row: first (waits on the pipe), zombie, daemon
+        assert set(roles) == {"first", "intermediate", "daemon"}
+        assert roles["first"]["ppid"] == libvirt.libvirtd_pid
+        assert roles["intermediate"]["state"] == "Z" and roles["intermediate"]["ppid"] == roles["first"]["pid"]
+        defunct = result.finding("probe_defunct")
+        assert defunct["subject"] == str(probe["dir"])
+        assert defunct["evidence"]["zombies"][0]["parent_pid"] == roles["first"]["pid"]
+        assert defunct["evidence"]["zombies"][0]["parent_kind"] == "probe"
+    else:
+        # libvirt 9.0 reaped the first process at once here; only the daemon is left
+        assert roles["daemon"]["ppid"] != libvirt.libvirtd_pid
+        assert "probe_defunct" not in result.kinds()
+    human = run_cli("-c", cfg, "check", "--no-latency")
+    assert human.rc == 2
+    assert f"CRITICAL probe_hung: Capability probe {probe['dir']} has been hung for" in human.out
+    assert f"daemon {probe['daemon']} (S)" in human.out
+
+    libvirt.release()
+    assert waiting.wait(30) != 0  # the waiting virsh call returns (with an error) once released
+
+
+def test_a_slow_probe_is_not_a_hung_one(libvirt, state_dir, write_config):
+    libvirt.arm("slow:3", count=1)
+    waiting = libvirt.domcaps_async()
+    wait_for(libvirt.qmp_dirs, 20, "the slow probe's dir")
+    cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": "10s"}, latency={"timeout": "15s", "slow": "1s", "every": "15s"}))
+    result = run_cli("-c", cfg, "check", "--json")
+    assert "probe_hung" not in result.kinds()
+    slow = result.finding("domcaps_slow")
+    assert slow["evidence"]["latency_ms"] >= 1000
+    assert result.rc == 1
+    assert waiting.wait(30) == 0
+
+
+def test_a_dir_no_process_belongs_to_is_stale(libvirt, state_dir, write_config):
+    stale = libvirt.probe_dir / "qmp-OLD123"
+    stale.mkdir(mode=0o700)
+    (stale / "qmp.monitor").write_text("")
+    cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s"}))
+    result = wait_for(lambda: (r := run_cli("-c", cfg, "check", "--json", "--no-latency")) and "probe_dir_stale" in r.kinds() and r, 10, "probe_dir_stale")
+    finding = result.finding("probe_dir_stale")
+    assert finding["subject"] == str(stale) and finding["severity"] == "warning"
+    assert finding["evidence"]["pidfile"]["problem"] == "missing"
+    assert result.rc == 1
+    stale.joinpath("qmp.monitor").unlink()
+    stale.rmdir()
+
+
+def _bystanders(libvirt: LibvirtSandbox, tmp_path: Path):
+    """Processes a pidfile might name that must never become part of a probe."""
+    sleeper = subprocess.Popen(["sleep", "600"])
+    fake_bin = tmp_path / "qemu-system-x86_64"  # an emulator's name, but another dir on its command line
+    fake_bin.write_text("#!/bin/sh\nsleep 600\n:\n")
+    fake_bin.chmod(0o755)
+    other_dir = libvirt.probe_dir / "qmp-OTHER1"
+    other = subprocess.Popen([str(fake_bin), "-pidfile", f"{other_dir}/qmp.pid"])
+    wait_for(lambda: alive(other.pid) and "qmp-OTHER1" in Path(f"/proc/{other.pid}/cmdline").read_text(), 10, "the other-dir process")
+    return {"sleep": sleeper.pid, "pid1": 1, "libvirtd": libvirt.libvirtd_pid, "test runner": os.getpid(), "other dir": other.pid}, [sleeper, other]
+
+
+def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(libvirt, state_dir, write_config, tmp_path):
+    bystanders, procs = _bystanders(libvirt, tmp_path)
+    dirs = {}
+    try:
+        for i, (who, pid) in enumerate(bystanders.items()):
+            d = libvirt.probe_dir / f"qmp-BYST{i:02d}"
+            d.mkdir(mode=0o700)
+            (d / "qmp.pid").write_text(f"{pid}\n")
+            dirs[who] = d
+        cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s", "probe_hung_after": "1s"}))
+        result = wait_for(
+            lambda: (r := run_cli("-c", cfg, "check", "--json", "--no-latency")) and r.kinds().count("probe_dir_stale") == len(dirs) and r,
+            10,
+            "every bystander dir to be reported stale",
+        )
+        assert "probe_hung" not in result.kinds()
+        for f in result.json["findings"]:
+            assert f["kind"] == "probe_dir_stale"
+            assert "pids" not in f["evidence"]
+        rejected = {f["subject"]: f["evidence"].get("pidfile_rejected", "") for f in result.json["findings"]}
+        assert "not an emulator's" in rejected[str(dirs["sleep"])]
+        assert "libvirt daemon" in rejected[str(dirs["libvirtd"])]
+        assert "not an emulator's" in rejected[str(dirs["test runner"])] or "watchdog itself" in rejected[str(dirs["test runner"])]
+        assert "does not name this probe's dir" in rejected[str(dirs["other dir"])]
+        # PID 1 is refused by the pidfile reader itself
+        pid1 = [f for f in result.json["findings"] if f["subject"] == str(dirs["pid1"])][0]
+        assert pid1["evidence"]["pidfile"]["problem"] == "names PID 1"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for d in dirs.values():
+            for child in d.iterdir():
+                child.unlink()
+            d.rmdir()
+
+
+MALFORMED = {
+    "empty": b"",
+    "text": b"hello\n",
+    "negative": b"-42\n",
+    "huge": b"99999999999999999999\n",
+    "one-megabyte": b"1" * (1024 * 1024),
+}
+
+
+def test_malformed_pidfiles_never_crash_or_block_check(libvirt, state_dir, write_config, tmp_path):
+    made = []
+    for i, content in enumerate(MALFORMED.values()):
+        d = libvirt.probe_dir / f"qmp-BADPF{i}"
+        d.mkdir(mode=0o700)
+        (d / "qmp.pid").write_bytes(content)
+        made.append(d)
+    target = tmp_path / "secret"
+    target.write_text(f"{os.getpid()}\n")
+    link = libvirt.probe_dir / "qmp-BADLNK"
+    link.mkdir(mode=0o700)
+    (link / "qmp.pid").symlink_to(target)
+    fifo = libvirt.probe_dir / "qmp-BADFIF"
+    fifo.mkdir(mode=0o700)
+    os.mkfifo(fifo / "qmp.pid")
+    made += [link, fifo]
+    try:
+        cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s"}))
+        # a separate process with a deadline: a blocked read on the fifo would show as a timeout here
+        result = wait_for(
+            lambda: (r := run_cli_process("-c", cfg, "check", "--json", "--no-latency", timeout=20)) and r.kinds().count("probe_dir_stale") == len(made) and r,
+            15,
+            "every malformed-pidfile dir to be reported",
+        )
+        assert "Traceback" not in result.err
+        problems = {Path(f["subject"]).name: f["evidence"]["pidfile"]["problem"] for f in result.json["findings"]}
+        assert problems["qmp-BADPF0"] == "empty"
+        assert problems["qmp-BADPF1"].startswith("not a process id")
+        assert problems["qmp-BADPF2"].startswith("not a process id")
+        assert problems["qmp-BADPF3"].startswith("out of range")
+        assert problems["qmp-BADPF4"].startswith("too large")
+        assert problems["qmp-BADLNK"] == "is a symbolic link; not followed"
+        assert problems["qmp-BADFIF"] == "not a regular file"
+    finally:
+        for d in made:
+            for child in d.iterdir():
+                child.unlink()
+            d.rmdir()
+
+
+def test_a_symlink_named_like_a_probe_dir_is_never_entered(libvirt, state_dir, write_config, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "qmp.pid").write_text(f"{os.getpid()}\n")
+    link = libvirt.probe_dir / "qmp-LINK00"
+    link.symlink_to(elsewhere)
+    try:
+        cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s"}))
+        wait_for(lambda: time.time() - link.lstat().st_mtime > 1.5, 5, "the link to be older than stale_dir_after")
+        result = run_cli("-c", cfg, "check", "--json", "--no-latency")
+        assert result.json["findings"] == []
+    finally:
+        link.unlink()
+
+
+def test_libvirt_stopped_is_unreachable_within_the_timeout(own_libvirt, state_dir, write_config):
+    cfg = write_config(own_libvirt.config(state_dir, latency={"timeout": "5s", "every": "5s", "slow": "1s"}))
+    own_libvirt.stop()
+    started = time.monotonic()
+    result = run_cli_process("-c", cfg, "check", "--json", timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.rc == 2, result.out + result.err
+    finding = result.finding("libvirt_unreachable")
+    assert "Failed to connect socket" in finding["evidence"]["error"]
+    assert elapsed < 5 + 1
+
+
+def test_check_changes_nothing(libvirt, state_dir, write_config):
+    waiting = hang(libvirt, "hang-init")
+    cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": "1s"}, latency={"timeout": "2s", "every": "2s", "slow": "1s"}))
+    wait_for(lambda: run_cli("-c", cfg, "check", "--no-latency").rc == 2, 20, "the probe to count as hung")
+
+    def processes():
+        return {pid: (Path(f"/proc/{pid}/stat").read_bytes().split()[2]) for pid in libvirt.sandbox_pids() + [libvirt.libvirtd_pid]}
+
+    def files():
+        return {**file_tree(libvirt.probe_dir), **file_tree(libvirt.cache_dir), **file_tree(state_dir)}
+
+    before_procs, before_files = processes(), files()
+    result = run_cli("-c", cfg, "check", "--json")
+    assert result.rc == 2
+    assert processes() == before_procs
+    after_files = files()
+    # the latency lock is the one file check may create: it is how two checks never pile calls on libvirt
+    after_files.pop(str(state_dir / "latency.lock"), None)
+    assert after_files == before_files
+    libvirt.release()
+    waiting.wait(30)
+
+
+def test_check_exits_unknown_on_a_broken_config(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("interval: soon\n")
+    result = run_cli("-c", str(cfg), "check")
+    assert result.rc == 3
+    assert f"{cfg}:1: interval: 'soon' is not a duration" in result.err
+
+
+def test_python_dash_m_is_the_same_command():
+    r = subprocess.run([sys.executable, "-m", "watchdogd", "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("kvm-watchdog ")
