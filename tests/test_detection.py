@@ -7,6 +7,7 @@ Every test here drives the real libvirtd (a sandboxed session daemon) with real
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,14 +21,6 @@ from harness.wait import wait_for
 HUNG_AFTER = "2s"
 
 
-def hang(libvirt: LibvirtSandbox, mode: str) -> subprocess.Popen:
-    """Replay the incident: the next probe hangs, and a virsh call waits behind it."""
-    libvirt.arm(mode, count=1)
-    waiting = libvirt.domcaps_async()
-    wait_for(libvirt.hung_probe, 30, f"a {mode} probe to appear")
-    return waiting
-
-
 def test_a_healthy_host_has_no_finding(libvirt, state_dir, write_config):
     cfg = write_config(libvirt.config(state_dir))
     result = run_cli("-c", cfg, "check")
@@ -38,7 +31,7 @@ def test_a_healthy_host_has_no_finding(libvirt, state_dir, write_config):
 
 @pytest.mark.parametrize("mode", ["hang-init", "hang-qmp"])
 def test_a_hung_probe_is_critical_and_names_each_process_by_role(libvirt, state_dir, write_config, mode):
-    waiting = hang(libvirt, mode)
+    waiting = libvirt.hang(mode)
     probe = libvirt.hung_probe()
     cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"timeout": "3s", "slow": "1s", "every": "3s"}))
     result = wait_for(lambda: (r := run_cli("-c", cfg, "check", "--json")).rc == 2 and "probe_hung" in r.kinds() and r, 30, "probe_hung")
@@ -102,12 +95,12 @@ def test_a_dir_no_process_belongs_to_is_stale(libvirt, state_dir, write_config):
 
 def _bystanders(libvirt: LibvirtSandbox, tmp_path: Path):
     """Processes a pidfile might name that must never become part of a probe."""
-    sleeper = subprocess.Popen(["sleep", "600"])
+    sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
     fake_bin = tmp_path / "qemu-system-x86_64"  # an emulator's name, but another dir on its command line
     fake_bin.write_text("#!/bin/sh\nsleep 600\n:\n")
     fake_bin.chmod(0o755)
     other_dir = libvirt.probe_dir / "qmp-OTHER1"
-    other = subprocess.Popen([str(fake_bin), "-pidfile", f"{other_dir}/qmp.pid"])
+    other = subprocess.Popen([str(fake_bin), "-pidfile", f"{other_dir}/qmp.pid"], start_new_session=True)
     wait_for(lambda: alive(other.pid) and "qmp-OTHER1" in Path(f"/proc/{other.pid}/cmdline").read_text(), 10, "the other-dir process")
     return {"sleep": sleeper.pid, "pid1": 1, "libvirtd": libvirt.libvirtd_pid, "test runner": os.getpid(), "other dir": other.pid}, [sleeper, other]
 
@@ -141,7 +134,7 @@ def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(libvirt, st
         assert pid1["evidence"]["pidfile"]["problem"] == "names PID 1"
     finally:
         for p in procs:
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)  # the shell and its sleep
             p.wait()
         for d in dirs.values():
             for child in d.iterdir():
@@ -226,7 +219,7 @@ def test_libvirt_stopped_is_unreachable_within_the_timeout(own_libvirt, state_di
 
 
 def test_check_changes_nothing(libvirt, state_dir, write_config):
-    waiting = hang(libvirt, "hang-init")
+    waiting = libvirt.hang("hang-init")
     cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": "1s"}, latency={"timeout": "2s", "every": "2s", "slow": "1s"}))
     wait_for(lambda: run_cli("-c", cfg, "check", "--no-latency").rc == 2, 20, "the probe to count as hung")
 

@@ -11,14 +11,17 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from .act import ActionRecord, Actor, build_actions
 from .assess import assess
 from .config import Config
 from .fsafe import BirthTime
+from .killer import ProcessEnder
 from .latency import LatencyProbe
 from .model import Finding, Observation
+from .policy import STATE_FILE, PolicyEngine, PolicyState
 from .procfs import ProcFS
 from .scan import Scanner
-from .state import StateStore
+from .state import StateError, StateStore
 
 
 @dataclass
@@ -28,6 +31,8 @@ class Components:
     state: StateStore
     scanner: Scanner
     latency: Optional[LatencyProbe]
+    engine: PolicyEngine
+    actor: Actor
 
 
 def build(config: Config, proc_root: str = "/proc") -> Components:
@@ -38,7 +43,9 @@ def build(config: Config, proc_root: str = "/proc") -> Components:
     if config.latency.enabled:
         lock = os.path.join(config.state_dir, "latency.lock")
         latency = LatencyProbe(config.libvirt.uri, config.latency.timeout, lock)
-    return Components(config=config, proc=proc, state=state, scanner=scanner, latency=latency)
+    engine = PolicyEngine(config, PolicyState.from_json(state.read_json(STATE_FILE)))
+    actor = Actor(build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace)), engine)
+    return Components(config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor)
 
 
 def scan_once(parts: Components, with_latency: bool = True) -> Tuple[Observation, List[Finding]]:
@@ -46,3 +53,45 @@ def scan_once(parts: Components, with_latency: bool = True) -> Tuple[Observation
     latency = parts.latency.run() if (with_latency and parts.latency is not None) else None
     obs = parts.scanner.observe(latency)
     return obs, assess(obs, parts.config)
+
+
+@dataclass
+class Remediation:
+    before: List[Finding]
+    actions: List[ActionRecord]
+    breaker: Optional[str]  # "paused" / "resumed" when the breaker changed
+    after: Observation
+    findings: List[Finding]  # what is left after acting
+    problems: List[str]  # state that could not be saved, and the like
+
+
+def remediate_once(parts: Components, dry_run: bool = False, with_latency: bool = True) -> Remediation:
+    """One scan, the policies applied once, then a fresh scan of what is left."""
+    obs, findings = scan_once(parts, with_latency)
+    planned = parts.engine.decide(findings, obs.taken_wall, dry_run=dry_run)
+    records, breaker = parts.actor.execute(planned)
+    problems: List[str] = []
+    if not dry_run:
+        problems += save_progress(parts, obs)
+    acted = any(r.result == "ok" and not r.dry_run and r.action != "alert" for r in records)
+    if acted:
+        after, left = scan_once(parts, with_latency)
+    else:
+        after, left = obs, findings
+    return Remediation(findings, records, breaker, after, left, problems)
+
+
+def save_progress(parts: Components, obs: Observation) -> List[str]:
+    """Persist the policy counters and, when probing worked, the kernel it worked on."""
+    problems = []
+    try:
+        parts.state.write_json(STATE_FILE, parts.engine.state.to_json())
+    except StateError as exc:
+        problems.append(f"{exc}; policy counters are kept in memory only")
+    lat = obs.latency
+    if lat is not None and lat.answered:
+        try:
+            parts.state.record_good_kernel(obs.kernel_release)
+        except StateError as exc:
+            problems.append(str(exc))
+    return problems

@@ -8,7 +8,7 @@ import sys
 from typing import Callable, Dict, List, Mapping, Optional, TextIO
 
 from . import __version__
-from .app import build, scan_once
+from .app import build, remediate_once, scan_once
 from .config import Config, ConfigError, load_config, resolve_path, to_yaml
 from .report import ExitStatus, as_json, exit_status, human
 
@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="one full scan that changes nothing; exit 0 ok, 1 warning, 2 critical, 3 unknown")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--no-latency", action="store_true", help="skip the getDomainCapabilities probe")
+
+    remediate = sub.add_parser("remediate", help="one scan, then the policies applied once; exit status as check, for what is left")
+    remediate.add_argument("--dry-run", action="store_true", help="decide and report, act on nothing")
+    remediate.add_argument("--json", action="store_true", help="print one JSON object")
+    remediate.add_argument("--no-latency", action="store_true", help="skip the getDomainCapabilities probe")
 
     config = sub.add_parser("config", help="validate or show the config")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -64,6 +69,23 @@ class Cli:
             print(human(findings, [], obs), file=self.out)
         return exit_status(findings, obs.errors)
 
+    def remediate(self, args: argparse.Namespace) -> ExitStatus:
+        config = self.load(args)
+        if config is None:
+            return ExitStatus.UNKNOWN
+        outcome = remediate_once(build(config), dry_run=args.dry_run, with_latency=not args.no_latency)
+        actions = [r.to_json() for r in outcome.actions]
+        errors = list(outcome.after.errors) + outcome.problems
+        if outcome.breaker == "paused":
+            errors.append("remediation paused: the limits (actions per window) were reached")
+        if args.json:
+            print(as_json(outcome.findings, actions, errors), file=self.out)
+        else:
+            print(human(outcome.findings, actions, outcome.after), file=self.out)
+            for problem in outcome.problems:
+                print(f"UNKNOWN {problem}", file=self.out)
+        return exit_status(outcome.findings, errors)
+
     def config(self, args: argparse.Namespace) -> ExitStatus:
         if args.config_command == "show":
             config = self.load(args)
@@ -90,6 +112,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout, err: TextIO
     cli = Cli(out, err, os.environ if environ is None else environ)
     commands: Dict[str, Callable[[argparse.Namespace], ExitStatus]] = {
         "check": cli.check,
+        "remediate": cli.remediate,
         "config": cli.config,
     }
     try:

@@ -30,8 +30,10 @@ class LatencyProbe:
         lock_path: Optional[str],
         python: str = sys.executable,
         clock: Callable[[], float] = time.monotonic,
+        connect_only: bool = False,
     ):
         self.uri = uri
+        self.connect_only = connect_only
         self.timeout = timeout
         self.lock_path = lock_path
         self.python = python
@@ -88,7 +90,7 @@ class LatencyProbe:
         env["KVMWD_PARENT_PID"] = str(os.getpid())
         try:
             self._child = subprocess.Popen(
-                [self.python, "-m", "watchdogd.latency_child", self.uri],
+                [self.python, "-m", "watchdogd.latency_child", self.uri] + (["--connect-only"] if self.connect_only else []),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -185,6 +187,8 @@ class LatencyProbe:
         connected = stages.get("connected")
         version = connected.get("version") if connected else None
         connect_ms = connected.get("ms") if connected else None
+        if self.connect_only and connected:
+            return LatencyResult(reachable=True, answered=False, connect_ms=connect_ms, libvirt_version=version)
         if "domcaps" in stages:
             return LatencyResult(reachable=True, answered=True, connect_ms=connect_ms, domcaps_ms=stages["domcaps"]["ms"], libvirt_version=version)
         error = stages.get("error")

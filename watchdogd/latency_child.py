@@ -41,10 +41,11 @@ def _die_with_parent() -> None:
 
 def main(argv: List[str]) -> int:
     _die_with_parent()
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m watchdogd.latency_child URI\n")
+    if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] != "--connect-only"):
+        sys.stderr.write("usage: python -m watchdogd.latency_child URI [--connect-only]\n")
         return 2
     uri = argv[0]
+    connect_only = len(argv) == 2
     try:
         import libvirt
     except ImportError as exc:
@@ -59,6 +60,9 @@ def main(argv: List[str]) -> int:
         _say(stage="error", where="connect", message=str(exc), code=exc.get_error_code())
         return 1
     _say(stage="connected", ms=(time.monotonic() - start) * 1000, version=version)
+    if connect_only:
+        conn.close()
+        return 0
     start = time.monotonic()
     try:
         conn.getDomainCapabilities(None, None, None, None, 0)

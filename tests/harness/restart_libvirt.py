@@ -6,6 +6,7 @@ Usage: restart_libvirt.py SANDBOX_ROOT. Exits 0 once the new libvirtd answers.
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,11 +29,17 @@ def main(root: str) -> int:
         return 1
     os.kill(supervisor, signal.SIGUSR1)
     socket = Path(root) / "home" / "run" / "libvirt" / "libvirt-sock"
+    uri = f"qemu+unix:///session?socket={socket}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = pidfile.read_text().strip()
         if now not in (old, "0") and socket.exists():
-            return 0
+            try:
+                r = subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                break
+            if r.returncode == 0:
+                return 0
         time.sleep(0.05)
     sys.stderr.write("libvirtd did not come back within 60s\n")
     return 1

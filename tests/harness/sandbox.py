@@ -250,6 +250,13 @@ class LibvirtSandbox:
 
         wait_for(bumped, 5, "the emulator's ctime to move to a new second", poll=0.05)
 
+    def hang(self, mode: str, count: Optional[int] = 1) -> subprocess.Popen:
+        """Replay the incident: the next probe hangs, and a virsh call waits behind it."""
+        self.arm(mode, count)
+        waiting = self.domcaps_async()
+        wait_for(self.hung_probe, 30, f"a {mode} probe to appear")
+        return waiting
+
     def fault(self) -> str:
         return self.fault_file.read_text().strip()
 

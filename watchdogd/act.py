@@ -1,0 +1,243 @@
+"""Act: the only code that signals processes, removes dirs, moves files or restarts libvirt.
+
+Each action re-observes what it is about to touch, right before touching it, and
+re-checks the safety rule on that fresh read: a decision made on the previous scan
+is never trusted on its own. Actions live in one registry (name -> class); none is
+loaded from anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .config import Config
+from .killer import ProcessEnder
+from .model import Finding, Probe, Role
+from .policy import PlannedAction, PolicyEngine
+from .quarantine import quarantine_cache
+from .restart import LibvirtRestarter
+from .safety import Protected, why_not_member
+from .scan import Scanner
+from .stale import RefusedError, remove_probe_dir
+
+Result = Tuple[str, str, Tuple[int, ...]]  # result (ok/failed/skipped), detail, pids touched
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    action: str
+    policy: str
+    subject: str
+    kind: str
+    result: str  # ok | failed | skipped | dry_run
+    dry_run: bool
+    detail: str
+    pids: Tuple[int, ...] = ()
+    at: float = 0.0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "action": self.action,
+            "policy": self.policy,
+            "subject": self.subject,
+            "result": self.result,
+            "dry_run": self.dry_run,
+            "detail": self.detail,
+            "finding": self.kind,
+            "pids": list(self.pids),
+        }
+
+
+class KillProbe:
+    """End a hung probe: its daemon first (that releases libvirt), then the first process if it still waits."""
+
+    def __init__(self, config: Config, scanner: Scanner, ender: ProcessEnder):
+        self.config = config
+        self.scanner = scanner
+        self.ender = ender
+
+    def _probes(self, finding: Finding) -> Tuple[List[Probe], Protected, float]:
+        obs = self.scanner.observe()
+        protected = Protected(self.scanner.own_pid, frozenset(obs.libvirt_pids))
+        boot_wall = obs.taken_wall - obs.uptime_s
+        if finding.kind == "domcaps_hung":
+            hung = [p for p in obs.probes if p.live_members and p.age_s >= self.config.detect.probe_hung_after]
+            return hung, protected, boot_wall
+        path = finding.evidence.get("probe_dir")
+        return [p for p in obs.probes if p.path == path], protected, boot_wall
+
+    def plan(self, finding: Finding) -> str:
+        if finding.kind == "probe_defunct" and not finding.evidence.get("probe_dir"):
+            return "nothing: the zombies' parent is libvirt itself; only restart_libvirt resolves that"
+        probes, _, _ = self._probes(finding)
+        if not probes:
+            return "nothing: the probe has ended"
+        return "; ".join(
+            f"SIGTERM then SIGKILL {', '.join(f'{m.role.value} {m.process.pid}' for m in p.live_members)} of {p.path}" for p in probes
+        )
+
+    def run(self, finding: Finding) -> Result:
+        if finding.kind == "probe_defunct" and not finding.evidence.get("probe_dir"):
+            return "skipped", "the zombies' parent is libvirt itself; only restart_libvirt resolves that", ()
+        probes, protected, boot_wall = self._probes(finding)
+        if not probes:
+            return "ok", "the probe had already ended", ()
+        notes: List[str] = []
+        touched: List[int] = []
+        failed = False
+        names = self.config.detect.emulator_names
+        for probe in probes:
+
+            def verify(current: Any, probe: Probe = probe) -> Optional[str]:
+                return why_not_member(current, probe.path, probe.made_wall, boot_wall, protected, names)
+
+            # the daemon first: ending it is what releases libvirt (the first process only waits on it)
+            daemons = [m for m in probe.live_members if m.role == Role.DAEMON]
+            others = [m for m in probe.live_members if m.role != Role.DAEMON]
+            for member in daemons + others:
+                if daemons and member in others and self._exits_by_itself(member.process, 1.0):
+                    notes.append(f"{member.role.value} {member.process.pid} exited by itself")
+                    continue
+                outcome = self.ender.end(member.process, verify)
+                touched.append(member.process.pid)
+                text = f"{member.role.value} {member.process.pid}: {outcome.how}"
+                if outcome.stuck_in_kernel:
+                    text += f" (in uninterruptible sleep at {outcome.stuck_in_kernel}; not retried)"
+                notes.append(text)
+                failed = failed or not outcome.ended
+        return ("failed" if failed else "ok"), "; ".join(notes), tuple(touched)
+
+    def _exits_by_itself(self, proc: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ender.same_process(proc) is None:
+                return True
+            time.sleep(0.02)
+        return False
+
+
+class RemoveStaleDir:
+    def __init__(self, config: Config, scanner: Scanner):
+        self.config = config
+        self.scanner = scanner
+
+    def _still_stale(self, path: str) -> Optional[str]:
+        """None when path is still stale right now, else why it is not."""
+        for probe in self.scanner.observe().probes:
+            if probe.path == path:
+                if probe.live_members:
+                    return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it"
+                if probe.age_s < self.config.detect.stale_dir_after:
+                    return "no longer stale: it is newer than detect.stale_dir_after"
+                return None
+        return "gone"
+
+    def plan(self, finding: Finding) -> str:
+        return f"remove {finding.subject} and what is inside it (links unlinked, never followed)"
+
+    def run(self, finding: Finding) -> Result:
+        why = self._still_stale(finding.subject)
+        if why == "gone":
+            return "ok", "already gone", ()
+        if why:
+            return "skipped", why, ()
+        try:
+            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs)
+        except FileNotFoundError:
+            return "ok", "already gone", ()
+        except RefusedError as exc:
+            return "failed", str(exc), ()
+        except OSError as exc:
+            return "failed", f"cannot remove: {exc.strerror or exc}", ()
+        return "ok", f"removed {count} entr{'y' if count == 1 else 'ies'}", ()
+
+
+class QuarantineCache:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.clock = clock
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.config.state_dir, "quarantine")
+
+    def plan(self, finding: Finding) -> str:
+        return f"move every entry of {self.config.libvirt.cache_dir} to {self.root}/<UTC time>/"
+
+    def run(self, finding: Finding) -> Result:
+        try:
+            result = quarantine_cache(self.config.libvirt.cache_dir, self.root, self.config.actions.quarantine_keep, self.clock())
+        except OSError as exc:
+            return "failed", f"cannot quarantine: {exc.strerror or exc}; the cache is untouched", ()
+        if not result.moved and not result.failed:
+            return "ok", "the cache was already empty", ()
+        detail = f"moved {len(result.moved)} entr{'y' if len(result.moved) == 1 else 'ies'} to {result.dest}"
+        if result.failed:
+            return "failed", detail + f"; left in place: {'; '.join(result.failed)}", ()
+        return "ok", detail, ()
+
+
+class RestartLibvirt:
+    def __init__(self, config: Config, restarter: Optional[LibvirtRestarter] = None):
+        lib = config.libvirt
+        self.restarter = restarter or LibvirtRestarter(lib.restart_command, lib.restart_timeout, lib.uri)
+
+    def plan(self, finding: Finding) -> str:
+        argv = self.restarter.argv()
+        return f"run {' '.join(argv)}" if not isinstance(argv, str) else f"nothing: {argv}"
+
+    def run(self, finding: Finding) -> Result:
+        outcome = self.restarter.restart()
+        return ("ok" if outcome.ok else "failed"), outcome.detail, ()
+
+
+class Alert:
+    def plan(self, finding: Finding) -> str:
+        return "an alert event"
+
+    def run(self, finding: Finding) -> Result:
+        return "ok", f"alert: {finding.message}", ()
+
+
+def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder) -> Dict[str, Any]:
+    """The registry: every action by its config name."""
+    return {
+        "kill_probe": KillProbe(config, scanner, ender),
+        "remove_stale_dir": RemoveStaleDir(config, scanner),
+        "quarantine_cache": QuarantineCache(config),
+        "restart_libvirt": RestartLibvirt(config),
+        "alert": Alert(),
+    }
+
+
+class Actor:
+    """Runs planned actions through the breaker; dry-run ones only say what they would do."""
+
+    def __init__(self, actions: Dict[str, Any], engine: PolicyEngine, clock: Callable[[], float] = time.time):
+        self.actions = actions
+        self.engine = engine
+        self.clock = clock
+
+    def execute(self, planned: Sequence[PlannedAction]) -> Tuple[List[ActionRecord], Optional[str]]:
+        """Records of what was done, and 'paused'/'resumed' when the breaker changed."""
+        records: List[ActionRecord] = []
+        wanted_more = False
+        for p in planned:
+            action = self.actions[p.action]
+            now = self.clock()
+            if p.dry_run:
+                result, detail, pids = "dry_run", "would " + action.plan(p.finding), ()
+            elif p.action != "alert" and not self.engine.admit(now):
+                wanted_more = True
+                per = self.engine.per
+                result, detail, pids = "skipped", f"remediation paused: {self.engine.limit} actions within {per:g}s (limits)", ()
+            else:
+                try:
+                    result, detail, pids = action.run(p.finding)
+                except Exception as exc:  # an action must never take the daemon down
+                    result, detail, pids = "failed", f"internal error: {type(exc).__name__}: {exc}", ()
+            records.append(ActionRecord(p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, tuple(pids), now))
+        return records, self.engine.breaker_transition(self.clock(), wanted_more)

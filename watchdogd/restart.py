@@ -1,0 +1,98 @@
+"""Restarting libvirt: systemctl (or the operator's command), with a timeout, then verified.
+
+Debian's libvirtd.service has KillMode=process: a restart does not end a leftover
+probe's processes. Policies run in order, so kill_probe (first in the shipped
+escalation) has ended them before this runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Union
+
+from .latency import LatencyProbe
+
+UNITS = ("libvirtd.service", "virtqemud.service")
+
+
+@dataclass(frozen=True)
+class RestartOutcome:
+    ok: bool
+    detail: str
+
+
+def run_with_timeout(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """Run argv; at the timeout its whole process group is killed (no stray children)."""
+    child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+    try:
+        out, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, _ = child.communicate()
+        raise subprocess.TimeoutExpired(list(argv), timeout, output=out) from None
+    return subprocess.CompletedProcess(list(argv), child.returncode, out, None)
+
+
+def auto_command(systemctl: Optional[str] = None) -> Union[List[str], str]:
+    """`systemctl restart` of the libvirt unit that is active; a reason string if none is."""
+    systemctl = systemctl or shutil.which("systemctl")
+    if not systemctl:
+        return "restart_command is auto, but there is no systemctl"
+    for unit in UNITS:
+        try:
+            r = run_with_timeout([systemctl, "is-active", "--quiet", unit], 10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0:
+            return [systemctl, "restart", unit]
+    return f"restart_command is auto, but neither {' nor '.join(UNITS)} is active"
+
+
+class LibvirtRestarter:
+    def __init__(self, command: Union[str, Sequence[str]], timeout: float, uri: str, clock: Callable[[], float] = time.monotonic):
+        self.command = command
+        self.timeout = timeout
+        self.uri = uri
+        self.clock = clock
+
+    def argv(self) -> Union[List[str], str]:
+        return auto_command() if self.command == "auto" else list(self.command)
+
+    def restart(self) -> RestartOutcome:
+        argv = self.argv()
+        if isinstance(argv, str):
+            return RestartOutcome(False, argv)
+        started = self.clock()
+        try:
+            r = run_with_timeout(argv, self.timeout)
+        except subprocess.TimeoutExpired:
+            return RestartOutcome(False, f"{' '.join(argv)} did not finish within {self.timeout:g}s")
+        except OSError as exc:
+            return RestartOutcome(False, f"cannot run {argv[0]}: {exc.strerror}")
+        if r.returncode != 0:
+            tail = (r.stdout or b"").decode("utf-8", "replace").strip()[-300:]
+            return RestartOutcome(False, f"{' '.join(argv)} exited {r.returncode}: {tail}")
+        return self.verify(argv, started)
+
+    def verify(self, argv: Sequence[str], started: float) -> RestartOutcome:
+        """libvirt answers a cheap call again (retried until the restart timeout)."""
+        deadline = started + self.timeout
+        last = "no answer"
+        while True:
+            left = deadline - self.clock()
+            probe = LatencyProbe(self.uri, max(1.0, min(10.0, left)), lock_path=None, connect_only=True)
+            result = probe.run()
+            if result.reachable:
+                return RestartOutcome(True, f"ran {' '.join(argv)}; libvirt answers again after {self.clock() - started:.1f}s")
+            last = result.error or "no answer"
+            if self.clock() >= deadline:
+                return RestartOutcome(False, f"ran {' '.join(argv)}, but libvirt does not answer: {last}")
+            time.sleep(0.2)
