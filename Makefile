@@ -5,12 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint test unit demo bench clean
+.PHONY: help deps venv lint test demo clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
-	@echo "make bench  measure scan cost, detection delay, recovery time and footprint"
 
 deps:
 	scripts/install-deps
@@ -24,11 +23,14 @@ $(BIN)/.installed: pyproject.toml
 venv: deps $(BIN)/.installed
 
 lint: venv
-	$(BIN)/ruff check watchdogd tests
+	$(BIN)/ruff check watchdogd tests scripts
 	$(BIN)/mypy
 
 test: venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

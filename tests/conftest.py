@@ -57,14 +57,18 @@ def run_cli_process(*argv: str, timeout: float = 60, env: Optional[Dict[str, str
     return CliResult(r.returncode, r.stdout, r.stderr)
 
 
-@pytest.fixture(scope="session")
-def shared_libvirt() -> Iterator[LibvirtSandbox]:
-    """One sandboxed libvirtd for the session (starting one takes about a second)."""
+def _running_sandbox() -> Iterator[LibvirtSandbox]:
     box = LibvirtSandbox().start()
     try:
         yield box
     finally:
         box.destroy()
+
+
+@pytest.fixture(scope="session")
+def shared_libvirt() -> Iterator[LibvirtSandbox]:
+    """One sandboxed libvirtd for the session (starting one takes about a second)."""
+    yield from _running_sandbox()
 
 
 @pytest.fixture
@@ -78,11 +82,7 @@ def libvirt(shared_libvirt: LibvirtSandbox) -> Iterator[LibvirtSandbox]:
 @pytest.fixture
 def own_libvirt() -> Iterator[LibvirtSandbox]:
     """A sandbox of the test's own, for tests that stop or kill libvirtd."""
-    box = LibvirtSandbox().start()
-    try:
-        yield box
-    finally:
-        box.destroy()
+    yield from _running_sandbox()
 
 
 @pytest.fixture

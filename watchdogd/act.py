@@ -98,7 +98,7 @@ class KillProbe:
             daemons = [m for m in probe.live_members if m.role == Role.DAEMON]
             others = [m for m in probe.live_members if m.role != Role.DAEMON]
             for member in daemons + others:
-                if daemons and member in others and self._exits_by_itself(member.process, 1.0):
+                if daemons and member in others and self.ender.wait_gone(member.process, 1.0):
                     notes.append(f"{member.role.value} {member.process.pid} exited by itself")
                     continue
                 outcome = self.ender.end(member.process, verify)
@@ -109,14 +109,6 @@ class KillProbe:
                 notes.append(text)
                 failed = failed or not outcome.ended
         return ("failed" if failed else "ok"), "; ".join(notes), tuple(touched)
-
-    def _exits_by_itself(self, proc: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ender.same_process(proc) is None:
-                return True
-            time.sleep(0.02)
-        return False
 
 
 class RemoveStaleDir:

@@ -108,6 +108,11 @@ class ProcessEnder:
                     return True  # readable: the process has exited (a zombie now, its parent's to reap)
                 if left <= 0:
                     return False
+        return self.wait_gone(seen, deadline - self.clock())
+
+    def wait_gone(self, seen: Process, timeout: float) -> bool:
+        """Poll /proc until `seen` has exited (for kernels without pidfd, and for processes not held)."""
+        deadline = self.clock() + timeout
         while self.clock() < deadline:
             if self.same_process(seen) is None:
                 return True
