@@ -103,33 +103,37 @@ class ProcFS:
         finally:
             os.close(fd)
 
-    def process(self, pid: int, with_cmdline: bool = True) -> Optional[Process]:
+    def process(self, pid: int) -> Optional[Process]:
         """One process, or None when it is not there (or vanished while being read)."""
-        base = f"{self.root}/{pid}"
-        data = self._read(base + "/stat", 4096)
+        data = self._read(f"{self.root}/{pid}/stat", 4096)
         if not data:
             return None
         try:
-            comm, state, ppid, start = parse_stat(data)
+            stat = parse_stat(data)
         except ValueError:
             return None
+        return self._complete(pid, *stat)
+
+    def _complete(self, pid: int, comm: str, state: str, ppid: int, start: int) -> Optional[Process]:
+        """A Process from its parsed stat, with command line (none for a zombie) and owner."""
+        base = f"{self.root}/{pid}"
         cmdline: Tuple[str, ...] = ()
-        uid: Optional[int] = None
-        if with_cmdline:
+        if state != "Z":
             raw = self._read(base + "/cmdline", _CMDLINE_CAP)
             if raw is None:
                 return None
             cmdline = split_cmdline(raw)
-            try:
-                uid = os.stat(base).st_uid
-            except OSError:
-                return None
+        try:
+            uid = os.stat(base).st_uid
+        except OSError:
+            return None
         return Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline)
 
     def scan(self, interesting: Callable[[str], bool]) -> Dict[int, Process]:
         """Every process whose comm is interesting, with its command line.
 
-        Processes that exit while being read are simply not in the result.
+        Only the stat file is read for every process; the rest only for interesting
+        ones. Processes that exit while being read are simply not in the result.
         """
         table: Dict[int, Process] = {}
         root = self.root
@@ -144,20 +148,10 @@ class ProcFS:
                 comm, state, ppid, start = parse_stat(data)
             except ValueError:
                 continue
-            if not interesting(comm):
-                continue
-            pid = int(name)
-            cmdline: Tuple[str, ...] = ()
-            if state != "Z":  # a zombie has no command line left
-                raw = read(f"{root}/{name}/cmdline", _CMDLINE_CAP)
-                if raw is None:
-                    continue
-                cmdline = split_cmdline(raw)
-            try:
-                uid: Optional[int] = os.stat(f"{root}/{name}").st_uid
-            except OSError:
-                continue
-            table[pid] = Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline)
+            if interesting(comm):
+                proc = self._complete(int(name), comm, state, ppid, start)
+                if proc is not None:
+                    table[proc.pid] = proc
         return table
 
     def kernel_stack(self, pid: int) -> Dict[str, str]:
