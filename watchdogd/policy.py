@@ -148,6 +148,3 @@ class PolicyEngine:
             self.state.paused = False
             return "resumed"
         return None
-
-    def room(self, now: float) -> int:
-        return max(0, self.limit - self._in_window(now))

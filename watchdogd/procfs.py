@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from .model import Process
 
@@ -77,11 +77,6 @@ class ProcFS:
     def boot_wall(self) -> float:
         """The wall time the machine booted, for turning start times into dates."""
         return time.time() - self.uptime()
-
-    def pids(self) -> Iterable[int]:
-        for name in os.listdir(self.root):
-            if name.isdigit():
-                yield int(name)
 
     def _read(self, path: str, cap: int) -> Optional[bytes]:
         try:

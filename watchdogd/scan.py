@@ -74,16 +74,6 @@ class Scanner:
             errors=tuple(errors),
         )
 
-    def probe_dirs(self) -> List[str]:
-        """Just the qmp-XXXXXX paths (cheap; for the daemon's watch between scans)."""
-        found: List[str] = []
-        for base in self.config.libvirt.probe_dirs:
-            try:
-                found.extend(os.path.join(base, n) for n in os.listdir(base) if QMP_DIR.fullmatch(n))
-            except OSError:
-                pass
-        return found
-
     def _probes_in(
         self,
         base: str,

@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -257,9 +256,6 @@ class LibvirtSandbox:
         wait_for(self.hung_probe, 30, f"a {mode} probe to appear")
         return waiting
 
-    def fault(self) -> str:
-        return self.fault_file.read_text().strip()
-
     # ---- libvirt calls ---------------------------------------------------------------
     def domcaps(self, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(["virsh", "-c", self.uri, "domcapabilities"], capture_output=True, text=True, timeout=timeout)
@@ -298,12 +294,6 @@ class LibvirtSandbox:
         wait_for(lambda: not self.hung_probe(), timeout, "hung probes to end")
         wait_for(lambda: self.domcaps().returncode == 0, timeout, "domcapabilities to succeed")
         wait_for(lambda: not self.qmp_dirs(), timeout, "probe dirs to be removed by libvirt")
-
-
-def make_old(path: Path, seconds: float) -> None:
-    """Set a file's mtime into the past (a dir's birth time cannot be changed)."""
-    t = time.time() - seconds
-    os.utime(path, (t, t), follow_symlinks=False)
 
 
 def file_tree(root: Path) -> Dict[str, object]:
