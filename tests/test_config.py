@@ -87,6 +87,7 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
         ("policies:\n  - name: x\n    do: [alert]\n", "c.yaml:2: policies[0]: missing 'on'"),
         ("policies:\n  - {name: a, on: probe_hung, do: [alert]}\n  - {name: a, on: probe_hung, do: [alert]}\n", "c.yaml:3: policies[1].name: name 'a' already used by policies[0]"),
         ("latency:\n  slow: 40s\n", "c.yaml:2: latency.slow: (40s) must be shorter than latency.timeout (30s)"),
+        ("=\n", "c.yaml:1: not a usable YAML value: could not determine a constructor for the tag 'tag:yaml.org,2002:value'"),
         ("interval: [5s\n", "c.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'"),
     ],
 )

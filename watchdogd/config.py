@@ -367,6 +367,20 @@ def parse_config(text: str, filename: str) -> Config:
     if root is None:
         return Config(source=filename)
     reader = _Reader(filename)
+    try:
+        config: Optional[Config] = _read_all(root, reader)
+    except yaml.YAMLError as exc:  # e.g. a tag the safe loader cannot construct
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        reason = getattr(exc, "problem", None) or str(exc)
+        reader.problems.append(ConfigProblem(filename, mark.line + 1 if mark else 0, "", f"not a usable YAML value: {reason}"))
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    assert config is not None
+    return config
+
+
+def _read_all(root: yaml.Node, reader: _Reader) -> Optional[Config]:
+    """Walk the whole document; None when any problem was found."""
     top = reader.mapping(root, "")
     values: Dict[str, Any] = {}
     for key, (key_node, value_node) in top.items():
@@ -382,12 +396,9 @@ def parse_config(text: str, filename: str) -> Config:
         else:
             known = sorted(list(TOP_LEVEL) + list(SECTIONS) + ["policies"])
             reader.problem(key_node, key, f"unknown key (known: {', '.join(known)})")
-    config = Config(source=filename, **values) if not reader.problems else None
+    config = Config(source=reader.filename, **values) if not reader.problems else None
     if config is not None:
         _check_consistency(config, top, reader)
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    assert config is not None
     return config
 
 
