@@ -16,7 +16,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
+from harness.service import NotifyListener, RunningDaemon  # noqa: E402
 
 from watchdogd.cli import main  # noqa: E402
 
@@ -103,3 +105,38 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return str(path)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def journald() -> Iterator[Journald]:
+    """The real journald: the one already running, or one started (and later stopped) here."""
+    j = Journald().ensure()
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Start `kvm-watchdog run` processes; any still running at the end are stopped, then killed."""
+    started: List[RunningDaemon] = []
+
+    def start(config: str, **kwargs: Any) -> RunningDaemon:
+        workdir = tmp_path / f"daemon-{len(started)}"
+        workdir.mkdir()
+        d = RunningDaemon(config, workdir, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        try:
+            d.stop(10)
+        except subprocess.TimeoutExpired:
+            d.kill()

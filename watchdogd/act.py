@@ -9,6 +9,7 @@ loaded from anywhere else.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -75,9 +76,7 @@ class KillProbe:
         probes, _, _ = self._probes(finding)
         if not probes:
             return "nothing: the probe has ended"
-        return "; ".join(
-            f"SIGTERM then SIGKILL {', '.join(f'{m.role.value} {m.process.pid}' for m in p.live_members)} of {p.path}" for p in probes
-        )
+        return "; ".join(f"SIGTERM then SIGKILL {', '.join(f'{m.role.value} {m.process.pid}' for m in p.live_members)} of {p.path}" for p in probes)
 
     def run(self, finding: Finding) -> Result:
         if finding.kind == "probe_defunct" and not finding.evidence.get("probe_dir"):
@@ -173,9 +172,9 @@ class QuarantineCache:
 
 
 class RestartLibvirt:
-    def __init__(self, config: Config, restarter: Optional[LibvirtRestarter] = None):
+    def __init__(self, config: Config, cancel: Optional[threading.Event] = None):
         lib = config.libvirt
-        self.restarter = restarter or LibvirtRestarter(lib.restart_command, lib.restart_timeout, lib.uri)
+        self.restarter = LibvirtRestarter(lib.restart_command, lib.restart_timeout, lib.uri, cancel=cancel)
 
     def plan(self, finding: Finding) -> str:
         argv = self.restarter.argv()
@@ -194,13 +193,13 @@ class Alert:
         return "ok", f"alert: {finding.message}", ()
 
 
-def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder) -> Dict[str, Any]:
-    """The registry: every action by its config name."""
+def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder, cancel: Optional[threading.Event] = None) -> Dict[str, Any]:
+    """The registry: every action by its config name. `cancel` ends a long one when the daemon stops."""
     return {
         "kill_probe": KillProbe(config, scanner, ender),
         "remove_stale_dir": RemoveStaleDir(config, scanner),
         "quarantine_cache": QuarantineCache(config),
-        "restart_libvirt": RestartLibvirt(config),
+        "restart_libvirt": RestartLibvirt(config, cancel),
         "alert": Alert(),
     }
 

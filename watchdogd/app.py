@@ -8,7 +8,8 @@ for globals.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from .act import ActionRecord, Actor, build_actions
@@ -33,19 +34,24 @@ class Components:
     latency: Optional[LatencyProbe]
     engine: PolicyEngine
     actor: Actor
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
 
 
 def build(config: Config, proc_root: str = "/proc") -> Components:
     proc = ProcFS(proc_root)
     state = StateStore(config.state_dir)
     scanner = Scanner(config, proc, BirthTime(), state)
+    # the actions re-observe on their own scanner: the daemon runs them on a worker thread
+    action_scanner = Scanner(config, proc, BirthTime(), StateStore(config.state_dir))
+    cancel = threading.Event()
     latency = None
     if config.latency.enabled:
         lock = os.path.join(config.state_dir, "latency.lock")
         latency = LatencyProbe(config.libvirt.uri, config.latency.timeout, lock)
     engine = PolicyEngine(config, PolicyState.from_json(state.read_json(STATE_FILE)))
-    actor = Actor(build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace)), engine)
-    return Components(config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor)
+    actions = build_actions(config, action_scanner, ProcessEnder(proc, config.actions.kill_grace), cancel)
+    actor = Actor(actions, engine)
+    return Components(config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor, cancel=cancel)
 
 
 def scan_once(parts: Components, with_latency: bool = True) -> Tuple[Observation, List[Finding]]:

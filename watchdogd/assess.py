@@ -213,5 +213,3 @@ def _cache(obs: Observation) -> List[Finding]:
 
 def worst(findings: Sequence[Finding]) -> int:
     return max((int(f.severity) for f in findings), default=0)
-
-

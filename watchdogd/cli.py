@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from typing import Callable, Dict, List, Mapping, Optional, TextIO
 
 from . import __version__
 from .app import build, remediate_once, scan_once
 from .config import Config, ConfigError, load_config, resolve_path, to_yaml
+from .daemon import ConfigSource, Daemon
+from .events import EventSink, journal_sender
+from .notify import Notifier
 from .report import ExitStatus, as_json, exit_status, human
+from .state import StateStore
+from .status import STATUS_FILE, pid_alive, render
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     remediate.add_argument("--dry-run", action="store_true", help="decide and report, act on nothing")
     remediate.add_argument("--json", action="store_true", help="print one JSON object")
     remediate.add_argument("--no-latency", action="store_true", help="skip the getDomainCapabilities probe")
+
+    run = sub.add_parser("run", help="the daemon, in the foreground (systemd Type=notify); exit 0 on a clean stop, 2 on a config error")
+    run.add_argument("-v", "--verbose", action="store_true", help="also print each event as a readable line on stdout")
+    run.add_argument("--poll", action="store_true", help="watch the probe dirs by polling, not inotify")
+
+    status = sub.add_parser("status", help="what the running daemon saw last; exit 0, or 3 when there is no daemon state")
+    status.add_argument("--json", action="store_true", help="print the daemon's status as one JSON object")
 
     config = sub.add_parser("config", help="validate or show the config")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -86,6 +100,37 @@ class Cli:
                 print(f"UNKNOWN {problem}", file=self.out)
         return exit_status(outcome.findings, errors)
 
+    def run(self, args: argparse.Namespace) -> ExitStatus:
+        path, required = resolve_path(args.config, self.environ)
+        try:
+            config = load_config(path, required)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=self.err)
+            return ExitStatus.CRITICAL
+        sink = EventSink(config.events, journal_sender(), stream=self.err, echo=self.out if args.verbose else None)
+        daemon = Daemon(ConfigSource(path, required), config, sink, Notifier(self.environ), use_inotify=not args.poll)
+        daemon.install_signal_handlers()
+        daemon.run()
+        return ExitStatus.OK
+
+    def status(self, args: argparse.Namespace) -> ExitStatus:
+        config = self.load(args)
+        if config is None:
+            return ExitStatus.UNKNOWN
+        state = StateStore(config.state_dir)
+        current = state.read_json(STATUS_FILE)
+        if not isinstance(current, dict):
+            why = "; ".join(state.problems) or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
+            print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)
+            return ExitStatus.UNKNOWN
+        if args.json:
+            current["running"] = pid_alive(current.get("pid")) and not current.get("stopped_at")
+            print(json.dumps(current, indent=2), file=self.out)
+        else:
+            print(render(current, time.time()), file=self.out)
+        return ExitStatus.OK
+
     def config(self, args: argparse.Namespace) -> ExitStatus:
         if args.config_command == "show":
             config = self.load(args)
@@ -113,6 +158,8 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout, err: TextIO
     commands: Dict[str, Callable[[argparse.Namespace], ExitStatus]] = {
         "check": cli.check,
         "remediate": cli.remediate,
+        "run": cli.run,
+        "status": cli.status,
         "config": cli.config,
     }
     try:

@@ -462,6 +462,15 @@ def to_yaml(config: Config) -> str:
 
 
 _DURATION_KEYS = {
-    "interval", "restart_timeout", "probe_hung_after", "stale_dir_after", "every", "timeout",
-    "slow", "within", "cooldown", "per", "kill_grace",
+    "interval",
+    "restart_timeout",
+    "probe_hung_after",
+    "stale_dir_after",
+    "every",
+    "timeout",
+    "slow",
+    "within",
+    "cooldown",
+    "per",
+    "kill_grace",
 }

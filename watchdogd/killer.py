@@ -64,7 +64,7 @@ class ProcessEnder:
             except ProcessLookupError:
                 return Outcome(True, "already gone")
             except OSError as exc:
-                if exc.errno != errno.ENOSYS:
+                if exc.errno not in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter without pidfd_open
                     return Outcome(False, f"cannot hold it: {exc.strerror}")
         try:
             current = self.same_process(seen)

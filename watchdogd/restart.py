@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Union
@@ -26,19 +27,31 @@ class RestartOutcome:
     detail: str
 
 
-def run_with_timeout(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    """Run argv; at the timeout its whole process group is killed (no stray children)."""
+class Cancelled(Exception):
+    """The daemon is stopping: the command was ended, its outcome is unknown."""
+
+
+def run_with_timeout(argv: Sequence[str], timeout: float, cancel: Optional[threading.Event] = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """Run argv; at the timeout (or on cancel) its whole process group is killed (no stray children)."""
     child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
-    try:
-        out, _ = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + timeout
+    while True:
+        step = max(0.0, min(0.2, deadline - time.monotonic()))
+        try:
+            out, _ = child.communicate(timeout=step)  # retrying after a timeout loses no output
+            return subprocess.CompletedProcess(list(argv), child.returncode, out, None)
+        except subprocess.TimeoutExpired:
+            cancelled = cancel is not None and cancel.is_set()
+            if not cancelled and time.monotonic() < deadline:
+                continue
         try:
             os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         out, _ = child.communicate()
+        if cancelled:
+            raise Cancelled(" ".join(argv))
         raise subprocess.TimeoutExpired(list(argv), timeout, output=out) from None
-    return subprocess.CompletedProcess(list(argv), child.returncode, out, None)
 
 
 def auto_command(systemctl: Optional[str] = None) -> Union[List[str], str]:
@@ -57,11 +70,19 @@ def auto_command(systemctl: Optional[str] = None) -> Union[List[str], str]:
 
 
 class LibvirtRestarter:
-    def __init__(self, command: Union[str, Sequence[str]], timeout: float, uri: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        command: Union[str, Sequence[str]],
+        timeout: float,
+        uri: str,
+        clock: Callable[[], float] = time.monotonic,
+        cancel: Optional[threading.Event] = None,
+    ):
         self.command = command
         self.timeout = timeout
         self.uri = uri
         self.clock = clock
+        self.cancel = cancel
 
     def argv(self) -> Union[List[str], str]:
         return auto_command() if self.command == "auto" else list(self.command)
@@ -72,7 +93,9 @@ class LibvirtRestarter:
             return RestartOutcome(False, argv)
         started = self.clock()
         try:
-            r = run_with_timeout(argv, self.timeout)
+            r = run_with_timeout(argv, self.timeout, self.cancel)
+        except Cancelled:
+            return RestartOutcome(False, f"{' '.join(argv)} was ended: the watchdog is stopping")
         except subprocess.TimeoutExpired:
             return RestartOutcome(False, f"{' '.join(argv)} did not finish within {self.timeout:g}s")
         except OSError as exc:
@@ -95,4 +118,5 @@ class LibvirtRestarter:
             last = result.error or "no answer"
             if self.clock() >= deadline:
                 return RestartOutcome(False, f"ran {' '.join(argv)}, but libvirt does not answer: {last}")
-            time.sleep(0.2)
+            if (self.cancel or threading.Event()).wait(0.2):
+                return RestartOutcome(False, f"ran {' '.join(argv)}; the watchdog is stopping, so libvirt was not seen to answer")

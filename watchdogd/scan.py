@@ -127,9 +127,7 @@ class Scanner:
     ) -> Probe:
         names = self.config.detect.emulator_names
         live = [
-            p
-            for p in table.values()
-            if not p.is_zombie and names_dir(p.cmdline, path) and why_not_member(p, path, made, boot_wall, protected, names) is None
+            p for p in table.values() if not p.is_zombie and names_dir(p.cmdline, path) and why_not_member(p, path, made, boot_wall, protected, names) is None
         ]
         live_pids = {p.pid for p in live}
         rejected: Optional[str] = None

@@ -1,0 +1,77 @@
+"""The unit and the catalog, checked with systemd's own tools (there is no systemd PID 1 here)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from watchdogd.events import MESSAGE_IDS
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "kvm-watchdog.service"
+CATALOG = REPO / "systemd" / "kvm-watchdog.catalog"
+
+
+@pytest.fixture
+def unit_here(tmp_path: Path) -> Path:
+    """The shipped unit, its ExecStart pointed at the command this checkout installed (verify wants it to exist)."""
+    command = shutil.which("kvm-watchdog") or str(Path(__import__("sys").executable).parent / "kvm-watchdog")
+    text = UNIT.read_text().replace("/usr/bin/kvm-watchdog", command)
+    assert text.count(command) == 1, "one ExecStart runs the command"
+    copy = tmp_path / "kvm-watchdog.service"
+    copy.write_text(text)
+    return copy
+
+
+def test_systemd_analyze_verify_finds_nothing_wrong_with_the_unit(unit_here: Path) -> None:
+    # the man pages ship with the packages; --man=no until they are installed
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit_here)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+
+
+def test_the_unit_is_locked_down_to_2_or_lower_in_systemd_analyze_security(unit_here: Path) -> None:
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit_here)], capture_output=True, text=True, timeout=60)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert score, r.stdout[-2000:] + r.stderr
+    assert float(score.group(1)) <= 2.0, r.stdout
+
+
+def test_the_unit_has_what_the_service_needs() -> None:
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "ExecStart=/usr/bin/kvm-watchdog run",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "StateDirectory=kvm-watchdog",
+        "CapabilityBoundingSet=CAP_KILL CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER",
+    ):
+        assert line in text.splitlines(), line
+    assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
+    assert re.search(r"^After=.*libvirtd\.service.*virtqemud\.service", text, re.M)
+    assert re.search(r"^Wants=libvirtd\.service", text, re.M)
+
+
+def catalog_ids() -> list:
+    return re.findall(r"^-- ([0-9a-f]{32})$", CATALOG.read_text(), re.M)
+
+
+def test_every_event_type_has_exactly_one_catalog_entry() -> None:
+    ids = catalog_ids()
+    assert sorted(ids) == sorted(MESSAGE_IDS.values())
+    assert len(set(MESSAGE_IDS.values())) == len(MESSAGE_IDS), "one id per event type"
+
+
+def test_journalctl_builds_the_catalog_and_explains_each_event(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr/lib/systemd/catalog").mkdir(parents=True)
+    shutil.copy(CATALOG, root / "usr/lib/systemd/catalog/kvm-watchdog.catalog")
+    r = subprocess.run(["journalctl", f"--root={root}", "--update-catalog"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    listed = subprocess.run(["journalctl", f"--root={root}", "--list-catalog"], capture_output=True, text=True, timeout=60).stdout
+    for kind, mid in MESSAGE_IDS.items():
+        assert re.search(rf"^{mid} kvm-watchdog", listed, re.M), f"{kind} ({mid}) is not in the built catalog"

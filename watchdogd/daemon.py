@@ -1,0 +1,405 @@
+"""`kvm-watchdog run`: the loop. Deadline-driven, single-threaded but for one action worker.
+
+The loop sleeps in one select() until the earliest of: the next full scan
+(`interval`), a probe's own deadline (the moment it turns `probe_hung_after` or
+`stale_dir_after` old), a probe dir appearing or going (inotify), the latency
+child answering or running out of time, an action batch ending, a signal, or the
+next WATCHDOG=1 ping. So a hung probe is reported at its deadline whatever
+`interval` is, and an idle host costs one scan per interval.
+
+Every scan goes observe -> assess -> ledger (open/resolved events, once each) ->
+decide -> the action worker; the loop itself never blocks on an action, and the
+WATCHDOG=1 pings are sent from the loop, so they stop if the loop ever sticks.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
+
+from . import __version__
+from .act import ActionRecord
+from .app import Components, build, save_progress
+from .assess import assess
+from .config import Config, ConfigError, load_config
+from .events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
+from .ledger import FindingLedger
+from .model import Finding, LatencyResult, Observation
+from .notify import Notifier
+from .runner import ActionRunner
+from .state import StateError
+from .status import STATUS_FILE, status_line
+from .timefmt import iso_utc
+from .watch import DirWatch
+
+STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
+RECENT_ACTIONS = 50
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the config comes from, so SIGHUP reads the same place again."""
+
+    path: str
+    required: bool
+
+    def load(self) -> Config:
+        return load_config(self.path, self.required)
+
+
+def deadlines(obs: Observation, config: Config, at: float) -> List[float]:
+    """Monotonic times at which some probe (or zombie) crosses a threshold, given obs was taken at `at`.
+
+    >>> from watchdogd.model import PidfileRead, Probe
+    >>> obs = Observation(taken_wall=0, probes=(Probe("/d/qmp-aaaaaa", 0, 1.0, PidfileRead(None)),))
+    >>> deadlines(obs, Config(), 100.0)
+    [159.0, 699.0]
+    """
+    limits = (config.detect.probe_hung_after, config.detect.stale_dir_after)
+    out = [at + limit - p.age_s for p in obs.probes for limit in limits if p.age_s < limit]
+    out += [at + config.detect.probe_hung_after - d.age_s for d in obs.defunct if d.age_s < config.detect.probe_hung_after]
+    return sorted(out)
+
+
+class Daemon:
+    def __init__(
+        self,
+        source: ConfigSource,
+        config: Config,
+        sink: EventSink,
+        notifier: Notifier,
+        builder: Callable[[Config], Components] = build,
+        mono: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        use_inotify: bool = True,
+    ):
+        self.source = source
+        self.sink = sink
+        self.notifier = notifier
+        self.builder = builder
+        self.mono = mono
+        self.wall = wall
+        self.use_inotify = use_inotify
+        self.parts = builder(config)
+        self.watch = DirWatch(config.libvirt.probe_dirs, use_inotify)
+        self.runner = ActionRunner()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._saved_handlers: Dict[int, Any] = {}
+        self._stop = False
+        self._reload = False
+        self._scan_now = True
+        self._ready = False
+        self.started_wall = wall()
+        self.next_scan = 0.0
+        self.next_latency = mono()  # the first latency probe goes out at once
+        self.next_ping = mono()
+        self.deadlines: List[float] = []
+        self.latency: Optional[LatencyResult] = None
+        self.latency_is_new = False
+        self.obs: Optional[Observation] = None
+        self.findings: List[Finding] = []
+        self.recent: Deque[Dict[str, Any]] = collections.deque(maxlen=RECENT_ACTIONS)
+        self.problems_seen: Set[str] = set()
+        self.scans = 0
+        previous = self.parts.state.read_json(STATUS_FILE)
+        self.ledger = FindingLedger.from_json(previous.get("open") if isinstance(previous, dict) else None)
+        if isinstance(previous, dict) and isinstance(previous.get("recent_actions"), list):
+            self.recent.extend(a for a in previous["recent_actions"] if isinstance(a, dict))
+
+    @property
+    def config(self) -> Config:
+        return self.parts.config
+
+    # ---- signals: handlers only set flags; the wake pipe gets select() to return -----------
+    def install_signal_handlers(self) -> None:
+        """Main thread only. Undone by shutdown()."""
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._saved_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        if self._saved_handlers:
+            signal.set_wakeup_fd(-1)
+            for sig, handler in self._saved_handlers.items():
+                signal.signal(sig, handler)
+            self._saved_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop = True
+
+    def request_stop(self) -> None:
+        """Stop from another thread (tests, embedding); the same path as SIGTERM."""
+        self._stop = True
+        self._wake()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        watch_how = self.watch.why_polling or "inotify on " + ", ".join(self.config.libvirt.probe_dirs)
+        self.sink.emit(
+            lifecycle(
+                "started",
+                f"kvm-watchdog {__version__} started: full scan every {self.config.interval:g}s, "
+                f"probe deadlines at {self.config.detect.probe_hung_after:g}s, {watch_how}; "
+                f"config {self.config.source or 'built-in defaults'}.",
+                config=self.config.source or "",
+                version=__version__,
+                watch=watch_how,
+            )
+        )
+        try:
+            while not self._stop:
+                self.step()
+        finally:
+            self.shutdown()
+        return 0
+
+    def step(self) -> None:
+        """One turn: wait for the earliest thing due, then handle whatever is ready."""
+        readable = self._wait(self._timeout())
+        now = self.mono()
+        if self._wake_r in readable:
+            _drain(self._wake_r)
+        if self._stop:
+            return
+        if self._reload and not self.runner.busy:
+            self._reload = False
+            self.reload()
+        if self.watch.poll_interval is not None or self.watch.fileno() in readable:
+            if self.watch.changed():
+                self._scan_now = True
+        self._service_latency(now)
+        outcome = self.runner.take()
+        if outcome is not None:
+            self._after_actions(*outcome)
+        now = self.mono()
+        if self._scan_now or now >= self.next_scan or (self.deadlines and now >= self.deadlines[0]):
+            self.scan()
+        self._ping(self.mono())
+
+    def _timeout(self) -> float:
+        if self._scan_now or self._stop or self._reload:
+            return 0.0
+        due = [self.next_scan]
+        if self.deadlines:
+            due.append(self.deadlines[0])
+        if self.notifier.watchdog_interval:
+            due.append(self.next_ping)
+        lat = self.parts.latency
+        if lat is not None:
+            due.append(lat.deadline if lat.in_flight and lat.deadline is not None else self.next_latency)
+        if self.watch.poll_interval is not None:
+            due.append(self.mono() + self.watch.poll_interval)
+        return max(0.0, min(due) - self.mono())
+
+    def _wait(self, timeout: float) -> Set[int]:
+        fds = [self._wake_r, self.runner.fileno()]
+        for fd in (self.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None):
+            if fd is not None:
+                fds.append(fd)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        return set(ready)
+
+    def _ping(self, now: float) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval and now >= self.next_ping:
+            self.notifier.watchdog()
+            self.next_ping = now + interval
+
+    # ---- latency: one child at a time, polled from the loop --------------------------------
+    def _service_latency(self, now: float) -> None:
+        probe = self.parts.latency
+        if probe is None:
+            return
+        if probe.in_flight:
+            result = probe.poll()
+            if result is not None:
+                self.latency = result
+                self.latency_is_new = True
+                self._scan_now = True
+            return
+        if now >= self.next_latency:
+            skipped = probe.start()
+            self.next_latency = now + (self.config.latency.every if skipped is None else min(self.config.latency.every, self.config.interval))
+
+    # ---- one scan: observe, assess, report changes, decide -----------------------------------
+    def scan(self) -> None:
+        self._scan_now = False
+        taken = self.mono()
+        obs = self.parts.scanner.observe(self.latency)
+        findings = assess(obs, self.config)
+        self.obs, self.findings = obs, findings
+        self.scans += 1
+        change = self.ledger.update(findings, obs.taken_wall, hold=self.runner.subjects)
+        for f in change.opened:
+            self.sink.emit(finding_opened(f))
+        for f, open_for in change.resolved:
+            self.sink.emit(finding_resolved(f, open_for))
+        problems = list(obs.errors)
+        if not self.runner.busy:
+            planned = self.parts.engine.decide(findings, obs.taken_wall)
+            if planned:
+                self.runner.submit(self.parts.actor, planned)
+            elif change.opened or change.resolved or self.latency_is_new:
+                problems += self._save_progress(obs)
+        self._report_problems(problems)
+        self.deadlines = [d for d in deadlines(obs, self.config, taken) if d > taken]
+        self.next_scan = taken + self.config.interval
+        self._write_status(obs, problems)
+        line = status_line(findings, obs, self.parts.engine.state.paused)
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(line)
+        else:
+            self.notifier.status(line)
+        self.watch.refresh()
+
+    def _save_progress(self, obs: Observation) -> List[str]:
+        self.latency_is_new = False
+        return save_progress(self.parts, obs)
+
+    def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[str]) -> None:
+        for record in records:
+            probe_dir = self._probe_dir_of(record)
+            self.sink.emit(action_taken(record, probe_dir))
+            entry = dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at))
+            self.recent.append(entry)
+        if breaker == "paused":
+            limits = self.config.limits
+            self.sink.emit(
+                lifecycle(
+                    "remediation_paused",
+                    f"Remediation paused: {limits.actions} actions within {limits.per:g}s (limits). Findings are still reported; "
+                    "actions resume when the window has room again. Something keeps breaking: look at the host.",
+                    WARNING,
+                )
+            )
+        elif breaker == "resumed":
+            self.sink.emit(lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE))
+        if self.obs is not None:
+            self._report_problems(self._save_progress(self.obs))
+        self._scan_now = True
+        if any(r.result == "ok" and not r.dry_run and r.action != "alert" for r in records):
+            self.next_latency = self.mono()  # see at once whether libvirt answers again
+
+    def _probe_dir_of(self, record: ActionRecord) -> Optional[str]:
+        held = self.ledger.open.get((record.kind, record.subject))  # held open while it was acted on
+        value = held.finding.evidence.get("probe_dir") if held else None
+        return str(value) if value else None
+
+    def _report_problems(self, problems: Sequence[str]) -> None:
+        """Each new problem once (an unreadable dir is reported when it starts, not every scan)."""
+        current = set(problems)
+        for text in sorted(current - self.problems_seen):
+            self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=text))
+        self.problems_seen = current
+
+    def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> None:
+        status: Dict[str, Any] = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_wall,
+            "config": self.config.source,
+            "interval": self.config.interval,
+            "last_scan": obs.taken_wall,
+            "last_scan_utc": iso_utc(obs.taken_wall),
+            "scans": self.scans,
+            "status_line": status_line(self.findings, obs, self.parts.engine.state.paused),
+            "paused": self.parts.engine.state.paused,
+            "open": self.ledger.to_json(),
+            "recent_actions": list(self.recent),
+            "errors": list(problems),
+            "events_sent": dict(self.sink.sent),
+        }
+        if stopped:
+            status["stopped_at"] = self.wall()
+        try:
+            self.parts.state.write_json(STATUS_FILE, status)
+        except StateError as exc:
+            if not stopped:
+                self._report_problems(list(problems) + [str(exc)])
+
+    # ---- reload and stop ---------------------------------------------------------------
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            config = self.source.load()
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            self.sink.emit(
+                lifecycle(
+                    "config_error",
+                    f"The new config {self.source.path} was not loaded, the running one is kept: {'; '.join(problems)}",
+                    ERR,
+                    config=self.source.path,
+                    problems="\n".join(problems),
+                )
+            )
+            self.notifier.ready(f"config error, running on the previous config | {self.notifier_line()}")
+            return
+        old = self.parts
+        if old.latency is not None:
+            old.latency.cancel()
+        parts = self.builder(config)
+        parts.engine.state = old.engine.state  # counters, fired occurrences and the breaker carry over
+        self.parts = parts
+        self.watch.close()
+        self.watch = DirWatch(config.libvirt.probe_dirs, self.use_inotify)
+        self.sink.mode = config.events
+        self.next_latency = self.mono()
+        self.sink.emit(lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.", NOTICE, config=config.source or ""))
+        self.scan()
+        self.notifier.ready(self.notifier_line())
+
+    def notifier_line(self) -> str:
+        if self.obs is None:
+            return "starting"
+        return status_line(self.findings, self.obs, self.parts.engine.state.paused)
+
+    def shutdown(self) -> None:
+        """A clean stop: no child left behind, the status saved, a stopped event."""
+        self.notifier.stopping()
+        self.parts.cancel.set()
+        unfinished = not self.runner.wait(STOP_GRACE)
+        if not unfinished:
+            outcome = self.runner.take()
+            if outcome is not None:
+                self._after_actions(*outcome)
+        if self.parts.latency is not None:
+            self.parts.latency.cancel()
+        self.watch.close()
+        if self.obs is not None:
+            self._write_status(self.obs, [], stopped=True)
+        note = " An action was still running and was cut short." if unfinished else ""
+        self.sink.emit(lifecycle("stopped", f"kvm-watchdog stopped.{note}", NOTICE if not unfinished else WARNING))
+        self._restore_signal_handlers()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        if not unfinished:
+            self.runner.close()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

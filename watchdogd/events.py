@@ -1,0 +1,227 @@
+"""Report: every finding that opens or resolves, every action, and the daemon's life, as journal events.
+
+One event type, one MESSAGE_ID, one entry in systemd/kvm-watchdog.catalog (so
+`journalctl -x` explains it). Events go through a callable shaped like
+systemd-python's `journal.send`; when there is no journal socket, or journald is
+down, the same fields go to stderr as one JSON object a line, and the journal is
+tried again on the next event, so events resume as soon as journald is back.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, TextIO
+
+from .act import ActionRecord
+from .model import Finding, Severity
+from .timefmt import iso_utc
+
+IDENTIFIER = "kvm-watchdog"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+# KVMWD_EVENT -> MESSAGE_ID. Fixed forever: operators and their tooling match on them.
+MESSAGE_IDS: Dict[str, str] = {
+    "probe_hung": "0e01d9f831ac40549a3cbaeac1ed4ee2",
+    "probe_defunct": "acb13dae1024484d83a24055edca0c35",
+    "probe_dir_stale": "08c23965df0f47f2bfb642d1d2bb8df7",
+    "domcaps_slow": "2d25e5503daf4b45b64f9ea1bce83981",
+    "domcaps_hung": "c689a4f8decb4d22830f6f02fc028e00",
+    "domcaps_failed": "2488d6733fea43ef9eb74178ea018baf",
+    "libvirt_unreachable": "d6291be3cb254247930740f8157b8285",
+    "cache_empty": "2cfb8ac3ae8a4deda3d6d14592a169b8",
+    "kernel_changed": "16da003ad786406baba99a2238bdb070",
+    "action": "1b0ff9497e7e44dbbc3fdad1d7bc0197",
+    "started": "33cba9a7a05944fca04fe610b3491c6a",
+    "stopped": "0ec09c0b93424c43b5001c541856f556",
+    "config_reloaded": "031a3e06647c4be2bccfae1b3c426716",
+    "config_error": "02637c4a630c4ae19fc0fddbe8438c07",
+    "remediation_paused": "dec0a327ed0245269af5efbf56220ce5",
+    "remediation_resumed": "efd5f58fb17e486381df30ab698d89db",
+    # beyond the contract's list: something could not be read or saved (reported once)
+    "scan_problem": "5b8f1f0e6d2a4f7e9c3a1d2b4e6f8a0c",
+}
+
+# syslog priorities
+CRIT, ERR, WARNING, NOTICE, INFO = 2, 3, 4, 5, 6
+_OPEN_PRIORITY = {Severity.CRITICAL: CRIT, Severity.WARNING: WARNING, Severity.INFO: INFO}
+_ACTION_PRIORITY = {"ok": NOTICE, "dry_run": NOTICE, "skipped": WARNING, "failed": ERR}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # KVMWD_EVENT
+    message: str
+    priority: int
+    fields: Dict[str, str] = field(default_factory=dict)  # KVMWD_* beyond the common ones
+
+    def journal_fields(self, wall: float) -> Dict[str, str]:
+        out = {
+            "MESSAGE": self.message,
+            "PRIORITY": str(self.priority),
+            "MESSAGE_ID": MESSAGE_IDS[self.kind],
+            "SYSLOG_IDENTIFIER": IDENTIFIER,
+            "KVMWD_EVENT": self.kind,
+            "KVMWD_TIME": iso_utc(wall),
+        }
+        out.update(self.fields)
+        return out
+
+
+def _finding_fields(finding: Finding, state: str) -> Dict[str, str]:
+    ev = finding.evidence
+    out = {
+        "KVMWD_STATE": state,
+        "KVMWD_SEVERITY": finding.severity.label,
+        "KVMWD_SUBJECT": finding.subject,
+        "KVMWD_SINCE": iso_utc(finding.since),
+    }
+    if ev.get("probe_dir"):
+        out["KVMWD_PROBE_DIR"] = str(ev["probe_dir"])
+    if ev.get("pids"):
+        out["KVMWD_PIDS"] = ",".join(str(p) for p in ev["pids"])
+    if ev.get("age_s") is not None:
+        out["KVMWD_AGE_S"] = str(ev["age_s"])
+    if ev.get("latency_ms") is not None:
+        out["KVMWD_LATENCY_MS"] = str(ev["latency_ms"])
+    out["KVMWD_EVIDENCE"] = json.dumps(ev, sort_keys=True)
+    return out
+
+
+def finding_opened(finding: Finding) -> Event:
+    return Event(finding.kind, finding.message, _OPEN_PRIORITY[finding.severity], _finding_fields(finding, "open"))
+
+
+def finding_resolved(finding: Finding, open_for_s: float) -> Event:
+    fields = _finding_fields(finding, "resolved")
+    fields["KVMWD_OPEN_FOR_S"] = f"{open_for_s:.1f}"
+    message = f"Resolved after {open_for_s:.0f}s: {finding.kind} on {finding.subject} is no longer seen."
+    return Event(finding.kind, message, NOTICE, fields)
+
+
+def action_taken(record: ActionRecord, probe_dir: Optional[str]) -> Event:
+    fields = {
+        "KVMWD_ACTION": record.action,
+        "KVMWD_POLICY": record.policy,
+        "KVMWD_RESULT": record.result,
+        "KVMWD_DRY_RUN": "true" if record.dry_run else "false",
+        "KVMWD_FINDING": record.kind,
+        "KVMWD_SUBJECT": record.subject,
+        "KVMWD_DETAIL": record.detail,
+    }
+    if probe_dir:
+        fields["KVMWD_PROBE_DIR"] = probe_dir
+    if record.pids:
+        fields["KVMWD_PIDS"] = ",".join(map(str, record.pids))
+    message = f"{record.action} on {record.subject} (policy {record.policy}, for {record.kind}): {record.result}"
+    if record.detail:
+        message += f": {record.detail}"
+    return Event("action", message, _ACTION_PRIORITY.get(record.result, NOTICE), fields)
+
+
+def lifecycle(kind: str, message: str, priority: int = INFO, **fields: str) -> Event:
+    """started, stopped, config_reloaded, config_error, remediation_paused/resumed."""
+    return Event(kind, message, priority, {f"KVMWD_{k.upper()}": v for k, v in fields.items()})
+
+
+Sender = Callable[..., Any]
+
+
+def journal_sender() -> Optional[Sender]:
+    """systemd-python's journal.send, or None where the module is missing."""
+    try:
+        from systemd import journal  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    send: Sender = journal.send
+    return send
+
+
+class EventSink:
+    """Delivers events: journal when it can, stderr JSON when it cannot; never raises.
+
+    mode: "journal", "stderr" or "auto" (journal when its socket exists). An event
+    that neither the journal nor stderr takes is kept (up to `backlog` of them) and
+    delivered first next time, so a full disk or a restarting journald loses nothing
+    short of that bound, and the count of what was dropped past it is reported.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        send: Optional[Sender],
+        stream: TextIO = sys.stderr,
+        socket_path: str = JOURNAL_SOCKET,
+        echo: Optional[TextIO] = None,
+        clock: Callable[[], float] = time.time,
+        backlog: int = 10000,
+    ):
+        self.mode = mode
+        self.send = send
+        self.stream = stream
+        self.socket_path = socket_path
+        self.echo = echo
+        self.clock = clock
+        self.pending: Deque[Dict[str, str]] = collections.deque(maxlen=backlog)
+        self.dropped = 0
+        self.journal_error: Optional[str] = None  # why the last journal send failed, while it fails
+        self.sent = collections.Counter()  # type: collections.Counter[str]
+
+    def _journal_wanted(self) -> bool:
+        if self.send is None or self.mode == "stderr":
+            return False
+        return self.mode == "journal" or os.path.exists(self.socket_path)
+
+    def emit(self, event: Event) -> None:
+        fields = event.journal_fields(self.clock())
+        self.sent[event.kind] += 1
+        if self.echo is not None:
+            self._echo(fields)
+        while self.pending:
+            if not self._deliver(self.pending[0]):
+                break
+            self.pending.popleft()
+        if self.pending or not self._deliver(fields):
+            if len(self.pending) == self.pending.maxlen:
+                self.dropped += 1
+            self.pending.append(fields)
+
+    def _deliver(self, fields: Mapping[str, str]) -> bool:
+        if self._journal_wanted():
+            assert self.send is not None
+            try:
+                self.send(**fields)
+                self.journal_error = None
+                return True
+            except OSError as exc:
+                self.journal_error = f"journal send failed: {exc.strerror or exc}"
+        return self._to_stream(fields)
+
+    def _to_stream(self, fields: Mapping[str, str]) -> bool:
+        line = dict(fields)
+        if self.journal_error and self.mode != "stderr":
+            line["KVMWD_JOURNAL_ERROR"] = self.journal_error
+        if self.dropped:
+            line["KVMWD_EVENTS_DROPPED"] = str(self.dropped)
+        try:
+            self.stream.write(json.dumps(line, sort_keys=True) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # ENOSPC, EPIPE, a closed stream
+            return False
+        return True
+
+    def _echo(self, fields: Mapping[str, str]) -> None:
+        """A readable line for a person watching `kvm-watchdog run --verbose` in a terminal."""
+        label = {CRIT: "CRIT", ERR: "ERROR", WARNING: "WARN", NOTICE: "NOTE", INFO: "INFO"}.get(int(fields["PRIORITY"]), "INFO")
+        state = fields.get("KVMWD_STATE") or fields.get("KVMWD_RESULT") or ""
+        what = fields["KVMWD_EVENT"] + (f"/{state}" if state else "")
+        try:
+            assert self.echo is not None
+            self.echo.write(f"{time.strftime('%H:%M:%S', time.localtime(self.clock()))} {label:5} {what:24} {fields['MESSAGE']}\n")
+            self.echo.flush()
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,65 @@
+"""Which findings are open, so that each occurrence is reported once when it opens and once when it resolves.
+
+A probe hung for a day is one open event and one resolved event, not one per scan.
+The ledger is saved with the daemon's status, so a restarted daemon neither opens
+again what it had already reported nor forgets to resolve what ended while it was
+down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AbstractSet, Any, Dict, List, Sequence, Tuple
+
+from .model import FINDING_KINDS, Finding, Severity
+
+Key = Tuple[str, str]
+
+
+@dataclass(frozen=True)
+class OpenFinding:
+    finding: Finding  # as last seen (its evidence follows the condition)
+    opened_at: float  # wall time the open event was sent
+
+
+@dataclass(frozen=True)
+class Change:
+    opened: Tuple[Finding, ...]
+    resolved: Tuple[Tuple[Finding, float], ...]  # the finding as last seen, seconds it was open
+
+
+class FindingLedger:
+    def __init__(self, open_findings: Sequence[OpenFinding] = ()):
+        self.open: Dict[Key, OpenFinding] = {o.finding.key: o for o in open_findings}
+
+    def update(self, findings: Sequence[Finding], now: float, hold: AbstractSet[Key] = frozenset()) -> Change:
+        """`hold`: keys being acted on right now; they stay open until the action is reported."""
+        current = {f.key: f for f in findings}
+        current.update({k: o.finding for k, o in self.open.items() if k in hold and k not in current})
+        opened = tuple(f for k, f in current.items() if k not in self.open)
+        resolved = tuple((o.finding, max(0.0, now - o.opened_at)) for k, o in self.open.items() if k not in current)
+        self.open = {k: OpenFinding(f, self.open[k].opened_at if k in self.open else now) for k, f in current.items()}
+        return Change(opened, resolved)
+
+    def to_json(self) -> List[Dict[str, Any]]:
+        return [dict(o.finding.to_json(), since_wall=o.finding.since, opened_at=o.opened_at) for o in self.open.values()]
+
+    @classmethod
+    def from_json(cls, data: Any) -> FindingLedger:
+        """Lenient: entries that do not parse are dropped (they are re-found by the next scan)."""
+        found: List[OpenFinding] = []
+        for item in data if isinstance(data, list) else []:
+            try:
+                kind = str(item["kind"])
+                finding = Finding(
+                    kind=kind,
+                    severity=FINDING_KINDS.get(kind, Severity.WARNING),
+                    subject=str(item["subject"]),
+                    since=float(item["since_wall"]),
+                    message=str(item.get("message", "")),
+                    evidence=dict(item.get("evidence") or {}),
+                )
+                found.append(OpenFinding(finding, float(item["opened_at"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return cls(found)

@@ -1,0 +1,80 @@
+"""sd_notify: READY, STATUS, WATCHDOG and friends, to the socket systemd names in NOTIFY_SOCKET.
+
+Written out (the protocol is one datagram of KEY=VALUE lines) rather than taken
+from systemd-python's daemon.notify, because that one reads the process's global
+environment; this one takes the environment it is given, so a test can point a
+daemon at its own socket, and `unset` works without touching os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Mapping, Optional
+
+
+class Notifier:
+    def __init__(self, environ: Mapping[str, str]):
+        path = environ.get("NOTIFY_SOCKET", "")
+        if path.startswith("@"):
+            path = "\0" + path[1:]  # an abstract socket
+        self.address: Optional[str] = path or None
+        self.watchdog_usec = _watchdog_usec(environ)
+        self.failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    @property
+    def watchdog_interval(self) -> Optional[float]:
+        """Seconds between WATCHDOG=1 pings (half of what systemd allows), or None."""
+        return self.watchdog_usec / 2e6 if self.watchdog_usec else None
+
+    def send(self, **fields: str) -> bool:
+        """One notification, e.g. send(READY="1", STATUS="..."); False when it could not be sent."""
+        if self.address is None:
+            return False
+        message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode("utf-8", "replace")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(message, self.address)
+        except OSError:
+            self.failures += 1
+            return False
+        return True
+
+    def ready(self, status: str) -> bool:
+        return self.send(READY="1", STATUS=status, MAINPID=str(os.getpid()))
+
+    def status(self, status: str) -> bool:
+        return self.send(STATUS=status)
+
+    def watchdog(self) -> bool:
+        return self.send(WATCHDOG="1")
+
+    def reloading(self) -> bool:
+        return self.send(RELOADING="1", STATUS="reloading the config")
+
+    def stopping(self) -> bool:
+        return self.send(STOPPING="1", STATUS="stopping")
+
+
+def _watchdog_usec(environ: Mapping[str, str]) -> Optional[int]:
+    """WATCHDOG_USEC when it is meant for this process (WATCHDOG_PID unset or ours).
+
+    >>> _watchdog_usec({"WATCHDOG_USEC": "30000000"})
+    30000000
+    >>> _watchdog_usec({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    True
+    >>> _watchdog_usec({"WATCHDOG_USEC": "soon"}) is None
+    True
+    """
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    pid = environ.get("WATCHDOG_PID")
+    if pid is not None and pid != str(os.getpid()):
+        return None
+    return usec if usec > 0 else None
