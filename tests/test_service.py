@@ -159,7 +159,7 @@ def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_n
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "10m"}, latency={"every": "10m", "timeout": "5m"}))
     libvirt.hang("hang-qmp", count=1)  # every getDomainCapabilities now waits
     daemon = start_daemon(cfg)
-    children = wait_for(lambda: daemon.children(), 30, "the latency child to be in flight")
+    children = wait_for(daemon.children, 30, "the latency child to be in flight")
     wait_for(lambda: scans(state_dir) >= 1, 30, "the first scan")
 
     daemon.signal(signal.SIGTERM)

@@ -35,7 +35,7 @@ class Journald:
         self.child: Optional[subprocess.Popen] = None  # type: ignore[type-arg]
         self.owned = False
 
-    def ensure(self, timeout: float = 20) -> "Journald":
+    def ensure(self, timeout: float = 20) -> Journald:
         if journal_answers():
             return self
         self.owned = True
