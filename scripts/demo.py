@@ -1,82 +1,145 @@
 #!/usr/bin/env python3
-"""The incident, replayed and fixed in a sandboxed libvirt, told step by step.
+"""The incident, replayed in a sandboxed libvirt, caught and fixed by the running daemon.
 
 A real session libvirtd (as an unprivileged user, under its own HOME) with a
 fault-injecting emulator: the next capability probe hangs exactly as in
-shared/seed/INCIDENT.md. kvm-watchdog finds it with `check` and ends it with
-`remediate`; `virsh domcapabilities` works again. Everything is cleaned up.
-Exits 0 only if the recovery was seen.
+shared/seed/INCIDENT.md. `kvm-watchdog run` runs in the foreground (its events
+echoed on the terminal, and sent to the real journal); it finds the probe at its
+deadline, ends it, and reports it resolved; `virsh domcapabilities` works again;
+the journal is read back with journalctl. Everything is cleaned up. Exits 0 only
+if the recovery was seen.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import List
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import yaml  # noqa: E402
+from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
-from harness.wait import wait_for  # noqa: E402
+from harness.service import RunningDaemon  # noqa: E402
+from harness.wait import Timeout, wait_for  # noqa: E402
 
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+HUNG_AFTER = 5
 
 
 def say(text: str) -> None:
     print(f"\n{BOLD}== {text}{OFF}", flush=True)
 
 
-def run(argv: list, check: bool = False) -> int:
+def show(argv: List[str]) -> int:
     print(f"{DIM}$ {' '.join(argv)}{OFF}", flush=True)
-    return subprocess.run(argv, check=check).returncode
+    return subprocess.run(argv).returncode
 
 
 def main() -> int:
     kvmwd = [sys.executable, "-m", "watchdogd"]
+    journald = Journald()
     box = LibvirtSandbox()
-    state = Path(tempfile.mkdtemp(prefix="kvmwd-demo-state-"))
+    state = Path(tempfile.mkdtemp(prefix="kvmwd-demo-"))
+    daemon = None
+    recovered = False
     try:
-        say("Starting a sandboxed libvirtd (session daemon, its own user and dirs)")
+        say("Setting up: the real journald, and a sandboxed libvirtd (session daemon, its own user and dirs)")
+        journald.ensure()
+        print("journald:", "started for this demo" if journald.owned else "already running")
         box.start()
         print(f"libvirtd pid {box.libvirtd_pid}, socket {box.socket}")
-        cfg = state / "config.yaml"
-        cfg.write_text(yaml.safe_dump(box.config(state, detect={"probe_hung_after": "3s"}, latency={"timeout": "5s", "every": "5s", "slow": "2s"})))
         if box.domcaps().returncode != 0:
             print("libvirt cannot probe even a healthy emulator here", file=sys.stderr)
             return 1
+        cfg = state / "config.yaml"
+        settings = box.config(
+            state,
+            interval="30s",
+            events="journal",
+            detect={"probe_hung_after": f"{HUNG_AFTER}s"},
+            latency={"every": "10s", "timeout": "5s", "slow": "2s"},
+        )
+        cfg.write_text(yaml.safe_dump(settings, sort_keys=False))
+        print(f"config: full scan every 30s, a probe is hung after {HUNG_AFTER}s (its own timer, not the scan), events to the journal")
 
-        say("A healthy host: kvm-watchdog check")
-        run([*kvmwd, "-c", str(cfg), "check"])
+        say("kvm-watchdog run --verbose: the daemon in the foreground, its events echoed here")
+        daemon = RunningDaemon(str(cfg), state, args=["--verbose"])
+        wait_for((state / "status.json").exists, 30, "the daemon's first scan")
+        show([*kvmwd, "-c", str(cfg), "status"])
 
         say("The kernel breaks: the next capability probe hangs (hang-init), and virsh waits behind it")
+        started = time.monotonic()
         waiting = box.hang("hang-init", count=1)
-        run(["sh", "-c", f"ps -o pid,ppid,stat,args -u {box.user.pw_uid} | cut -c1-160"])
-        quick_check = [*kvmwd, "-c", str(cfg), "check", "--no-latency"]
-        wait_for(lambda: subprocess.run(quick_check, capture_output=True).returncode == 2, 30, "the probe to pass its deadline")
+        show(["sh", "-c", f"ps -o pid,ppid,stat,etime,args -u {box.user.pw_uid} | grep -v ' libvirtd ' | cut -c1-150"])
+        print(f"(the daemon's timer for this probe fires {HUNG_AFTER}s after it started; watch its lines below)", flush=True)
 
-        say("kvm-watchdog check: what an operator sees (exit 2 = critical)")
-        rc = run([*kvmwd, "-c", str(cfg), "check"])
-        print(f"exit status {rc}")
+        def echoed() -> str:
+            return daemon.stdout_path.read_text(errors="replace") if daemon else ""
 
-        say("kvm-watchdog remediate: the policy kills the hung probe, safely")
-        run([*kvmwd, "-c", str(cfg), "remediate", "--no-latency"])
+        def tail_until(condition: str, timeout: float) -> None:
+            printed = 0
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                text = echoed()
+                lines = text.splitlines()
+                for line in lines[printed:]:
+                    print(f"  {line[:220]}", flush=True)
+                printed = len(lines)
+                if condition in text:
+                    return
+                time.sleep(0.1)
+            raise Timeout(f"no '{condition}' from the daemon within {timeout:.0f}s")
+
+        tail_until("probe_hung/resolved", 60)
+        print(f"caught and fixed {time.monotonic() - started:.1f}s after the hang began")
 
         say("The virsh call that was waiting returns, and the next one works")
         waiting.wait(30)
-        print(f"the waiting virsh domcapabilities returned (exit {waiting.returncode})")
+        print(f"the waiting virsh domcapabilities returned (exit {waiting.returncode}: its probe was ended)")
         ok = box.domcaps()
         print(f"virsh domcapabilities: exit {ok.returncode}, {len(ok.stdout)} bytes of capabilities")
-        rc_after = run([*kvmwd, "-c", str(cfg), "check"])
-        recovered = ok.returncode == 0 and rc_after == 0
-        say("Recovered" if recovered else "NOT recovered")
+
+        say("kvm-watchdog status: what the daemon saw last")
+        show([*kvmwd, "-c", str(cfg), "status"])
+
+        say("The journal, as an operator reads it")
+        pid = str(daemon.pid)
+        wait_for(lambda: daemon.journal_events("probe_hung", KVMWD_STATE="resolved"), 30, "the resolved event in the journal")
+        show(["journalctl", "--no-pager", "-o", "short-iso", f"_PID={pid}", "SYSLOG_IDENTIFIER=kvm-watchdog", "--since", daemon.started_at])
+        print(f"\n{DIM}# one event, all its fields:{OFF}")
+        show(
+            [
+                "sh",
+                "-c",
+                f"journalctl --no-pager -o verbose _PID={pid} KVMWD_EVENT=probe_hung KVMWD_STATE=open --since '{daemon.started_at}'"
+                " | grep -E '^ *(MESSAGE_ID|PRIORITY|SYSLOG_IDENTIFIER|KVMWD_[A-Z_]+)=' | grep -v KVMWD_EVIDENCE",
+            ]
+        )
+
+        opened = daemon.journal_events("probe_hung", KVMWD_STATE="open")
+        actions = daemon.journal_events("action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok")
+        resolved = daemon.journal_events("probe_hung", KVMWD_STATE="resolved")
+        recovered = ok.returncode == 0 and len(opened) == 1 and len(actions) == 1 and len(resolved) == 1
         return 0 if recovered else 1
     finally:
+        if daemon is not None:
+            daemon.signal(signal.SIGTERM)
+            try:
+                daemon.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
         box.destroy()
+        journald.close()
         shutil.rmtree(state, ignore_errors=True)
+        say("Recovered: one open event, one kill_probe ok, one resolved, capabilities back" if recovered else "NOT recovered")
 
 
 if __name__ == "__main__":
