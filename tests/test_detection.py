@@ -252,3 +252,29 @@ def test_check_exits_unknown_on_a_broken_config(tmp_path):
 def test_python_dash_m_is_the_same_command():
     r = subprocess.run([sys.executable, "-m", "watchdogd", "--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("kvm-watchdog ")
+
+
+def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_proc(own_libvirt, state_dir, write_config):
+    from watchdogd.app import build
+    from watchdogd.config import load_config
+
+    scanner = build(load_config(write_config(own_libvirt.config(state_dir)), True)).scanner
+    first = scanner.observe()
+    assert scanner.full_walks == 1 and first.libvirt_pids == (own_libvirt.libvirtd_pid,)
+    again = scanner.observe()
+    assert scanner.full_walks == 1, "no probe dir, libvirt unchanged: libvirt's subtree only"
+    assert again.libvirt_pids == first.libvirt_pids
+
+    own_libvirt.hang("hang-init", count=1)
+    hung = scanner.observe()
+    assert scanner.full_walks == 2, "a probe dir exists: every process is looked at"
+    [probe] = hung.probes
+    assert sorted(m.role.value for m in probe.members) == ["daemon", "first", "intermediate"]
+    own_libvirt.release()
+    wait_for(lambda: not scanner.observe().probes, 30, "the probe to be gone")
+    walks = scanner.full_walks
+    old = own_libvirt.kill_libvirtd()
+    own_libvirt.start_libvirtd_again()
+    after = scanner.observe()
+    assert scanner.full_walks == walks + 1, "the known libvirtd is gone: walk everything to find the new one"
+    assert after.libvirt_pids == (own_libvirt.libvirtd_pid,) and old not in after.libvirt_pids

@@ -61,7 +61,7 @@ class KillProbe:
         self.ender = ender
 
     def _probes(self, finding: Finding) -> Tuple[List[Probe], Protected, float]:
-        obs = self.scanner.observe()
+        obs = self.scanner.observe(full=True)
         protected = Protected(self.scanner.own_pid, frozenset(obs.libvirt_pids))
         boot_wall = obs.taken_wall - obs.uptime_s
         if finding.kind == "domcaps_hung":
@@ -117,7 +117,7 @@ class RemoveStaleDir:
 
     def _still_stale(self, path: str) -> Optional[str]:
         """None when path is still stale right now, else why it is not."""
-        for probe in self.scanner.observe().probes:
+        for probe in self.scanner.observe(full=True).probes:
             if probe.path == path:
                 if probe.live_members:
                     return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it"

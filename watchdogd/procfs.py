@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .model import Process
 
@@ -147,6 +147,41 @@ class ProcFS:
                 proc = self._complete(int(name), comm, state, ppid, start)
                 if proc is not None:
                     table[proc.pid] = proc
+        return table
+
+    def children(self, pid: int) -> Tuple[int, ...]:
+        """The children of every thread of pid (libvirtd forks from its worker threads)."""
+        found: List[int] = []
+        try:
+            tasks = os.listdir(f"{self.root}/{pid}/task")
+        except OSError:
+            return ()
+        for tid in tasks:
+            data = self._read(f"{self.root}/{pid}/task/{tid}/children", 1 << 20)
+            if data:
+                found.extend(int(x) for x in data.split())
+        return tuple(found)
+
+    def descendants(self, roots: Tuple[int, ...], interesting: Callable[[str], bool], depth: int = 3) -> Dict[int, Process]:
+        """The roots and their interesting descendants, `depth` generations down.
+
+        What the probe processes look like from libvirt: its child (the first process),
+        that one's child (the intermediate, a zombie when hung). A few reads, however
+        many processes the host runs; the daemon proper re-parents away and is found
+        through its pidfile or a full scan.
+        """
+        table: Dict[int, Process] = {}
+        level = list(roots)
+        for _ in range(depth):
+            following: List[int] = []
+            for pid in level:
+                proc = self.process(pid)
+                if proc is None or (pid not in roots and not interesting(proc.comm)):
+                    continue
+                table[pid] = proc
+                if not proc.is_zombie:
+                    following.extend(self.children(pid))
+            level = following
         return table
 
     def kernel_stack(self, pid: int) -> Dict[str, str]:

@@ -22,6 +22,11 @@ from .state import StateStore
 
 QMP_DIR = re.compile(r"qmp-[A-Za-z0-9]{6}")
 
+# With no probe dir anywhere, a scan reads only libvirt's own process subtree; the
+# whole of /proc is walked at least this often even then (and always when a probe
+# dir exists, a known libvirt daemon is gone, or an action is about to act).
+FULL_WALK_EVERY = 120.0
+
 
 class Scanner:
     def __init__(
@@ -32,26 +37,31 @@ class Scanner:
         state: StateStore,
         clock: Callable[[], float] = time.time,
         own_pid: Optional[int] = None,
+        mono: Callable[[], float] = time.monotonic,
     ):
         self.config = config
         self.proc = proc
         self.birth = birth
         self.state = state
         self.clock = clock
+        self.mono = mono
+        self.full_walks = 0
+        self._last_walk: Optional[float] = None
+        self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
         self.own_pid = os.getpid() if own_pid is None else own_pid
         self.pid_max = read_pid_max(proc.root)
         names = config.detect.emulator_names
         daemons = set(config.detect.libvirt_daemons)
         self._interesting = lambda comm: comm in daemons or is_emulator_name(comm, names)
 
-    def observe(self, latency: Optional[LatencyResult] = None) -> Observation:
+    def observe(self, latency: Optional[LatencyResult] = None, full: Optional[bool] = None) -> Observation:
+        """One pass. full=True walks all of /proc; None lets the scanner choose (see FULL_WALK_EVERY)."""
         errors: List[str] = []
         now = self.clock()
         uptime = self.proc.uptime()
         boot_wall = now - uptime
-        table = self.proc.scan(self._interesting)
-        daemons = set(self.config.detect.libvirt_daemons)
-        libvirt_pids = frozenset(p.pid for p in table.values() if p.comm in daemons and not p.is_zombie)
+        table = self._table(full)
+        libvirt_pids = frozenset(self._libvirt)
         protected = Protected(self.own_pid, libvirt_pids)
         probes: List[Probe] = []
         for base in self.config.libvirt.probe_dirs:
@@ -73,6 +83,32 @@ class Scanner:
             latency=latency,
             errors=tuple(errors),
         )
+
+    def _table(self, full: Optional[bool]) -> Dict[int, Process]:
+        """The interesting processes: a walk of all /proc, or only libvirt's subtree when nothing needs more."""
+        now = self.mono()
+        if full is None:
+            full = self._last_walk is None or not self._libvirt or now - self._last_walk >= FULL_WALK_EVERY or self._any_probe_dir()
+        table: Dict[int, Process] = {}
+        if not full:
+            table = self.proc.descendants(tuple(self._libvirt), self._interesting)
+            full = any((p := table.get(pid)) is None or p.is_zombie or p.start_boot_s != start for pid, start in self._libvirt.items())
+        if full:
+            table = self.proc.scan(self._interesting)
+            self._last_walk = now
+            self.full_walks += 1
+        daemons = set(self.config.detect.libvirt_daemons)
+        self._libvirt = {p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie}
+        return table
+
+    def _any_probe_dir(self) -> bool:
+        for base in self.config.libvirt.probe_dirs:
+            try:
+                if any(QMP_DIR.fullmatch(name) for name in os.listdir(base)):
+                    return True
+            except OSError:
+                continue
+        return False
 
     def _probes_in(
         self,

@@ -82,6 +82,7 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the sleep below
         self.start_child()
         while not self.stop:
+            self.reap_orphans()  # first: a libvirtd killed just before SIGHUP is noticed gone
             if self.restart:
                 self.restart = False
                 self.stop_child()
