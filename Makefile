@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint test demo clean
+.PHONY: help deps venv lint test demo bench clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
+	@echo "make bench  measure scan cost, detection delay, recovery, footprint and a soak (about 45 min; BENCH_ARGS=--quick for a smoke run)"
 
 deps:
 	scripts/install-deps
@@ -23,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 venv: deps $(BIN)/.installed
 
 lint: venv
-	$(BIN)/ruff check watchdogd tests scripts
+	$(BIN)/ruff check watchdogd tests scripts bench
 	$(BIN)/mypy
 
 test: venv lint
@@ -31,6 +32,10 @@ test: venv lint
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+BENCH_ARGS ?=
+bench: venv
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,132 @@
+"""`make bench`: the watchdog's cost and speed, side by side with what an operator would run instead.
+
+Prints a table and writes bench/results.json. Sections: scan, detect (detection
+delay and time to recovery), shell (the cron shell-loop alternative), footprint,
+soak. Every knob has a flag, so a quick run is `python -m bench.run --quick`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+from harness.journald import Journald  # noqa: E402
+from harness.sandbox import LibvirtSandbox  # noqa: E402
+
+from . import (  # noqa: E402
+    common,  # noqa: F401  (puts tests/ on sys.path for the harness)
+    detection,
+    footprint,
+    scan_cost,
+    shell_loop,
+    soak,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+SECTIONS = ("scan", "detect", "shell", "footprint", "soak")
+
+
+def machine() -> Dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    libvirt = subprocess.run(["libvirtd", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "libvirt": libvirt,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def table(results: Dict[str, Any]) -> List[str]:
+    out: List[str] = []
+    if "scan" in results:
+        out.append("1. scan cost (CPU ms, median of 7)            full scan   idle scan        ps    pgrep   full/ps")
+        for r in results["scan"]:
+            out.append(
+                f"   +{r['extra_processes']:>6} processes ({r['processes']:>6} total)   {r['watchdog_full_scan_ms']:>9.2f} "
+                f"{r['watchdog_idle_scan_ms']:>11.2f} {r['ps_ms']:>9.2f} {r['pgrep_ms']:>8.2f}   {r['ratio_to_ps']:>6.2f}x"
+            )
+        out.append("   goal: full scan at most 1.0x ps at every size")
+    if "detect" in results:
+        d = results["detect"]
+        dd, rr = d["detection_delay_s"], d["time_to_recovery_s"]
+        out.append(f"2. detection delay past the deadline, interval 30s, {d['trials']} trials: p50 {dd['p50'] * 1000:.0f} ms, p95 {dd['p95'] * 1000:.0f} ms, max {dd['max'] * 1000:.0f} ms (goal: p95 <= 200 ms)")
+        out.append(f"3. time to recovery, probe_hung_after {d['probe_hung_after_s']:g}s: p50 {rr['p50']:.2f} s, p95 {rr['p95']:.2f} s, max {rr['max']:.2f} s (goal: <= {d['recovery_goal_s']:g} s)")
+    if "shell" in results:
+        s = results["shell"]["time_to_recovery_s"]
+        out.append(f"   the cron shell loop (once a minute, timeout 30 s), {results['shell']['trials']} trials: p50 {s['p50']:.1f} s, max {s['max']:.1f} s")
+    if "footprint" in results:
+        for label, f in (("healthy host", results["footprint"]["healthy"]), ("+10k processes", results["footprint"]["with_extra_processes"])):
+            out.append(
+                f"4. footprint, {label}, {f['window_s']:.0f} s at defaults: RSS max {f['rss_mb_max']} MB, CPU {f['cpu_percent_of_one_core']}% of one core, "
+                f"{f['open_fds']} fds (goals: 40 MB, 0.2%)"
+            )
+    if "soak" in results:
+        s = results["soak"]
+        e = s["events"]
+        out.append(
+            f"5. soak {s['minutes']:g} min, interval 0.5 s, a hang every {s['hang_every_s']:g} s: {s['recovered']}/{s['hangs']} recovered; events open/kill ok/resolved "
+            f"{e['probe_hung_open']}/{e['kill_probe_ok']}/{e['probe_hung_resolved']} (expected {s['events_expected_each']} each); "
+            f"RSS {s['rss_mb']['start']} -> {s['rss_mb']['end']} MB, fds {s['open_fds']['start']} -> {s['open_fds']['end']}"
+        )
+    return out
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--hung-after", type=float, default=2.0)
+    parser.add_argument("--shell-trials", type=int, default=3)
+    parser.add_argument("--footprint-seconds", type=float, default=120)
+    parser.add_argument("--load", type=int, default=10000)
+    parser.add_argument("--soak-minutes", type=float, default=30)
+    parser.add_argument("--quick", action="store_true", help="small numbers everywhere: a smoke run of every section")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.trials, args.shell_trials, args.footprint_seconds, args.load, args.soak_minutes = "100,1000", 3, 1, 10, 1000, 1
+    wanted = [s for s in args.only.split(",") if s]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+
+    results: Dict[str, Any] = {"machine": machine(), "settings": vars(args)}
+    journald = Journald().ensure()
+    box = LibvirtSandbox().start()
+    try:
+        box.domcaps()
+        for section in wanted:
+            print(f"-- {section} ...", file=sys.stderr, flush=True)
+            if section == "scan":
+                results["scan"] = scan_cost.measure(box, [int(s) for s in args.sizes.split(",")])
+            elif section == "detect":
+                results["detect"] = detection.measure(box, args.trials, args.hung_after)
+            elif section == "shell":
+                results["shell"] = shell_loop.measure(box, args.shell_trials)
+            elif section == "footprint":
+                results["footprint"] = footprint.measure(box, args.footprint_seconds, args.load)
+            elif section == "soak":
+                results["soak"] = soak.measure(box, args.soak_minutes)
+            Path(args.output).write_text(json.dumps(results, indent=1) + "\n")  # what is done is kept if a later section fails
+    finally:
+        box.destroy()
+        journald.close()
+    print("\n".join(table(results)))
+    print(f"\nmachine: {results['machine']['cpus']} CPUs ({results['machine']['cpu_model']}), kernel {results['machine']['kernel']}, {results['machine']['libvirt']}")
+    print(f"written: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
