@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint test demo bench clean
+.PHONY: help deps venv lint test demo bench hostile clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
+	@echo "make hostile  faults, bad input, races and fuzzing, with the figures (also part of make test)"
 	@echo "make bench  measure scan cost, detection delay, recovery, footprint and a soak (about 45 min; BENCH_ARGS=--quick for a smoke run)"
 
 deps:
@@ -32,6 +33,9 @@ test: venv lint
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+hostile: venv
+	$(BIN)/pytest -m hostile tests/test_hostile.py tests/test_config.py tests/test_safety_property.py
 
 BENCH_ARGS ?=
 bench: venv

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import yaml
+from harness.sandbox import LibvirtSandbox
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness.sandbox import LibvirtSandbox  # noqa: E402
-
-from watchdogd.config import Config, load_config  # noqa: E402
+from watchdogd.config import Config, load_config
 
 
 def sandbox_config(box: LibvirtSandbox, **overrides: Any) -> Tuple[str, Config, Path]:

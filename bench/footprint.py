@@ -21,7 +21,7 @@ def _window(box: LibvirtSandbox, seconds: float) -> Dict[str, Any]:
     daemon = RunningDaemon(path, state)
     try:
         wait_for((state / "status.json").exists, 60, "the daemon's first scan")
-        time.sleep(2)  # startup (imports, first latency probe) is not the steady state  # noqa: bench, not a test
+        time.sleep(2)  # startup (imports, first latency probe) is not the steady state
         cpu0, t0 = cpu_seconds(daemon.pid), time.monotonic()
         rss: List[float] = []
         while time.monotonic() - t0 < seconds:

@@ -17,17 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from harness.journald import Journald  # noqa: E402
-from harness.sandbox import LibvirtSandbox  # noqa: E402
+from harness.journald import Journald
+from harness.sandbox import LibvirtSandbox
 
-from . import (  # noqa: E402
-    common,  # noqa: F401  (puts tests/ on sys.path for the harness)
-    detection,
-    footprint,
-    scan_cost,
-    shell_loop,
-    soak,
-)
+from . import detection, footprint, scan_cost, shell_loop, soak
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 SECTIONS = ("scan", "detect", "shell", "footprint", "soak")

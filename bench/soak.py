@@ -49,7 +49,7 @@ def measure(box: LibvirtSandbox, minutes: float) -> Dict[str, Any]:
             except AssertionError:
                 pass
             samples.append((time.monotonic() - started, rss_mb(daemon.pid), fd_count(daemon.pid)))
-            time.sleep(max(0.0, slot - time.monotonic()))  # noqa: the bench paces its faults; tests never sleep
+            time.sleep(max(0.0, slot - time.monotonic()))  # the bench paces its faults (tests never sleep)
         wait_for(lambda: len(daemon.journal_events("probe_hung", KVMWD_STATE="resolved")) >= recovered, 60, "the last resolved event")
         counts = {
             "probe_hung_open": len(daemon.journal_events("probe_hung", KVMWD_STATE="open")),

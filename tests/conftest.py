@@ -140,3 +140,66 @@ def start_daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
             d.stop(10)
         except subprocess.TimeoutExpired:
             d.kill()
+
+
+# ---- the hostile suite's figures (`make hostile` prints them) ----------------------------
+
+
+@dataclass
+class HostileFigures:
+    scenarios: int = 0
+    failed: int = 0
+    inputs_fuzzed: int = 0
+    wrong_signals: int = 0
+    bytes_lost: int = 0
+
+
+FIGURES = pytest.StashKey[HostileFigures]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[FIGURES] = HostileFigures()
+    config.addinivalue_line("markers", "hostile: faults, bad input and races (make hostile)")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and "hostile" in report.keywords:
+        figures = report.config.stash[FIGURES] if hasattr(report, "config") else None  # type: ignore[attr-defined]
+        if figures is not None:
+            figures.scenarios += report.passed
+            figures.failed += report.failed
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
+    outcome = yield
+    outcome.get_result().config = item.config  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    f = config.stash[FIGURES]
+    if f.scenarios or f.failed:
+        terminalreporter.write_sep("=", "hostile conditions")
+        terminalreporter.write_line(f"scenarios survived: {f.scenarios} (failed: {f.failed})")
+        terminalreporter.write_line(f"inputs fuzzed:      {f.inputs_fuzzed}")
+        terminalreporter.write_line(f"wrong signals sent: {f.wrong_signals} (must be 0)")
+        terminalreporter.write_line(f"bytes lost:         {f.bytes_lost} (must be 0)")
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> HostileFigures:
+    return request.config.stash[FIGURES]
+
+
+@pytest.fixture
+def bystanders(figures: HostileFigures) -> Iterator[List[subprocess.Popen]]:  # type: ignore[type-arg]
+    """Processes that must never be signalled; any that died counts as a wrong signal."""
+    started: List[subprocess.Popen] = []  # type: ignore[type-arg]
+    yield started
+    dead = [p.pid for p in started if p.poll() is not None]
+    figures.wrong_signals += len(dead)
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+    assert dead == [], f"bystanders {dead} were signalled"

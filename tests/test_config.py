@@ -141,6 +141,7 @@ def test_binary_or_huge_files_are_refused_cleanly(tmp_path):
         load_config(str(huge), True)
 
 
+@pytest.mark.hostile
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_any_text_is_a_config_or_a_clear_error(text):
@@ -155,6 +156,7 @@ _leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(
 _trees = st.recursive(_leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)), max_leaves=20)
 
 
+@pytest.mark.hostile
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(_keys, _trees, max_size=5))
 def test_any_yaml_shape_is_a_config_or_a_clear_error(tree):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import List
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,6 +100,7 @@ def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float) -> b
     return names and boot_wall + p.start_boot_s >= made_wall - 1.0
 
 
+@pytest.mark.hostile
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, data):

@@ -115,28 +115,28 @@ class RemoveStaleDir:
         self.config = config
         self.scanner = scanner
 
-    def _still_stale(self, path: str) -> Optional[str]:
-        """None when path is still stale right now, else why it is not."""
+    def _still_stale(self, path: str) -> Tuple[Optional[str], Optional[float]]:
+        """(None, its birth time) when path is still stale right now, else (why not, None)."""
         for probe in self.scanner.observe(full=True).probes:
             if probe.path == path:
                 if probe.live_members:
-                    return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it"
+                    return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it", None
                 if probe.age_s < self.config.detect.stale_dir_after:
-                    return "no longer stale: it is newer than detect.stale_dir_after"
-                return None
-        return "gone"
+                    return "no longer stale: it is newer than detect.stale_dir_after", None
+                return None, probe.made_wall
+        return "gone", None
 
     def plan(self, finding: Finding) -> str:
         return f"remove {finding.subject} and what is inside it (links unlinked, never followed)"
 
     def run(self, finding: Finding) -> Result:
-        why = self._still_stale(finding.subject)
+        why, made = self._still_stale(finding.subject)
         if why == "gone":
             return "ok", "already gone", ()
         if why:
             return "skipped", why, ()
         try:
-            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs)
+            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs, made)
         except FileNotFoundError:
             return "ok", "already gone", ()
         except RefusedError as exc:
@@ -213,22 +213,32 @@ class Actor:
         self.clock = clock
 
     def execute(self, planned: Sequence[PlannedAction]) -> Tuple[List[ActionRecord], Optional[str]]:
-        """Records of what was done, and 'paused'/'resumed' when the breaker changed."""
+        """Records of what was done, and 'paused'/'resumed' when the breaker changed.
+
+        Actions the breaker refuses are held back (their policy may fire on them
+        again once the window has room) and reported as one `skipped` record, not
+        one per action: a storm of 3,000 stale dirs is one line, not 3,000.
+        """
         records: List[ActionRecord] = []
-        wanted_more = False
+        refused: List[PlannedAction] = []
         for p in planned:
             action = self.actions[p.action]
             now = self.clock()
             if p.dry_run:
                 result, detail, pids = "dry_run", "would " + action.plan(p.finding), ()
             elif p.action != "alert" and not self.engine.admit(now):
-                wanted_more = True
-                per = self.engine.per
-                result, detail, pids = "skipped", f"remediation paused: {self.engine.limit} actions within {per:g}s (limits)", ()
+                refused.append(p)
+                self.engine.unfire(p.policy, p.finding.subject)
+                continue
             else:
                 try:
                     result, detail, pids = action.run(p.finding)
                 except Exception as exc:  # an action must never take the daemon down
                     result, detail, pids = "failed", f"internal error: {type(exc).__name__}: {exc}", ()
             records.append(ActionRecord(p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, tuple(pids), now))
-        return records, self.engine.breaker_transition(self.clock(), wanted_more)
+        if refused:
+            first = refused[0]
+            more = f"; {len(refused) - 1} more action(s) held back with it" if len(refused) > 1 else ""
+            detail = f"remediation paused: {self.engine.limit} actions within {self.engine.per:g}s (limits){more}"
+            records.append(ActionRecord(first.action, first.policy, first.finding.subject, first.finding.kind, "skipped", False, detail, (), self.clock()))
+        return records, self.engine.breaker_transition(self.clock(), bool(refused))

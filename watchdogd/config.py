@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -426,17 +427,35 @@ def resolve_path(cli_path: Optional[str], environ: Mapping[str, str]) -> Tuple[s
     return DEFAULT_PATH, False
 
 
+def _read_regular_file(path: str, cap: int) -> bytes:
+    """Up to cap bytes of a regular file; never blocks on a FIFO or a device put in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        chunks = []
+        size = 0
+        while size < cap:
+            chunk = os.read(fd, cap - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load_config(path: str, required: bool) -> Config:
     """Read and parse a config file; the default file may be absent (all defaults)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(1024 * 1024 + 1)
+        raw = _read_regular_file(path, 1024 * 1024 + 1)
     except FileNotFoundError:
         if not required:
             return Config()
         raise ConfigError([ConfigProblem(path, 0, "", "no such file")]) from None
     except OSError as exc:
-        raise ConfigError([ConfigProblem(path, 0, "", f"cannot read: {exc.strerror}")]) from None
+        raise ConfigError([ConfigProblem(path, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
     if len(raw) > 1024 * 1024:
         raise ConfigError([ConfigProblem(path, 0, "", "larger than 1 MiB; not a config file")])
     try:

@@ -255,6 +255,8 @@ class Daemon:
             self.sink.emit(finding_resolved(f, open_for))
         problems = list(obs.errors)
         if not self.runner.busy:
+            if self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
+                self.sink.emit(lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE))
             planned = self.parts.engine.decide(findings, obs.taken_wall)
             if planned:
                 self.runner.submit(self.parts.actor, planned)
@@ -292,8 +294,6 @@ class Daemon:
                     WARNING,
                 )
             )
-        elif breaker == "resumed":
-            self.sink.emit(lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE))
         if self.obs is not None:
             self._report_problems(self._save_progress(self.obs))
         self._scan_now = True

@@ -107,8 +107,13 @@ class PolicyEngine:
     def decide(self, findings: Sequence[Finding], now: float, dry_run: bool = False) -> List[PlannedAction]:
         """The actions to take now, in policy order (so a kill comes before a restart)."""
         self.observe(findings, now)
+        # while the breaker holds, only alert-only policies fire; the others are not
+        # marked fired, so they act once the window has room again
+        held = self.state.paused and self._in_window(now) >= self.limit
         planned: List[PlannedAction] = []
         for policy in self.policies:
+            if held and any(a != "alert" for a in policy.do):
+                continue
             fired = self.state.fired.setdefault(policy.name, {})
             for finding in findings:
                 if finding.kind != policy.on or finding.subject in fired:
@@ -125,6 +130,10 @@ class PolicyEngine:
                 if policy.times > 1:
                     break  # one firing per threshold crossing, not one per open finding
         return planned
+
+    def unfire(self, policy: str, subject: str) -> None:
+        """An action the breaker held back: let the policy fire on that subject again later."""
+        self.state.fired.get(policy, {}).pop(subject, None)
 
     # ---- the breaker -----------------------------------------------------------------
     def _in_window(self, now: float) -> int:

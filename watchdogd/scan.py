@@ -48,6 +48,7 @@ class Scanner:
         self.full_walks = 0
         self._last_walk: Optional[float] = None
         self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
+        self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
         self.own_pid = os.getpid() if own_pid is None else own_pid
         self.pid_max = read_pid_max(proc.root)
         names = config.detect.emulator_names
@@ -66,6 +67,8 @@ class Scanner:
         probes: List[Probe] = []
         for base in self.config.libvirt.probe_dirs:
             probes.extend(self._probes_in(base, table, protected, now, uptime, boot_wall, errors))
+        present = {p.path for p in probes}
+        self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         cache_entries = self._cache_entries(errors)
         kernel_last_good = self.state.last_good_kernel()
         errors.extend(self.state.problems)
@@ -184,8 +187,19 @@ class Scanner:
         if live:
             age = max(0.0, uptime - min(p.start_boot_s for p in live))
         else:
-            age = max(0.0, now - made)
+            age = self._dir_age(path, max(0.0, now - made))
         return Probe(path=path, made_wall=made, age_s=age, pidfile=pidfile, members=tuple(members), pidfile_rejected=rejected)
+
+    def _dir_age(self, path: str, wall_age: float) -> float:
+        """A dir's age from its birth time, but never more than the monotonic clock allows since first seen.
+
+        Birth times are wall time: a clock set forward an hour would make every
+        fresh probe dir look an hour old (and stale, and removable). Once a dir has
+        been seen, its age grows with the monotonic clock only.
+        """
+        mono = self.mono()
+        first = self._first_seen.setdefault(path, (mono, wall_age))
+        return min(wall_age, first[1] + (mono - first[0]))
 
     def _defunct(self, table: Dict[int, Process], probes: Sequence[Probe], libvirt_pids: AbstractSet[int], uptime: float) -> List[Defunct]:
         owner: Dict[int, str] = {}

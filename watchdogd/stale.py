@@ -10,9 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Sequence
+from typing import Optional, Sequence
 
-from .fsafe import open_dir_nofollow
+from .fsafe import BirthTime, open_dir_nofollow
 from .scan import QMP_DIR
 
 MAX_DEPTH = 4
@@ -31,11 +31,13 @@ def check_removable(path: str, probe_dirs: Sequence[str]) -> None:
         raise RefusedError(f"{name!r} is not a qmp-XXXXXX probe dir name")
 
 
-def remove_probe_dir(path: str, probe_dirs: Sequence[str]) -> int:
+def remove_probe_dir(path: str, probe_dirs: Sequence[str], made: Optional[float] = None) -> int:
     """Remove path and what is inside it; the number of entries removed.
 
-    FileNotFoundError when it is already gone; RefusedError when it may not be
-    removed; OSError for anything else (with nothing outside the dir touched).
+    `made`: the birth time of the dir that was judged stale; a dir with another
+    one (renamed away and replaced since) is refused. FileNotFoundError when it is
+    already gone; RefusedError when it may not be removed; OSError for anything
+    else (with nothing outside the dir touched).
     """
     check_removable(path, probe_dirs)
     base, name = os.path.split(path)
@@ -50,6 +52,8 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str]) -> int:
         try:
             if os.fstat(dir_fd).st_dev != os.fstat(base_fd).st_dev:
                 raise RefusedError(f"{path} is a mount point; not removed")
+            if made is not None and abs(BirthTime().of_fd(dir_fd) - made) > 1e-6:
+                raise RefusedError(f"{path} was replaced by another dir since it was found stale; not removed")
             removed = _empty(dir_fd, os.fstat(dir_fd).st_dev, 0, [0])
         finally:
             os.close(dir_fd)

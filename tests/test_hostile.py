@@ -1,0 +1,396 @@
+"""Hostile conditions: a host that is already failing, and a qemu user who owns the probe dirs and means harm.
+
+Each line of docs/THREAT-MODEL.md has a test here. The figures (`make hostile`):
+scenarios survived, inputs fuzzed, wrong signals sent (bystanders that died: must
+be 0), bytes lost (cache or state bytes that went missing: must be 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_cli
+from harness.wait import wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watchdogd.act import QuarantineCache
+from watchdogd.app import build
+from watchdogd.config import Config, LibvirtConfig, load_config
+from watchdogd.fsafe import BirthTime, parse_pid, read_pidfile
+from watchdogd.model import Finding, Severity
+from watchdogd.procfs import ProcFS, parse_stat, split_cmdline
+from watchdogd.stale import RefusedError, remove_probe_dir
+
+pytestmark = pytest.mark.hostile
+
+
+def tree_digest(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def sleeper() -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "1000"])
+
+
+FUZZED = [0]  # inputs tried by the hypothesis tests below, for the figures
+
+
+@pytest.fixture(autouse=True)
+def _count_fuzzed(figures):
+    before = FUZZED[0]
+    yield
+    figures.inputs_fuzzed += FUZZED[0] - before
+
+
+# ---- a qemu user plants things in the probe dir ---------------------------------------------
+
+
+def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothing_else(journald, libvirt, state_dir, tmp_path, write_config, start_daemon, bystanders, figures):
+    probe_root = libvirt.probe_dir
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "precious").write_bytes(os.urandom(4096))
+    (victim / "sub" / "data").write_bytes(os.urandom(1024))
+    before = tree_digest(victim)
+
+    bystander = sleeper()
+    named_like_probe = subprocess.Popen(["sh", "-c", "sleep 1000", str(probe_root / "qmp-Byst4r")])  # names a dir, but is no emulator
+    bystanders += [bystander, named_like_probe]
+
+    def plant(name: str) -> Path:
+        d = probe_root / name
+        d.mkdir()
+        return d
+
+    plant("qmp-Pid0ne").joinpath("qmp.pid").write_text(f"{bystander.pid}\n")  # a bystander's pid
+    plant("qmp-Pid1ii").joinpath("qmp.pid").write_text("1\n")  # init
+    plant("qmp-Self00").joinpath("qmp.pid").write_text(f"{os.getpid()}\n")  # the test runner (stands in for root tools)
+    links = plant("qmp-L1nks0")
+    (links / "qmp.pid").symlink_to(victim / "precious")
+    (links / "to-victim").symlink_to(victim)
+    os.link(victim / "precious", links / "hardlink")  # root made it; a qemu user cannot (protected_hardlinks)
+    (links / b"odd-\xff-\n-name".decode("utf-8", "surrogateescape")).write_text("x")
+    plant("qmp-Byst4r")
+    (probe_root / "qmp-Sym1ink").symlink_to(victim)  # a "probe dir" that is a symlink to somewhere else
+    (probe_root / "qmp-\nnewline").mkdir()  # not a probe dir name: never touched
+    planted = ["qmp-Pid0ne", "qmp-Pid1ii", "qmp-Self00", "qmp-L1nks0", "qmp-Byst4r"]
+
+    cfg = write_config(
+        libvirt.config(
+            state_dir,
+            interval="0.5s",
+            events="journal",
+            detect={"probe_hung_after": "1s", "stale_dir_after": "1s"},
+            policies=[
+                {"name": "kill", "on": "probe_hung", "do": ["kill_probe"]},
+                {"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]},
+            ],
+        )
+    )
+    daemon = start_daemon(cfg)
+    wait_for(lambda: not any((probe_root / n).exists() for n in planted), 60, "the planted dirs to be removed as stale")
+    removed = daemon.wait_journal("action", count=len(planted), KVMWD_ACTION="remove_stale_dir", KVMWD_RESULT="ok")
+    assert sorted(os.path.basename(e["KVMWD_SUBJECT"]) for e in removed) == sorted(planted)
+    assert daemon.journal_events("action", KVMWD_ACTION="kill_probe") == [], "no planted pidfile made anything a probe member"
+    assert (probe_root / "qmp-Sym1ink").is_symlink(), "a symlink in place of a probe dir is not a probe dir"
+    assert (probe_root / "qmp-\nnewline").is_dir()
+    assert tree_digest(victim) == before, "nothing behind a link was touched"
+    figures.bytes_lost += sum(len(k) for k in set(before) - set(tree_digest(victim)))
+    assert daemon.alive()
+    os.unlink(probe_root / "qmp-Sym1ink")
+    os.rmdir(probe_root / "qmp-\nnewline")
+
+
+def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_removed(tmp_path):
+    base = tmp_path / "lib"
+    base.mkdir()
+    stale = base / "qmp-Stale1"
+    stale.mkdir()
+    fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
+    made = BirthTime().of_fd(fd)
+    os.close(fd)
+    os.rename(stale, base / "qmp-Moved1")
+    wait_for(lambda: time.time() - made > 0.01, 5, "a new birth time")
+    stale.mkdir()  # a new, live probe's dir under the old name
+    (stale / "qmp.monitor").write_text("in use")
+    with pytest.raises(RefusedError, match="replaced"):
+        remove_probe_dir(str(stale), [str(base)], made)
+    assert (stale / "qmp.monitor").exists()
+
+
+def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(tmp_path):
+    base = tmp_path / "lib"
+    (base / "qmp-Fresh1").mkdir(parents=True)
+    offset = [0.0]
+    config = Config(state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(base),), cache_dir=str(tmp_path)))
+    parts = build(config)
+    parts.scanner.clock = lambda: time.time() + offset[0]
+    [seen] = parts.scanner.observe().probes
+    assert seen.age_s < 5
+    offset[0] = 3600.0  # someone sets the clock (or NTP steps it) forward an hour
+    [after] = parts.scanner.observe().probes
+    assert after.age_s < 5, "ages grow with the monotonic clock once a dir was seen"
+
+
+# ---- the host fails under the watchdog -------------------------------------------------------
+
+
+def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_is_cleaned(journald, own_libvirt, state_dir, write_config, start_daemon):
+    cfg = write_config(
+        own_libvirt.config(
+            state_dir,
+            interval="0.5s",
+            events="journal",
+            detect={"probe_hung_after": "2s", "stale_dir_after": "2s"},
+            latency={"every": "2s", "timeout": "1s", "slow": "0.5s"},
+            policies=[
+                {"name": "kill", "on": "probe_hung", "do": ["kill_probe"]},
+                {"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]},
+            ],
+        )
+    )
+    own_libvirt.hang("hang-init", count=1)
+    probe_dir = str(own_libvirt.hung_probe()["dir"])
+    own_libvirt.kill_libvirtd()  # mid-probe: nobody will remove its dir now
+    daemon = start_daemon(cfg)
+    daemon.wait_journal("libvirt_unreachable", KVMWD_STATE="open")
+    daemon.wait_journal("action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok")
+    daemon.wait_journal("action", KVMWD_ACTION="remove_stale_dir", KVMWD_RESULT="ok", KVMWD_SUBJECT=probe_dir)
+    assert not os.path.exists(probe_dir)
+    own_libvirt.start_libvirtd_again()
+    daemon.wait_journal("libvirt_unreachable", KVMWD_STATE="resolved")
+    assert own_libvirt.domcaps().returncode == 0
+    assert daemon.alive()
+
+
+def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_dir, write_config, start_daemon):
+    cfg = write_config(own_libvirt.config(state_dir, interval="1s", events="journal", latency={"every": "3s", "timeout": "2s", "slow": "1s"}, policies=[]))
+    own_libvirt.arm("slow:6", 1)  # the next probe takes 6 s: the latency call is in flight meanwhile
+    daemon = start_daemon(cfg)
+    wait_for(daemon.children, 30, "the latency probe in flight")
+    old = own_libvirt.libvirtd_pid
+    own_libvirt.supervisor.send_signal(signal.SIGUSR1)  # restart, as systemctl restart would
+    own_libvirt.wait_libvirtd(not_pid=old)
+    seen = wait_for(lambda: [e for e in daemon.journal() if e["KVMWD_EVENT"] in ("domcaps_hung", "domcaps_failed", "libvirt_unreachable", "domcaps_slow")], 60, "the disturbance reported")
+    kind = seen[0]["KVMWD_EVENT"]
+    own_libvirt.kill_leftovers()
+    daemon.wait_journal(kind, KVMWD_STATE="resolved", timeout=60)
+    assert daemon.alive()
+    assert "Traceback" not in daemon.stderr_path.read_text()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "kvmwd-tiny", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_state_dir_is_reported_once_and_the_daemon_goes_on(journald, libvirt, tiny_tmpfs, write_config, start_daemon):
+    cfg = write_config(libvirt.config(tiny_tmpfs, interval="0.5s", events="journal"))
+    filler = tiny_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
+    daemon = start_daemon(cfg)
+    [problem] = daemon.wait_journal("scan_problem")
+    assert "No space left on device" in problem["KVMWD_PROBLEM"]
+    assert run_cli("-c", cfg, "status").rc == 3, "nothing half-written: no status at all"
+    filler.unlink()
+    wait_for((tiny_tmpfs / "status.json").exists, 30, "the status once there is room")
+    assert run_cli("-c", cfg, "status").rc == 0
+    assert len(daemon.journal_events("scan_problem")) == 1, "reported once, not once per scan"
+    assert not [p for p in tiny_tmpfs.iterdir() if p.name.startswith(".status.json.")], "no temp file left behind"
+
+
+def test_a_read_only_state_dir_is_reported_and_the_daemon_goes_on(journald, libvirt, tiny_tmpfs, write_config, start_daemon):
+    cfg = write_config(libvirt.config(tiny_tmpfs, interval="0.5s", events="journal"))
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    daemon = start_daemon(cfg)
+    [problem] = daemon.wait_journal("scan_problem")
+    assert "Read-only file system" in problem["KVMWD_PROBLEM"]
+    wait_for(lambda: daemon.journal_events("started"), 10, "events still flow")
+    assert daemon.alive()
+
+
+def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(tiny_tmpfs, tmp_path, figures):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for i in range(4):
+        (cache / f"qemu-{i}.xml").write_bytes(os.urandom(48 * 1024))
+    before = tree_digest(cache)
+    config = Config(state_dir=str(tiny_tmpfs), libvirt=LibvirtConfig(cache_dir=str(cache)))
+    result, detail, _ = QuarantineCache(config).run(Finding("probe_hung", Severity.CRITICAL, "x", 0, "x"))
+    after = tree_digest(cache)
+    quarantined = {}
+    for d in (tiny_tmpfs / "quarantine").glob("*/"):
+        quarantined.update(tree_digest(d))
+    lost = {k: v for k, v in before.items() if after.get(k) != v and v not in quarantined.values()}
+    figures.bytes_lost += sum((cache / k).stat().st_size if (cache / k).exists() else 48 * 1024 for k in lost)
+    assert lost == {}
+    assert result == "failed" and "left in place" in detail
+
+
+def test_the_config_deleted_while_running_keeps_the_old_one(journald, libvirt, state_dir, tmp_path, start_daemon):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(libvirt.config(state_dir, interval="30s", events="journal")))
+    daemon = start_daemon(str(path))
+    daemon.wait_journal("started")
+    path.unlink()
+    daemon.signal(signal.SIGHUP)
+    [error] = daemon.wait_journal("config_error")
+    assert "no such file" in error["KVMWD_PROBLEMS"]
+    os.mkfifo(path)  # worse: a FIFO in its place must not hang the loop
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_journal("config_error", count=2)
+    assert daemon.alive()
+    assert daemon.stop() == 0
+
+
+def test_processes_exiting_between_listdir_and_read_never_break_a_scan(tmp_path):
+    fake = tmp_path / "qemu-system-x86_64"
+    shutil.copy(shutil.which("true"), fake)
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            procs = [subprocess.Popen([str(fake), f"-pidfile={tmp_path}/qmp-Churn1/qmp.pid"]) for _ in range(20)]
+            for p in procs:
+                p.wait()
+
+    (tmp_path / "qmp-Churn1").mkdir()
+    config = Config(state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(tmp_path),), cache_dir=str(tmp_path)))
+    scanner = build(config).scanner
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(300):
+            obs = scanner.observe(full=True)
+            assert not obs.errors, obs.errors
+    finally:
+        stop.set()
+        worker.join(30)
+
+
+def test_thousands_of_probe_dirs_are_reported_and_the_breaker_holds_the_cleanup(journald, libvirt, state_dir, write_config, start_daemon, bystanders):
+    victim = sleeper()
+    bystanders.append(victim)
+    for i in range(3000):
+        d = libvirt.probe_dir / f"qmp-{i:06d}"
+        d.mkdir()
+        (d / "qmp.pid").write_text(f"{victim.pid}\n")
+    cfg = write_config(
+        libvirt.config(
+            state_dir,
+            interval="1s",
+            events="journal",
+            detect={"stale_dir_after": "1s"},
+            policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
+            limits={"actions": 20, "per": "1h"},
+        )
+    )
+    daemon = start_daemon(cfg)
+    try:
+        daemon.wait_journal("probe_dir_stale", count=3000, timeout=120)
+        daemon.wait_journal("remediation_paused", timeout=120)
+        oks = daemon.journal_events("action", KVMWD_RESULT="ok")
+        assert len(oks) == 20, "the breaker stops a cleanup storm at limits.actions"
+        assert len(daemon.journal_events("remediation_paused")) == 1
+        assert len([d for d in libvirt.probe_dir.iterdir() if d.name.startswith("qmp-")]) == 2980
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+        for d in libvirt.probe_dir.glob("qmp-0*"):
+            shutil.rmtree(d)
+
+
+# ---- fuzzing: never a traceback, always a clear error ---------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_pidfile_bytes_give_a_pid_or_a_reason(data):
+    FUZZED[0] += 1
+    read = parse_pid(data, 4194304)
+    assert (read.pid is None) != (read.problem is None)
+    if read.pid is not None:
+        assert 1 <= read.pid <= 4194304
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_proc_stat_line_parses_or_is_refused_clearly(data):
+    FUZZED[0] += 1
+    try:
+        comm, state, ppid, start = parse_stat(data)
+    except ValueError as exc:
+        assert "not a /proc/PID/stat line" in str(exc)
+    else:
+        assert isinstance(comm, str) and isinstance(state, str) and isinstance(ppid, int) and isinstance(start, int)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_cmdline_bytes_split_into_strings_that_round_trip(data):
+    FUZZED[0] += 1
+    argv = split_cmdline(data)
+    assert all(isinstance(a, str) for a in argv)
+    if data:
+        body = data[:-1] if data.endswith(b"\0") else data
+        assert b"\0".join(os.fsencode(a) for a in argv) == body
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_pidfile_on_disk_is_read_without_a_traceback(tmp_path_factory, data):
+    FUZZED[0] += 1
+    d = tmp_path_factory.mktemp("pidfile")
+    (d / "qmp.pid").write_bytes(data)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        read = read_pidfile(fd, 4194304)
+    finally:
+        os.close(fd)
+    assert (read.pid is None) != (read.problem is None)
+
+
+def test_a_config_of_random_bytes_on_disk_is_a_clear_error(tmp_path):
+    for i in range(50):
+        FUZZED[0] += 1
+        path = tmp_path / f"c{i}.yaml"
+        path.write_bytes(os.urandom(200 + i * 13))
+        try:
+            load_config(str(path), True)
+        except Exception as exc:  # noqa: BLE001 - the point: only ConfigError may come out
+            assert type(exc).__name__ == "ConfigError", repr(exc)
+
+
+def test_a_process_table_read_under_a_hostile_proc_tree_skips_what_it_cannot_read(tmp_path):
+    root = tmp_path / "proc"
+    (root / "10").mkdir(parents=True)
+    (root / "10" / "stat").write_bytes(b"10 (qemu-system-x8) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0")
+    (root / "10" / "cmdline").write_bytes(b"qemu\0-pidfile\0" + bytes(range(1, 256)))
+    (root / "11").mkdir()
+    (root / "11" / "stat").write_bytes(b"11 (qemu) Z")  # truncated
+    (root / "12").mkdir()  # no stat at all (exited)
+    (root / "uptime").write_text("1000.0 0\n")
+    table = ProcFS(str(root)).scan(lambda comm: "qemu" in comm)
+    assert list(table) == [10], "the truncated and the vanished entries are skipped"
+    assert table[10].cmdline[:2] == ("qemu", "-pidfile") and os.fsencode(table[10].cmdline[2]) == bytes(range(1, 256))
