@@ -5,11 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint test demo bench hostile clean
+.PHONY: help deps venv lint test demo bench hostile deb rpm package-test system-test clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
+	@echo "make deb / make rpm   build the packages (rpm where rpmbuild and its macros exist)"
+	@echo "make package-test / make system-test   the .deb on this machine / under a real systemd (both in make test)"
 	@echo "make hostile  faults, bad input, races and fuzzing, with the figures (also part of make test)"
 	@echo "make bench  measure scan cost, detection delay, recovery, footprint and a soak (about 45 min; BENCH_ARGS=--quick for a smoke run)"
 
@@ -33,6 +35,20 @@ test: venv lint
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+deb: deps
+	scripts/build-deb dist
+
+rpm:
+	scripts/build-rpm dist
+
+# the .deb installed on this machine, checked, purged; the RPM spec parsed
+package-test: venv
+	$(BIN)/pytest tests/test_packages.py
+
+# the .deb under a real systemd: a booted Debian 12 container (the image is built once, then cached)
+system-test: venv
+	$(BIN)/pytest tests/test_system.py
 
 hostile: venv
 	$(BIN)/pytest -m hostile tests/test_hostile.py tests/test_config.py tests/test_safety_property.py

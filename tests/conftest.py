@@ -160,6 +160,7 @@ FIGURES = pytest.StashKey[HostileFigures]()
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[FIGURES] = HostileFigures()
     config.addinivalue_line("markers", "hostile: faults, bad input and races (make hostile)")
+    config.addinivalue_line("markers", "system: the package under a real systemd in a container (make system-test)")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

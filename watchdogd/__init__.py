@@ -1,11 +1,21 @@
 """kvm-watchdog: finds and fixes hung libvirt QEMU capability probes."""
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+
+def __getattr__(name: str) -> Any:
+    """`__version__`, from the package metadata (the one source), looked up only when asked.
+
+    Lazily, because the latency child imports this package once a minute and
+    importlib.metadata costs it more than the rest of its start.
+    """
+    if name != "__version__":
+        raise AttributeError(name)
     try:
-        __version__ = version("kvm-watchdog")
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return "0+unknown"
+    try:
+        return version("kvm-watchdog")
     except PackageNotFoundError:  # run from a source tree that is not installed
-        __version__ = "0+unknown"
-except ImportError:  # pragma: no cover
-    __version__ = "0+unknown"
+        return "0+unknown"

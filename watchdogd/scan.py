@@ -23,9 +23,10 @@ from .state import StateStore
 QMP_DIR = re.compile(r"qmp-[A-Za-z0-9]{6}")
 
 # With no probe dir anywhere, a scan reads only libvirt's own process subtree; the
-# whole of /proc is walked at least this often even then (and always when a probe
+# whole of /proc is walked at least this often even then (a safety net: nothing an idle host
+# can show needs it) (and always when a probe
 # dir exists, a known libvirt daemon is gone, or an action is about to act).
-FULL_WALK_EVERY = 120.0
+FULL_WALK_EVERY = 600.0
 
 
 class Scanner:

@@ -1,0 +1,116 @@
+"""The packages an operator installs: the .deb built with Debian's tooling and installed on this machine, the RPM spec.
+
+Installs the .deb for real (dpkg, its Depends from apt), checks what an operator
+would, and purges it again: nothing may be left but what the operator owns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from harness.wait import wait_for
+
+from watchdogd import __version__
+from watchdogd.events import MESSAGE_IDS
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "packaging" / "rpm" / "kvm-watchdog.spec"
+SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+pytestmark = pytest.mark.skipif(not shutil.which("dpkg-buildpackage"), reason="Debian packaging tools are not installed (scripts/install-deps)")
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+def deb_files(deb: Path) -> list:
+    r = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True)
+    return [line.split()[-1].lstrip(".") for line in r.stdout.splitlines() if not line.startswith("d")]
+
+
+def run(*argv: str, check: bool = True, env: dict = SYSTEM_ENV, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=600, env=env, check=False, **kw)
+    if check:
+        assert r.returncode == 0, f"{argv} exited {r.returncode}: {r.stderr[-2000:]}"
+    return r
+
+
+def test_the_deb_is_named_for_its_version_and_lintian_finds_no_error(deb: Path):
+    assert deb.name == f"kvm-watchdog_{__version__}_all.deb"
+    depends = run("dpkg-deb", "-f", str(deb), "Depends").stdout
+    for dep in ("python3-libvirt", "python3-systemd", "python3-psutil", "python3-yaml"):
+        assert dep in depends
+    if not shutil.which("lintian"):
+        pytest.skip("lintian is not installed")
+    r = run("lintian", "--tag-display-limit", "0", str(deb), check=False)
+    errors = [line for line in r.stdout.splitlines() if line.startswith("E:")]
+    assert errors == [], r.stdout
+
+
+def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: Path, journald):
+    if run("dpkg-query", "-W", "-f=${Status}", "kvm-watchdog", check=False).stdout.startswith("install ok"):
+        pytest.skip("kvm-watchdog is already installed on this machine; not ours to replace")
+    run("apt-get", "install", "-y", "-q", "--no-install-recommends", str(deb), env={**SYSTEM_ENV, "DEBIAN_FRONTEND": "noninteractive"})
+    installed = run("dpkg", "-L", "kvm-watchdog").stdout.split()
+    try:
+        assert run("/usr/bin/kvm-watchdog", "--version").stdout.strip() == f"kvm-watchdog {__version__}"
+        assert run("/usr/bin/kvm-watchdog", "config", "check").stdout.strip() == "/etc/kvm-watchdog/config.yaml: valid"
+        assert "/etc/kvm-watchdog/config.yaml" in run("dpkg-query", "-W", "-f=${Conffiles}", "kvm-watchdog").stdout
+        unit = next(p for p in installed if p.endswith("/system/kvm-watchdog.service"))
+        r = run("systemd-analyze", "verify", unit, check=False)
+        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+        assert run("man", "-w", "kvm-watchdog").stdout.strip().endswith("kvm-watchdog.8.gz")
+        assert run("man", "-w", "5", "kvm-watchdog.yaml").stdout.strip().endswith("kvm-watchdog.yaml.5.gz")
+        listed = run("journalctl", "--list-catalog").stdout
+        for mid in MESSAGE_IDS.values():
+            assert mid in listed
+        # and `journalctl -x` explains a real event with the catalog's text
+        marker = uuid.uuid4().hex
+        run("logger", "--journald", input=f"MESSAGE_ID={MESSAGE_IDS['probe_hung']}\nMESSAGE=package test {marker}\nKVMWD_TEST={marker}\nSYSLOG_IDENTIFIER=kvm-watchdog-pkgtest\n")
+        explained = wait_for(lambda: (out := run("journalctl", "-x", "--no-pager", f"KVMWD_TEST={marker}").stdout) and "capability probe" in out and out, 30, "the catalog text under the event")
+        assert "Subject: kvm-watchdog: capability probe" in explained or "kvm-watchdog: capability probe" in explained
+    finally:
+        os.makedirs("/var/lib/kvm-watchdog/quarantine/20261124T000000.000000Z", exist_ok=True)  # the operator's data
+        Path("/var/lib/kvm-watchdog/status.json").write_text("{}")  # the watchdog's own state
+        run("dpkg", "--purge", "kvm-watchdog")
+    left = [p for p in deb_files(deb) if os.path.lexists(p)]
+    assert left == []
+    assert not os.path.exists("/etc/kvm-watchdog")
+    assert not list(Path("/etc/systemd/system").rglob("kvm-watchdog*"))
+    assert os.listdir("/var/lib/kvm-watchdog") == ["quarantine"], "only the quarantined caches, the operator's, stay"
+    shutil.rmtree("/var/lib/kvm-watchdog")
+
+
+def test_the_rpm_spec_parses_and_lists_every_file_the_deb_installs(deb: Path):
+    if not shutil.which("rpmspec"):
+        pytest.skip("rpmspec is not installed (Debian's rpm package)")
+    defines = ["--define", "_unitdir /usr/lib/systemd/system", "--define", f"version {__version__}"]
+    r = run("rpmspec", "-P", *defines, str(SPEC), check=False)
+    assert r.returncode == 0, r.stderr
+    parsed = r.stdout
+    assert re.search(rf"^Version:\s+{re.escape(__version__)}$", parsed, re.M), "one version: pyproject's"
+    files = parsed.split("\n%files", 1)[1].split("\n%changelog", 1)[0]
+    assert "%pyproject_save_files watchdogd" in parsed and "-f %{pyproject_files}" in files
+    listed = [line.split()[-1].rstrip("*") for line in files.splitlines() if line.startswith("/") or line.startswith("%config") or line.startswith("%dir")]
+    for path in deb_files(deb):
+        if "/dist-packages/" in path or path.startswith("/usr/share/doc/"):
+            continue  # the module (pyproject_files) and Debian's own doc files
+        rpm_path = path.replace("/lib/systemd/system/", "/usr/lib/systemd/system/") if path.startswith("/lib/") else path
+        rpm_path = re.sub(r"\.gz$", "", rpm_path)
+        assert any(rpm_path.startswith(entry) for entry in listed), f"{path} is in the .deb but not in the spec's %files"
+    for scriptlet in ("%systemd_post kvm-watchdog.service", "%systemd_preun kvm-watchdog.service", "%systemd_postun_with_restart kvm-watchdog.service"):
+        assert scriptlet in parsed
+    assert "%config(noreplace) /etc/kvm-watchdog/config.yaml" in files
+    for dep in ("python3-libvirt", "python3-systemd", "python3-psutil", "python3-pyyaml"):
+        assert re.search(rf"^Requires:\s+{dep}$", parsed, re.M), dep

@@ -1,0 +1,116 @@
+"""Acceptance under a real systemd: the .deb in a booted Debian 12 container, `systemctl enable --now kvm-watchdog`.
+
+The operator's whole story on a real host: install the package, enable the
+service, a capability probe hangs, the watchdog ends it, the journal says so (with
+the catalog's explanation), systemd's own watchdog restarts a frozen daemon,
+reload takes a new config, stop is clean. The image is debootstrapped once and
+cached; each boot is a pristine overlay.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from harness.nspawn import Container, ensure_image
+from harness.wait import wait_for
+
+from watchdogd.events import MESSAGE_IDS
+
+REPO = Path(__file__).resolve().parent.parent
+HARNESS = Path(__file__).resolve().parent / "harness"
+FAKE = "/usr/local/bin/qemu-system-x86_64"  # before /usr/bin on the system libvirtd's PATH
+
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(not (shutil.which("systemd-nspawn") and shutil.which("debootstrap") and shutil.which("dpkg-buildpackage")), reason="systemd-nspawn, debootstrap or dpkg-buildpackage missing (scripts/install-deps)"),
+]
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory):
+    dist = tmp_path_factory.mktemp("dist")
+    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(dist)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    box = Container(ensure_image(), binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")], workdir=tmp_path_factory.mktemp("nspawn"))
+    box.boot()
+    try:
+        yield box
+    finally:
+        box.poweroff()
+
+
+def journal(box: Container, *matches: str) -> List[Dict[str, str]]:
+    out = box.run("journalctl --no-pager -o json -u kvm-watchdog " + " ".join(matches)).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def events(box: Container, kind: str, **fields: str) -> List[Dict[str, str]]:
+    return [e for e in journal(box, f"KVMWD_EVENT={kind}") if all(e.get(k) == v for k, v in fields.items())]
+
+
+def main_pid(box: Container) -> int:
+    return int(box.run("systemctl show -p MainPID --value kvm-watchdog").stdout.strip() or 0)
+
+
+def arm(box: Container, mode: str) -> None:
+    """Set the fault and make libvirt re-probe (it compares the binary's ctime in whole seconds)."""
+    box.run(f"echo '{mode}' > {FAKE}.fault", check=True)
+    before = box.run(f"stat -c %Z {FAKE}").stdout.strip()
+    wait_for(lambda: box.run(f"chmod 755 {FAKE} && stat -c %Z {FAKE}").stdout.strip() != before, 5, "a new ctime second", poll=0.1)
+
+
+def test_the_package_under_a_real_systemd_finds_and_fixes_a_hung_probe(container: Container):
+    box = container
+    box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
+    box.run(f"install -m 755 /mnt/harness/fake_qemu.py {FAKE} && echo none > {FAKE}.fault && chmod 666 {FAKE}.fault", check=True)
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "a healthy libvirt to start from"
+
+    # systemctl enable --now: active (running), with its STATUS line
+    box.run("systemctl enable --now kvm-watchdog", check=True)
+    wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active", 60, "kvm-watchdog active")
+    status = wait_for(lambda: box.run("systemctl show -p StatusText --value kvm-watchdog").stdout.strip(), 60, "a STATUS line")  # noqa: PLW0108 (a fresh run each poll)
+    assert status.startswith(("OK", "WARNING", "CRITICAL", "INFO")) and "probe dir" in status, status
+    assert "Active: active (running)" in box.run("systemctl status --no-pager kvm-watchdog").stdout
+    assert box.run("test -d /var/lib/kvm-watchdog && stat -c %a /var/lib/kvm-watchdog").stdout.strip() == "700"
+
+    # systemctl reload takes a new config: hung after 3 s instead of a minute
+    shipped = box.run("cat /etc/kvm-watchdog/config.yaml").stdout
+    box.run("sed -i 's/^  probe_hung_after: 60s$/  probe_hung_after: 3s/' /etc/kvm-watchdog/config.yaml", check=True)
+    assert box.run("cat /etc/kvm-watchdog/config.yaml").stdout != shipped
+    box.run("systemctl reload kvm-watchdog", check=True)
+    wait_for(lambda: events(box, "config_reloaded"), 30, "config_reloaded")
+
+    # the incident: the next probe hangs, and virsh waits behind it
+    arm(box, "hang-init 1")
+    box.run("(virsh -c qemu:///system domcapabilities > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc) > /dev/null 2>&1 &")
+    [opened] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open"), 60, "probe_hung open")
+    [action] = wait_for(lambda: events(box, "action", KVMWD_ACTION="kill_probe"), 60, "kill_probe")
+    assert action["KVMWD_RESULT"] == "ok", action["MESSAGE"]
+    wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="resolved"), 60, "probe_hung resolved")
+    wait_for(lambda: box.run("cat /tmp/waiting.rc").stdout.strip(), 60, "the waiting virsh to return")  # noqa: PLW0108 (a fresh run each poll)
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "capabilities work again"
+    assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
+    assert opened["KVMWD_PROBE_DIR"].startswith("/var/lib/libvirt/qemu/qmp-")
+    ours = [e for e in journal(box) if e.get("SYSLOG_IDENTIFIER") == "kvm-watchdog"]
+    assert ours and all(e["MESSAGE_ID"] == MESSAGE_IDS[e["KVMWD_EVENT"]] for e in ours)
+    explained = box.run("journalctl -x --no-pager -u kvm-watchdog KVMWD_EVENT=probe_hung").stdout
+    assert "libvirt starts a short-lived QEMU process" in explained, "journalctl -x shows the catalog text"
+
+    # a frozen daemon: systemd's watchdog restarts it (WatchdogSec shortened for the test)
+    box.run("mkdir -p /etc/systemd/system/kvm-watchdog.service.d && printf '[Service]\\nWatchdogSec=3s\\nRestartSec=1s\\n' > /etc/systemd/system/kvm-watchdog.service.d/test.conf", check=True)
+    box.run("systemctl daemon-reload && systemctl restart kvm-watchdog", check=True)
+    frozen = wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and main_pid(box), 60, "the restarted service")
+    box.run(f"kill -STOP {frozen}", check=True)
+    wait_for(lambda: main_pid(box) not in (0, frozen) and box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active", 60, "systemd to restart the frozen daemon")
+    assert "watchdog timeout" in box.run("journalctl --no-pager -u kvm-watchdog -o cat").stdout.lower()
+
+    # a clean stop
+    box.run("systemctl stop kvm-watchdog", check=True)
+    assert box.run("systemctl is-active kvm-watchdog").stdout.strip() == "inactive"
+    assert box.run("systemctl show -p Result --value kvm-watchdog").stdout.strip() == "success"
+    assert events(box, "stopped")
