@@ -260,7 +260,7 @@ def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_p
 
     scanner = build(load_config(write_config(own_libvirt.config(state_dir)), True)).scanner
     first = scanner.observe()
-    assert scanner.full_walks == 1 and first.libvirt_pids == (own_libvirt.libvirtd_pid,)
+    assert scanner.full_walks == 1 and own_libvirt.libvirtd_pid in first.libvirt_pids
     again = scanner.observe()
     assert scanner.full_walks == 1, "no probe dir, libvirt unchanged: libvirt's subtree only"
     assert again.libvirt_pids == first.libvirt_pids
@@ -277,4 +277,4 @@ def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_p
     own_libvirt.start_libvirtd_again()
     after = scanner.observe()
     assert scanner.full_walks == walks + 1, "the known libvirtd is gone: walk everything to find the new one"
-    assert after.libvirt_pids == (own_libvirt.libvirtd_pid,) and old not in after.libvirt_pids
+    assert own_libvirt.libvirtd_pid in after.libvirt_pids and old not in after.libvirt_pids
