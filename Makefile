@@ -51,7 +51,7 @@ system-test: venv
 	$(BIN)/pytest tests/test_system.py
 
 hostile: venv
-	$(BIN)/pytest -m hostile tests/test_hostile.py tests/test_config.py tests/test_safety_property.py
+	$(BIN)/pytest -m hostile
 
 BENCH_ARGS ?=
 bench: venv

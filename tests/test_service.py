@@ -21,6 +21,7 @@ from harness.sandbox import alive
 from harness.wait import wait_for
 
 from watchdogd.events import MESSAGE_IDS
+from watchdogd.notify import Notifier
 
 HUNG_AFTER = 3.0
 
@@ -186,6 +187,7 @@ def test_without_a_journal_socket_events_go_to_stderr_as_json(libvirt, state_dir
     assert daemon.wait_stderr("stopped")
 
 
+@pytest.mark.hostile
 def test_events_resume_in_the_journal_when_journald_comes_back(journald, libvirt, state_dir, write_config, start_daemon):
     if not journald.owned:
         pytest.skip("the running journald was not started by this suite, so it is not ours to restart")
@@ -298,3 +300,47 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
     daemon.request_stop()
     loop.join(10)
     assert not loop.is_alive()
+
+
+def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvirt, state_dir):
+    """A bug must cost one scan and say so, not the watchdog (and not a restart loop)."""
+    import io
+    import threading
+
+    import yaml
+
+    from watchdogd.app import build
+    from watchdogd.config import load_config
+    from watchdogd.daemon import ConfigSource, Daemon
+    from watchdogd.events import EventSink
+
+    path = state_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(libvirt.config(state_dir, interval="0.1s", latency={"enabled": False})))
+    calls = [0]
+
+    def flaky_build(config):  # type: ignore[no-untyped-def]
+        parts = build(config)
+        observe = parts.scanner.observe
+
+        def observe_once_broken(latency=None):  # type: ignore[no-untyped-def]
+            calls[0] += 1
+            if calls[0] == 2:
+                raise RuntimeError("something nobody foresaw")
+            return observe(latency)
+
+        parts.scanner.observe = observe_once_broken  # type: ignore[method-assign]
+        return parts
+
+    out = io.StringIO()
+    daemon = Daemon(ConfigSource(str(path), True), load_config(str(path), True), EventSink("stderr", None, stream=out), Notifier({}), builder=flaky_build)
+    loop = threading.Thread(target=daemon.run)
+    loop.start()
+    try:
+        wait_for(lambda: calls[0] >= 5, 30, "scans to go on after the error")
+    finally:
+        daemon.request_stop()
+        loop.join(10)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    problems = [e for e in events if e["KVMWD_EVENT"] == "scan_problem"]
+    assert len(problems) == 1 and "internal error: RuntimeError: something nobody foresaw" in problems[0]["MESSAGE"]
+    assert events[-1]["KVMWD_EVENT"] == "stopped"

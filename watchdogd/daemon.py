@@ -167,7 +167,14 @@ class Daemon:
         )
         try:
             while not self._stop:
-                self.step()
+                try:
+                    self.step()
+                except Exception as exc:  # a bug or an unforeseen host state must not end the watchdog
+                    self._report_problems([f"internal error: {type(exc).__name__}: {exc}"])
+                    self._scan_now = False
+                    self.deadlines = []  # no tight loop: the next try is a whole interval away
+                    self.next_scan = self.mono() + self.config.interval
+                    self._ping(self.mono())
         finally:
             self.shutdown()
         return 0
