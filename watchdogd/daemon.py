@@ -269,10 +269,10 @@ class Daemon:
                 self.runner.submit(self.parts.actor, planned)
             elif change.opened or change.resolved or self.latency_is_new:
                 problems += self._save_progress(obs)
-        self._report_problems(problems)
         self.deadlines = [d for d in deadlines(obs, self.config, taken) if d > taken]
         self.next_scan = taken + self.config.interval
-        self._write_status(obs, problems)
+        unsaved = self._write_status(obs, problems)
+        self._report_problems(problems + ([unsaved] if unsaved else []), replace=True)
         line = status_line(findings, obs, self.parts.engine.state.paused)
         if not self._ready:
             self._ready = True
@@ -312,14 +312,19 @@ class Daemon:
         value = held.finding.evidence.get("probe_dir") if held else None
         return str(value) if value else None
 
-    def _report_problems(self, problems: Sequence[str]) -> None:
-        """Each new problem once (an unreadable dir is reported when it starts, not every scan)."""
+    def _report_problems(self, problems: Sequence[str], replace: bool = False) -> None:
+        """Each new problem once (an unreadable dir is reported when it starts, not every scan).
+
+        replace: these are all the problems of a whole scan; one that is gone may be
+        reported again if it comes back.
+        """
         current = set(problems)
         for text in sorted(current - self.problems_seen):
             self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=text))
-        self.problems_seen = current
+        self.problems_seen = current if replace else self.problems_seen | current
 
-    def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> None:
+    def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> Optional[str]:
+        """Save what `status` shows; the problem, if it could not be saved."""
         status: Dict[str, Any] = {
             "pid": os.getpid(),
             "version": __version__,
@@ -341,8 +346,8 @@ class Daemon:
         try:
             self.parts.state.write_json(STATUS_FILE, status)
         except StateError as exc:
-            if not stopped:
-                self._report_problems(list(problems) + [str(exc)])
+            return str(exc)
+        return None
 
     # ---- reload and stop ---------------------------------------------------------------
     def reload(self) -> None:
