@@ -42,6 +42,10 @@ def sleeper() -> subprocess.Popen:
     return subprocess.Popen(["sleep", "1000"])
 
 
+KILL_AND_CLEAN = [
+    {"name": "kill", "on": "probe_hung", "do": ["kill_probe"]},
+    {"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]},
+]
 FUZZED = [0]  # inputs tried by the hypothesis tests below, for the figures
 
 
@@ -91,10 +95,7 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
             interval="0.5s",
             events="journal",
             detect={"probe_hung_after": "1s", "stale_dir_after": "1s"},
-            policies=[
-                {"name": "kill", "on": "probe_hung", "do": ["kill_probe"]},
-                {"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]},
-            ],
+            policies=KILL_AND_CLEAN,
         )
     )
     daemon = start_daemon(cfg)
@@ -153,10 +154,7 @@ def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_i
             events="journal",
             detect={"probe_hung_after": "2s", "stale_dir_after": "2s"},
             latency={"every": "2s", "timeout": "1s", "slow": "0.5s"},
-            policies=[
-                {"name": "kill", "on": "probe_hung", "do": ["kill_probe"]},
-                {"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]},
-            ],
+            policies=KILL_AND_CLEAN,
         )
     )
     own_libvirt.hang("hang-init", count=1)
