@@ -344,3 +344,13 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
     problems = [e for e in events if e["KVMWD_EVENT"] == "scan_problem"]
     assert len(problems) == 1 and "internal error: RuntimeError: something nobody foresaw" in problems[0]["MESSAGE"]
     assert events[-1]["KVMWD_EVENT"] == "stopped"
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(libvirt, state_dir, write_config, start_daemon):
+    cfg = write_config(libvirt.config(state_dir, interval="30s"))
+    first = start_daemon(cfg)
+    wait_for(lambda: scans(state_dir) >= 1, 30, "the first daemon's first scan")
+    second = subprocess.run([sys.executable, "-m", "watchdogd", "-c", cfg, "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent))
+    assert second.returncode == 2
+    assert f"another kvm-watchdog run (pid {first.pid}) is using {state_dir}" in second.stderr
+    assert first.alive() and first.stop() == 0

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Mapping, Optional, TextIO
 from . import __version__
 from .app import build, remediate_once, scan_once
 from .config import Config, ConfigError, load_config, resolve_path, to_yaml
-from .daemon import ConfigSource, Daemon
+from .daemon import AlreadyRunning, ConfigSource, Daemon, hold_run_lock
 from .events import EventSink, journal_sender
 from .notify import Notifier
 from .report import ExitStatus, as_json, exit_status, human
@@ -108,10 +108,22 @@ class Cli:
             for problem in exc.problems:
                 print(problem, file=self.err)
             return ExitStatus.CRITICAL
+        try:
+            lock = hold_run_lock(config.state_dir)
+        except AlreadyRunning as exc:
+            print(f"kvm-watchdog: {exc}", file=self.err)
+            return ExitStatus.CRITICAL
+        except OSError as exc:  # no state dir can be made: go on, reported by the first scan
+            print(f"kvm-watchdog: cannot lock {config.state_dir}: {exc.strerror}; going on without the single-daemon guard", file=self.err)
+            lock = -1
         sink = EventSink(config.events, journal_sender(), stream=self.err, echo=self.out if args.verbose else None)
         daemon = Daemon(ConfigSource(path, required), config, sink, Notifier(self.environ), use_inotify=not args.poll)
         daemon.install_signal_handlers()
-        daemon.run()
+        try:
+            daemon.run()
+        finally:
+            if lock >= 0:
+                os.close(lock)
         return ExitStatus.OK
 
     def status(self, args: argparse.Namespace) -> ExitStatus:

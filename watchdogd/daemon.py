@@ -15,6 +15,7 @@ WATCHDOG=1 pings are sent from the loop, so they stop if the loop ever sticks.
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
 import select
 import signal
@@ -51,6 +52,26 @@ class ConfigSource:
 
     def load(self) -> Config:
         return load_config(self.path, self.required)
+
+
+class AlreadyRunning(Exception):
+    """Another `kvm-watchdog run` uses this state dir; two would act on the same probes."""
+
+
+def hold_run_lock(state_dir: str) -> int:
+    """An flock on state_dir/run.lock for the daemon's lifetime (released when it exits)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, "run.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another kvm-watchdog run (pid {holder}) is using {state_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def deadlines(obs: Observation, config: Config, at: float) -> List[float]:
