@@ -7,6 +7,7 @@ the daemon's RSS and open fds at the start against the end.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Any, Dict, List, Tuple
@@ -58,6 +59,7 @@ def measure(box: LibvirtSandbox, minutes: float) -> Dict[str, Any]:
             "actions_not_ok": len([e for e in daemon.journal_events("action") if e.get("KVMWD_RESULT") != "ok"]),
         }
         alive = daemon.alive()
+        fd_kinds = sorted(_fd_kind(daemon.pid, fd) for fd in os.listdir(f"/proc/{daemon.pid}/fd"))
     finally:
         daemon.stop()
     first, last = samples[0], samples[-1]
@@ -71,5 +73,15 @@ def measure(box: LibvirtSandbox, minutes: float) -> Dict[str, Any]:
         "events_expected_each": hangs,
         "daemon_alive_at_end": alive,
         "rss_mb": {"start": round(first[1], 1), "end": round(last[1], 1), "max": round(max(s[1] for s in samples), 1)},
-        "open_fds": {"start": first[2], "end": last[2], "max": max(s[2] for s in samples)},
+        "open_fds": {"start": first[2], "end": last[2], "max": max(s[2] for s in samples), "at_end": fd_kinds},
+        # one sample after each recovery: growth shows as a trend, not as one high reading
+        "series": {"rss_mb": [round(s[1], 1) for s in samples], "open_fds": [s[2] for s in samples]},
     }
+
+
+def _fd_kind(pid: int, fd: str) -> str:
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return "gone"
+    return target.split(":")[0] if ":" in target and not target.startswith("/") else target
