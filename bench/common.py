@@ -16,7 +16,7 @@ from watchdogd.config import Config, load_config
 
 def sandbox_config(box: LibvirtSandbox, **overrides: Any) -> Tuple[str, Config, Path]:
     """A config file for the sandbox, its state dir fresh; (path, loaded config, state dir)."""
-    state = Path(tempfile.mkdtemp(prefix="kvmwd-bench-state-"))
+    state = Path(tempfile.mkdtemp(prefix="bench-state-", dir=box.root))  # goes with the sandbox
     path = state / "config.yaml"
     path.write_text(yaml.safe_dump(box.config(state, **overrides), sort_keys=False))
     return str(path), load_config(str(path), True), state
