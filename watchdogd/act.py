@@ -39,6 +39,11 @@ class ActionRecord:
     pids: Tuple[int, ...] = ()
     at: float = 0.0
 
+    @property
+    def changed_something(self) -> bool:
+        """Done for real (not a dry run, not only an alert): worth looking at the host again."""
+        return self.result == "ok" and not self.dry_run and self.action != "alert"
+
     def to_json(self) -> Dict[str, Any]:
         return {
             "action": self.action,

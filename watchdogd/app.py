@@ -79,7 +79,7 @@ def remediate_once(parts: Components, dry_run: bool = False, with_latency: bool 
     problems: List[str] = []
     if not dry_run:
         problems += save_progress(parts, obs)
-    acted = any(r.result == "ok" and not r.dry_run and r.action != "alert" for r in records)
+    acted = any(r.changed_something for r in records)
     if acted:
         after, left = scan_once(parts, with_latency)
     else:

@@ -6,7 +6,7 @@ so every rule here is tested directly and the daemon and `check` agree by design
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 from .config import Config
 from .durations import format_duration
@@ -209,7 +209,3 @@ def _cache(obs: Observation) -> List[Finding]:
             {"cache_dir": obs.cache_dir, "entries": 0},
         )
     ]
-
-
-def worst(findings: Sequence[Finding]) -> int:
-    return max((int(f.severity) for f in findings), default=0)

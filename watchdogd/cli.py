@@ -17,7 +17,7 @@ from .events import EventSink, journal_sender
 from .notify import Notifier
 from .report import ExitStatus, as_json, exit_status, human
 from .state import StateStore
-from .status import STATUS_FILE, pid_alive, render
+from .status import STATUS_FILE, is_running, render
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,7 +137,7 @@ class Cli:
             print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)
             return ExitStatus.UNKNOWN
         if args.json:
-            current["running"] = pid_alive(current.get("pid")) and not current.get("stopped_at")
+            current["running"] = is_running(current)
             print(json.dumps(current, indent=2), file=self.out)
         else:
             print(render(current, time.time()), file=self.out)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from .durations import format_duration, parse_duration
+from .fsafe import read_capped
 from .model import ACTION_NAMES, FINDING_KINDS
 
 DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
@@ -433,15 +434,7 @@ def _read_regular_file(path: str, cap: int) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(0, "not a regular file")
-        chunks = []
-        size = 0
-        while size < cap:
-            chunk = os.read(fd, cap - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        return read_capped(fd, cap)
     finally:
         os.close(fd)
 

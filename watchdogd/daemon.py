@@ -15,7 +15,6 @@ WATCHDOG=1 pings are sent from the loop, so they stop if the loop ever sticks.
 from __future__ import annotations
 
 import collections
-import fcntl
 import os
 import select
 import signal
@@ -30,6 +29,7 @@ from .app import Components, build, save_progress
 from .assess import assess
 from .config import Config, ConfigError, load_config
 from .events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
+from .fsafe import try_flock
 from .ledger import FindingLedger
 from .model import Finding, LatencyResult, Observation
 from .notify import Notifier
@@ -62,13 +62,11 @@ def hold_run_lock(state_dir: str) -> int:
     """An flock on state_dir/run.lock for the daemon's lifetime (released when it exits)."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = os.path.join(state_dir, "run.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-        os.close(fd)
-        raise AlreadyRunning(f"another kvm-watchdog run (pid {holder}) is using {state_dir}") from None
+    fd = try_flock(path)
+    if fd is None:
+        with open(path, "rb") as f:
+            holder = f.read(32).decode("ascii", "replace").strip() or "?"
+        raise AlreadyRunning(f"another kvm-watchdog run (pid {holder}) is using {state_dir}")
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -160,10 +158,6 @@ class Daemon:
     def request_stop(self) -> None:
         """Stop from another thread (tests, embedding); the same path as SIGTERM."""
         self._stop = True
-        self._wake()
-
-    def request_reload(self) -> None:
-        self._reload = True
         self._wake()
 
     def _wake(self) -> None:
@@ -325,7 +319,7 @@ class Daemon:
         if self.obs is not None:
             self._report_problems(self._save_progress(self.obs))
         self._scan_now = True
-        if any(r.result == "ok" and not r.dry_run and r.action != "alert" for r in records):
+        if any(r.changed_something for r in records):
             self.next_latency = self.mono()  # see at once whether libvirt answers again
 
     def _probe_dir_of(self, record: ActionRecord) -> Optional[str]:

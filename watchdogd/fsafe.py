@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import stat
-from typing import Optional
+from typing import List, Optional
 
 from .model import PidfileRead
 
@@ -23,6 +24,33 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> int:
     """An fd for a directory that is not a symlink (OSError ELOOP/ENOTDIR otherwise)."""
     return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def read_capped(fd: int, cap: int) -> bytes:
+    """Read fd to its end, but never more than cap bytes."""
+    chunks: List[bytes] = []
+    size = 0
+    while size < cap:
+        chunk = os.read(fd, min(65536, cap - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def try_flock(path: str) -> Optional[int]:
+    """An exclusive flock on path (made 0600, never through a symlink): its fd, or None while another holds it.
+
+    OSError when the file cannot be opened at all.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def parse_pid(data: bytes, pid_max: int) -> PidfileRead:

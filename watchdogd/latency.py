@@ -9,7 +9,6 @@ state_dir that the child holds for as long as it lives).
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import select
@@ -19,6 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .fsafe import try_flock
 from .model import LatencyResult
 
 
@@ -63,17 +63,14 @@ class LatencyProbe:
         if self.lock_path is None:
             return None
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fd = try_flock(self.lock_path)
         except OSError as exc:
             # No writable state dir (a read-only check by hand): go on without the
             # host-wide guard; this process still runs at most one call.
             if exc.errno in (errno.EACCES, errno.EROFS, errno.ENOENT, errno.EPERM):
                 return None
             return f"cannot open {self.lock_path}: {exc.strerror}"
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        if fd is None:
             return "another latency probe is still in flight on this host"
         self._lock_fd = fd
         return None

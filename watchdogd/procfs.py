@@ -12,6 +12,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .fsafe import read_capped
 from .model import Process
 
 _CMDLINE_CAP = 128 * 1024  # qemu command lines are long, but not this long
@@ -84,15 +85,7 @@ class ProcFS:
         except OSError:
             return None  # gone, or not ours to read: the process is not there for us
         try:
-            chunks = []
-            size = 0
-            while size < cap:
-                chunk = os.read(fd, min(65536, cap - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            return b"".join(chunks)
+            return read_capped(fd, cap)
         except OSError:
             return None  # ESRCH: it exited between open and read
         finally:

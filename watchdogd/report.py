@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .model import Finding, Observation, Severity
 
@@ -31,6 +31,11 @@ def exit_status(findings: Sequence[Finding], errors: Sequence[str]) -> ExitStatu
     return ExitStatus.OK
 
 
+def worst_first(findings: Sequence[Finding]) -> List[Finding]:
+    """Findings ordered as a person reads them: critical first, then by kind and subject."""
+    return sorted(findings, key=lambda f: (-int(f.severity), f.kind, f.subject))
+
+
 def as_json(findings: Sequence[Finding], actions: Sequence[Dict[str, Any]], errors: Sequence[str]) -> str:
     body: Dict[str, Any] = {"findings": [f.to_json() for f in findings], "actions": list(actions)}
     if errors:
@@ -41,7 +46,7 @@ def as_json(findings: Sequence[Finding], actions: Sequence[Dict[str, Any]], erro
 def human(findings: Sequence[Finding], actions: Sequence[Dict[str, Any]], obs: Observation) -> str:
     """One line per finding, action and error, worst first; a summary when all is well."""
     lines = []
-    for f in sorted(findings, key=lambda f: (-int(f.severity), f.kind, f.subject)):
+    for f in worst_first(findings):
         lines.append(f"{f.severity.label.upper()} {f.kind}: {f.message}")
     for a in actions:
         detail = f" ({a['detail']})" if a.get("detail") else ""

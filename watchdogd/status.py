@@ -8,11 +8,11 @@ also the ledger a restarted daemon picks up.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .durations import format_duration
 from .model import Finding, Observation
-from .report import ExitStatus, summary
+from .report import summary, worst_first
 
 STATUS_FILE = "status.json"
 
@@ -20,7 +20,7 @@ STATUS_FILE = "status.json"
 def status_line(findings: Sequence[Finding], obs: Observation, paused: bool) -> str:
     """One line for systemd's STATUS= (`systemctl status` shows it): the worst first."""
     parts = []
-    for f in sorted(findings, key=lambda f: (-int(f.severity), f.kind, f.subject)):
+    for f in worst_first(findings):
         parts.append(f"{f.severity.label.upper()} {f.kind} {os.path.basename(f.subject) or f.subject}")
     head = "; ".join(parts[:3]) + (f" (+{len(parts) - 3} more)" if len(parts) > 3 else "") if parts else "OK"
     tail = summary(obs)
@@ -43,13 +43,18 @@ def pid_alive(pid: Any) -> bool:
     return True
 
 
+def is_running(status: Dict[str, Any]) -> bool:
+    """Is the daemon that wrote this status still there (and did not say it stopped)?"""
+    return pid_alive(status.get("pid")) and not status.get("stopped_at")
+
+
 def render(status: Dict[str, Any], now: float) -> str:
     """The human form of `kvm-watchdog status`."""
     lines: List[str] = []
     pid = status.get("pid")
     last = status.get("last_scan")
     age = f" ({format_duration(max(0, round(now - last)))} ago)" if isinstance(last, (int, float)) else ""
-    running = "running" if pid_alive(pid) and not status.get("stopped_at") else "NOT running"
+    running = "running" if is_running(status) else "NOT running"
     lines.append(f"kvm-watchdog {status.get('version', '?')}, pid {pid}: {running}; last scan {status.get('last_scan_utc', '?')}{age}")
     lines.append(f"status: {status.get('status_line', '')}")
     lines.append("remediation: " + ("PAUSED (the limits were reached)" if status.get("paused") else "active"))
@@ -65,7 +70,3 @@ def render(status: Dict[str, Any], now: float) -> str:
     for e in status.get("errors") or []:
         lines.append(f"problem: {e}")
     return "\n".join(lines)
-
-
-def status_exit(status: Optional[Dict[str, Any]]) -> ExitStatus:
-    return ExitStatus.UNKNOWN if status is None else ExitStatus.OK
