@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from watchdogd.procfs import ProcFS
+
 from .journald import read_journal
 from .wait import wait_for
 
@@ -121,15 +123,4 @@ class RunningDaemon:
 
     def children(self) -> List[int]:
         """Its child processes, from every one of its threads."""
-        found: List[int] = []
-        try:
-            tasks = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
-            return found
-        for tid in tasks:
-            try:
-                with open(f"/proc/{self.pid}/task/{tid}/children") as f:
-                    found += [int(x) for x in f.read().split()]
-            except OSError:
-                pass
-        return found
+        return list(ProcFS().children(self.pid))
