@@ -294,7 +294,9 @@ def test_processes_exiting_between_listdir_and_read_never_break_a_scan(tmp_path)
         worker.join(30)
 
 
-def test_thousands_of_probe_dirs_are_reported_and_the_breaker_holds_the_cleanup(journald, libvirt, state_dir, write_config, start_daemon, bystanders):
+def test_thousands_of_probe_dirs_are_one_flood_finding_and_their_cleanup_spends_only_the_unproven_budget(
+    journald, libvirt, state_dir, write_config, start_daemon, bystanders
+):
     victim = sleeper()
     bystanders.append(victim)
     for i in range(3000):
@@ -306,18 +308,22 @@ def test_thousands_of_probe_dirs_are_reported_and_the_breaker_holds_the_cleanup(
             state_dir,
             interval="1s",
             events="journal",
-            detect={"stale_dir_after": "1s"},
+            detect={"stale_dir_after": "1s", "max_dirs_per_base": 500},
             policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
-            limits={"actions": 20, "per": "1h"},
+            limits={"actions": 20, "unproven_actions": 20, "per": "1h"},
         )
     )
     daemon = start_daemon(cfg)
     try:
-        daemon.wait_journal("probe_dir_stale", count=3000, timeout=120)
-        daemon.wait_journal("remediation_paused", timeout=120)
+        [flood] = daemon.wait_journal("probe_dirs_flood", timeout=60)
+        assert "3000 qmp-XXXXXX dirs" in flood["MESSAGE"] and "500 are tracked" in flood["MESSAGE"]
+        [held] = daemon.wait_journal("action", KVMWD_RESULT="skipped", timeout=120)
+        assert "unproven budget spent" in held["KVMWD_DETAIL"] and "remediation of proven probes goes on" in held["KVMWD_DETAIL"]
         oks = daemon.journal_events("action", KVMWD_RESULT="ok")
-        assert len(oks) == 20, "the breaker stops a cleanup storm at limits.actions"
-        assert len(daemon.journal_events("remediation_paused")) == 1
+        assert len(oks) == 20, "the unproven budget stops a cleanup storm at limits.unproven_actions"
+        assert daemon.journal_events("remediation_paused") == [], "forgeable dirs never pause remediation"
+        stale = daemon.journal_events("probe_dir_stale", KVMWD_STATE="open")
+        assert 500 <= len(stale) <= 500 + 20, "at most max_dirs_per_base dirs are tracked (and those that replace the removed ones)"
         assert len([d for d in libvirt.probe_dir.iterdir() if d.name.startswith("qmp-")]) == 2980
         assert daemon.alive()
     finally:

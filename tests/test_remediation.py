@@ -250,7 +250,7 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
         }
         for who, (pid, d, reason) in cases.items():
             seen = proc.process(pid)
-            outcome = ender.end(seen, lambda p, d=d: why_not_member(p, str(d), made if d == early_dir else os.stat(d).st_mtime, boot_wall, protected, ["qemu"]))
+            outcome = ender.end(seen, lambda p, d=d: why_not_member(p, str(d), made if d == early_dir else os.stat(d).st_mtime, boot_wall, protected, ["qemu"], os.stat(d).st_uid))
             assert not outcome.ended and reason in outcome.how, (who, outcome)
             assert alive(pid), f"{who} was signalled"
     finally:
@@ -289,7 +289,7 @@ me = proc.process(1)
 d = {probe_dir!r}
 assert me.comm.startswith("qemu") and any(d in a for a in me.cmdline), (me.comm, me.cmdline)
 protected = Protected(own_pid=-1, libvirt_pids=frozenset())
-outcome = ProcessEnder(proc, grace=1).end(me, lambda p: why_not_member(p, d, os.stat(d).st_mtime - 5, proc.boot_wall(), protected, ["qemu"]))
+outcome = ProcessEnder(proc, grace=1).end(me, lambda p: why_not_member(p, d, os.stat(d).st_mtime - 5, proc.boot_wall(), protected, ["qemu"], os.stat(d).st_uid))
 print(outcome.how)
 sys.exit(0 if not outcome.ended else 1)
 """
@@ -326,7 +326,7 @@ def test_policy_state_survives_a_restart_and_a_corrupt_file_is_set_aside(state_d
     config = parse_config(f"state_dir: {state_dir}\n", "c.yaml")
     store = StateStore(str(state_dir))
     engine = PolicyEngine(config)
-    hung = [Finding("probe_hung", Severity.CRITICAL, f"/d/qmp-AAAAA{i}", 0.0, "m", {"probe_dir": f"/d/qmp-AAAAA{i}"}) for i in range(3)]
+    hung = [Finding("probe_hung", Severity.CRITICAL, f"/d/qmp-AAAAA{i}", 0.0, "m", {"probe_dir": f"/d/qmp-AAAAA{i}", "proven_libvirt": True}) for i in range(3)]
     engine.decide(hung[:2], now=100.0)
     store.write_json("policy.json", engine.state.to_json())
     restarted = PolicyEngine(config, PolicyState.from_json(store.read_json("policy.json")))

@@ -69,6 +69,7 @@ def processes(base: str):
             "state": st.sampled_from(["S", "R", "D", "Z"]),
             "start": st.sampled_from([10.0, UPTIME - 30, UPTIME - 0.2, UPTIME]),
             "cmdline": cmdlines(base),
+            "uid": st.sampled_from([0, 65534]),
         }
     )
     return st.dictionaries(pids, proc, min_size=1, max_size=10)
@@ -80,7 +81,7 @@ def write_proc(root: Path, table) -> None:  # type: ignore[no-untyped-def]
     (root / "uptime").write_text(f"{UPTIME:.2f} 0.00\n")
     ticks = os.sysconf("SC_CLK_TCK")
     table = dict(table)
-    table[LIBVIRTD] = {"ppid": 1, "comm": "libvirtd", "state": "S", "start": 5.0, "cmdline": ["/usr/sbin/libvirtd"]}
+    table[LIBVIRTD] = {"ppid": 1, "comm": "libvirtd", "state": "S", "start": 5.0, "cmdline": ["/usr/sbin/libvirtd"], "uid": 0}
     for pid, p in table.items():
         d = root / str(pid)
         d.mkdir()
@@ -88,12 +89,15 @@ def write_proc(root: Path, table) -> None:  # type: ignore[no-untyped-def]
         (d / "stat").write_text(f"{pid} ({p['comm']}) {' '.join(fields)}\n")
         args = [] if p["state"] == "Z" else p["cmdline"]
         (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in args))
+        os.chown(d, p["uid"], p["uid"])  # the scan takes a process's uid from its /proc dir's owner
 
 
-def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float) -> bool:
+def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float, uids) -> bool:  # type: ignore[no-untyped-def]
     """The contract's rule, written out independently."""
     if p.pid in (1, OWN_PID, LIBVIRTD) or p.state == "Z":
         return False
+    if uids[p.pid] != os.stat(probe_dir).st_uid:
+        return False  # members run as the user that owns the dir
     if "qemu" not in p.comm and "kvm" not in p.comm:
         return False
     names = any(a == f"{probe_dir}/qmp.pid" or a.startswith(f"unix:{probe_dir}/qmp.monitor") for a in p.cmdline)
@@ -111,6 +115,8 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
     write_proc(root / "proc", table)
     for name in DIRS:
         (base / name).mkdir()
+        owner = data.draw(st.sampled_from([0, 65534]))
+        os.chown(base / name, owner, owner)
         pidfile = data.draw(st.one_of(st.sampled_from(list(table) + [1, LIBVIRTD, OWN_PID]).map(lambda p: f"{p}\n"), st.text(max_size=8)))
         (base / name / "qmp.pid").write_text(pidfile)
     config = parse_config(f"state_dir: {root / 'state'}\nlibvirt:\n  probe_dirs: [{base}]\ndetect:\n  probe_hung_after: 1s\n", "c.yaml")
@@ -120,16 +126,17 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
     kill = KillProbe(config, scanner, ender)
     boot_wall = time.time() - UPTIME
 
+    uids = {pid: p["uid"] for pid, p in table.items()}
     obs = scanner.observe()
     for probe in obs.probes:
         for member in probe.live_members:
-            assert allowed(member.process, probe.path, probe.made_wall, boot_wall), (probe.path, member)
+            assert allowed(member.process, probe.path, probe.made_wall, boot_wall, uids), (probe.path, member)
         ender.signalled.clear()
         kill.run(Finding("probe_hung", Severity.CRITICAL, probe.path, 0.0, "", {"probe_dir": probe.path}))
         for pid in ender.signalled:
-            assert allowed(proc.process(pid), probe.path, probe.made_wall, boot_wall), (probe.path, pid, table.get(pid))
+            assert allowed(proc.process(pid), probe.path, probe.made_wall, boot_wall, uids), (probe.path, pid, table.get(pid))
     ender.signalled.clear()
     kill.run(Finding("domcaps_hung", Severity.CRITICAL, "uri", 0.0, "", {}))
     made = {p.path: p.made_wall for p in obs.probes}
     for pid in ender.signalled:
-        assert any(allowed(proc.process(pid), path, m, boot_wall) for path, m in made.items()), (pid, table.get(pid))
+        assert any(allowed(proc.process(pid), path, m, boot_wall, uids) for path, m in made.items()), (pid, table.get(pid))

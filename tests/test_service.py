@@ -22,12 +22,15 @@ from harness.wait import wait_for
 
 from watchdogd.events import MESSAGE_IDS
 from watchdogd.notify import Notifier
+from watchdogd.status import merged
 
 HUNG_AFTER = 3.0
 
 
 def status_of(state_dir: Path) -> dict:
-    return json.loads((state_dir / "status.json").read_text())
+    """What `kvm-watchdog status --json` shows: status.json with the latest scan.json laid over it."""
+    scan = state_dir / "scan.json"
+    return merged(json.loads((state_dir / "status.json").read_text()), json.loads(scan.read_text()) if scan.exists() else None)
 
 
 def scans(state_dir: Path) -> int:

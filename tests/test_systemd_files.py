@@ -48,7 +48,7 @@ def test_the_unit_has_what_the_service_needs() -> None:
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "StateDirectory=kvm-watchdog",
-        "CapabilityBoundingSet=CAP_KILL CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER",
+        "CapabilityBoundingSet=CAP_KILL CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_SYS_PTRACE",
     ):
         assert line in text.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)

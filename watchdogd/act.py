@@ -96,7 +96,7 @@ class KillProbe:
         for probe in probes:
 
             def verify(current: Any, probe: Probe = probe) -> Optional[str]:
-                return why_not_member(current, probe.path, probe.made_wall, boot_wall, protected, names)
+                return why_not_member(current, probe.path, probe.made_wall, boot_wall, protected, names, probe.owner_uid)
 
             # the daemon first: ending it is what releases libvirt (the first process only waits on it)
             daemons = [m for m in probe.live_members if m.role == Role.DAEMON]
@@ -109,7 +109,7 @@ class KillProbe:
                 touched.append(member.process.pid)
                 text = f"{member.role.value} {member.process.pid}: {outcome.how}"
                 if outcome.stuck_in_kernel:
-                    text += f" (in uninterruptible sleep at {outcome.stuck_in_kernel}; not retried)"
+                    text += f" (in uninterruptible sleep, wchan {outcome.stuck_in_kernel}; not retried)"
                 notes.append(text)
                 failed = failed or not outcome.ended
         return ("failed" if failed else "ok"), "; ".join(notes), tuple(touched)
@@ -220,19 +220,21 @@ class Actor:
     def execute(self, planned: Sequence[PlannedAction]) -> Tuple[List[ActionRecord], Optional[str]]:
         """Records of what was done, and 'paused'/'resumed' when the breaker changed.
 
-        Actions the breaker refuses are held back (their policy may fire on them
-        again once the window has room) and reported as one `skipped` record, not
-        one per action: a storm of 3,000 stale dirs is one line, not 3,000.
+        Each action draws on its budget: proven findings on `limits.actions`, the
+        others on `limits.unproven_actions`. Actions a budget refuses are held back
+        (their policy may fire on them again once the window has room) and reported
+        as one `skipped` record per budget, not one per action: a storm of 3,000
+        stale dirs is one line, not 3,000.
         """
         records: List[ActionRecord] = []
-        refused: List[PlannedAction] = []
-        for p in planned:
+        refused: Dict[bool, List[PlannedAction]] = {True: [], False: []}
+        for p in sorted(planned, key=lambda p: not p.proven):  # proven first: forged work never delays it
             action = self.actions[p.action]
             now = self.clock()
             if p.dry_run:
                 result, detail, pids = "dry_run", "would " + action.plan(p.finding), ()
-            elif p.action != "alert" and not self.engine.admit(now):
-                refused.append(p)
+            elif p.action != "alert" and not self.engine.admit(now, p.proven):
+                refused[p.proven].append(p)
                 self.engine.unfire(p.policy, p.finding.subject)
                 continue
             else:
@@ -241,9 +243,19 @@ class Actor:
                 except Exception as exc:  # an action must never take the daemon down
                     result, detail, pids = "failed", f"internal error: {type(exc).__name__}: {exc}", ()
             records.append(ActionRecord(p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, tuple(pids), now))
-        if refused:
-            first = refused[0]
-            more = f"; {len(refused) - 1} more action(s) held back with it" if len(refused) > 1 else ""
+        for proven, held in refused.items():
+            if held:
+                records.append(self._held_back(held, proven))
+        return records, self.engine.breaker_transition(self.clock(), bool(refused[True]))
+
+    def _held_back(self, held: Sequence[PlannedAction], proven: bool) -> ActionRecord:
+        first = held[0]
+        more = f"; {len(held) - 1} more action(s) held back with it" if len(held) > 1 else ""
+        if proven:
             detail = f"remediation paused: {self.engine.limit} actions within {self.engine.per:g}s (limits){more}"
-            records.append(ActionRecord(first.action, first.policy, first.finding.subject, first.finding.kind, "skipped", False, detail, (), self.clock()))
-        return records, self.engine.breaker_transition(self.clock(), bool(refused))
+        else:
+            detail = (
+                f"unproven budget spent: {self.engine.unproven_limit} actions on evidence the qemu user could have made, within "
+                f"{self.engine.per:g}s (limits.unproven_actions){more}; remediation of proven probes goes on"
+            )
+        return ActionRecord(first.action, first.policy, first.finding.subject, first.finding.kind, "skipped", False, detail, (), self.clock())

@@ -7,7 +7,6 @@ for globals.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -21,6 +20,7 @@ from .latency import LatencyProbe
 from .model import Finding, Observation
 from .policy import STATE_FILE, PolicyEngine, PolicyState
 from .procfs import ProcFS
+from .safety import probe_arg_filter
 from .scan import Scanner
 from .state import StateError, StateStore
 
@@ -37,17 +37,17 @@ class Components:
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
 
 
-def build(config: Config, proc_root: str = "/proc") -> Components:
-    proc = ProcFS(proc_root)
-    state = StateStore(config.state_dir)
+def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> Components:
+    """read_only: for check and --dry-run, which must leave state_dir byte for byte as it was."""
+    proc = ProcFS(proc_root, keep_arg=probe_arg_filter(config.libvirt.probe_dirs))
+    state = StateStore(config.state_dir, read_only=read_only)
     scanner = Scanner(config, proc, BirthTime(), state)
-    # the actions re-observe on their own scanner: the daemon runs them on a worker thread
-    action_scanner = Scanner(config, proc, BirthTime(), StateStore(config.state_dir))
+    # the actions re-observe on their own scanner: the daemon runs them on worker threads
+    action_scanner = Scanner(config, proc, BirthTime(), StateStore(config.state_dir, read_only=read_only))
     cancel = threading.Event()
     latency = None
     if config.latency.enabled:
-        lock = os.path.join(config.state_dir, "latency.lock")
-        latency = LatencyProbe(config.libvirt.uri, config.latency.timeout, lock)
+        latency = LatencyProbe(config.libvirt.uri, config.latency.timeout, config.state_dir)
     engine = PolicyEngine(config, PolicyState.from_json(state.read_json(STATE_FILE)))
     actions = build_actions(config, action_scanner, ProcessEnder(proc, config.actions.kill_grace), cancel)
     actor = Actor(actions, engine)
@@ -91,7 +91,7 @@ def save_progress(parts: Components, obs: Observation) -> List[str]:
     """Persist the policy counters and, when probing worked, the kernel it worked on."""
     problems = []
     try:
-        parts.state.write_json(STATE_FILE, parts.engine.state.to_json())
+        parts.state.write_json(STATE_FILE, parts.engine.snapshot())
     except StateError as exc:
         problems.append(f"{exc}; policy counters are kept in memory only")
     lat = obs.latency

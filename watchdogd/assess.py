@@ -23,6 +23,8 @@ def assess(obs: Observation, config: Config) -> List[Finding]:
         elif not probe.live_members and probe.age_s >= detect.stale_dir_after:
             findings.append(_probe_dir_stale(probe, obs))
     findings.extend(_probe_defunct(obs, config))
+    findings.extend(_floods(obs, config))
+    findings.extend(_missing_dirs(obs, config))
     findings.extend(_latency(obs, config))
     findings.extend(_cache(obs))
     if obs.kernel_last_good and obs.kernel_last_good != obs.kernel_release:
@@ -71,18 +73,32 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config) -> Finding:
     )
     if stuck:
         message += f" In uninterruptible sleep (D), SIGKILL will not end: {', '.join(map(str, stuck))}."
+    if probe.proof is None:
+        message += (
+            f" Not proven libvirt's (no member was seen as a child of a libvirt daemon; its processes run as uid {probe.owner_uid}):"
+            " it may be ended, but host-wide actions (cache quarantine, libvirt restart) will not act on it."
+        )
     evidence: Dict[str, Any] = {
         "probe_dir": probe.path,
         "age_s": round(probe.age_s, 1),
         "pids": list(probe.pids()),
         "processes": process_evidence(probe, obs),
         "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
+        **_trust(probe),
     }
     if probe.pidfile_rejected:
         evidence["pidfile_rejected"] = probe.pidfile_rejected
     if stuck:
         evidence["uninterruptible"] = stuck
     return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence)
+
+
+def _trust(probe: Probe) -> Dict[str, Any]:
+    """Evidence of whose probe this is: host-wide actions need proven_libvirt (docs/THREAT-MODEL.md)."""
+    out: Dict[str, Any] = {"owner_uid": probe.owner_uid, "proven_libvirt": probe.proof is not None}
+    if probe.proof is not None:
+        out["proof"] = probe.proof
+    return out
 
 
 def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
@@ -95,6 +111,8 @@ def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
         "age_s": round(probe.age_s, 1),
         "made": iso_utc(probe.made_wall),
         "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
+        "owner_uid": probe.owner_uid,
+        "proven_libvirt": False,  # a dir no process belongs to proves nothing: anyone who can write the base can make one
     }
     if probe.pidfile_rejected:
         evidence["pidfile_rejected"] = probe.pidfile_rejected
@@ -104,6 +122,7 @@ def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
 def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
     """Zombies grouped by what holds them: a probe's first process, or libvirt itself."""
     groups: Dict[str, List[Defunct]] = {}
+    by_path = {p.path: p for p in obs.probes}
     for d in obs.defunct:
         if d.age_s < config.detect.probe_hung_after or d.parent_kind not in ("probe", "libvirt"):
             continue  # a zombie for a moment is how every probe starts
@@ -120,8 +139,10 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
             f"Zombie emulator process{'es' if len(zombies) > 1 else ''} {', '.join(str(d.zombie.pid) for d in zombies)} "
             f"of {subject}, not reaped by parent {', '.join(map(str, parents))}; {fix}."
         )
+        probe = by_path.get(zombies[0].probe_path or "")
         evidence = {
             "probe_dir": zombies[0].probe_path,
+            "proven_libvirt": probe.proof is not None if probe is not None else zombies[0].parent_kind == "libvirt" and _root_parent(zombies),
             "pids": [d.zombie.pid for d in zombies],
             "zombies": [
                 {
@@ -137,6 +158,41 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
         since = obs.taken_wall - max(d.age_s for d in zombies)
         findings.append(_finding("probe_defunct", subject, since, message, evidence))
     return findings
+
+
+def _root_parent(zombies: List[Defunct]) -> bool:
+    """Zombies of a libvirt daemon that runs as root: libvirt's own, whatever made them."""
+    return all(d.parent is not None and d.parent.uid == 0 for d in zombies)
+
+
+def _floods(obs: Observation, config: Config) -> List[Finding]:
+    out = []
+    for flood in obs.floods:
+        message = (
+            f"Probe dir {flood.base} holds {flood.total} qmp-XXXXXX dirs, more than detect.max_dirs_per_base "
+            f"({config.detect.max_dirs_per_base}): {flood.tracked} are tracked (every one a live emulator names among them), "
+            f"{flood.total - flood.tracked} only counted. libvirt makes one at a time; this many is something (or someone) making "
+            "dirs without end: find who owns them."
+        )
+        evidence = {"base": flood.base, "total": flood.total, "tracked": flood.tracked, "proven_libvirt": False}
+        out.append(_finding("probe_dirs_flood", flood.base, obs.taken_wall, message, evidence))
+    return out
+
+
+def _missing_dirs(obs: Observation, config: Config) -> List[Finding]:
+    out = []
+    for missing in obs.missing_dirs:
+        if missing.missing_s < config.detect.stale_dir_after:
+            continue
+        message = (
+            f"Probe dir {missing.path} has not existed for {format_duration(round(missing.missing_s))}: hung probes there cannot be seen. "
+            "Either libvirt has not made it (not installed, not started yet, or a session libvirt that has not run), "
+            "libvirt.probe_dirs names the wrong place, or it is hidden from the watchdog (the unit's ProtectHome=yes hides "
+            "/home, /root and /run/user: add the path with a drop-in)."
+        )
+        evidence = {"probe_dir": missing.path, "missing_s": round(missing.missing_s, 1), "proven_libvirt": False}
+        out.append(_finding("probe_dir_missing", missing.path, obs.taken_wall - missing.missing_s, message, evidence))
+    return out
 
 
 def _latency(obs: Observation, config: Config) -> List[Finding]:
@@ -206,6 +262,6 @@ def _cache(obs: Observation) -> List[Finding]:
             obs.taken_wall,
             f"libvirt is up but its capabilities cache {obs.cache_dir} holds no entry: no probe has finished since the "
             "cache was last invalidated (a new kernel, emulator or libvirt), so nothing can start a VM yet.",
-            {"cache_dir": obs.cache_dir, "entries": 0},
+            {"cache_dir": obs.cache_dir, "entries": 0, "owner_uid": obs.cache_owner_uid, "proven_libvirt": obs.cache_owner_uid == 0},
         )
     ]

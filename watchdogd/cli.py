@@ -17,7 +17,7 @@ from .events import EventSink, journal_sender
 from .notify import Notifier
 from .report import ExitStatus, as_json, exit_status, human
 from .state import StateStore
-from .status import STATUS_FILE, is_running, render
+from .status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +76,7 @@ class Cli:
         config = self.load(args)
         if config is None:
             return ExitStatus.UNKNOWN
-        obs, findings = scan_once(build(config), with_latency=not args.no_latency)
+        obs, findings = scan_once(build(config, read_only=True), with_latency=not args.no_latency)
         if args.json:
             print(as_json(findings, [], obs.errors), file=self.out)
         else:
@@ -87,7 +87,21 @@ class Cli:
         config = self.load(args)
         if config is None:
             return ExitStatus.UNKNOWN
-        outcome = remediate_once(build(config), dry_run=args.dry_run, with_latency=not args.no_latency)
+        lock = -1
+        if not args.dry_run:
+            try:
+                lock = hold_run_lock(config.state_dir)
+            except AlreadyRunning as exc:
+                print(f"UNKNOWN not acting: {exc}; it remediates already (see `kvm-watchdog status`), or use --dry-run", file=self.out)
+                return ExitStatus.UNKNOWN
+            except OSError as exc:
+                print(f"UNKNOWN cannot lock {config.state_dir}: {exc.strerror}; not acting without the single-actor guard", file=self.out)
+                return ExitStatus.UNKNOWN
+        try:
+            outcome = remediate_once(build(config, read_only=args.dry_run), dry_run=args.dry_run, with_latency=not args.no_latency)
+        finally:
+            if lock >= 0:
+                os.close(lock)
         actions = [r.to_json() for r in outcome.actions]
         errors = list(outcome.after.errors) + outcome.problems
         if outcome.breaker == "paused":
@@ -130,8 +144,10 @@ class Cli:
         config = self.load(args)
         if config is None:
             return ExitStatus.UNKNOWN
-        state = StateStore(config.state_dir)
+        state = StateStore(config.state_dir, read_only=True)
         current = state.read_json(STATUS_FILE)
+        if isinstance(current, dict):
+            current = merged(current, state.read_json(SCAN_FILE))
         if not isinstance(current, dict):
             why = "; ".join(state.problems) or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
             print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)

@@ -15,11 +15,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from .durations import format_duration, parse_duration
-from .fsafe import read_capped
-from .model import ACTION_NAMES, FINDING_KINDS
+from .fsafe import check_path, read_capped
+from .model import ACTION_NAMES, FINDING_KINDS, HOST_WIDE_ACTIONS
 
 DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
 ENV_VAR = "KVM_WATCHDOG_CONFIG"
+
+# Kinds whose evidence anyone who can write a probe dir can make: host-wide actions never act on them.
+UNPROVABLE_KINDS = ("probe_dir_stale", "probe_dirs_flood", "probe_dir_missing")
 
 # Which finding kinds each action can act on; "*" means any. Checked at load time so
 # that a policy that could never do anything is an error, not a silent no-op.
@@ -39,6 +42,10 @@ class LibvirtConfig:
     cache_dir: str = "/var/cache/libvirt/qemu/capabilities"
     restart_command: Union[str, Tuple[str, ...]] = "auto"
     restart_timeout: float = 90.0
+    # True: the probe and cache dirs may belong to one ordinary user (a session
+    # libvirt); members must still be that user's, and libvirt daemons count only
+    # when they run as root or as that user.
+    session_dirs: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class DetectConfig:
     # only those processes have their command line read, which keeps the scan cheap
     emulator_names: Tuple[str, ...] = ("qemu", "kvm")
     libvirt_daemons: Tuple[str, ...] = ("libvirtd", "virtqemud")
+    # probe dirs tracked per base dir; past it, one probe_dirs_flood finding says how
+    # many (a dir that a live emulator names is always tracked)
+    max_dirs_per_base: int = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,9 @@ class PolicyConfig:
 class LimitsConfig:
     actions: int = 20
     per: float = 3600.0
+    # a separate budget for actions on evidence the qemu user could have forged
+    # (probes not proven libvirt's, stale dirs): it can never pause the one above
+    unproven_actions: int = 20
 
 
 @dataclass(frozen=True)
@@ -224,6 +237,7 @@ SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {
             "cache_dir": _abs_path,
             "restart_command": _restart_command,
             "restart_timeout": _positive_duration,
+            "session_dirs": _bool,
         },
     ),
     "detect": (
@@ -233,13 +247,14 @@ SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {
             "stale_dir_after": _positive_duration,
             "emulator_names": _names,
             "libvirt_daemons": _names,
+            "max_dirs_per_base": _int_at_least(1),
         },
     ),
     "latency": (
         LatencyConfig,
         {"enabled": _bool, "every": _positive_duration, "timeout": _positive_duration, "slow": _positive_duration},
     ),
-    "limits": (LimitsConfig, {"actions": _int_at_least(1), "per": _positive_duration}),
+    "limits": (LimitsConfig, {"actions": _int_at_least(1), "per": _positive_duration, "unproven_actions": _int_at_least(1)}),
     "actions": (ActionsConfig, {"kill_grace": _duration, "quarantine_keep": _int_at_least(1)}),
 }
 
@@ -346,6 +361,9 @@ class _Reader:
                 self.problem(item, here, f"unknown action {name!r} (known: {', '.join(ACTION_NAMES)})")
                 continue
             applies = ACTION_APPLIES_TO[name]
+            if name in HOST_WIDE_ACTIONS and kind in UNPROVABLE_KINDS:
+                self.problem(item, here, f"{name} is host-wide and {kind} is evidence the qemu user can forge; it could never act (see docs/THREAT-MODEL.md)")
+                continue
             if kind in FINDING_KINDS and "*" not in applies and kind not in applies:
                 self.problem(item, here, f"{name} cannot act on {kind} (it acts on {', '.join(applies)})")
                 continue
@@ -401,7 +419,27 @@ def _read_all(root: yaml.Node, reader: _Reader) -> Optional[Config]:
     config = Config(source=reader.filename, **values) if not reader.problems else None
     if config is not None:
         _check_consistency(config, top, reader)
+        _check_paths(config, top, reader)
     return config
+
+
+def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:
+    """Root acts inside the probe and cache dirs: refuse any that a less trusted user could redirect."""
+    lib = config.libvirt
+    node = top.get("libvirt", (None, None))[1]
+    items = reader.mapping(node, "libvirt") if isinstance(node, yaml.MappingNode) else {}
+    owners = set()
+    for key, paths in (("probe_dirs", lib.probe_dirs), ("cache_dir", (lib.cache_dir,))):
+        at = items.get(key, (None, node))[1]
+        for path in paths:
+            verdict = check_path(path, lib.session_dirs)
+            if not verdict.ok:
+                reader.problem(at, f"libvirt.{key}", verdict.why)
+            elif verdict.owner is not None and verdict.owner != 0:
+                owners.add(verdict.owner)
+    if lib.session_dirs and len(owners) > 1:
+        uids = ", ".join(map(str, sorted(owners)))
+        reader.problem(node, "libvirt.session_dirs", f"the probe and cache dirs belong to different users ({uids}): one config watches one libvirt")
 
 
 def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:

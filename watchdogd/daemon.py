@@ -8,8 +8,16 @@ next WATCHDOG=1 ping. So a hung probe is reported at its deadline whatever
 `interval` is, and an idle host costs one scan per interval.
 
 Every scan goes observe -> assess -> ledger (open/resolved events, once each) ->
-decide -> the action worker; the loop itself never blocks on an action, and the
+decide -> the action lanes; the loop itself never blocks on an action, and the
 WATCHDOG=1 pings are sent from the loop, so they stop if the loop ever sticks.
+
+Two action lanes, one worker each: actions on proven findings, and actions on
+evidence the qemu user could have made (docs/THREAT-MODEL.md). A flood of forged
+probes that ignore SIGTERM keeps only its own lane busy; a genuine hung probe is
+still killed at its deadline. Rescans that a probe dir's coming or going asks
+for are at least RESCAN_GAP apart, so a mkdir/rmdir loop costs a bounded number
+of scans. status.json is written when what it says changes; the per-scan figures
+(time, count, STATUS line) go to a small scan.json, which `status` reads beside it.
 """
 
 from __future__ import annotations
@@ -33,14 +41,16 @@ from .fsafe import try_flock
 from .ledger import FindingLedger
 from .model import Finding, LatencyResult, Observation
 from .notify import Notifier
+from .policy import BOTH_LANES
 from .runner import ActionRunner
 from .state import StateError
-from .status import STATUS_FILE, status_line
+from .status import SCAN_FILE, STATUS_FILE, status_line
 from .timefmt import iso_utc
 from .watch import DirWatch
 
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
 RECENT_ACTIONS = 50
+RESCAN_GAP = 0.5  # seconds between two scans that a probe dir event asks for (churn costs at most 2 a second)
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,7 @@ class Daemon:
         self.use_inotify = use_inotify
         self.parts = builder(config)
         self.watch = DirWatch(config.libvirt.probe_dirs, use_inotify)
-        self.runner = ActionRunner()
+        self.lanes: Dict[bool, ActionRunner] = {True: ActionRunner(), False: ActionRunner()}  # proven, unproven
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._saved_handlers: Dict[int, Any] = {}
         self._stop = False
@@ -126,6 +136,8 @@ class Daemon:
         self.recent: Deque[Dict[str, Any]] = collections.deque(maxlen=RECENT_ACTIONS)
         self.problems_seen: Set[str] = set()
         self.scans = 0
+        self.last_scan_mono: Optional[float] = None
+        self._status_saved: Optional[Dict[str, Any]] = None  # what status.json holds now, when we wrote it
         previous = self.parts.state.read_json(STATUS_FILE)
         self.ledger = FindingLedger.from_json(previous.get("open") if isinstance(previous, dict) else None)
         if isinstance(previous, dict) and isinstance(previous.get("recent_actions"), list):
@@ -202,25 +214,38 @@ class Daemon:
             _drain(self._wake_r)
         if self._stop:
             return
-        if self._reload and not self.runner.busy:
+        if self._reload and not self.busy:
             self._reload = False
             self.reload()
         if self.watch.poll_interval is not None or self.watch.fileno() in readable:
             if self.watch.changed():
                 self._scan_now = True
         self._service_latency(now)
-        outcome = self.runner.take()
-        if outcome is not None:
-            self._after_actions(*outcome)
+        for lane in self.lanes.values():
+            outcome = lane.take()
+            if outcome is not None:
+                self._after_actions(*outcome)
         now = self.mono()
-        if self._scan_now or now >= self.next_scan or (self.deadlines and now >= self.deadlines[0]):
+        if (self._scan_now and self._rescan_due(now)) or now >= self.next_scan or (self.deadlines and now >= self.deadlines[0]):
             self.scan()
         self._ping(self.mono())
 
+    @property
+    def busy(self) -> bool:
+        return any(lane.busy for lane in self.lanes.values())
+
+    def _rescan_due(self, now: float) -> bool:
+        """May a rescan that a probe dir event asked for run now (RESCAN_GAP after the last scan)?"""
+        if self.last_scan_mono is None:
+            return True
+        return now - self.last_scan_mono >= RESCAN_GAP
+
     def _timeout(self) -> float:
-        if self._scan_now or self._stop or self._reload:
+        if self._stop or self._reload:
             return 0.0
         due = [self.next_scan]
+        if self._scan_now:
+            due.append(self.last_scan_mono + RESCAN_GAP if self.last_scan_mono is not None else 0.0)
         if self.deadlines:
             due.append(self.deadlines[0])
         if self.notifier.watchdog_interval:
@@ -233,7 +258,7 @@ class Daemon:
         return max(0.0, min(due) - self.mono())
 
     def _wait(self, timeout: float) -> Set[int]:
-        fds = [self._wake_r, self.runner.fileno()]
+        fds = [self._wake_r] + [lane.fileno() for lane in self.lanes.values()]
         for fd in (self.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None):
             if fd is not None:
                 fds.append(fd)
@@ -266,28 +291,32 @@ class Daemon:
     def scan(self) -> None:
         self._scan_now = False
         taken = self.mono()
+        self.last_scan_mono = taken
         obs = self.parts.scanner.observe(self.latency)
         findings = assess(obs, self.config)
         self.obs, self.findings = obs, findings
         self.scans += 1
-        change = self.ledger.update(findings, obs.taken_wall, hold=self.runner.subjects)
+        held = frozenset().union(*(lane.subjects for lane in self.lanes.values()))
+        change = self.ledger.update(findings, obs.taken_wall, hold=held)
         for f in change.opened:
             self.sink.emit(finding_opened(f))
         for f, open_for in change.resolved:
             self.sink.emit(finding_resolved(f, open_for))
         problems = list(obs.errors)
-        if not self.runner.busy:
-            if self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
-                self.sink.emit(lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE))
-            planned = self.parts.engine.decide(findings, obs.taken_wall)
-            if planned:
-                self.runner.submit(self.parts.actor, planned)
-            elif change.opened or change.resolved or self.latency_is_new:
-                problems += self._save_progress(obs)
+        free = frozenset(lane for lane in BOTH_LANES if not self.lanes[lane].busy)
+        if True in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
+            self.sink.emit(lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE))
+        planned = self.parts.engine.decide(findings, obs.taken_wall, lanes=free) if free else []
+        for lane in free:
+            batch = [p for p in planned if p.proven == lane]
+            if batch:
+                self.lanes[lane].submit(self.parts.actor, batch)
+        if free and not planned and (change.opened or change.resolved or self.latency_is_new):
+            problems += self._save_progress(obs)
         self.deadlines = [d for d in deadlines(obs, self.config, taken) if d > taken]
         self.next_scan = taken + self.config.interval
         unsaved = self._write_status(obs, problems)
-        self._report_problems(problems + ([unsaved] if unsaved else []), replace=True)
+        self._report_problems(problems + unsaved, replace=True)
         line = status_line(findings, obs, self.parts.engine.state.paused)
         if not self._ready:
             self._ready = True
@@ -338,18 +367,14 @@ class Daemon:
             self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=text))
         self.problems_seen = current if replace else self.problems_seen | current
 
-    def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> Optional[str]:
-        """Save what `status` shows; the problem, if it could not be saved."""
+    def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> List[str]:
+        """Save what `status` shows: status.json when it changed, scan.json every scan; the problems, if any."""
         status: Dict[str, Any] = {
             "pid": os.getpid(),
             "version": __version__,
             "started_at": self.started_wall,
             "config": self.config.source,
             "interval": self.config.interval,
-            "last_scan": obs.taken_wall,
-            "last_scan_utc": iso_utc(obs.taken_wall),
-            "scans": self.scans,
-            "status_line": status_line(self.findings, obs, self.parts.engine.state.paused),
             "paused": self.parts.engine.state.paused,
             "open": self.ledger.to_json(),
             "recent_actions": list(self.recent),
@@ -358,11 +383,26 @@ class Daemon:
         }
         if stopped:
             status["stopped_at"] = self.wall()
+        out: List[str] = []
+        if status != self._status_saved:
+            try:
+                self.parts.state.write_json(STATUS_FILE, status)
+                self._status_saved = status
+            except StateError as exc:
+                self._status_saved = None
+                out.append(str(exc))
+        scan = {
+            "pid": os.getpid(),
+            "last_scan": obs.taken_wall,
+            "last_scan_utc": iso_utc(obs.taken_wall),
+            "scans": self.scans,
+            "status_line": status_line(self.findings, obs, self.parts.engine.state.paused),
+        }
         try:
-            self.parts.state.write_json(STATUS_FILE, status)
+            self.parts.state.write_json(SCAN_FILE, scan, durable=False)
         except StateError as exc:
-            return str(exc)
-        return None
+            out.append(str(exc))
+        return out
 
     # ---- reload and stop ---------------------------------------------------------------
     def reload(self) -> None:
@@ -405,11 +445,13 @@ class Daemon:
         """A clean stop: no child left behind, the status saved, a stopped event."""
         self.notifier.stopping()
         self.parts.cancel.set()
-        unfinished = not self.runner.wait(STOP_GRACE)
+        end = self.mono() + STOP_GRACE
+        unfinished = not all([lane.wait(max(0.0, end - self.mono())) for lane in self.lanes.values()])
         if not unfinished:
-            outcome = self.runner.take()
-            if outcome is not None:
-                self._after_actions(*outcome)
+            for lane in self.lanes.values():
+                outcome = lane.take()
+                if outcome is not None:
+                    self._after_actions(*outcome)
         if self.parts.latency is not None:
             self.parts.latency.cancel()
         self.watch.close()
@@ -418,10 +460,12 @@ class Daemon:
         note = " An action was still running and was cut short." if unfinished else ""
         self.sink.emit(lifecycle("stopped", f"kvm-watchdog stopped.{note}", NOTICE if not unfinished else WARNING))
         self._restore_signal_handlers()
+        self.notifier.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
         if not unfinished:
-            self.runner.close()
+            for lane in self.lanes.values():
+                lane.close()
 
 
 def _drain(fd: int) -> None:

@@ -44,6 +44,8 @@ MESSAGE_IDS: Dict[str, str] = {
     "remediation_resumed": "efd5f58fb17e486381df30ab698d89db",
     # beyond the contract's list: something could not be read or saved (reported once)
     "scan_problem": "5b8f1f0e6d2a4f7e9c3a1d2b4e6f8a0c",
+    "probe_dir_missing": "37c4e87088fe43858a1c93489824d07c",
+    "probe_dirs_flood": "5139c1e160cb47c5902738e263a13b38",
 }
 
 # syslog priorities

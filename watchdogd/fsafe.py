@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import stat
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from .model import PidfileRead
 
@@ -24,6 +26,94 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> int:
     """An fd for a directory that is not a symlink (OSError ELOOP/ENOTDIR otherwise)."""
     return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def open_path_nofollow(path: str) -> int:
+    """An fd for the directory at an absolute path, opened one component at a time, none a symlink.
+
+    O_NOFOLLOW only guards the last component of a path; a symlink planted higher up
+    (say, a user-owned part of a probe dir) would still be followed. Walking from /
+    with openat() and O_NOFOLLOW on every step refuses it (OSError ELOOP/ENOTDIR).
+    """
+    if not os.path.isabs(path):
+        raise ValueError(f"not an absolute path: {path!r}")
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for part in [p for p in path.split("/") if p and p != "."]:
+            if part == "..":
+                raise OSError(errno.EINVAL, "'..' in a path root acts on", path)
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@dataclass(frozen=True)
+class PathVerdict:
+    """Whether a path is safe for root to act under, and if not, why (the first reason found)."""
+
+    ok: bool
+    why: str = ""
+    owner: Optional[int] = None  # the uid that owns the path itself (None: it does not exist yet)
+
+
+def _writers(st: os.stat_result, next_owner: Optional[int]) -> Tuple[Optional[int], ...]:
+    """Who (besides root) could replace an entry of a dir with this stat; None stands for 'any user'."""
+    out: List[Optional[int]] = [st.st_uid]
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if st.st_mode & stat.S_ISVTX and next_owner is not None:
+            out.append(next_owner)  # sticky: only the entry's owner (or the dir's) may rename it
+        elif st.st_mode & stat.S_IWOTH or st.st_gid != 0:
+            out.append(None)
+    return tuple(out)
+
+
+def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
+    """May root act inside `path`? No component a symlink, none replaceable by a less trusted user.
+
+    Each directory on the way must be writable only by root or by the owner of the
+    next component (a user can only rename what sits in a dir it can write). Without
+    session_owner_ok every component but the last must be root's own; with it (a
+    session libvirt) they may also belong to one ordinary user, the one that owns the
+    path. A path that does not exist yet is judged by its deepest existing part.
+    """
+    parts = [p for p in path.split("/") if p]
+    chain: List[Tuple[str, os.stat_result]] = [("/", os.lstat("/"))]
+    for part in parts:
+        here = os.path.join(chain[-1][0], part)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            return PathVerdict(False, f"cannot inspect {here}: {exc.strerror}")
+        if stat.S_ISLNK(st.st_mode):
+            return PathVerdict(False, f"{here} is a symbolic link; root does not follow links it did not make")
+        if not stat.S_ISDIR(st.st_mode):
+            return PathVerdict(False, f"{here} is not a directory")
+        chain.append((here, st))
+    exists = len(chain) == len(parts) + 1
+    owner = chain[-1][1].st_uid if exists else None
+    users = {st.st_uid for _, st in chain[1:] if st.st_uid != 0}
+    for index, (here, st) in enumerate(chain):
+        last = index == len(chain) - 1
+        nxt = chain[index + 1][1].st_uid if not last else None
+        if not last and st.st_uid != 0 and not session_owner_ok:
+            why = f"{here} belongs to uid {st.st_uid}, not root: that user could swap what lies below it"
+            return PathVerdict(False, why + " (set libvirt.session_dirs: true for a session libvirt)")
+        if len(users) > 1:
+            return PathVerdict(False, f"{path} passes through dirs of more than one user (uids {', '.join(map(str, sorted(users)))})")
+        for writer in _writers(st, nxt):
+            if writer is None:
+                return PathVerdict(False, f"{here} is writable by users other than its owner (mode {stat.S_IMODE(st.st_mode):04o})")
+            if writer != 0 and not last and writer != nxt and not (exists and writer == owner and session_owner_ok):
+                return PathVerdict(False, f"{here} is writable by uid {writer}, who does not own what lies below it")
+        if not exists and last and st.st_uid != 0 and not session_owner_ok:
+            return PathVerdict(False, f"{here} belongs to uid {st.st_uid}, not root, and {path} does not exist yet: that user could make it a link")
+    return PathVerdict(True, owner=owner)
 
 
 def read_capped(fd: int, cap: int) -> bytes:
@@ -45,6 +135,21 @@ def try_flock(path: str) -> Optional[int]:
     OSError when the file cannot be opened at all.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def try_flock_dir(path: str) -> Optional[int]:
+    """An exclusive flock on a directory itself (no file is made): its fd, or None while another holds it.
+
+    `check` takes the host's latency lock this way, so a read-only look creates
+    nothing in the state dir. OSError when the dir cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -2,8 +2,9 @@
 
 libvirt serves calls from a small worker pool, and every call that waits behind a
 hung probe holds a worker. So: one call at a time in this process (the object
-holds at most one child) and across processes on the host (an flock in
-state_dir that the child holds for as long as it lives).
+holds at most one child) and across processes on the host (an flock on the
+state_dir itself, which the child holds for as long as it lives; a lock on the
+dir, not a file in it, so `check` creates nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .fsafe import try_flock
+from .fsafe import try_flock_dir
 from .model import LatencyResult
 
 
@@ -63,7 +64,7 @@ class LatencyProbe:
         if self.lock_path is None:
             return None
         try:
-            fd = try_flock(self.lock_path)
+            fd = try_flock_dir(self.lock_path)
         except OSError as exc:
             # No writable state dir (a read-only check by hand): go on without the
             # host-wide guard; this process still runs at most one call.

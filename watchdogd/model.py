@@ -36,9 +36,20 @@ FINDING_KINDS: Dict[str, Severity] = {
     # beyond the contract's list: libvirt answered getDomainCapabilities with an error
     # (the probe crashed rather than hung); VMs cannot start either way
     "domcaps_failed": Severity.CRITICAL,
+    # a configured probe dir has not existed for longer than stale_dir_after
+    "probe_dir_missing": Severity.WARNING,
+    # more qmp-XXXXXX dirs in one base than detect.max_dirs_per_base: one finding, with the count
+    "probe_dirs_flood": Severity.WARNING,
 }
 
 ACTION_NAMES = ("kill_probe", "remove_stale_dir", "quarantine_cache", "restart_libvirt", "alert")
+
+# Actions whose effect reaches beyond the processes of one probe: they act only on
+# evidence the qemu user cannot forge (see Finding.proven).
+HOST_WIDE_ACTIONS = ("quarantine_cache", "restart_libvirt")
+
+# Kinds that only libvirt itself (or root's own state) can produce.
+LIBVIRT_LEVEL_KINDS = ("domcaps_hung", "domcaps_failed", "domcaps_slow", "libvirt_unreachable", "kernel_changed")
 
 
 class Role(str, enum.Enum):
@@ -92,6 +103,10 @@ class Probe:
     members: Tuple[ProbeMember, ...] = ()
     # a pidfile that names a process which does not belong here, with why
     pidfile_rejected: Optional[str] = None
+    owner_uid: Optional[int] = None  # who owns the dir; members run as this uid
+    # how the scan knows libvirt made it (a member is, or was seen as, the child of a
+    # libvirt daemon that runs as root, or as the session's user); None: not proven
+    proof: Optional[str] = None
 
     def pids(self, role: Optional[Role] = None) -> Tuple[int, ...]:
         return tuple(m.process.pid for m in self.members if role is None or m.role == role)
@@ -127,6 +142,23 @@ class LatencyResult:
 
 
 @dataclass(frozen=True)
+class DirFlood:
+    """A probe base with more qmp-XXXXXX dirs than are tracked (detect.max_dirs_per_base)."""
+
+    base: str
+    total: int
+    tracked: int
+
+
+@dataclass(frozen=True)
+class MissingDir:
+    """A configured probe dir that does not exist (or is hidden from the watchdog)."""
+
+    path: str
+    missing_s: float  # for how long, by the monotonic clock, since the watchdog first saw it missing
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything one scan saw; read-only, taken in one pass."""
 
@@ -140,6 +172,9 @@ class Observation:
     kernel_release: str = ""
     kernel_last_good: Optional[str] = None
     latency: Optional[LatencyResult] = None
+    floods: Tuple[DirFlood, ...] = ()
+    missing_dirs: Tuple[MissingDir, ...] = ()
+    cache_owner_uid: Optional[int] = None
     errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 
@@ -155,6 +190,19 @@ class Finding:
     @property
     def key(self) -> Tuple[str, str]:
         return (self.kind, self.subject)
+
+    @property
+    def proven(self) -> bool:
+        """Is this evidence libvirt's own, beyond what the qemu user could forge?
+
+        Libvirt-level kinds are; a probe is when the scan proved it libvirt's
+        (evidence.proven_libvirt); a cache finding when root owns the cache dir.
+        Host-wide actions act only on proven findings, and actions on the others
+        draw on a budget of their own.
+        """
+        if self.kind in LIBVIRT_LEVEL_KINDS:
+            return True
+        return self.evidence.get("proven_libvirt") is True
 
     def to_json(self) -> Dict[str, Any]:
         return {

@@ -4,13 +4,18 @@ Written out (the protocol is one datagram of KEY=VALUE lines) rather than taken
 from systemd-python's daemon.notify, because that one reads the process's global
 environment; this one takes the environment it is given, so a test can point a
 daemon at its own socket, and `unset` works without touching os.environ.
+
+A send never blocks: the socket is non-blocking, and a datagram the reader has
+no room for is not waited on. The fields it carried are kept (the latest value of
+each) and go out with the next send, so a READY=1 that met a full queue is not
+lost, and the loop never stalls on systemd (seen: a slow reader made a stop take 30 s).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 
 class Notifier:
@@ -20,11 +25,8 @@ class Notifier:
             path = "\0" + path[1:]  # an abstract socket
         self.address: Optional[str] = path or None
         self.watchdog_usec = _watchdog_usec(environ)
-        self.failures = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
+        self._unsent: Dict[str, str] = {}  # fields of datagrams that met a full queue
+        self._sock: Optional[socket.socket] = None
 
     @property
     def watchdog_interval(self) -> Optional[float]:
@@ -35,14 +37,25 @@ class Notifier:
         """One notification, e.g. send(READY="1", STATUS="..."); False when it could not be sent."""
         if self.address is None:
             return False
-        message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode("utf-8", "replace")
+        pending = dict(self._unsent)
+        pending.update(fields)
+        if "WATCHDOG" in pending and "WATCHDOG" not in fields:
+            del pending["WATCHDOG"]  # a stale ping is no news: only the current one counts
+        message = "\n".join(f"{k}={v}" for k, v in pending.items()).encode("utf-8", "replace")
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message, self.address)
-        except OSError:
-            self.failures += 1
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+            self._sock.sendto(message, self.address)
+        except OSError:  # EAGAIN: the reader is slow; ENOENT/ECONNREFUSED: systemd is not there
+            self._unsent = {k: v for k, v in pending.items() if k != "WATCHDOG"}
             return False
+        self._unsent = {}
         return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def ready(self, status: str) -> bool:
         return self.send(READY="1", STATUS=status, MAINPID=str(os.getpid()))

@@ -7,6 +7,13 @@
 - `cooldown`: the least time between two firings of one policy.
 - The breaker: past `limits.actions` executed actions in `limits.per`, actions are
   skipped (remediation paused) until the window has room again.
+- Trust (docs/THREAT-MODEL.md): host-wide actions (quarantine_cache,
+  restart_libvirt) are planned only on proven findings, and a policy that has one
+  counts only proven occurrences toward `times`. Actions on unproven findings
+  (forgeable by the qemu user) draw on their own budget, `limits.unproven_actions`:
+  filling it never pauses remediation of proven ones.
+- Memory is bounded: at most MAX_SUBJECTS occurrences per kind and firings per
+  policy are remembered (the oldest go first).
 
 All of it lives in PolicyState, which round-trips through JSON in state_dir so that
 a restarted watchdog neither forgets a count nor repeats an action.
@@ -14,13 +21,17 @@ a restarted watchdog neither forgets a count nor repeats an action.
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
 from .config import Config, PolicyConfig
-from .model import Finding
+from .model import HOST_WIDE_ACTIONS, Finding
 
 STATE_FILE = "policy.json"
+MAX_SUBJECTS = 2000  # remembered per kind (occurrences) and per policy (firings)
+BOTH_LANES = frozenset((True, False))
 
 
 @dataclass(frozen=True)
@@ -30,20 +41,39 @@ class PlannedAction:
     finding: Finding
     dry_run: bool
 
+    @property
+    def proven(self) -> bool:
+        """Which budget (and which action lane) it belongs to."""
+        return self.finding.proven
+
+
+def _bounded(subjects: Dict[str, float]) -> None:
+    """Forget the oldest entries past MAX_SUBJECTS."""
+    if len(subjects) > MAX_SUBJECTS:
+        for subject, _ in sorted(subjects.items(), key=lambda kv: kv[1])[: len(subjects) - MAX_SUBJECTS]:
+            del subjects[subject]
+
 
 @dataclass
 class PolicyState:
     # kind -> {subject: when the occurrence was first seen}
     occurrences: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # the same, for proven occurrences only: what policies with host-wide actions count
+    proven: Dict[str, Dict[str, float]] = field(default_factory=dict)
     # policy -> {subject: when it fired on it}
     fired: Dict[str, Dict[str, float]] = field(default_factory=dict)
     last_fired: Dict[str, float] = field(default_factory=dict)
     executed: List[float] = field(default_factory=list)  # times of executed actions (breaker)
+    executed_unproven: List[float] = field(default_factory=list)  # the unproven budget's
     paused: bool = False
+    unproven_held: bool = False  # the unproven budget refused an action and is still full
 
     def to_json(self) -> Dict[str, Any]:
         return {
             "occurrences": self.occurrences,
+            "proven": self.proven,
+            "executed_unproven": self.executed_unproven,
+            "unproven_held": self.unproven_held,
             "fired": self.fired,
             "last_fired": self.last_fired,
             "executed": self.executed,
@@ -64,14 +94,19 @@ class PolicyState:
                         out[str(key)] = {str(k): float(v) for k, v in inner.items() if isinstance(v, (int, float))}
             return out
 
+        def times(value: Any) -> List[float]:
+            return [float(t) for t in value if isinstance(t, (int, float))] if isinstance(value, list) else []
+
         last = data.get("last_fired")
-        executed = data.get("executed")
         return cls(
             occurrences=nested(data.get("occurrences")),
+            proven=nested(data.get("proven")),
             fired=nested(data.get("fired")),
             last_fired={str(k): float(v) for k, v in last.items() if isinstance(v, (int, float))} if isinstance(last, dict) else {},
-            executed=[float(t) for t in executed if isinstance(t, (int, float))] if isinstance(executed, list) else [],
+            executed=times(data.get("executed")),
+            executed_unproven=times(data.get("executed_unproven")),
             paused=bool(data.get("paused", False)),
+            unproven_held=bool(data.get("unproven_held", False)),
         )
 
 
@@ -79,10 +114,13 @@ class PolicyEngine:
     def __init__(self, config: Config, state: Optional[PolicyState] = None):
         self.policies: Tuple[PolicyConfig, ...] = config.policies
         self.limit = config.limits.actions
+        self.unproven_limit = config.limits.unproven_actions
         self.per = config.limits.per
         self.dry_run = config.dry_run
         self.state = state or PolicyState()
         self._memory = max([p.within for p in self.policies] + [self.per, 86400.0])
+        # decide() runs on the loop, admit() on the action lanes: one lock for the state
+        self._lock = threading.RLock()
 
     # ---- occurrences ---------------------------------------------------------------
     def observe(self, findings: Sequence[Finding], now: float) -> None:
@@ -90,70 +128,112 @@ class PolicyEngine:
         open_keys = {f.key for f in findings}
         for f in findings:
             self.state.occurrences.setdefault(f.kind, {}).setdefault(f.subject, now)
+            if f.proven:
+                self.state.proven.setdefault(f.kind, {}).setdefault(f.subject, now)
         horizon = now - self._memory
-        for kind, subjects in self.state.occurrences.items():
-            for subject in [s for s, t in subjects.items() if t < horizon and (kind, s) not in open_keys]:
-                del subjects[subject]
+        for book in (self.state.occurrences, self.state.proven):
+            for kind, subjects in book.items():
+                for subject in [s for s, t in subjects.items() if t < horizon and (kind, s) not in open_keys]:
+                    del subjects[subject]
+                _bounded(subjects)
         open_subjects = {f.subject for f in findings}
         for fired in self.state.fired.values():
             for subject in [s for s, t in fired.items() if t < horizon and s not in open_subjects]:
                 del fired[subject]
+            _bounded(fired)
 
     def _count_since(self, policy: PolicyConfig, now: float) -> int:
         since = max(now - policy.within, self.state.last_fired.get(policy.name, float("-inf")))
-        return sum(1 for t in self.state.occurrences.get(policy.on, {}).values() if t > since)
+        book = self.state.proven if _host_wide(policy) else self.state.occurrences
+        return sum(1 for t in book.get(policy.on, {}).values() if t > since)
 
     # ---- deciding ----------------------------------------------------------------------
-    def decide(self, findings: Sequence[Finding], now: float, dry_run: bool = False) -> List[PlannedAction]:
-        """The actions to take now, in policy order (so a kill comes before a restart)."""
-        self.observe(findings, now)
-        # while the breaker holds, only alert-only policies fire; the others are not
-        # marked fired, so they act once the window has room again
-        held = self.state.paused and self._in_window(now) >= self.limit
+    def decide(self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES) -> List[PlannedAction]:
+        """The actions to take now, in policy order (so a kill comes before a restart).
+
+        lanes: which budgets may take actions now (True: proven, False: unproven);
+        findings of a busy lane are left for a later call.
+        """
+        with self._lock:
+            self.observe(findings, now)
+            # while the breaker holds, only alert-only policies fire; the others are not
+            # marked fired, so they act once the window has room again
+            held = {True: self.state.paused and self._in_window(now) >= self.limit}
+            if self.state.unproven_held and self._in_window(now, proven=False) < self.unproven_limit:
+                self.state.unproven_held = False
+            held[False] = self.state.unproven_held
+            planned: List[PlannedAction] = []
+            for policy in self.policies:
+                planned.extend(self._fire(policy, findings, now, dry_run, lanes, held))
+            return planned
+
+    def _fire(
+        self, policy: PolicyConfig, findings: Sequence[Finding], now: float, dry_run: bool, lanes: AbstractSet[bool], held: Dict[bool, bool]
+    ) -> List[PlannedAction]:
+        fired = self.state.fired.setdefault(policy.name, {})
         planned: List[PlannedAction] = []
-        for policy in self.policies:
-            if held and any(a != "alert" for a in policy.do):
+        for finding in findings:
+            if finding.kind != policy.on or finding.subject in fired or finding.proven not in lanes:
                 continue
-            fired = self.state.fired.setdefault(policy.name, {})
-            for finding in findings:
-                if finding.kind != policy.on or finding.subject in fired:
-                    continue
-                if policy.times > 1 and self._count_since(policy, now) < policy.times:
-                    continue
-                last = self.state.last_fired.get(policy.name)
-                if policy.cooldown and last is not None and now - last < policy.cooldown:
-                    continue
-                fired[finding.subject] = now
-                self.state.last_fired[policy.name] = now
-                is_dry = dry_run or self.dry_run or policy.dry_run
-                planned.extend(PlannedAction(a, policy.name, finding, is_dry) for a in policy.do)
-                if policy.times > 1:
-                    break  # one firing per threshold crossing, not one per open finding
+            if held[finding.proven] and any(a != "alert" for a in policy.do):
+                continue
+            do = [a for a in policy.do if finding.proven or a not in HOST_WIDE_ACTIONS]
+            if not do:
+                continue  # a host-wide policy and forgeable evidence: nothing it may do
+            if policy.times > 1 and self._count_since(policy, now) < policy.times:
+                continue
+            last = self.state.last_fired.get(policy.name)
+            if policy.cooldown and last is not None and now - last < policy.cooldown:
+                continue
+            fired[finding.subject] = now
+            self.state.last_fired[policy.name] = now
+            is_dry = dry_run or self.dry_run or policy.dry_run
+            planned.extend(PlannedAction(a, policy.name, finding, is_dry) for a in do)
+            if policy.times > 1:
+                break  # one firing per threshold crossing, not one per open finding
         return planned
 
     def unfire(self, policy: str, subject: str) -> None:
         """An action the breaker held back: let the policy fire on that subject again later."""
-        self.state.fired.get(policy, {}).pop(subject, None)
+        with self._lock:
+            self.state.fired.get(policy, {}).pop(subject, None)
 
     # ---- the breaker -----------------------------------------------------------------
-    def _in_window(self, now: float) -> int:
-        self.state.executed = [t for t in self.state.executed if t > now - self.per]
-        return len(self.state.executed)
+    def _in_window(self, now: float, proven: bool = True) -> int:
+        if proven:
+            self.state.executed = [t for t in self.state.executed if t > now - self.per]
+            return len(self.state.executed)
+        self.state.executed_unproven = [t for t in self.state.executed_unproven if t > now - self.per]
+        return len(self.state.executed_unproven)
 
-    def admit(self, now: float) -> bool:
-        """May one more action run now? Records it when it may."""
-        if self._in_window(now) >= self.limit:
-            return False
-        self.state.executed.append(now)
-        return True
+    def admit(self, now: float, proven: bool = True) -> bool:
+        """May one more action run now, on this budget? Records it when it may."""
+        with self._lock:
+            if self._in_window(now, proven) >= (self.limit if proven else self.unproven_limit):
+                if not proven:
+                    self.state.unproven_held = True
+                return False
+            (self.state.executed if proven else self.state.executed_unproven).append(now)
+            return True
 
     def breaker_transition(self, now: float, wanted_more: bool) -> Optional[str]:
-        """'paused' or 'resumed' once, when the breaker changes; else None."""
-        full = self._in_window(now) >= self.limit
-        if wanted_more and full and not self.state.paused:
-            self.state.paused = True
-            return "paused"
-        if self.state.paused and not full:
-            self.state.paused = False
-            return "resumed"
-        return None
+        """'paused' or 'resumed' once, when the (proven) breaker changes; else None."""
+        with self._lock:
+            full = self._in_window(now) >= self.limit
+            if wanted_more and full and not self.state.paused:
+                self.state.paused = True
+                return "paused"
+            if self.state.paused and not full:
+                self.state.paused = False
+                return "resumed"
+            return None
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The state as JSON text's object, taken under the lock (a lane may be admitting meanwhile)."""
+        with self._lock:
+            copied: Dict[str, Any] = json.loads(json.dumps(self.state.to_json()))
+            return copied
+
+
+def _host_wide(policy: PolicyConfig) -> bool:
+    return any(a in HOST_WIDE_ACTIONS for a in policy.do)

@@ -2,8 +2,10 @@
 
 One pass reads /proc/PID/stat for every process (one small read each); the command
 line, the costly part, is read only for processes whose name could be an emulator
-or a libvirt daemon. Start times are kept in seconds since boot, so ages never
-depend on the wall clock.
+or a libvirt daemon, only its first CMDLINE_CAP bytes, and only the arguments that
+name a probe dir are kept: whatever argv the qemu user gives its processes, a scan
+costs a few KiB per process at most. Start times are kept in seconds since boot, so
+ages never depend on the wall clock.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .fsafe import read_capped
 from .model import Process
 
-_CMDLINE_CAP = 128 * 1024  # qemu command lines are long, but not this long
+# libvirt's probe command line is ~300 bytes (~500 for a session libvirt's paths);
+# the probe dir is named within the first few arguments. A guest's QEMU has a far
+# longer command line, but it names no probe dir: its head is enough to tell.
+CMDLINE_CAP = 4096
+
+ArgFilter = Callable[[str], bool]
+
+
+def _keep_all(arg: str) -> bool:
+    return True
 
 
 def parse_stat(data: bytes) -> Tuple[str, str, int, int]:
@@ -64,8 +75,10 @@ def split_cmdline(data: bytes) -> Tuple[str, ...]:
 class ProcFS:
     """The process table under one /proc root (a test can point it at a fake tree)."""
 
-    def __init__(self, root: str = "/proc"):
+    def __init__(self, root: str = "/proc", keep_arg: ArgFilter = _keep_all):
+        """keep_arg: which command-line arguments to keep (the scan keeps only those naming a probe dir)."""
         self.root = root
+        self.keep_arg = keep_arg
         self._ticks = float(os.sysconf("SC_CLK_TCK"))
 
     def uptime(self) -> float:
@@ -107,10 +120,11 @@ class ProcFS:
         base = f"{self.root}/{pid}"
         cmdline: Tuple[str, ...] = ()
         if state != "Z":
-            raw = self._read(base + "/cmdline", _CMDLINE_CAP)
+            raw = self._read(base + "/cmdline", CMDLINE_CAP)
             if raw is None:
                 return None
-            cmdline = split_cmdline(raw)
+            keep = self.keep_arg
+            cmdline = tuple(arg for arg in split_cmdline(raw) if keep(arg))
         try:
             uid = os.stat(base).st_uid
         except OSError:
@@ -178,10 +192,17 @@ class ProcFS:
         return table
 
     def kernel_stack(self, pid: int) -> Dict[str, str]:
-        """wchan and kernel stack of a process stuck in the kernel, for the report."""
+        """wchan (and the kernel stack where readable) of a process stuck in the kernel, for the report.
+
+        Another uid's wchan needs ptrace access (CAP_SYS_PTRACE): without it the
+        kernel answers "0", which is no place at all, and is reported as unreadable.
+        """
         out: Dict[str, str] = {}
         for name in ("wchan", "stack"):
             data = self._read(f"{self.root}/{pid}/{name}", 16384)
-            if data:
-                out[name] = data.decode("utf-8", "replace").strip()
+            text = data.decode("utf-8", "replace").strip() if data else ""
+            if text and text != "0":
+                out[name] = text
+        if "wchan" not in out:
+            out["wchan"] = "unreadable (reading another user's wchan needs CAP_SYS_PTRACE)"
         return out

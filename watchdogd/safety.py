@@ -4,6 +4,9 @@ A process belongs to the probe in dir D only if all of these hold:
 - it is not PID 1, not the watchdog, not a libvirt daemon;
 - its name is an emulator's (detect.emulator_names);
 - its command line names D itself (``-pidfile D/qmp.pid`` or ``-qmp unix:D/...``);
+- it runs as the user that owns D (libvirt hands the dir to the uid the probe runs
+  as; a dir the qemu user made can never claim root's processes, however it was
+  renamed or backdated);
 - it started no earlier than D was made, give or take START_SLACK_S.
 
 The scan uses it to decide membership; the act step checks it again, on a fresh
@@ -13,10 +16,14 @@ read of the process, right before any signal. Pure functions, no I/O.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from typing import AbstractSet, Iterable, Optional, Sequence
+from typing import AbstractSet, Callable, Iterable, Optional, Sequence
 
 from .model import Process
+
+# The name libvirt gives a probe dir (g_mkdtemp's six characters).
+QMP_DIR = re.compile(r"qmp-[A-Za-z0-9]{6}")
 
 # /proc start times tick at 1/CLK_TCK s, and without a birth time the dir's time is
 # when its first file appeared: a second covers both, and nothing older gets in.
@@ -53,11 +60,32 @@ def names_dir(cmdline: Sequence[str], probe_dir: str) -> bool:
     >>> names_dir(["sleep", "1000"], d), names_dir(["x", d + "/../qmp-OTHER1/qmp.pid"], d)
     (False, False)
     """
-    for arg in cmdline:
-        path = arg[5:].split(",", 1)[0] if arg.startswith("unix:") else arg
-        if os.path.dirname(path) == probe_dir:
-            return True
-    return False
+    return any(os.path.dirname(_arg_path(arg)) == probe_dir for arg in cmdline)
+
+
+def _arg_path(arg: str) -> str:
+    return arg[5:].split(",", 1)[0] if arg.startswith("unix:") else arg
+
+
+def probe_dir_named(arg: str, bases: AbstractSet[str]) -> Optional[str]:
+    """The probe dir an argument names (a path directly inside BASE/qmp-XXXXXX), or None.
+
+    >>> probe_dir_named("unix:/b/qmp-AAAAAA/qmp.monitor,server=on", {"/b"})
+    '/b/qmp-AAAAAA'
+    >>> probe_dir_named("/b/qmp-AAAAAA/qmp.pid", {"/b"}), probe_dir_named("-daemonize", {"/b"})
+    ('/b/qmp-AAAAAA', None)
+    >>> probe_dir_named("/elsewhere/qmp-AAAAAA/qmp.pid", {"/b"}) is None
+    True
+    """
+    d = os.path.dirname(_arg_path(arg))
+    base, name = os.path.split(d)
+    return d if base in bases and QMP_DIR.fullmatch(name) else None
+
+
+def probe_arg_filter(bases: Iterable[str]) -> Callable[[str], bool]:
+    """Keep only the command-line arguments that name a probe dir under one of `bases`."""
+    known = frozenset(bases)
+    return lambda arg: probe_dir_named(arg, known) is not None
 
 
 def is_emulator_name(comm: str, emulator_names: Iterable[str]) -> bool:
@@ -76,8 +104,9 @@ def why_not_member(
     boot_wall: float,
     protected: Protected,
     emulator_names: Iterable[str],
+    owner_uid: Optional[int],
 ) -> Optional[str]:
-    """None when proc belongs to the probe in probe_dir, else the reason it does not."""
+    """None when proc belongs to the probe in probe_dir (owned by owner_uid), else the reason it does not."""
     reason = protected.why(proc.pid)
     if reason:
         return reason
@@ -87,6 +116,8 @@ def why_not_member(
         return f"its name {proc.comm!r} is not an emulator's"
     if not names_dir(proc.cmdline, probe_dir):
         return "its command line does not name this probe's dir"
+    if owner_uid is None or proc.uid != owner_uid:
+        return f"it runs as uid {proc.uid}, and the dir belongs to uid {owner_uid}"
     started_wall = boot_wall + proc.start_boot_s
     if started_wall < dir_made_wall - START_SLACK_S:
         return f"it started {dir_made_wall - started_wall:.1f}s before the dir was made"

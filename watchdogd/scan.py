@@ -1,32 +1,35 @@
 """Observe, read-only: probe dirs, their processes and zombies, the cache, the kernel.
 
 Nothing here signals, writes or deletes. One scan is one pass over /proc and one
-listdir per probe dir; every probe dir is opened without following links and its
-pidfile read through that fd, so a dir swapped for a symlink is never entered.
+streamed listing per probe dir. Every probe base is opened one component at a
+time without following links, every probe dir through that fd, and its pidfile
+through the dir's fd, so nothing a user swapped for a symlink is ever entered.
+
+What the qemu user can make is bounded here: at most detect.max_dirs_per_base
+dirs are read per base (dirs that a live emulator names always are, so a flood
+cannot hide a real probe), and what is past that is one count.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import time
-from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .config import Config
-from .fsafe import BirthTime, open_dir_nofollow, read_pid_max, read_pidfile
-from .model import Defunct, LatencyResult, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from .fsafe import BirthTime, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
+from .model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 from .procfs import ProcFS
-from .safety import Protected, is_emulator_name, names_dir, why_not_member
+from .safety import QMP_DIR, Protected, is_emulator_name, names_dir, probe_dir_named, why_not_member
 from .state import StateStore
-
-QMP_DIR = re.compile(r"qmp-[A-Za-z0-9]{6}")
 
 # With no probe dir anywhere, a scan reads only libvirt's own process subtree; the
 # whole of /proc is walked at least this often even then (a safety net: nothing an idle host
 # can show needs it) (and always when a probe
 # dir exists, a known libvirt daemon is gone, or an action is about to act).
 FULL_WALK_EVERY = 600.0
+CACHE_NAMES_KEPT = 256  # cache entries listed by name; past it only counted
 
 
 class Scanner:
@@ -50,6 +53,8 @@ class Scanner:
         self._last_walk: Optional[float] = None
         self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
+        self._proven: Dict[str, Tuple[float, str]] = {}  # probe dir -> (its birth time, how libvirt's parentage was seen)
+        self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
         self.own_pid = os.getpid() if own_pid is None else own_pid
         self.pid_max = read_pid_max(proc.root)
         names = config.detect.emulator_names
@@ -61,23 +66,27 @@ class Scanner:
         errors: List[str] = []
         now = self.clock()
         uptime = self.proc.uptime()
-        boot_wall = now - uptime
         table = self._table(full)
         libvirt_pids = frozenset(self._libvirt)
-        protected = Protected(self.own_pid, libvirt_pids)
+        view = _View(table, Protected(self.own_pid, libvirt_pids), now, uptime)
         probes: List[Probe] = []
+        floods: List[DirFlood] = []
         for base in self.config.libvirt.probe_dirs:
-            probes.extend(self._probes_in(base, table, protected, now, uptime, boot_wall, errors))
+            found, flood = self._probes_in(base, view, errors)
+            probes.extend(found)
+            if flood is not None:
+                floods.append(flood)
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
-        cache_entries = self._cache_entries(errors)
+        self._proven = {k: v for k, v in self._proven.items() if k in present}
+        cache_entries, cache_owner = self._cache_entries(errors)
         kernel_last_good = self.state.last_good_kernel()
         errors.extend(self.state.problems)
         self.state.problems.clear()
         return Observation(
             taken_wall=now,
             uptime_s=uptime,
-            probes=tuple(probes),
+            probes=tuple(sorted(probes, key=lambda p: p.path)),
             defunct=tuple(self._defunct(table, probes, libvirt_pids, uptime)),
             libvirt_pids=tuple(sorted(libvirt_pids)),
             cache_dir=self.config.libvirt.cache_dir,
@@ -85,8 +94,15 @@ class Scanner:
             kernel_release=os.uname().release,
             kernel_last_good=kernel_last_good,
             latency=latency,
+            floods=tuple(floods),
+            missing_dirs=self._missing(),
+            cache_owner_uid=cache_owner,
             errors=tuple(errors),
         )
+
+    def _missing(self) -> Tuple[MissingDir, ...]:
+        mono = self.mono()
+        return tuple(MissingDir(path, mono - since) for path, since in sorted(self._missing_since.items()))
 
     def _table(self, full: Optional[bool]) -> Dict[int, Process]:
         """The interesting processes: a walk of all /proc, or only libvirt's subtree when nothing needs more."""
@@ -108,66 +124,89 @@ class Scanner:
     def _any_probe_dir(self) -> bool:
         for base in self.config.libvirt.probe_dirs:
             try:
-                if any(QMP_DIR.fullmatch(name) for name in os.listdir(base)):
-                    return True
+                fd = open_path_nofollow(base)
             except OSError:
                 continue
+            try:
+                with os.scandir(fd) as entries:
+                    if any(QMP_DIR.fullmatch(e.name) for e in entries):
+                        return True
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
         return False
 
-    def _probes_in(
-        self,
-        base: str,
-        table: Dict[int, Process],
-        protected: Protected,
-        now: float,
-        uptime: float,
-        boot_wall: float,
-        errors: List[str],
-    ) -> List[Probe]:
+    def _open_or_note(self, base: str, errors: List[str]) -> Optional[int]:
+        """The base's fd; None (with the reason noted) when it is missing or refused."""
         try:
-            base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = open_path_nofollow(base)
         except FileNotFoundError:
-            return []  # libvirt has not made it yet: no probes, nothing wrong
+            self._missing_since.setdefault(base, self.mono())
+            return None
         except OSError as exc:
-            errors.append(f"cannot read probe dir {base}: {exc.strerror}")
-            return []
+            self._missing_since.pop(base, None)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                errors.append(f"probe dir {base} refused: a part of its path is a symbolic link or not a directory; nothing under it is read or touched")
+            else:
+                errors.append(f"cannot read probe dir {base}: {exc.strerror}")
+            return None
+        self._missing_since.pop(base, None)
+        return fd
+
+    def _probes_in(self, base: str, view: _View, errors: List[str]) -> Tuple[List[Probe], Optional[DirFlood]]:
+        base_fd = self._open_or_note(base, errors)
+        if base_fd is None:
+            return [], None
         probes: List[Probe] = []
+        named = view.named_dirs(base)
+        cap = self.config.detect.max_dirs_per_base
+        total = read = others = 0
         try:
-            names = os.listdir(base_fd)
-            for name in sorted(names):
-                if not QMP_DIR.fullmatch(name):
-                    continue
-                try:
-                    dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                        errors.append(f"cannot open {os.path.join(base, name)}: {exc.strerror}")
-                    continue  # vanished, or not a real dir: never a probe
-                try:
-                    made = self.birth.of_fd(dir_fd)
-                    pidfile = read_pidfile(dir_fd, self.pid_max)
-                finally:
-                    os.close(dir_fd)
-                path = os.path.join(base, name)
-                probes.append(self._probe(path, made, pidfile, table, protected, now, uptime, boot_wall))
+            base_owner = os.fstat(base_fd).st_uid
+            trusted = view.trusted_parents(base_owner if self.config.libvirt.session_dirs else 0)
+            with os.scandir(base_fd) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not QMP_DIR.fullmatch(name):
+                        continue
+                    total += 1
+                    if name not in named:
+                        if others >= cap:
+                            continue  # counted, not read: a flood costs a listing, not a scan of each dir
+                        others += 1
+                    read += 1
+                    probe = self._read_probe(base_fd, base, name, view, trusted, errors)
+                    if probe is not None:
+                        probes.append(probe)
+        except OSError as exc:
+            errors.append(f"cannot list probe dir {base}: {exc.strerror}")
         finally:
             os.close(base_fd)
-        return probes
+        return probes, (DirFlood(base, total, read) if total > read else None)
 
-    def _probe(
-        self,
-        path: str,
-        made: float,
-        pidfile: PidfileRead,
-        table: Dict[int, Process],
-        protected: Protected,
-        now: float,
-        uptime: float,
-        boot_wall: float,
-    ) -> Probe:
+    def _read_probe(self, base_fd: int, base: str, name: str, view: _View, trusted: AbstractSet[int], errors: List[str]) -> Optional[Probe]:
+        try:
+            dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                errors.append(f"cannot open {os.path.join(base, name)}: {exc.strerror}")
+            return None  # vanished, or not a real dir: never a probe
+        try:
+            made = self.birth.of_fd(dir_fd)
+            owner = os.fstat(dir_fd).st_uid
+            pidfile = read_pidfile(dir_fd, self.pid_max)
+        finally:
+            os.close(dir_fd)
+        return self._probe(os.path.join(base, name), made, owner, pidfile, view, trusted)
+
+    def _probe(self, path: str, made: float, owner: int, pidfile: PidfileRead, view: _View, trusted: AbstractSet[int]) -> Probe:
         names = self.config.detect.emulator_names
+        table, protected, boot_wall = view.table, view.protected, view.now - view.uptime
         live = [
-            p for p in table.values() if not p.is_zombie and names_dir(p.cmdline, path) and why_not_member(p, path, made, boot_wall, protected, names) is None
+            p
+            for p in table.values()
+            if not p.is_zombie and names_dir(p.cmdline, path) and why_not_member(p, path, made, boot_wall, protected, names, owner) is None
         ]
         live_pids = {p.pid for p in live}
         rejected: Optional[str] = None
@@ -176,7 +215,7 @@ class Scanner:
             if named is None:
                 rejected = f"pidfile names pid {pidfile.pid}, which is not running"
             else:
-                why = why_not_member(named, path, made, boot_wall, protected, names)
+                why = why_not_member(named, path, made, boot_wall, protected, names, owner)
                 rejected = f"pidfile names pid {named.pid} ({named.comm}), which is not part of this probe: {why}"
         members = [ProbeMember(p, _role(p, pidfile.pid, live_pids, protected.libvirt_pids)) for p in live]
         daemons = [m for m in members if m.role == Role.DAEMON]
@@ -186,10 +225,24 @@ class Scanner:
         members.extend(ProbeMember(z, Role.INTERMEDIATE) for z in table.values() if z.is_zombie and z.ppid in firsts)
         members.sort(key=lambda m: m.process.pid)
         if live:
-            age = max(0.0, uptime - min(p.start_boot_s for p in live))
+            age = max(0.0, view.uptime - min(p.start_boot_s for p in live))
         else:
-            age = self._dir_age(path, max(0.0, now - made))
-        return Probe(path=path, made_wall=made, age_s=age, pidfile=pidfile, members=tuple(members), pidfile_rejected=rejected)
+            age = self._dir_age(path, max(0.0, view.now - made))
+        proof = self._proof(path, made, members, trusted, table)
+        return Probe(path=path, made_wall=made, age_s=age, pidfile=pidfile, members=tuple(members), pidfile_rejected=rejected, owner_uid=owner, proof=proof)
+
+    def _proof(self, path: str, made: float, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]) -> Optional[str]:
+        """How libvirt's parentage of this probe was seen, by this scan or an earlier one of the same dir."""
+        for m in members:
+            if m.process.ppid in trusted:
+                parent = table[m.process.ppid]
+                proof = f"{m.role.value} process {m.process.pid} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
+                self._proven[path] = (made, proof)
+                return proof
+        seen = self._proven.get(path)
+        if seen is not None and seen[0] == made:
+            return seen[1] + ", seen by an earlier scan"
+        return None
 
     def _dir_age(self, path: str, wall_age: float) -> float:
         """A dir's age from its birth time, but never more than the monotonic clock allows since first seen.
@@ -226,15 +279,57 @@ class Scanner:
             found.append(Defunct(zombie=zombie, parent=parent, parent_kind=kind, probe_path=probe_path, age_s=max(0.0, uptime - zombie.start_boot_s)))
         return found
 
-    def _cache_entries(self, errors: List[str]) -> Optional[Tuple[str, ...]]:
+    def _cache_entries(self, errors: List[str]) -> Tuple[Optional[Tuple[str, ...]], Optional[int]]:
+        """The cache's entries (the first CACHE_NAMES_KEPT) and its owner; None when unreadable."""
         path = self.config.libvirt.cache_dir
         try:
-            return tuple(sorted(n for n in os.listdir(path) if n.endswith(".xml")))
+            fd = open_path_nofollow(path)
         except FileNotFoundError:
-            return ()
+            return (), None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                errors.append(f"cache dir {path} refused: a part of its path is a symbolic link or not a directory")
+            else:
+                errors.append(f"cannot read cache dir {path}: {exc.strerror}")
+            return None, None
+        try:
+            owner = os.fstat(fd).st_uid
+            names: List[str] = []
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".xml") and len(names) < CACHE_NAMES_KEPT:
+                        names.append(entry.name)
+            return tuple(sorted(names)), owner
         except OSError as exc:
             errors.append(f"cannot read cache dir {path}: {exc.strerror}")
-            return None
+            return None, None
+        finally:
+            os.close(fd)
+
+
+class _View:
+    """What one scan saw of the process table, shared by the reads of every probe dir in it."""
+
+    def __init__(self, table: Dict[int, Process], protected: Protected, now: float, uptime: float):
+        self.table = table
+        self.protected = protected
+        self.now = now
+        self.uptime = uptime
+
+    def named_dirs(self, base: str) -> FrozenSet[str]:
+        """Names of the qmp dirs under base that a live process's command line names: always read, whatever the cap."""
+        bases = frozenset((base,))
+        found: Set[str] = set()
+        for p in self.table.values():
+            for arg in p.cmdline:
+                d = probe_dir_named(arg, bases)
+                if d is not None:
+                    found.add(os.path.basename(d))
+        return frozenset(found)
+
+    def trusted_parents(self, owner: int) -> FrozenSet[int]:
+        """Live libvirt daemons that run as root or as `owner` (a session's user): their children are libvirt's probes."""
+        return frozenset(pid for pid in self.protected.libvirt_pids if (p := self.table.get(pid)) is not None and not p.is_zombie and p.uid in (0, owner))
 
 
 def _role(proc: Process, pidfile_pid: Optional[int], members: Set[int], libvirt_pids: AbstractSet[int]) -> Role:

@@ -1,7 +1,8 @@
 """Removing a stale qmp-XXXXXX dir without ever following a link out of it.
 
-Everything is done relative to directory fds opened with O_NOFOLLOW: a symlink
-inside is unlinked (its target untouched), a dir swapped for a symlink is refused,
+Everything is done relative to directory fds opened with O_NOFOLLOW, the base
+itself one component at a time from /: a symlink inside is unlinked (its target
+untouched), a dir (or any part of the base's path) swapped for a symlink is refused,
 a nested mount is not crossed, and the walk is bounded.
 """
 
@@ -12,8 +13,8 @@ import os
 import stat
 from typing import Optional, Sequence
 
-from .fsafe import BirthTime, open_dir_nofollow
-from .scan import QMP_DIR
+from .fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
+from .safety import QMP_DIR
 
 MAX_DEPTH = 4
 MAX_ENTRIES = 10000
@@ -41,7 +42,12 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str], made: Optional[float]
     """
     check_removable(path, probe_dirs)
     base, name = os.path.split(path)
-    base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        base_fd = open_path_nofollow(base)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RefusedError(f"{base} is reached through a symbolic link (or is not a directory); nothing under it is removed") from None
+        raise
     try:
         try:
             dir_fd = open_dir_nofollow(name, dir_fd=base_fd)

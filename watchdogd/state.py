@@ -3,6 +3,11 @@
 A write goes to a temp file, is fsynced and renamed over the old one, so a crash or
 a full disk leaves either the old state or the new, never half of one. A corrupt
 file is moved aside (kept for the operator) and the watchdog goes on without it.
+A file is never written past MAX_STATE_BYTES, so one read back is never taken for
+corrupt because it was large; a larger one found is reported, not moved.
+
+`read_only=True` (check, remediate --dry-run) changes nothing in state_dir: a
+corrupt file is only reported, and every write is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any, Callable, List, Optional
 
 from .timefmt import compact_utc
 
+MAX_STATE_BYTES = 8 * 1024 * 1024  # what any state file may hold; writers bound what they save
+
 
 class StateError(Exception):
     """State could not be written; the message says where and why."""
@@ -26,6 +33,7 @@ class StateStore:
     root: str
     clock: Callable[[], float] = time.time
     problems: List[str] = field(default_factory=list)  # corrupt files found, for reporting
+    read_only: bool = False
 
     def path(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -34,16 +42,28 @@ class StateStore:
         """The stored object, or None when absent, unreadable or corrupt (then noted)."""
         path = self.path(name)
         try:
-            with open(path, "rb") as f:
-                raw = f.read(16 * 1024 * 1024)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             self.problems.append(f"cannot read {path}: {exc.strerror}")
             return None
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_STATE_BYTES:
+                self.problems.append(f"{path} is {size} bytes, more than any state file is written ({MAX_STATE_BYTES}); not read, left as it is")
+                return None
+            try:
+                raw = f.read(MAX_STATE_BYTES + 1)
+            except OSError as exc:
+                self.problems.append(f"cannot read {path}: {exc.strerror}")
+                return None
         try:
             return json.loads(raw)
         except ValueError as exc:
+            if self.read_only:
+                self.problems.append(f"{path} is corrupt ({exc}); left as it is (a read-only look)")
+                return None
             aside = f"{path}.corrupt-{compact_utc(self.clock())}"
             try:
                 os.replace(path, aside)
@@ -52,10 +72,17 @@ class StateStore:
                 self.problems.append(f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}")
             return None
 
-    def write_json(self, name: str, obj: Any) -> None:
-        """Replace a state file atomically; StateError (nothing half-written) on failure."""
+    def write_json(self, name: str, obj: Any, durable: bool = True) -> None:
+        """Replace a state file atomically; StateError (nothing half-written) on failure.
+
+        durable=False skips the fsyncs, for what is rewritten every scan anyway.
+        """
         path = self.path(name)
+        if self.read_only:
+            raise StateError(f"not writing {path}: this is a read-only look")
         data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
+        if len(data) > MAX_STATE_BYTES:
+            raise StateError(f"not writing {path}: {len(data)} bytes is more than a state file may hold ({MAX_STATE_BYTES})")
         tmp = None
         try:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -63,9 +90,12 @@ class StateStore:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
             tmp = None
+            if not durable:
+                return
             dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)

@@ -15,6 +15,15 @@ from .model import Finding, Observation
 from .report import summary, worst_first
 
 STATUS_FILE = "status.json"
+SCAN_FILE = "scan.json"  # the per-scan figures: last scan, scan count, STATUS line
+
+
+def merged(status: Dict[str, Any], scan: Any) -> Dict[str, Any]:
+    """status.json with the latest scan.json of the same daemon laid over it."""
+    out = dict(status)
+    if isinstance(scan, dict) and scan.get("pid") == status.get("pid"):
+        out.update({k: v for k, v in scan.items() if k != "pid"})
+    return out
 
 
 def status_line(findings: Sequence[Finding], obs: Observation, paused: bool) -> str:

@@ -109,7 +109,8 @@ class LibvirtSandbox:
         cfg: Dict[str, object] = {
             "state_dir": str(state_dir),
             "events": "stderr",
-            "libvirt": {"uri": self.uri, "probe_dirs": [str(self.probe_dir)], "cache_dir": str(self.cache_dir)},
+            # a session libvirt: its dirs are the sandbox user's (libvirt.session_dirs)
+            "libvirt": {"uri": self.uri, "probe_dirs": [str(self.probe_dir)], "cache_dir": str(self.cache_dir), "session_dirs": True},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
