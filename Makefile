@@ -51,7 +51,7 @@ system-test: venv
 	$(BIN)/pytest tests/test_system.py
 
 hostile: venv
-	$(BIN)/pytest -m hostile
+	KVMWD_HOSTILE_RESULTS=tests/hostile-results.json $(BIN)/pytest -m hostile
 
 BENCH_ARGS ?=
 bench: venv

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -152,6 +152,10 @@ class HostileFigures:
     inputs_fuzzed: int = 0
     wrong_signals: int = 0
     bytes_lost: int = 0
+    forged_escalations: int = 0  # host-wide actions caused by forged probes (must be 0)
+    genuine_kill_delay_s: Optional[float] = None  # past the genuine probe's deadline, under a forged flood
+    peak_rss_mb: Dict[str, float] = field(default_factory=dict)  # the daemon's VmHWM under each flood
+    churn_scans_per_s: Optional[float] = None
 
 
 FIGURES = pytest.StashKey[HostileFigures]()
@@ -185,6 +189,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"inputs fuzzed:      {f.inputs_fuzzed}")
         terminalreporter.write_line(f"wrong signals sent: {f.wrong_signals} (must be 0)")
         terminalreporter.write_line(f"bytes lost:         {f.bytes_lost} (must be 0)")
+        if f.genuine_kill_delay_s is not None:
+            terminalreporter.write_line(f"forged probes that escalated: {f.forged_escalations} (must be 0)")
+            terminalreporter.write_line(f"genuine hung probe killed {f.genuine_kill_delay_s:.2f}s past its deadline under a forged flood (goal <= 1 s)")
+        for name, mb in sorted(f.peak_rss_mb.items()):
+            terminalreporter.write_line(f"peak RSS, {name}: {mb:.1f} MB")
+        if f.churn_scans_per_s is not None:
+            terminalreporter.write_line(f"scans per second under mkdir/rmdir churn: {f.churn_scans_per_s:.2f} (goal <= 2)")
+        results = os.environ.get("KVMWD_HOSTILE_RESULTS")
+        if results and not f.failed:
+            with open(results, "w") as out:
+                json.dump(dict(asdict(f), machine=f"{os.cpu_count()} cpus, kernel {os.uname().release}"), out, indent=1, sort_keys=True)
+                out.write("\n")
+            terminalreporter.write_line(f"figures written to {results}")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ loaded from anywhere else.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -167,6 +168,8 @@ class QuarantineCache:
         try:
             result = quarantine_cache(self.config.libvirt.cache_dir, self.root, self.config.actions.quarantine_keep, self.clock())
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                return "failed", f"refused: {self.config.libvirt.cache_dir} (or a part of its path) is a symbolic link or not a directory; nothing moved", ()
             return "failed", f"cannot quarantine: {exc.strerror or exc}; the cache is untouched", ()
         if not result.moved and not result.failed:
             return "ok", "the cache was already empty", ()

@@ -50,7 +50,7 @@ from .watch import DirWatch
 
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
 RECENT_ACTIONS = 50
-RESCAN_GAP = 0.5  # seconds between two scans that a probe dir event asks for (churn costs at most 2 a second)
+RESCAN_GAP = 0.6  # seconds between two scans that a probe dir event asks for (churn costs under 2 a second)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,349 @@
+"""Trust and bounds: an unprivileged user (`nobody`, standing in for the qemu user) against the real daemon.
+
+Whatever that uid can make (dirs, processes with any name and argv, symlinks,
+renames, floods) may get its own processes ended; it must never cause a host-wide
+action, pause or delay remediation of a genuine probe, make root touch a path
+libvirt did not make, or cost unbounded memory or CPU. docs/THREAT-MODEL.md maps
+each attempt to its test here; `make hostile` prints the figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from conftest import REPO, run_cli
+from harness.actors import RootLibvirt, as_nobody, attacker, host_root, nobodys
+from harness.sandbox import file_tree
+from harness.wait import wait_for
+
+pytestmark = pytest.mark.hostile
+
+HUNG_AFTER = 2.0
+
+
+@pytest.fixture
+def host() -> Iterator[Path]:
+    """A small host: libvirt's lib dir owned by the qemu user (nobody), a root cache, a state dir."""
+    root = host_root()
+    nobodys(root / "lib")
+    (root / "cache" / "caps").mkdir(parents=True)
+    (root / "cache" / "caps" / ("a" * 64 + ".xml")).write_bytes(os.urandom(8192))
+    yield root
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
+
+
+def host_config(root: Path, write_config: Any, **overrides: Any) -> str:
+    cfg: Dict[str, Any] = {
+        "state_dir": str(root / "state"),
+        "events": "journal",
+        "interval": "1s",
+        "libvirt": {"uri": f"qemu+unix:///system?socket={root}/no-libvirt-here", "probe_dirs": [str(root / "lib")], "cache_dir": str(root / "cache" / "caps")},
+        "detect": {"probe_hung_after": f"{HUNG_AFTER:g}s"},
+        "latency": {"enabled": False},
+    }
+    cfg.update(overrides)
+    return write_config(cfg)
+
+
+def digest(root: Path) -> Dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), read from outside."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def stamp(event: Dict[str, Any]) -> float:
+    return int(event["__REALTIME_TIMESTAMP"]) / 1e6
+
+
+def scans(state: Path) -> int:
+    try:
+        return int(json.loads((state / "scan.json").read_text())["scans"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def end_attacker(p: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait(10)
+
+
+# ---- forged evidence ---------------------------------------------------------------------
+
+
+def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(journald, host, write_config, start_daemon, figures):
+    """The attack that made root restart libvirt 4 times and then skip a genuine hung probe, tried again under the shipped policies."""
+    cfg = host_config(host, write_config)  # no policies key: the shipped defaults
+    daemon = start_daemon(cfg)
+    daemon.wait_journal("started")
+    cache_before = digest(host / "cache")
+    genuine = RootLibvirt(host)
+    forgers: List[subprocess.Popen] = []  # type: ignore[type-arg]
+    try:
+        # round 1: a probe whose three members ignore SIGTERM (each costs a kill's grace), then many quick ones
+        forgers.append(attacker("forge", host / "lib", 3, "ignore-term", "Slow"))
+        forgers.append(attacker("forge", host / "lib", 11, "quick", "Fast"))
+        wait_for(lambda: len(list((host / "lib").glob("qmp-*"))) >= 14, 10, "the forged probes")
+        probe = genuine.probe(host / "lib")
+        [opened] = daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="open")
+        [killed] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe", KVMWD_SUBJECT=str(probe))
+        assert killed["KVMWD_RESULT"] == "ok", killed
+        evidence = json.loads(opened["KVMWD_EVIDENCE"])
+        assert evidence["proven_libvirt"] is True and "is a child of libvirtd" in evidence["proof"]
+        delay = (float(opened["KVMWD_AGE_S"]) - HUNG_AFTER) + (stamp(killed) - stamp(opened))
+        figures.genuine_kill_delay_s = delay
+        assert delay <= 1.0, f"the genuine probe was killed {delay:.2f}s past its deadline"
+        # round 2: more forged probes, past the unproven budget (20 an hour)
+        forgers.append(attacker("forge", host / "lib", 12, "quick", "Twoo"))
+        daemon.wait_journal("action", timeout=90, KVMWD_RESULT="skipped")
+        forged = [e for e in daemon.journal_events("probe_hung", KVMWD_STATE="open") if any(f"qmp-{t}" in e["KVMWD_SUBJECT"] for t in ("Slow", "Fast", "Twoo"))]
+        assert len(forged) >= 20 and all(json.loads(e["KVMWD_EVIDENCE"])["proven_libvirt"] is False for e in forged)
+        assert "host-wide actions" in forged[0]["MESSAGE"], "the message says why it will not escalate"
+        host_wide = [e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")]
+        figures.forged_escalations += len(host_wide)
+        assert host_wide == [], "forged probes caused a host-wide action"
+        assert daemon.journal_events("remediation_paused") == [], "forged probes paused remediation"
+        [held] = daemon.journal_events("action", KVMWD_RESULT="skipped")
+        assert "unproven budget spent" in held["KVMWD_DETAIL"]
+        assert digest(host / "cache") == cache_before, "the cache was not touched"
+        # and a genuine probe after all that is still killed: nothing forged paused its lane
+        second = genuine.probe(host / "lib")
+        [again] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe", KVMWD_SUBJECT=str(second))
+        assert again["KVMWD_RESULT"] == "ok"
+        assert daemon.alive()
+    finally:
+        genuine.stop()
+        for p in forgers:
+            end_attacker(p)
+
+
+# ---- links and renames -------------------------------------------------------------------
+
+
+def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(journald, host, write_config, start_daemon, figures):
+    home = nobodys(host / "home", 0o700)
+    cache = nobodys(home / "caps", 0o755)
+    (cache / "entry.xml").write_text("<qemuCaps/>")
+    secret = host / "secret"
+    secret.mkdir(mode=0o700)
+    (secret / "shadow").write_bytes(os.urandom(512))
+    (secret / "authorized_keys").write_bytes(os.urandom(256))
+    before = digest(secret)
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(host / "silent.sock"))
+    silent.listen(8)  # a "libvirt" that accepts and never answers: unreachable once the latency timeout runs out
+    cfg = host_config(
+        host,
+        write_config,
+        libvirt={"uri": f"qemu+unix:///system?socket={host}/silent.sock", "probe_dirs": [str(home / "lib")], "cache_dir": str(cache), "session_dirs": True},
+        latency={"enabled": True, "every": "10s", "timeout": "3s", "slow": "1s"},
+        policies=[{"name": "reset", "on": "libvirt_unreachable", "do": ["quarantine_cache"]}],  # libvirt-level evidence: it acts
+    )
+    daemon = start_daemon(cfg)
+    wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
+    # the session user swaps its cache dir for a link to root's secrets after the config was accepted
+    subprocess.run(as_nobody(["sh", "-c", f"mv {cache} {home}/caps.old && ln -s {secret} {cache}"]), check=True)
+    [action] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="quarantine_cache")
+    assert action["KVMWD_RESULT"] == "failed" and "symbolic link" in action["KVMWD_DETAIL"], action
+    assert digest(secret) == before, "nothing moved out of the root-only dir"
+    figures.bytes_lost += len(set(before) - set(digest(secret)))
+    assert not (host / "state" / "quarantine").exists() or not any((host / "state" / "quarantine").rglob("shadow"))
+    silent.close()
+
+
+def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(journald, host, write_config, start_daemon, figures):
+    home = nobodys(host / "home", 0o700)
+    base = nobodys(home / "lib", 0o700)
+    elsewhere = host / "root-only"
+    (elsewhere / "qmp-R00tD1").mkdir(parents=True, mode=0o700)
+    (elsewhere / "qmp-R00tD1" / "data").write_bytes(os.urandom(1024))
+    before = digest(elsewhere)
+    cfg = host_config(
+        host,
+        write_config,
+        libvirt={"uri": f"qemu+unix:///system?socket={host}/nothing", "probe_dirs": [str(base)], "cache_dir": str(home / "cache"), "session_dirs": True},
+        detect={"probe_hung_after": "1s", "stale_dir_after": "1s"},
+        policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
+    )
+    daemon = start_daemon(cfg)
+    wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
+    subprocess.run(as_nobody(["sh", "-c", f"rmdir {base} && ln -s {elsewhere} {base}"]), check=True)
+    [problem] = daemon.wait_journal("scan_problem", timeout=30)
+    assert "refused" in problem["MESSAGE"] and "symbolic link" in problem["MESSAGE"]
+    wait_for(lambda: scans(host / "state") >= 4, 30, "scans past stale_dir_after")
+    assert daemon.journal_events("probe_dir_stale") == [] and daemon.journal_events("action") == []
+    assert digest(elsewhere) == before
+    figures.bytes_lost += len(set(before) - set(digest(elsewhere)))
+
+
+def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(journald, host, write_config, start_daemon, bystanders):
+    attic = nobodys(host / "attic", 0o755)
+    subprocess.run(as_nobody(["mkdir", str(attic / "qmp-Renam1")]), check=True)
+    old = os.stat(attic / "qmp-Renam1").st_mtime
+    wait_for(lambda: time.time() - old > 2.5, 10, "the dir to be older than the slack")
+    target = host / "lib" / "qmp-Renam1"
+    # a root process, named like qemu, that merely names the path (a root tool, a backup, an admin's shell)
+    root_tool = subprocess.Popen([sys.executable, "-c", "import ctypes,time; ctypes.CDLL(None).prctl(15, b'qemu-img', 0, 0, 0); time.sleep(600)", "-pidfile", f"{target}/qmp.pid"])
+    bystanders.append(root_tool)
+    subprocess.run(as_nobody(["sh", "-c", f"mv {attic / 'qmp-Renam1'} {target} && echo {root_tool.pid} > {target}/qmp.pid"]), check=True)
+    daemon = start_daemon(host_config(host, write_config, detect={"probe_hung_after": "1s"}))
+    wait_for(lambda: scans(host / "state") >= 4, 30, "scans past probe_hung_after")
+    assert daemon.journal_events("probe_hung") == [], "a dir of the qemu user never makes a root process a probe member"
+    assert daemon.journal_events("action", KVMWD_ACTION="kill_probe") == []
+    report = run_cli("-c", daemon.config, "check", "--json", "--no-latency")
+    rejected = [f for f in report.json["findings"] if f["subject"] == str(target)]
+    assert not rejected or "runs as uid 0" in json.dumps(rejected)
+
+
+# ---- floods: bounded memory and CPU ------------------------------------------------------
+
+
+def test_a_thousand_processes_with_fat_argv_cost_bounded_memory(journald, host, write_config, start_daemon, figures):
+    fat = attacker("fat", host / "lib", 1000, argv_pad=128)  # 1,000 processes named qemu-x, 128 KiB of argv each
+    try:
+        assert fat.stdout is not None and fat.stdout.readline().strip() == "ready"
+        daemon = start_daemon(host_config(host, write_config, interval="0.5s"))
+        wait_for(lambda: scans(host / "state") >= 10, 60, "ten full scans over the fat processes")
+        rss = peak_rss_mb(daemon.pid)
+        figures.peak_rss_mb["1,000 processes with 128 KiB argv"] = rss
+        assert rss < 100, f"peak RSS {rss:.1f} MB"
+        assert daemon.alive()
+    finally:
+        end_attacker(fat)
+
+
+def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_back(journald, host, write_config, start_daemon, figures):
+    flood = attacker("dirs", host / "lib", 20000)
+    assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+    flood.wait(60)
+    cfg = host_config(host, write_config, detect={"probe_hung_after": "1s", "stale_dir_after": "1s"})
+    daemon = start_daemon(cfg)
+    [found] = daemon.wait_journal("probe_dirs_flood", timeout=60)
+    assert "20000 qmp-XXXXXX dirs" in found["MESSAGE"]
+    status = host / "state" / "status.json"
+    size = status.stat().st_size
+    assert size < 4 * 1024 * 1024, f"status.json is {size} bytes"
+    daemon.wait_journal("probe_dir_stale", count=1000, timeout=60, KVMWD_STATE="open")
+    seen = scans(host / "state")
+    wait_for(lambda: scans(host / "state") >= seen + 3, 30, "three more scans")
+    opened = daemon.journal_events("probe_dir_stale", KVMWD_STATE="open")
+    assert len(opened) == 1000, "detect.max_dirs_per_base (1,000) dirs tracked, the rest one count"
+    rss = peak_rss_mb(daemon.pid)
+    figures.peak_rss_mb["20,000 stale dirs"] = rss
+    assert rss < 150, f"peak RSS {rss:.1f} MB"
+    daemon.stop()
+    again = start_daemon(cfg)
+    wait_for(lambda: json.loads((host / "state" / "scan.json").read_text()).get("pid") == again.pid, 60, "the restarted daemon's first scan")
+    assert again.journal_events("probe_dir_stale") == [], "after a restart nothing is reported again"
+    assert not [e for e in again.journal_events("scan_problem") if "corrupt" in e["MESSAGE"]], "its state read back whole"
+
+
+def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(journald, host, write_config, start_daemon, figures):
+    start_daemon(host_config(host, write_config, interval="30s"))
+    wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
+    before = scans(host / "state")
+    started = time.monotonic()
+    churn = attacker("churn", host / "lib", 10)
+    assert churn.stdout is not None
+    made = int(churn.stdout.readline())
+    churn.wait(30)
+    rate = (scans(host / "state") - before) / (time.monotonic() - started)
+    figures.churn_scans_per_s = rate
+    assert made > 1000, "the loop really churned"
+    assert rate <= 2.0, f"{rate:.1f} scans a second"
+
+
+# ---- the smaller items ---------------------------------------------------------------------
+
+
+def test_check_and_dry_run_leave_the_state_dir_byte_identical(host, write_config):
+    cfg = host_config(host, write_config, detect={"probe_hung_after": "1s", "stale_dir_after": "1s"}, latency={"enabled": True, "every": "2s", "timeout": "1s", "slow": "0.5s"})
+    state = host / "state"
+    state.mkdir(mode=0o700)
+    (state / "status.json").write_text("{not json")  # a corrupt file: check must not move it aside
+    (state / "policy.json").write_text(json.dumps({"executed": [1.0]}))
+    nobodys(host / "lib" / "qmp-Stale1", 0o700)
+    time.sleep(1.1)
+    before = file_tree(state)
+    assert run_cli("-c", cfg, "check", "--json").rc in (1, 2)
+    assert run_cli("-c", cfg, "remediate", "--dry-run", "--json").rc in (1, 2)
+    assert file_tree(state) == before, "check and --dry-run changed the state dir"
+
+
+def test_remediate_refuses_while_a_daemon_holds_the_state_dir(journald, host, write_config, start_daemon):
+    cfg = host_config(host, write_config)
+    start_daemon(cfg)
+    wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
+    r = run_cli("-c", cfg, "remediate")
+    assert r.rc == 3 and "another kvm-watchdog run" in r.out, r.out
+
+
+def test_a_probe_dir_that_does_not_exist_is_a_finding_after_stale_dir_after(journald, host, write_config, start_daemon):
+    cfg = host_config(host, write_config, libvirt={"uri": "qemu:///system", "probe_dirs": [str(host / "home" / "u" / "lib")], "cache_dir": str(host / "cache" / "caps")}, detect={"stale_dir_after": "2s"})
+    daemon = start_daemon(cfg)
+    [missing] = daemon.wait_journal("probe_dir_missing", timeout=30)
+    assert str(host / "home" / "u" / "lib") in missing["MESSAGE"] and "ProtectHome" in missing["MESSAGE"]
+    assert float(json.loads(missing["KVMWD_EVIDENCE"])["missing_s"]) >= 2.0
+    (host / "home" / "u" / "lib").mkdir(parents=True)
+    daemon.wait_journal("probe_dir_missing", timeout=30, KVMWD_STATE="resolved")
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_loop(journald, host, write_config, start_daemon, tmp_path):
+    path = tmp_path / "deaf.sock"
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(str(path))  # bound, never read: its queue fills and stays full
+    try:
+        daemon = start_daemon(host_config(host, write_config, interval="0.1s"), env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"})
+        wait_for(lambda: scans(host / "state") >= 50, 60, "fifty scans with the notify queue full")
+        started = time.monotonic()
+        assert daemon.stop(10) == 0
+        assert time.monotonic() - started < 5, "a clean stop within 5 s"
+    finally:
+        deaf.close()
+
+
+@pytest.mark.parametrize(
+    "setup, expected",
+    [
+        ("link", "is a symbolic link"),
+        ("user-parent", "belongs to uid 65534, not root"),
+        ("world-writable", "writable by users other than its owner"),
+    ],
+)
+def test_config_refuses_probe_dirs_a_less_trusted_user_could_redirect(host, setup, expected):
+    if setup == "link":
+        (host / "real").mkdir()
+        (host / "linked").symlink_to(host / "real")
+        probe = host / "linked" / "lib"
+    elif setup == "user-parent":
+        probe = nobodys(host / "users") / "lib"
+    else:
+        (host / "open").mkdir()
+        os.chmod(host / "open", 0o777)
+        probe = host / "open" / "lib"
+    text = f"state_dir: {host}/state\nlibvirt:\n  probe_dirs: [{probe}]\n"
+    cfg = host / "c.yaml"
+    cfg.write_text(text)
+    r = run_cli("config", "check", str(cfg))
+    assert r.rc == 2 and f"{cfg}:3: libvirt.probe_dirs: " in r.out and expected in r.out, r.out
+
+
+def test_repo_default_config_is_accepted_as_it_ships():
+    r = run_cli("config", "check", str(REPO / "config" / "kvm-watchdog.yaml"))
+    assert r.rc == 0, r.out

@@ -1,0 +1,90 @@
+"""The trust rules as pure logic, on hand-made findings: which evidence may escalate, and which budget pays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List
+
+from watchdogd.act import Actor
+from watchdogd.config import Config, LimitsConfig
+from watchdogd.model import Finding, Severity
+from watchdogd.policy import PolicyEngine
+from watchdogd.quarantine import quarantine_cache
+
+
+def hung(n: int, proven: bool) -> List[Finding]:
+    tag = "P" if proven else "F"
+    return [Finding("probe_hung", Severity.CRITICAL, f"/l/qmp-{tag}{i:05d}", 0.0, "m", {"probe_dir": f"/l/qmp-{tag}{i:05d}", "proven_libvirt": proven}) for i in range(n)]
+
+
+def test_forged_probes_are_killed_but_never_counted_toward_an_escalation():
+    engine = PolicyEngine(Config())
+    planned = engine.decide(hung(10, proven=False), now=100.0)
+    assert {p.action for p in planned} == {"kill_probe"}, "host-wide actions never act on forgeable evidence"
+    assert len(planned) == 10 and not any(p.proven for p in planned)
+
+
+def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_three():
+    engine = PolicyEngine(Config())
+    findings = hung(2, proven=True) + hung(5, proven=False)
+    assert "restart_libvirt" not in {p.action for p in engine.decide(findings, now=100.0)}, "2 proven + 5 forged is not 3"
+    findings += hung(3, proven=True)[2:]
+    escalated = [p for p in engine.decide(findings, now=101.0) if p.action in ("quarantine_cache", "restart_libvirt")]
+    assert [(p.action, p.proven) for p in escalated] == [("quarantine_cache", True), ("restart_libvirt", True)]
+
+
+def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are():
+    def kind(k: str, **ev: object) -> Finding:
+        return Finding(k, Severity.CRITICAL, "s", 0.0, "m", dict(ev))
+
+    assert kind("domcaps_hung").proven and kind("domcaps_failed").proven and kind("libvirt_unreachable").proven
+    assert not kind("probe_dir_stale").proven and not kind("probe_hung").proven
+    assert kind("probe_hung", proven_libvirt=True).proven
+
+
+class _Ok:
+    def plan(self, finding: Finding) -> str:
+        return "nothing"
+
+    def run(self, finding: Finding):  # type: ignore[no-untyped-def]
+        return "ok", "", ()
+
+
+def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation():
+    config = Config(limits=LimitsConfig(actions=5, unproven_actions=3, per=3600.0))
+    engine = PolicyEngine(config)
+    actor = Actor({"kill_probe": _Ok()}, engine, clock=lambda: 100.0)
+    records, breaker = actor.execute(engine.decide(hung(6, proven=False), now=100.0))
+    assert [r.result for r in records] == ["ok", "ok", "ok", "skipped"] and breaker is None
+    assert "unproven budget spent" in records[-1].detail and not engine.state.paused
+    assert engine.decide(hung(4, proven=False), now=100.0) == [], "the unproven lane waits for room; no record per scan"
+    records, breaker = actor.execute(engine.decide(hung(2, proven=True), now=100.0))
+    assert [r.result for r in records] == ["ok", "ok"] and breaker is None, "proven probes are still killed"
+
+
+def test_policy_memory_is_bounded_per_kind():
+    from watchdogd.policy import MAX_SUBJECTS
+
+    engine = PolicyEngine(Config())
+    engine.observe(hung(MAX_SUBJECTS + 500, proven=False), now=1.0)
+    assert len(engine.state.occurrences["probe_hung"]) == MAX_SUBJECTS
+
+
+def test_prune_never_removes_the_set_just_made_even_after_the_clock_stepped_back(tmp_path: Path):
+    cache, root = tmp_path / "cache", tmp_path / "quarantine"
+    cache.mkdir()
+    for t in (1_700_000_300, 1_700_000_200):
+        (cache / "entry.xml").write_text(str(t))
+        quarantine_cache(str(cache), str(root), keep=1, now=t)  # the second "now" is earlier: a backward step
+    [kept] = os.listdir(root)
+    assert (root / kept / "entry.xml").read_text() == "1700000200", "the newest set (made last) is kept, whatever its name"
+
+
+def test_a_second_quarantine_in_the_same_second_gets_its_own_set(tmp_path: Path):
+    cache, root = tmp_path / "cache", tmp_path / "quarantine"
+    cache.mkdir()
+    for n in range(2):
+        (cache / "entry.xml").write_text(str(n))
+        quarantine_cache(str(cache), str(root), keep=5, now=1_700_000_000)
+    assert sorted((root / d / "entry.xml").read_text() for d in os.listdir(root)) == ["0", "1"]
