@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List
 
 from harness.sandbox import LibvirtSandbox
 
-from watchdogd.app import build
+from watchdogd.service.app import build
 
 from .common import sandbox_config
 from .load import ProcessLoad

@@ -20,7 +20,7 @@ from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
 from harness.service import NotifyListener, RunningDaemon  # noqa: E402
 
-from watchdogd.cli import main  # noqa: E402
+from watchdogd.service.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

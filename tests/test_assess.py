@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from watchdogd.act import KillProbe
-from watchdogd.assess import assess
+from watchdogd.act.actions import KillProbe
 from watchdogd.config import Config
+from watchdogd.decide.assess import assess
 from watchdogd.model import Defunct, Observation, Process
 
 

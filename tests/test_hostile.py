@@ -23,13 +23,13 @@ from harness.wait import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchdogd.act import QuarantineCache
-from watchdogd.app import build
+from watchdogd.act.actions import QuarantineCache
+from watchdogd.act.stale import RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig, load_config
 from watchdogd.fsafe import BirthTime, parse_pid, read_pidfile
 from watchdogd.model import Finding, Severity
-from watchdogd.procfs import ProcFS, parse_stat, split_cmdline
-from watchdogd.stale import RefusedError, remove_probe_dir
+from watchdogd.observe.procfs import ProcFS, parse_stat, split_cmdline
+from watchdogd.service.app import build
 
 pytestmark = pytest.mark.hostile
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from harness.wait import wait_for
+from watchdogd.report.render.events import MESSAGE_IDS
 
 from watchdogd import __version__
-from watchdogd.events import MESSAGE_IDS
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "packaging" / "rpm" / "kvm-watchdog.spec"
@@ -65,6 +65,10 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
     run("apt-get", "install", "-y", "-q", "--no-install-recommends", str(deb), env={**SYSTEM_ENV, "DEBIAN_FRONTEND": "noninteractive"})
     installed = run("dpkg", "-L", "kvm-watchdog").stdout.split()
     try:
+        stages = sorted(p.name for p in (REPO / "watchdogd").iterdir() if (p / "__init__.py").exists())
+        assert stages == ["act", "decide", "observe", "report", "service"]
+        for stage in stages:
+            assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), f"the .deb lacks watchdogd/{stage}"
         assert run("/usr/bin/kvm-watchdog", "--version").stdout.strip() == f"kvm-watchdog {__version__}"
         assert run("/usr/bin/kvm-watchdog", "config", "check").stdout.strip() == "/etc/kvm-watchdog/config.yaml: valid"
         assert "/etc/kvm-watchdog/config.yaml" in run("dpkg-query", "-W", "-f=${Conffiles}", "kvm-watchdog").stdout

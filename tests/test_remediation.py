@@ -19,10 +19,10 @@ from conftest import REPO, run_cli
 from harness.sandbox import alive, file_tree
 from harness.wait import wait_for
 
+from watchdogd.act.killer import ProcessEnder
 from watchdogd.config import parse_config
-from watchdogd.killer import ProcessEnder
 from watchdogd.model import Process
-from watchdogd.procfs import ProcFS
+from watchdogd.observe.procfs import ProcFS
 from watchdogd.safety import Protected, why_not_member
 
 FAST = {"detect": {"probe_hung_after": "1s"}, "latency": {"enabled": False}, "actions": {"kill_grace": "2s"}}
@@ -153,7 +153,7 @@ def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(lib
 
 
 def test_a_stale_dir_swapped_for_a_symlink_is_refused(libvirt, state_dir, write_config, tmp_path):
-    from watchdogd.stale import RefusedError, remove_probe_dir
+    from watchdogd.act.stale import RefusedError, remove_probe_dir
 
     target = tmp_path / "target"
     target.mkdir()
@@ -182,7 +182,7 @@ def tmpfs(tmp_path):
 
 @pytest.mark.parametrize("across_filesystems", [False, True])
 def test_quarantine_keeps_every_byte_of_the_cache(tmp_path, tmpfs, across_filesystems):
-    from watchdogd.quarantine import quarantine_cache
+    from watchdogd.act.quarantine import quarantine_cache
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -201,7 +201,7 @@ def test_quarantine_keeps_every_byte_of_the_cache(tmp_path, tmpfs, across_filesy
 
 
 def test_quarantine_keeps_only_the_newest_sets(tmp_path):
-    from watchdogd.quarantine import quarantine_cache
+    from watchdogd.act.quarantine import quarantine_cache
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -280,8 +280,8 @@ def test_a_recycled_pid_is_never_signalled(tmp_path):
 PID1_SCRIPT = """
 import os, sys
 sys.path.insert(0, {repo!r})
-from watchdogd.killer import ProcessEnder
-from watchdogd.procfs import ProcFS
+from watchdogd.act.killer import ProcessEnder
+from watchdogd.observe.procfs import ProcFS
 from watchdogd.safety import Protected, why_not_member
 assert os.getpid() == 1, os.getpid()
 proc = ProcFS()
@@ -319,8 +319,8 @@ def test_remediate_with_a_broken_config_acts_on_nothing(tmp_path):
 
 
 def test_policy_state_survives_a_restart_and_a_corrupt_file_is_set_aside(state_dir):
+    from watchdogd.decide.policy import PolicyEngine, PolicyState
     from watchdogd.model import Finding, Severity
-    from watchdogd.policy import PolicyEngine, PolicyState
     from watchdogd.state import StateStore
 
     config = parse_config(f"state_dir: {state_dir}\n", "c.yaml")

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchdogd.act import KillProbe
+from watchdogd.act.actions import KillProbe
+from watchdogd.act.killer import ProcessEnder
 from watchdogd.config import parse_config
 from watchdogd.fsafe import BirthTime
-from watchdogd.killer import ProcessEnder
 from watchdogd.model import Finding, Process, Severity
-from watchdogd.procfs import ProcFS
-from watchdogd.scan import Scanner
+from watchdogd.observe.procfs import ProcFS
+from watchdogd.observe.scan import Scanner
 from watchdogd.state import StateStore
 
 UPTIME = 1000.0

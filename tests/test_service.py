@@ -19,10 +19,10 @@ from conftest import run_cli
 from harness.journald import journal_answers
 from harness.sandbox import alive
 from harness.wait import wait_for
+from watchdogd.report.render.events import MESSAGE_IDS
 
-from watchdogd.events import MESSAGE_IDS
-from watchdogd.notify import Notifier
-from watchdogd.status import merged
+from watchdogd.report.notify import Notifier
+from watchdogd.report.status import merged
 
 HUNG_AFTER = 3.0
 
@@ -259,11 +259,12 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
     import io
     import threading
 
-    from watchdogd.app import build
+    from watchdogd.report.render.events import EventSink
+
     from watchdogd.config import load_config
-    from watchdogd.daemon import ConfigSource, Daemon
-    from watchdogd.events import EventSink
-    from watchdogd.notify import Notifier
+    from watchdogd.report.notify import Notifier
+    from watchdogd.service.app import build
+    from watchdogd.service.daemon import ConfigSource, Daemon
 
     path = state_dir / "config.yaml"
     import yaml
@@ -311,11 +312,11 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
     import threading
 
     import yaml
+    from watchdogd.report.render.events import EventSink
 
-    from watchdogd.app import build
     from watchdogd.config import load_config
-    from watchdogd.daemon import ConfigSource, Daemon
-    from watchdogd.events import EventSink
+    from watchdogd.service.app import build
+    from watchdogd.service.daemon import ConfigSource, Daemon
 
     path = state_dir / "config.yaml"
     path.write_text(yaml.safe_dump(libvirt.config(state_dir, interval="0.1s", latency={"enabled": False})))

@@ -1,3 +1,3 @@
-from .cli import entry
+from .service.cli import entry
 
 entry()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from watchdogd.procfs import ProcFS
+from watchdogd.observe.procfs import ProcFS
 
 from .journald import read_journal
 from .wait import wait_for

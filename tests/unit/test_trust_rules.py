@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import List
 
-from watchdogd.act import Actor
+from watchdogd.act.actions import Actor
+from watchdogd.act.quarantine import quarantine_cache
 from watchdogd.config import Config, LimitsConfig
+from watchdogd.decide.policy import PolicyEngine
 from watchdogd.model import Finding, Severity
-from watchdogd.policy import PolicyEngine
-from watchdogd.quarantine import quarantine_cache
 
 
 def hung(n: int, proven: bool) -> List[Finding]:
@@ -64,7 +64,7 @@ def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation():
 
 
 def test_policy_memory_is_bounded_per_kind():
-    from watchdogd.policy import MAX_SUBJECTS
+    from watchdogd.decide.policy import MAX_SUBJECTS
 
     engine = PolicyEngine(Config())
     engine.observe(hung(MAX_SUBJECTS + 500, proven=False), now=1.0)

@@ -42,7 +42,7 @@ def _die_with_parent() -> None:
 def main(argv: List[str]) -> int:
     _die_with_parent()
     if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] != "--connect-only"):
-        sys.stderr.write("usage: python -m watchdogd.latency_child URI [--connect-only]\n")
+        sys.stderr.write("usage: python -m watchdogd.observe.latency_child URI [--connect-only]\n")
         return 2
     uri = argv[0]
     connect_only = len(argv) == 2

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .config import Config
+from ..config import Config
+from ..decide.policy import PlannedAction, PolicyEngine
+from ..model import Finding, Probe, Role
+from ..observe.scan import Scanner
+from ..safety import Protected, why_not_member
 from .killer import ProcessEnder
-from .model import Finding, Probe, Role
-from .policy import PlannedAction, PolicyEngine
 from .quarantine import quarantine_cache
 from .restart import LibvirtRestarter
-from .safety import Protected, why_not_member
-from .scan import Scanner
 from .stale import RefusedError, remove_probe_dir
 
 Result = Tuple[str, str, Tuple[int, ...]]  # result (ok/failed/skipped), detail, pids touched

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Union
 
-from .latency import LatencyProbe
+from ..observe.latency import LatencyProbe
 
 UNITS = ("libvirtd.service", "virtqemud.service")
 

@@ -13,8 +13,8 @@ import os
 import threading
 from typing import FrozenSet, List, Optional, Sequence, Tuple
 
-from .act import ActionRecord, Actor
-from .policy import PlannedAction
+from ..act.actions import ActionRecord, Actor
+from ..decide.policy import PlannedAction
 
 Outcome = Tuple[List[ActionRecord], Optional[str]]
 

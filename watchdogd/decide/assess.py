@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .config import Config
-from .durations import format_duration
-from .model import FINDING_KINDS, Defunct, Finding, Observation, Probe
-from .timefmt import iso_utc
+from ..config import Config
+from ..durations import format_duration
+from ..model import FINDING_KINDS, Defunct, Finding, Observation, Probe
+from ..timefmt import iso_utc
 
 
 def assess(obs: Observation, config: Config) -> List[Finding]:

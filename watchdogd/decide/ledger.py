@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AbstractSet, Any, Dict, List, Sequence, Tuple
 
-from .model import FINDING_KINDS, Finding, Severity
+from ..model import FINDING_KINDS, Finding, Severity
 
 Key = Tuple[str, str]
 

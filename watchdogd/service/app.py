@@ -11,18 +11,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from .act import ActionRecord, Actor, build_actions
-from .assess import assess
-from .config import Config
-from .fsafe import BirthTime
-from .killer import ProcessEnder
-from .latency import LatencyProbe
-from .model import Finding, Observation
-from .policy import STATE_FILE, PolicyEngine, PolicyState
-from .procfs import ProcFS
-from .safety import probe_arg_filter
-from .scan import Scanner
-from .state import StateError, StateStore
+from ..act.actions import ActionRecord, Actor, build_actions
+from ..act.killer import ProcessEnder
+from ..config import Config
+from ..decide.assess import assess
+from ..decide.policy import STATE_FILE, PolicyEngine, PolicyState
+from ..fsafe import BirthTime
+from ..model import Finding, Observation
+from ..observe.latency import LatencyProbe
+from ..observe.procfs import ProcFS
+from ..observe.scan import Scanner
+from ..safety import probe_arg_filter
+from ..state import StateError, StateStore
 
 
 @dataclass

@@ -31,22 +31,22 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 
-from . import __version__
-from .act import ActionRecord
+from .. import __version__
+from ..act.actions import ActionRecord
+from ..config import Config, ConfigError, load_config
+from ..decide.assess import assess
+from ..decide.ledger import FindingLedger
+from ..decide.policy import BOTH_LANES
+from ..fsafe import try_flock
+from ..model import Finding, LatencyResult, Observation
+from ..observe.watch import DirWatch
+from ..report.events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
+from ..report.notify import Notifier
+from ..report.status import SCAN_FILE, STATUS_FILE, status_line
+from ..state import StateError
+from ..timefmt import iso_utc
 from .app import Components, build, save_progress
-from .assess import assess
-from .config import Config, ConfigError, load_config
-from .events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
-from .fsafe import try_flock
-from .ledger import FindingLedger
-from .model import Finding, LatencyResult, Observation
-from .notify import Notifier
-from .policy import BOTH_LANES
 from .runner import ActionRunner
-from .state import StateError
-from .status import SCAN_FILE, STATUS_FILE, status_line
-from .timefmt import iso_utc
-from .watch import DirWatch
 
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
 RECENT_ACTIONS = 50

@@ -6,7 +6,7 @@ import enum
 import json
 from typing import Any, Dict, List, Sequence
 
-from .model import Finding, Observation, Severity
+from ..model import Finding, Observation, Severity
 
 
 class ExitStatus(enum.IntEnum):

@@ -17,12 +17,12 @@ import os
 import time
 from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from .config import Config
-from .fsafe import BirthTime, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
-from .model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from ..config import Config
+from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
+from ..model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from ..safety import QMP_DIR, Protected, is_emulator_name, names_dir, probe_dir_named, why_not_member
+from ..state import StateStore
 from .procfs import ProcFS
-from .safety import QMP_DIR, Protected, is_emulator_name, names_dir, probe_dir_named, why_not_member
-from .state import StateStore
 
 # With no probe dir anywhere, a scan reads only libvirt's own process subtree; the
 # whole of /proc is walked at least this often even then (a safety net: nothing an idle host

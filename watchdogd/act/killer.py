@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .model import Process
-from .procfs import ProcFS
+from ..model import Process
+from ..observe.procfs import ProcFS
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import List
 
-from .fsafe import open_dir_nofollow, open_path_nofollow
-from .timefmt import compact_utc
+from ..fsafe import open_dir_nofollow, open_path_nofollow
+from ..timefmt import compact_utc
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 

@@ -14,8 +14,8 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .fsafe import read_capped
-from .model import Process
+from ..fsafe import read_capped
+from ..model import Process
 
 # libvirt's probe command line is ~300 bytes (~500 for a session libvirt's paths);
 # the probe dir is named within the first few arguments. A guest's QEMU has a far

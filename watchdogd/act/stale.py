@@ -13,8 +13,8 @@ import os
 import stat
 from typing import Optional, Sequence
 
-from .fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
-from .safety import QMP_DIR
+from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
+from ..safety import QMP_DIR
 
 MAX_DEPTH = 4
 MAX_ENTRIES = 10000

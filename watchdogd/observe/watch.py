@@ -15,7 +15,7 @@ import os
 import struct
 from typing import Dict, FrozenSet, Optional, Sequence
 
-from .safety import QMP_DIR
+from ..safety import QMP_DIR
 
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080

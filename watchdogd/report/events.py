@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Mapping, Optional, TextIO
 
-from .act import ActionRecord
-from .model import Finding, Severity
-from .timefmt import iso_utc
+from ..act.actions import ActionRecord
+from ..model import Finding, Severity
+from ..timefmt import iso_utc
 
 IDENTIFIER = "kvm-watchdog"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

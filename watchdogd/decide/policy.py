@@ -26,8 +26,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
-from .config import Config, PolicyConfig
-from .model import HOST_WIDE_ACTIONS, Finding
+from ..config import Config, PolicyConfig
+from ..model import HOST_WIDE_ACTIONS, Finding
 
 STATE_FILE = "policy.json"
 MAX_SUBJECTS = 2000  # remembered per kind (occurrences) and per policy (firings)

@@ -9,15 +9,15 @@ import sys
 import time
 from typing import Callable, Dict, List, Mapping, Optional, TextIO
 
-from . import __version__
+from .. import __version__
+from ..config import Config, ConfigError, load_config, resolve_path, to_yaml
+from ..report.events import EventSink, journal_sender
+from ..report.notify import Notifier
+from ..report.render import ExitStatus, as_json, exit_status, human
+from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
+from ..state import StateStore
 from .app import build, remediate_once, scan_once
-from .config import Config, ConfigError, load_config, resolve_path, to_yaml
 from .daemon import AlreadyRunning, ConfigSource, Daemon, hold_run_lock
-from .events import EventSink, journal_sender
-from .notify import Notifier
-from .report import ExitStatus, as_json, exit_status, human
-from .state import StateStore
-from .status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 
 
 def _parser() -> argparse.ArgumentParser:

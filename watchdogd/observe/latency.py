@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .fsafe import try_flock_dir
-from .model import LatencyResult
+from ..fsafe import try_flock_dir
+from ..model import LatencyResult
 
 
 class LatencyProbe:
@@ -88,7 +88,7 @@ class LatencyProbe:
         env["KVMWD_PARENT_PID"] = str(os.getpid())
         try:
             self._child = subprocess.Popen(
-                [self.python, "-m", "watchdogd.latency_child", self.uri] + (["--connect-only"] if self.connect_only else []),
+                [self.python, "-m", "watchdogd.observe.latency_child", self.uri] + (["--connect-only"] if self.connect_only else []),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

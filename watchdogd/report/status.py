@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Sequence
 
-from .durations import format_duration
-from .model import Finding, Observation
-from .report import summary, worst_first
+from ..durations import format_duration
+from ..model import Finding, Observation
+from .render import summary, worst_first
 
 STATUS_FILE = "status.json"
 SCAN_FILE = "scan.json"  # the per-scan figures: last scan, scan count, STATUS line

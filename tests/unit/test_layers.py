@@ -1,0 +1,63 @@
+"""The tree is the pipeline: every import points one way, service -> report -> act -> decide -> observe -> shared."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterator, Tuple
+
+PACKAGE = Path(__file__).resolve().parents[2] / "watchdogd"
+LAYERS = ["", "observe", "decide", "act", "report", "service"]  # "" is the shared layer: config, model, safety, fsafe, state, ...
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if parts[:1] != ["watchdogd"]:
+        raise ValueError(module)
+    if len(parts) == 1:
+        return 0  # watchdogd/__init__.py: the version, nothing else
+    if parts[1] == "__main__":
+        return len(LAYERS)  # `python -m watchdogd` sits above everything
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else 0
+
+
+def imports() -> Iterator[Tuple[str, str, int]]:
+    """(importer, imported, line) for every import of a watchdogd module inside the package."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if rel.name == "__init__" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.startswith("watchdogd"):
+                    if target == "watchdogd" or not node.module:  # from . import x: x may be a module
+                        for alias in node.names:
+                            full = f"{target}.{alias.name}"
+                            yield module, full if (PACKAGE.parent / full.replace(".", "/")).with_suffix(".py").exists() else target, node.lineno
+                    else:
+                        yield module, target, node.lineno
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("watchdogd"):
+                        yield module, alias.name, node.lineno
+
+
+def test_every_import_points_down_the_pipeline():
+    upward = [f"{a}:{line} imports {b}" for a, b, line in imports() if layer_of(b) > layer_of(a)]
+    assert upward == [], "imports that point up the pipeline:\n" + "\n".join(upward)
+
+
+def test_the_check_sees_the_whole_package():
+    found = list(imports())
+    assert len(found) > 60, "the walk found the package's imports"
+    assert {layer_of(b) for _, b, _ in found} >= set(range(len(LAYERS))), "every layer is imported by something"
+
+
+def test_the_shared_layer_imports_no_stage():
+    shared = [(a, b) for a, b, _ in imports() if layer_of(a) == 0 and layer_of(b) != 0]
+    assert shared == []
