@@ -16,24 +16,13 @@ import yaml
 
 from .durations import format_duration, parse_duration
 from .fsafe import check_path, read_capped
-from .model import ACTION_NAMES, FINDING_KINDS, HOST_WIDE_ACTIONS
+from .model import ACTION_NAMES, ACTIONS, FINDING_KINDS
 
 DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
 ENV_VAR = "KVM_WATCHDOG_CONFIG"
 
 # Kinds whose evidence anyone who can write a probe dir can make: host-wide actions never act on them.
 UNPROVABLE_KINDS = ("probe_dir_stale", "probe_dirs_flood", "probe_dir_missing")
-
-# Which finding kinds each action can act on; "*" means any. Checked at load time so
-# that a policy that could never do anything is an error, not a silent no-op.
-ACTION_APPLIES_TO: Dict[str, Tuple[str, ...]] = {
-    "kill_probe": ("probe_hung", "probe_defunct", "domcaps_hung"),
-    "remove_stale_dir": ("probe_dir_stale",),
-    "quarantine_cache": ("*",),
-    "restart_libvirt": ("*",),
-    "alert": ("*",),
-}
-
 
 @dataclass(frozen=True)
 class LibvirtConfig:
@@ -360,8 +349,8 @@ class _Reader:
             if name not in ACTION_NAMES:
                 self.problem(item, here, f"unknown action {name!r} (known: {', '.join(ACTION_NAMES)})")
                 continue
-            applies = ACTION_APPLIES_TO[name]
-            if name in HOST_WIDE_ACTIONS and kind in UNPROVABLE_KINDS:
+            applies = ACTIONS[name].applies_to
+            if ACTIONS[name].host_wide and kind in UNPROVABLE_KINDS:
                 self.problem(item, here, f"{name} is host-wide and {kind} is evidence the qemu user can forge; it could never act (see docs/THREAT-MODEL.md)")
                 continue
             if kind in FINDING_KINDS and "*" not in applies and kind not in applies:

@@ -71,6 +71,38 @@ def _writers(st: os.stat_result, next_owner: Optional[int]) -> Tuple[Optional[in
     return tuple(out)
 
 
+def _lstat_chain(path: str) -> Tuple[List[Tuple[str, os.stat_result]], Optional[str]]:
+    """(dir, lstat) from / down to path's deepest existing part; or why the walk was refused."""
+    chain: List[Tuple[str, os.stat_result]] = [("/", os.lstat("/"))]
+    for part in [p for p in path.split("/") if p]:
+        here = os.path.join(chain[-1][0], part)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            return chain, f"cannot inspect {here}: {exc.strerror}"
+        if stat.S_ISLNK(st.st_mode):
+            return chain, f"{here} is a symbolic link; root does not follow links it did not make"
+        if not stat.S_ISDIR(st.st_mode):
+            return chain, f"{here} is not a directory"
+        chain.append((here, st))
+    return chain, None
+
+
+def _judge_step(here: str, st: os.stat_result, nxt: Optional[int], owner: Optional[int], session_owner_ok: bool) -> Optional[str]:
+    """Why the dir `here` (holding a component owned by `nxt`; None: it is the last) is unsafe, or None."""
+    if nxt is not None and st.st_uid != 0 and not session_owner_ok:
+        why = f"{here} belongs to uid {st.st_uid}, not root: that user could swap what lies below it"
+        return why + " (set libvirt.session_dirs: true for a session libvirt)"
+    for writer in _writers(st, nxt):
+        if writer is None:
+            return f"{here} is writable by users other than its owner (mode {stat.S_IMODE(st.st_mode):04o})"
+        if writer != 0 and nxt is not None and writer != nxt and not (writer == owner and session_owner_ok):
+            return f"{here} is writable by uid {writer}, who does not own what lies below it"
+    return None
+
+
 def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
     """May root act inside `path`? No component a symlink, none replaceable by a less trusted user.
 
@@ -80,39 +112,22 @@ def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
     session libvirt) they may also belong to one ordinary user, the one that owns the
     path. A path that does not exist yet is judged by its deepest existing part.
     """
-    parts = [p for p in path.split("/") if p]
-    chain: List[Tuple[str, os.stat_result]] = [("/", os.lstat("/"))]
-    for part in parts:
-        here = os.path.join(chain[-1][0], part)
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            break
-        except OSError as exc:
-            return PathVerdict(False, f"cannot inspect {here}: {exc.strerror}")
-        if stat.S_ISLNK(st.st_mode):
-            return PathVerdict(False, f"{here} is a symbolic link; root does not follow links it did not make")
-        if not stat.S_ISDIR(st.st_mode):
-            return PathVerdict(False, f"{here} is not a directory")
-        chain.append((here, st))
-    exists = len(chain) == len(parts) + 1
+    chain, refused = _lstat_chain(path)
+    if refused:
+        return PathVerdict(False, refused)
+    exists = len(chain) == len([p for p in path.split("/") if p]) + 1
     owner = chain[-1][1].st_uid if exists else None
-    users = {st.st_uid for _, st in chain[1:] if st.st_uid != 0}
+    users = sorted({st.st_uid for _, st in chain[1:] if st.st_uid != 0})
+    if len(users) > 1:
+        return PathVerdict(False, f"{path} passes through dirs of more than one user (uids {', '.join(map(str, users))})")
     for index, (here, st) in enumerate(chain):
-        last = index == len(chain) - 1
-        nxt = chain[index + 1][1].st_uid if not last else None
-        if not last and st.st_uid != 0 and not session_owner_ok:
-            why = f"{here} belongs to uid {st.st_uid}, not root: that user could swap what lies below it"
-            return PathVerdict(False, why + " (set libvirt.session_dirs: true for a session libvirt)")
-        if len(users) > 1:
-            return PathVerdict(False, f"{path} passes through dirs of more than one user (uids {', '.join(map(str, sorted(users)))})")
-        for writer in _writers(st, nxt):
-            if writer is None:
-                return PathVerdict(False, f"{here} is writable by users other than its owner (mode {stat.S_IMODE(st.st_mode):04o})")
-            if writer != 0 and not last and writer != nxt and not (exists and writer == owner and session_owner_ok):
-                return PathVerdict(False, f"{here} is writable by uid {writer}, who does not own what lies below it")
-        if not exists and last and st.st_uid != 0 and not session_owner_ok:
-            return PathVerdict(False, f"{here} belongs to uid {st.st_uid}, not root, and {path} does not exist yet: that user could make it a link")
+        nxt = chain[index + 1][1].st_uid if index + 1 < len(chain) else None
+        why = _judge_step(here, st, nxt, owner, session_owner_ok)
+        if why:
+            return PathVerdict(False, why)
+    last_here, last = chain[-1]
+    if not exists and last.st_uid != 0 and not session_owner_ok:
+        return PathVerdict(False, f"{last_here} belongs to uid {last.st_uid}, not root, and {path} does not exist yet: that user could make it a link")
     return PathVerdict(True, owner=owner)
 
 

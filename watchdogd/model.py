@@ -42,11 +42,26 @@ FINDING_KINDS: Dict[str, Severity] = {
     "probe_dirs_flood": Severity.WARNING,
 }
 
-ACTION_NAMES = ("kill_probe", "remove_stale_dir", "quarantine_cache", "restart_libvirt", "alert")
+@dataclass(frozen=True)
+class ActionSpec:
+    """What an action may act on: the one registry the config, the policy and the act stage read."""
+
+    applies_to: Tuple[str, ...]  # finding kinds; ("*",) for any
+    host_wide: bool = False  # reaches beyond one probe's processes: acts only on proven findings
+
+
+ACTIONS: Dict[str, ActionSpec] = {
+    "kill_probe": ActionSpec(("probe_hung", "probe_defunct", "domcaps_hung")),
+    "remove_stale_dir": ActionSpec(("probe_dir_stale",)),
+    "quarantine_cache": ActionSpec(("*",), host_wide=True),
+    "restart_libvirt": ActionSpec(("*",), host_wide=True),
+    "alert": ActionSpec(("*",)),
+}
+ACTION_NAMES = tuple(ACTIONS)
 
 # Actions whose effect reaches beyond the processes of one probe: they act only on
 # evidence the qemu user cannot forge (see Finding.proven).
-HOST_WIDE_ACTIONS = ("quarantine_cache", "restart_libvirt")
+HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)
 
 # Kinds that only libvirt itself (or root's own state) can produce.
 LIBVIRT_LEVEL_KINDS = ("domcaps_hung", "domcaps_failed", "domcaps_slow", "libvirt_unreachable", "kernel_changed")

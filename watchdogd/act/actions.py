@@ -13,11 +13,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple
 
 from ..config import Config
+from ..decide.assess import is_hung, why_not_stale
 from ..decide.policy import PlannedAction, PolicyEngine
-from ..model import Finding, Probe, Role
+from ..model import ACTIONS, Finding, Probe, Role
 from ..observe.scan import Scanner
 from ..safety import Protected, why_not_member
 from .killer import ProcessEnder
@@ -25,7 +26,16 @@ from .quarantine import quarantine_cache
 from .restart import LibvirtRestarter
 from .stale import RefusedError, remove_probe_dir
 
-Result = Tuple[str, str, Tuple[int, ...]]  # result (ok/failed/skipped), detail, pids touched
+ResultName = Literal["ok", "failed", "skipped", "dry_run"]
+Result = Tuple[ResultName, str, Tuple[int, ...]]  # what happened, the detail, the pids touched
+
+
+class Action(Protocol):
+    """One remediation step: what it would do (dry run), and doing it (re-checking what it touches first)."""
+
+    def plan(self, finding: Finding) -> str: ...
+
+    def run(self, finding: Finding) -> Result: ...
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ class ActionRecord:
     policy: str
     subject: str
     kind: str
-    result: str  # ok | failed | skipped | dry_run
+    result: ResultName
     dry_run: bool
     detail: str
     pids: Tuple[int, ...] = ()
@@ -71,7 +81,7 @@ class KillProbe:
         protected = Protected(self.scanner.own_pid, frozenset(obs.libvirt_pids))
         boot_wall = obs.taken_wall - obs.uptime_s
         if finding.kind == "domcaps_hung":
-            hung = [p for p in obs.probes if p.live_members and p.age_s >= self.config.detect.probe_hung_after]
+            hung = [p for p in obs.probes if is_hung(p, self.config.detect)]
             return hung, protected, boot_wall
         path = finding.evidence.get("probe_dir")
         return [p for p in obs.probes if p.path == path], protected, boot_wall
@@ -125,11 +135,8 @@ class RemoveStaleDir:
         """(None, its birth time) when path is still stale right now, else (why not, None)."""
         for probe in self.scanner.observe(full=True).probes:
             if probe.path == path:
-                if probe.live_members:
-                    return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it", None
-                if probe.age_s < self.config.detect.stale_dir_after:
-                    return "no longer stale: it is newer than detect.stale_dir_after", None
-                return None, probe.made_wall
+                why = why_not_stale(probe, self.config.detect)
+                return why, (probe.made_wall if why is None else None)
         return "gone", None
 
     def plan(self, finding: Finding) -> str:
@@ -201,21 +208,23 @@ class Alert:
         return "ok", f"alert: {finding.message}", ()
 
 
-def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder, cancel: Optional[threading.Event] = None) -> Dict[str, Any]:
-    """The registry: every action by its config name. `cancel` ends a long one when the daemon stops."""
-    return {
+def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder, cancel: Optional[threading.Event] = None) -> Dict[str, Action]:
+    """The registry: every action of model.ACTIONS by its config name. `cancel` ends a long one when the daemon stops."""
+    actions: Dict[str, Action] = {
         "kill_probe": KillProbe(config, scanner, ender),
         "remove_stale_dir": RemoveStaleDir(config, scanner),
         "quarantine_cache": QuarantineCache(config),
         "restart_libvirt": RestartLibvirt(config, cancel),
         "alert": Alert(),
     }
+    assert set(actions) == set(ACTIONS), "one registry: model.ACTIONS names every action built here"
+    return actions
 
 
 class Actor:
     """Runs planned actions through the breaker; dry-run ones only say what they would do."""
 
-    def __init__(self, actions: Dict[str, Any], engine: PolicyEngine, clock: Callable[[], float] = time.time):
+    def __init__(self, actions: Dict[str, Action], engine: PolicyEngine, clock: Callable[[], float] = time.time):
         self.actions = actions
         self.engine = engine
         self.clock = clock
@@ -234,18 +243,20 @@ class Actor:
         for p in sorted(planned, key=lambda p: not p.proven):  # proven first: forged work never delays it
             action = self.actions[p.action]
             now = self.clock()
+            outcome: Result
             if p.dry_run:
-                result, detail, pids = "dry_run", "would " + action.plan(p.finding), ()
+                outcome = ("dry_run", "would " + action.plan(p.finding), ())
             elif p.action != "alert" and not self.engine.admit(now, p.proven):
                 refused[p.proven].append(p)
                 self.engine.unfire(p.policy, p.finding.subject)
                 continue
             else:
                 try:
-                    result, detail, pids = action.run(p.finding)
+                    outcome = action.run(p.finding)
                 except Exception as exc:  # an action must never take the daemon down
-                    result, detail, pids = "failed", f"internal error: {type(exc).__name__}: {exc}", ()
-            records.append(ActionRecord(p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, tuple(pids), now))
+                    outcome = ("failed", f"internal error: {type(exc).__name__}: {exc}", ())
+            result, detail, pids = outcome
+            records.append(ActionRecord(p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, pids, now))
         for proven, held in refused.items():
             if held:
                 records.append(self._held_back(held, proven))

@@ -6,21 +6,35 @@ so every rule here is tested directly and the daemon and `check` agree by design
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-from ..config import Config
+from ..config import Config, DetectConfig
 from ..durations import format_duration
 from ..model import FINDING_KINDS, Defunct, Finding, Observation, Probe
 from ..timefmt import iso_utc
+
+
+def is_hung(probe: Probe, detect: DetectConfig) -> bool:
+    """The hung rule, in one place: the act stage re-checks it on a fresh scan before it kills."""
+    return bool(probe.live_members) and probe.age_s >= detect.probe_hung_after
+
+
+def why_not_stale(probe: Probe, detect: DetectConfig) -> Optional[str]:
+    """The stale rule, in one place: None when the dir is stale, else why not (said in a skipped action)."""
+    if probe.live_members:
+        return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it"
+    if probe.age_s < detect.stale_dir_after:
+        return "no longer stale: it is newer than detect.stale_dir_after"
+    return None
 
 
 def assess(obs: Observation, config: Config) -> List[Finding]:
     findings: List[Finding] = []
     detect = config.detect
     for probe in obs.probes:
-        if probe.live_members and probe.age_s >= detect.probe_hung_after:
+        if is_hung(probe, detect):
             findings.append(_probe_hung(probe, obs, config))
-        elif not probe.live_members and probe.age_s >= detect.stale_dir_after:
+        elif why_not_stale(probe, detect) is None:
             findings.append(_probe_dir_stale(probe, obs))
     findings.extend(_probe_defunct(obs, config))
     findings.extend(_floods(obs, config))

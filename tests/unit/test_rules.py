@@ -1,0 +1,88 @@
+"""The pure rules on hand-made observations: what assess finds and what policy decides, in milliseconds."""
+
+from __future__ import annotations
+
+from watchdogd.act.actions import Actor, Alert
+from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
+from watchdogd.decide.assess import assess, is_hung, why_not_stale
+from watchdogd.decide.policy import PolicyEngine
+from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
+
+
+def probe(age: float, live: bool) -> Probe:
+    members = (ProbeMember(Process(10, 1, "S", "qemu", 0.0, uid=0), Role.DAEMON),) if live else ()
+    return Probe("/l/qmp-AAAAAA", 0.0, age, PidfileRead(10 if live else None), members)
+
+
+def finding(subject: str, kind: str = "probe_hung", proven: bool = True) -> Finding:
+    return Finding(kind, Severity.CRITICAL, subject, 0.0, "m", {"probe_dir": subject, "proven_libvirt": proven})
+
+
+def test_hung_and_stale_are_one_rule_each_at_their_thresholds():
+    detect = DetectConfig(probe_hung_after=60.0, stale_dir_after=600.0)
+    assert not is_hung(probe(59.9, live=True), detect) and is_hung(probe(60.0, live=True), detect)
+    assert not is_hung(probe(9999, live=False), detect), "a dir with no live process is never hung"
+    assert why_not_stale(probe(599, live=False), detect) == "no longer stale: it is newer than detect.stale_dir_after"
+    assert why_not_stale(probe(600, live=False), detect) is None
+    assert "belong to it" in str(why_not_stale(probe(9999, live=True), detect))
+
+
+def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs():
+    config = Config()
+    def kinds(**kw: object) -> list:
+        return [f.kind for f in assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", cache_entries=("x.xml",), **kw), config)]  # type: ignore[arg-type]
+    assert kinds(kernel_last_good="6.1.0-26") == ["kernel_changed"]
+    assert kinds(kernel_last_good="6.1.0-27") == [] and kinds(kernel_last_good=None) == []
+    [changed] = assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", kernel_last_good="6.1.0-26", cache_entries=("x.xml",)), config)
+    assert changed.severity == Severity.INFO and changed.evidence == {"release": "6.1.0-27", "last_good": "6.1.0-26"}
+
+
+def test_cooldown_is_the_least_time_between_two_firings_of_a_policy():
+    config = Config(policies=(PolicyConfig(name="slow", on="probe_hung", do=("kill_probe",), cooldown=60.0),))
+    engine = PolicyEngine(config)
+    assert [p.finding.subject for p in engine.decide([finding("/l/qmp-A00000")], now=0.0)] == ["/l/qmp-A00000"]
+    both = [finding("/l/qmp-A00000"), finding("/l/qmp-B00000")]
+    assert engine.decide(both, now=59.0) == [], "B waits out the cooldown"
+    assert [p.finding.subject for p in engine.decide(both, now=60.0)] == ["/l/qmp-B00000"], "and fires once it is over, A only once"
+
+
+def test_the_breaker_pauses_once_then_resumes_once_when_the_window_has_room():
+    config = Config(limits=LimitsConfig(actions=2, per=100.0))
+    engine = PolicyEngine(config)
+    assert engine.admit(0.0) and engine.admit(1.0) and not engine.admit(2.0)
+    assert engine.breaker_transition(2.0, wanted_more=True) == "paused"
+    assert engine.breaker_transition(3.0, wanted_more=True) is None, "paused is reported once"
+    assert engine.decide([finding("/l/qmp-C00000")], now=50.0) == [], "while paused, nothing but alerts is planned"
+    assert engine.breaker_transition(99.0, wanted_more=False) is None, "both actions still inside the window"
+    assert engine.breaker_transition(100.5, wanted_more=False) == "resumed", "the first one left it: room for one"
+    assert engine.breaker_transition(101.0, wanted_more=False) is None, "resumed is reported once"
+    assert [p.action for p in engine.decide([finding("/l/qmp-C00000")], now=101.0)] == ["kill_probe"]
+
+
+def test_alert_is_an_event_only_and_never_spends_the_budget():
+    config = Config(
+        policies=(PolicyConfig(name="tell", on="cache_empty", do=("alert",)),),
+        limits=LimitsConfig(actions=1, per=3600.0),
+    )
+    engine = PolicyEngine(config)
+    assert engine.admit(0.0), "the one action the window allows"
+    actor = Actor({"alert": Alert()}, engine, clock=lambda: 1.0)
+    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "the cache is empty", {"proven_libvirt": True})
+    records, breaker = actor.execute(engine.decide([empty], now=1.0))
+    assert [(r.action, r.result, r.detail) for r in records] == [("alert", "ok", "alert: the cache is empty")]
+    assert breaker is None and engine.state.executed == [0.0], "alerts are not counted by the breaker"
+    assert not records[0].changed_something
+
+
+def test_a_dry_run_plans_every_action_and_does_none():
+    engine = PolicyEngine(Config())
+    planned = engine.decide([finding(f"/l/qmp-D0000{i}") for i in range(3)], now=10.0, dry_run=True)
+    assert [p.action for p in planned] == ["kill_probe"] * 3 + ["quarantine_cache", "restart_libvirt"]
+    assert all(p.dry_run for p in planned)
+    class Never:
+        def plan(self, f: Finding) -> str:
+            return "kill it"
+        def run(self, f: Finding):  # type: ignore[no-untyped-def]
+            raise AssertionError("a dry run ran an action")
+    records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(planned)
+    assert [r.result for r in records] == ["dry_run"] * 5 and all(r.detail == "would kill it" for r in records)
