@@ -2,7 +2,7 @@
 """Generate kvm-watchdog(8) and kvm-watchdog.yaml(5) from their one source: the code and the shipped config.
 
 The commands and options come from the CLI's own argparse parser, the event types
-and MESSAGE_IDs from watchdogd.report.render.events, the config keys from config/kvm-watchdog.yaml
+and MESSAGE_IDs from watchdogd.report.events, the config keys from config/kvm-watchdog.yaml
 (every key commented). So the pages cannot drift from what the program does.
 Both packages (.deb and .rpm) run this at build time.
 
@@ -19,10 +19,9 @@ from typing import List
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from watchdogd.report.render.events import MESSAGE_IDS  # noqa: E402
-
 from watchdogd import __version__  # noqa: E402
 from watchdogd.model import FINDING_KINDS  # noqa: E402
+from watchdogd.report.events import MESSAGE_IDS  # noqa: E402
 from watchdogd.service.cli import _parser  # noqa: E402
 
 DATE = "2026-11-24"

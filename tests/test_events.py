@@ -6,11 +6,10 @@ import io
 import json
 from typing import Dict, List
 
-from watchdogd.report.render.events import MESSAGE_IDS, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
-
 from watchdogd.act.actions import ActionRecord
 from watchdogd.decide.ledger import FindingLedger
 from watchdogd.model import Finding, Severity
+from watchdogd.report.events import MESSAGE_IDS, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
 
 HUNG = Finding("probe_hung", Severity.CRITICAL, "/d/qmp-abcdef", 100.0, "hung", {"probe_dir": "/d/qmp-abcdef", "pids": [7, 8], "age_s": 61.0})
 STALE = Finding("probe_dir_stale", Severity.WARNING, "/d/qmp-zzzzzz", 50.0, "stale", {"probe_dir": "/d/qmp-zzzzzz"})

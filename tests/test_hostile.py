@@ -29,7 +29,9 @@ from watchdogd.config import Config, LibvirtConfig, load_config
 from watchdogd.fsafe import BirthTime, parse_pid, read_pidfile
 from watchdogd.model import Finding, Severity
 from watchdogd.observe.procfs import ProcFS, parse_stat, split_cmdline
+from watchdogd.observe.scan import Scanner
 from watchdogd.service.app import build
+from watchdogd.state import StateStore
 
 pytestmark = pytest.mark.hostile
 
@@ -125,7 +127,7 @@ def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_remove
     stale.mkdir()  # a new, live probe's dir under the old name
     (stale / "qmp.monitor").write_text("in use")
     with pytest.raises(RefusedError, match="replaced"):
-        remove_probe_dir(str(stale), [str(base)], made)
+        remove_probe_dir(str(stale), [str(base)], BirthTime(), made)
     assert (stale / "qmp.monitor").exists()
 
 
@@ -134,12 +136,11 @@ def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(
     (base / "qmp-Fresh1").mkdir(parents=True)
     offset = [0.0]
     config = Config(state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(base),), cache_dir=str(tmp_path)))
-    parts = build(config)
-    parts.scanner.clock = lambda: time.time() + offset[0]
-    [seen] = parts.scanner.observe().probes
+    scanner = Scanner(config, ProcFS(), BirthTime(), StateStore(config.state_dir), clock=lambda: time.time() + offset[0])  # the wall clock, passed in
+    [seen] = scanner.observe().probes
     assert seen.age_s < 5
     offset[0] = 3600.0  # someone sets the clock (or NTP steps it) forward an hour
-    [after] = parts.scanner.observe().probes
+    [after] = scanner.observe().probes
     assert after.age_s < 5, "ages grow with the monotonic clock once a dir was seen"
 
 

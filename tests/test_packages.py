@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from harness.wait import wait_for
-from watchdogd.report.render.events import MESSAGE_IDS
 
 from watchdogd import __version__
+from watchdogd.report.events import MESSAGE_IDS
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "packaging" / "rpm" / "kvm-watchdog.spec"

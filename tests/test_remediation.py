@@ -21,6 +21,7 @@ from harness.wait import wait_for
 
 from watchdogd.act.killer import ProcessEnder
 from watchdogd.config import parse_config
+from watchdogd.fsafe import BirthTime
 from watchdogd.model import Process
 from watchdogd.observe.procfs import ProcFS
 from watchdogd.safety import Protected, why_not_member
@@ -162,9 +163,9 @@ def test_a_stale_dir_swapped_for_a_symlink_is_refused(libvirt, state_dir, write_
     link.symlink_to(target)
     try:
         with pytest.raises(RefusedError, match="not a directory"):
-            remove_probe_dir(str(link), [str(libvirt.probe_dir)])
+            remove_probe_dir(str(link), [str(libvirt.probe_dir)], BirthTime())
         with pytest.raises(RefusedError, match="not directly under a configured probe dir"):
-            remove_probe_dir(str(target), [str(libvirt.probe_dir)])
+            remove_probe_dir(str(target), [str(libvirt.probe_dir)], BirthTime())
         assert (target / "keep").read_text() == "x"
     finally:
         link.unlink()

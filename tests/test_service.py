@@ -19,9 +19,8 @@ from conftest import run_cli
 from harness.journald import journal_answers
 from harness.sandbox import alive
 from harness.wait import wait_for
-from watchdogd.report.render.events import MESSAGE_IDS
 
-from watchdogd.report.notify import Notifier
+from watchdogd.report.events import MESSAGE_IDS
 from watchdogd.report.status import merged
 
 HUNG_AFTER = 3.0
@@ -259,12 +258,10 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
     import io
     import threading
 
-    from watchdogd.report.render.events import EventSink
-
     from watchdogd.config import load_config
-    from watchdogd.report.notify import Notifier
-    from watchdogd.service.app import build
-    from watchdogd.service.daemon import ConfigSource, Daemon
+    from watchdogd.report.events import EventSink
+    from watchdogd.service.app import build, build_daemon
+    from watchdogd.service.daemon import ConfigSource
 
     path = state_dir / "config.yaml"
     import yaml
@@ -273,20 +270,25 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
     stuck = threading.Event()
     unstick = threading.Event()
 
-    def sticky_build(config):  # type: ignore[no-untyped-def]
-        parts = build(config)
-        observe = parts.scanner.observe
+    class StickyScanner:
+        """The real scanner behind the Observer seam, made to stick on demand."""
 
-        def observe_or_stick(latency=None):  # type: ignore[no-untyped-def]
+        def __init__(self, real):  # type: ignore[no-untyped-def]
+            self.real = real
+
+        def observe(self, latency=None, full=None):  # type: ignore[no-untyped-def]
             if stuck.is_set():
                 unstick.wait(30)
-            return observe(latency)
+            return self.real.observe(latency, full)
 
-        parts.scanner.observe = observe_or_stick  # type: ignore[method-assign]
+    def sticky_build(config):  # type: ignore[no-untyped-def]
+        parts = build(config)
+        parts.scanner = StickyScanner(parts.scanner)
         return parts
 
     env = {"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "400000"}
-    daemon = Daemon(ConfigSource(str(path), True), load_config(str(path), True), EventSink("stderr", None, stream=io.StringIO()), Notifier(env), builder=sticky_build)
+    config = load_config(str(path), True)
+    daemon = build_daemon(ConfigSource(str(path), True), config, env, io.StringIO(), builder=sticky_build, sink=EventSink("stderr", None, stream=io.StringIO()))
     loop = threading.Thread(target=daemon.run)
     loop.start()
     try:
@@ -312,31 +314,35 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
     import threading
 
     import yaml
-    from watchdogd.report.render.events import EventSink
 
     from watchdogd.config import load_config
-    from watchdogd.service.app import build
-    from watchdogd.service.daemon import ConfigSource, Daemon
+    from watchdogd.report.events import EventSink
+    from watchdogd.service.app import build, build_daemon
+    from watchdogd.service.daemon import ConfigSource
 
     path = state_dir / "config.yaml"
     path.write_text(yaml.safe_dump(libvirt.config(state_dir, interval="0.1s", latency={"enabled": False})))
     calls = [0]
 
-    def flaky_build(config):  # type: ignore[no-untyped-def]
-        parts = build(config)
-        observe = parts.scanner.observe
+    class FlakyScanner:
+        """The real scanner behind the Observer seam, broken once, on the second scan."""
 
-        def observe_once_broken(latency=None):  # type: ignore[no-untyped-def]
+        def __init__(self, real):  # type: ignore[no-untyped-def]
+            self.real = real
+
+        def observe(self, latency=None, full=None):  # type: ignore[no-untyped-def]
             calls[0] += 1
             if calls[0] == 2:
                 raise RuntimeError("something nobody foresaw")
-            return observe(latency)
+            return self.real.observe(latency, full)
 
-        parts.scanner.observe = observe_once_broken  # type: ignore[method-assign]
+    def flaky_build(config):  # type: ignore[no-untyped-def]
+        parts = build(config)
+        parts.scanner = FlakyScanner(parts.scanner)
         return parts
 
     out = io.StringIO()
-    daemon = Daemon(ConfigSource(str(path), True), load_config(str(path), True), EventSink("stderr", None, stream=out), Notifier({}), builder=flaky_build)
+    daemon = build_daemon(ConfigSource(str(path), True), load_config(str(path), True), {}, out, builder=flaky_build, sink=EventSink("stderr", None, stream=out))
     loop = threading.Thread(target=daemon.run)
     loop.start()
     try:

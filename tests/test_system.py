@@ -18,7 +18,8 @@ from typing import Dict, List
 import pytest
 from harness.nspawn import Container, ensure_image
 from harness.wait import wait_for
-from watchdogd.report.render.events import MESSAGE_IDS
+
+from watchdogd.report.events import MESSAGE_IDS
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = Path(__file__).resolve().parent / "harness"

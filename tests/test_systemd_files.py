@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from watchdogd.report.render.events import MESSAGE_IDS
+
+from watchdogd.report.events import MESSAGE_IDS
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "kvm-watchdog.service"

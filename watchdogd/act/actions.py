@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple
@@ -18,6 +17,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Seque
 from ..config import Config
 from ..decide.assess import is_hung, why_not_stale
 from ..decide.policy import PlannedAction, PolicyEngine
+from ..fsafe import BirthTime
 from ..model import ACTIONS, Finding, Probe, Role
 from ..observe.scan import Scanner
 from ..safety import Protected, why_not_member
@@ -77,7 +77,7 @@ class KillProbe:
         self.ender = ender
 
     def _probes(self, finding: Finding) -> Tuple[List[Probe], Protected, float]:
-        obs = self.scanner.observe(full=True)
+        obs = self.scanner.recheck()
         protected = Protected(self.scanner.own_pid, frozenset(obs.libvirt_pids))
         boot_wall = obs.taken_wall - obs.uptime_s
         if finding.kind == "domcaps_hung":
@@ -127,13 +127,14 @@ class KillProbe:
 
 
 class RemoveStaleDir:
-    def __init__(self, config: Config, scanner: Scanner):
+    def __init__(self, config: Config, scanner: Scanner, birth: BirthTime):
         self.config = config
         self.scanner = scanner
+        self.birth = birth
 
     def _still_stale(self, path: str) -> Tuple[Optional[str], Optional[float]]:
         """(None, its birth time) when path is still stale right now, else (why not, None)."""
-        for probe in self.scanner.observe(full=True).probes:
+        for probe in self.scanner.recheck().probes:
             if probe.path == path:
                 why = why_not_stale(probe, self.config.detect)
                 return why, (probe.made_wall if why is None else None)
@@ -149,7 +150,7 @@ class RemoveStaleDir:
         if why:
             return "skipped", why, ()
         try:
-            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs, made)
+            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs, self.birth, made)
         except FileNotFoundError:
             return "ok", "already gone", ()
         except RefusedError as exc:
@@ -187,9 +188,8 @@ class QuarantineCache:
 
 
 class RestartLibvirt:
-    def __init__(self, config: Config, cancel: Optional[threading.Event] = None):
-        lib = config.libvirt
-        self.restarter = LibvirtRestarter(lib.restart_command, lib.restart_timeout, lib.uri, cancel=cancel)
+    def __init__(self, restarter: LibvirtRestarter):
+        self.restarter = restarter
 
     def plan(self, finding: Finding) -> str:
         argv = self.restarter.argv()
@@ -208,13 +208,13 @@ class Alert:
         return "ok", f"alert: {finding.message}", ()
 
 
-def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder, cancel: Optional[threading.Event] = None) -> Dict[str, Action]:
-    """The registry: every action of model.ACTIONS by its config name. `cancel` ends a long one when the daemon stops."""
+def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder, birth: BirthTime, restarter: LibvirtRestarter) -> Dict[str, Action]:
+    """The registry: every action of model.ACTIONS by its config name, with the collaborators the root made."""
     actions: Dict[str, Action] = {
         "kill_probe": KillProbe(config, scanner, ender),
-        "remove_stale_dir": RemoveStaleDir(config, scanner),
+        "remove_stale_dir": RemoveStaleDir(config, scanner, birth),
         "quarantine_cache": QuarantineCache(config),
-        "restart_libvirt": RestartLibvirt(config, cancel),
+        "restart_libvirt": RestartLibvirt(restarter),
         "alert": Alert(),
     }
     assert set(actions) == set(ACTIONS), "one registry: model.ACTIONS names every action built here"

@@ -69,20 +69,24 @@ def auto_command(systemctl: Optional[str] = None) -> Union[List[str], str]:
     return f"restart_command is auto, but neither {' nor '.join(UNITS)} is active"
 
 
+Connector = Callable[[float], LatencyProbe]  # a connect-only probe of libvirt, with this timeout
+
+
 class LibvirtRestarter:
     def __init__(
         self,
         command: Union[str, Sequence[str]],
         timeout: float,
-        uri: str,
+        connector: Connector,
         clock: Callable[[], float] = time.monotonic,
         cancel: Optional[threading.Event] = None,
     ):
+        """connector: how to ask libvirt whether it answers again (the composition root makes it)."""
         self.command = command
         self.timeout = timeout
-        self.uri = uri
+        self.connector = connector
         self.clock = clock
-        self.cancel = cancel
+        self.cancel = cancel or threading.Event()
 
     def argv(self) -> Union[List[str], str]:
         return auto_command() if self.command == "auto" else list(self.command)
@@ -111,12 +115,11 @@ class LibvirtRestarter:
         last = "no answer"
         while True:
             left = deadline - self.clock()
-            probe = LatencyProbe(self.uri, max(1.0, min(10.0, left)), lock_path=None, connect_only=True)
-            result = probe.run()
+            result = self.connector(max(1.0, min(10.0, left))).run()
             if result.reachable:
                 return RestartOutcome(True, f"ran {' '.join(argv)}; libvirt answers again after {self.clock() - started:.1f}s")
             last = result.error or "no answer"
             if self.clock() >= deadline:
                 return RestartOutcome(False, f"ran {' '.join(argv)}, but libvirt does not answer: {last}")
-            if (self.cancel or threading.Event()).wait(0.2):
+            if self.cancel.wait(0.2):
                 return RestartOutcome(False, f"ran {' '.join(argv)}; the watchdog is stopping, so libvirt was not seen to answer")

@@ -32,7 +32,7 @@ def check_removable(path: str, probe_dirs: Sequence[str]) -> None:
         raise RefusedError(f"{name!r} is not a qmp-XXXXXX probe dir name")
 
 
-def remove_probe_dir(path: str, probe_dirs: Sequence[str], made: Optional[float] = None) -> int:
+def remove_probe_dir(path: str, probe_dirs: Sequence[str], birth: BirthTime, made: Optional[float] = None) -> int:
     """Remove path and what is inside it; the number of entries removed.
 
     `made`: the birth time of the dir that was judged stale; a dir with another
@@ -58,7 +58,7 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str], made: Optional[float]
         try:
             if os.fstat(dir_fd).st_dev != os.fstat(base_fd).st_dev:
                 raise RefusedError(f"{path} is a mount point; not removed")
-            if made is not None and abs(BirthTime().of_fd(dir_fd) - made) > 1e-6:
+            if made is not None and abs(birth.of_fd(dir_fd) - made) > 1e-6:
                 raise RefusedError(f"{path} was replaced by another dir since it was found stale; not removed")
             removed = _empty(dir_fd, os.fstat(dir_fd).st_dev, 0, [0])
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
@@ -42,7 +43,10 @@ class Scanner:
         clock: Callable[[], float] = time.time,
         own_pid: Optional[int] = None,
         mono: Callable[[], float] = time.monotonic,
+        pid_max: Optional[int] = None,
     ):
+        """One scanner serves the loop and the action lanes (threads): what it remembers
+        (first sight of a dir, proof of parentage, libvirt's pids) is one memory, behind a lock."""
         self.config = config
         self.proc = proc
         self.birth = birth
@@ -56,13 +60,29 @@ class Scanner:
         self._proven: Dict[str, Tuple[float, str]] = {}  # probe dir -> (its birth time, how libvirt's parentage was seen)
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
         self.own_pid = os.getpid() if own_pid is None else own_pid
-        self.pid_max = read_pid_max(proc.root)
+        self._pid_max = pid_max
+        self._lock = threading.Lock()
         names = config.detect.emulator_names
         daemons = set(config.detect.libvirt_daemons)
         self._interesting = lambda comm: comm in daemons or is_emulator_name(comm, names)
 
+    @property
+    def pid_max(self) -> int:
+        if self._pid_max is None:
+            self._pid_max = read_pid_max(self.proc.root)
+        return self._pid_max
+
     def observe(self, latency: Optional[LatencyResult] = None, full: Optional[bool] = None) -> Observation:
         """One pass. full=True walks all of /proc; None lets the scanner choose (see FULL_WALK_EVERY)."""
+        with self._lock:
+            return self._observe(latency, full, with_state=True)
+
+    def recheck(self) -> Observation:
+        """A fresh full look for an action about to act: the same rules and memory, no state read, nothing drained."""
+        with self._lock:
+            return self._observe(None, True, with_state=False)
+
+    def _observe(self, latency: Optional[LatencyResult], full: Optional[bool], with_state: bool) -> Observation:
         errors: List[str] = []
         now = self.clock()
         uptime = self.proc.uptime()
@@ -80,9 +100,11 @@ class Scanner:
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         self._proven = {k: v for k, v in self._proven.items() if k in present}
         cache_entries, cache_owner = self._cache_entries(errors)
-        kernel_last_good = self.state.last_good_kernel()
-        errors.extend(self.state.problems)
-        self.state.problems.clear()
+        kernel_last_good = None
+        if with_state:
+            kernel_last_good = self.state.last_good_kernel()
+            errors.extend(self.state.problems)
+            self.state.problems.clear()
         return Observation(
             taken_wall=now,
             uptime_s=uptime,

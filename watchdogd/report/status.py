@@ -1,21 +1,74 @@
-"""What the daemon saw last, kept in state_dir/status.json for `kvm-watchdog status`.
+"""What the daemon saw last, kept in state_dir for `kvm-watchdog status`: this module owns the schema.
 
-The daemon writes it atomically after each scan (StateStore), so `status` reads a
-whole picture or the previous one, never half of one; the open findings in it are
-also the ledger a restarted daemon picks up.
+status.json (written when it changes) holds the open findings, recent actions and
+the breaker; scan.json (every scan, small) the time and count of scans and the
+STATUS= line. Both are replaced atomically (StateStore), so `status` reads a whole
+picture or the previous one; the open findings are also the ledger a restarted
+daemon picks up (`restore`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .. import __version__
+from ..decide.ledger import FindingLedger
 from ..durations import format_duration
 from ..model import Finding, Observation
+from ..state import StateStore
+from ..timefmt import iso_utc
 from .render import summary, worst_first
 
 STATUS_FILE = "status.json"
 SCAN_FILE = "scan.json"  # the per-scan figures: last scan, scan count, STATUS line
+
+
+@dataclass(frozen=True)
+class DaemonView:
+    """What status.json says: everything but the per-scan figures."""
+
+    started_at: float
+    config: Optional[str]
+    interval: float
+    paused: bool
+    ledger: FindingLedger
+    recent_actions: Sequence[Dict[str, Any]]
+    errors: Sequence[str]
+    events_sent: Dict[str, int]
+    stopped_at: Optional[float] = None
+
+    def document(self) -> Dict[str, Any]:
+        doc: Dict[str, Any] = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at,
+            "config": self.config,
+            "interval": self.interval,
+            "paused": self.paused,
+            "open": self.ledger.to_json(),
+            "recent_actions": list(self.recent_actions),
+            "errors": list(self.errors),
+            "events_sent": dict(self.events_sent),
+        }
+        if self.stopped_at is not None:
+            doc["stopped_at"] = self.stopped_at
+        return doc
+
+
+def scan_document(obs: Observation, scans: int, line: str) -> Dict[str, Any]:
+    """scan.json: the figures that change every scan."""
+    return {"pid": os.getpid(), "last_scan": obs.taken_wall, "last_scan_utc": iso_utc(obs.taken_wall), "scans": scans, "status_line": line}
+
+
+def restore(state: StateStore) -> Tuple[FindingLedger, List[Dict[str, Any]]]:
+    """The ledger and the recent actions a previous daemon left in status.json (nothing, when there is none)."""
+    previous = state.read_json(STATUS_FILE)
+    if not isinstance(previous, dict):
+        return FindingLedger(), []
+    recent = previous.get("recent_actions")
+    return FindingLedger.from_json(previous.get("open")), [a for a in recent if isinstance(a, dict)] if isinstance(recent, list) else []
 
 
 def merged(status: Dict[str, Any], scan: Any) -> Dict[str, Any]:

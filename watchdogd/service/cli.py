@@ -11,13 +11,12 @@ from typing import Callable, Dict, List, Mapping, Optional, TextIO
 
 from .. import __version__
 from ..config import Config, ConfigError, load_config, resolve_path, to_yaml
-from ..report.events import EventSink, journal_sender
-from ..report.notify import Notifier
 from ..report.render import ExitStatus, as_json, exit_status, human
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 from ..state import StateStore
-from .app import build, remediate_once, scan_once
-from .daemon import AlreadyRunning, ConfigSource, Daemon, hold_run_lock
+from .app import build, build_daemon
+from .daemon import AlreadyRunning, ConfigSource, hold_run_lock
+from .pipeline import remediate_once, scan_once
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,8 +129,7 @@ class Cli:
         except OSError as exc:  # no state dir can be made: go on, reported by the first scan
             print(f"kvm-watchdog: cannot lock {config.state_dir}: {exc.strerror}; going on without the single-daemon guard", file=self.err)
             lock = -1
-        sink = EventSink(config.events, journal_sender(), stream=self.err, echo=self.out if args.verbose else None)
-        daemon = Daemon(ConfigSource(path, required), config, sink, Notifier(self.environ), use_inotify=not args.poll)
+        daemon = build_daemon(ConfigSource(path, required), config, self.environ, self.err, echo=self.out if args.verbose else None, use_inotify=not args.poll)
         daemon.install_signal_handlers()
         try:
             daemon.run()

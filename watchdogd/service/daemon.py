@@ -34,7 +34,6 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 from .. import __version__
 from ..act.actions import ActionRecord
 from ..config import Config, ConfigError, load_config
-from ..decide.assess import assess
 from ..decide.ledger import FindingLedger
 from ..decide.policy import BOTH_LANES
 from ..fsafe import try_flock
@@ -42,11 +41,11 @@ from ..model import Finding, LatencyResult, Observation
 from ..observe.watch import DirWatch
 from ..report.events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
 from ..report.notify import Notifier
-from ..report.status import SCAN_FILE, STATUS_FILE, status_line
+from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document, status_line
 from ..state import StateError
 from ..timefmt import iso_utc
-from .app import Components, build, save_progress
-from .runner import ActionRunner
+from .pipeline import Pipeline
+from .runner import ActionRunner, Waker
 
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
 RECENT_ACTIONS = 50
@@ -96,29 +95,45 @@ def deadlines(obs: Observation, config: Config, at: float) -> List[float]:
     return sorted(out)
 
 
+@dataclass
+class Wiring:
+    """The daemon's long-lived collaborators, made once by the composition root (service.app.build_daemon)."""
+
+    sink: EventSink
+    notifier: Notifier
+    waker: Waker
+    lanes: Dict[bool, ActionRunner]  # True: proven findings, False: the rest
+    watch: DirWatch
+    ledger: FindingLedger  # read back from the previous daemon's status
+    recent: Sequence[Dict[str, Any]]
+    builder: Callable[[Config], Pipeline]  # the per-config parts, again on every reload
+    watch_for: Callable[[Config], DirWatch]
+
+
 class Daemon:
+    """The loop. Every collaborator comes in through `wiring`; the constructor does no I/O."""
+
     def __init__(
         self,
         source: ConfigSource,
-        config: Config,
-        sink: EventSink,
-        notifier: Notifier,
-        builder: Callable[[Config], Components] = build,
+        parts: Pipeline,
+        wiring: Wiring,
         mono: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        use_inotify: bool = True,
     ):
         self.source = source
-        self.sink = sink
-        self.notifier = notifier
-        self.builder = builder
+        self.parts = parts
+        self.sink = wiring.sink
+        self.notifier = wiring.notifier
+        self.waker = wiring.waker
+        self.lanes = wiring.lanes
+        self.watch = wiring.watch
+        self.builder = wiring.builder
+        self.watch_for = wiring.watch_for
         self.mono = mono
         self.wall = wall
-        self.use_inotify = use_inotify
-        self.parts = builder(config)
-        self.watch = DirWatch(config.libvirt.probe_dirs, use_inotify)
-        self.lanes: Dict[bool, ActionRunner] = {True: ActionRunner(), False: ActionRunner()}  # proven, unproven
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ledger = wiring.ledger
+        self.recent: Deque[Dict[str, Any]] = collections.deque(wiring.recent, maxlen=RECENT_ACTIONS)
         self._saved_handlers: Dict[int, Any] = {}
         self._stop = False
         self._reload = False
@@ -133,15 +148,10 @@ class Daemon:
         self.latency_is_new = False
         self.obs: Optional[Observation] = None
         self.findings: List[Finding] = []
-        self.recent: Deque[Dict[str, Any]] = collections.deque(maxlen=RECENT_ACTIONS)
         self.problems_seen: Set[str] = set()
         self.scans = 0
         self.last_scan_mono: Optional[float] = None
         self._status_saved: Optional[Dict[str, Any]] = None  # what status.json holds now, when we wrote it
-        previous = self.parts.state.read_json(STATUS_FILE)
-        self.ledger = FindingLedger.from_json(previous.get("open") if isinstance(previous, dict) else None)
-        if isinstance(previous, dict) and isinstance(previous.get("recent_actions"), list):
-            self.recent.extend(a for a in previous["recent_actions"] if isinstance(a, dict))
 
     @property
     def config(self) -> Config:
@@ -150,7 +160,7 @@ class Daemon:
     # ---- signals: handlers only set flags; the wake pipe gets select() to return -----------
     def install_signal_handlers(self) -> None:
         """Main thread only. Undone by shutdown()."""
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.set_wakeup_fd(self.waker.w, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self._saved_handlers[sig] = signal.signal(sig, self._on_signal)
 
@@ -170,13 +180,7 @@ class Daemon:
     def request_stop(self) -> None:
         """Stop from another thread (tests, embedding); the same path as SIGTERM."""
         self._stop = True
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"w")
-        except BlockingIOError:
-            pass
+        self.waker.wake()
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> int:
@@ -210,8 +214,8 @@ class Daemon:
         """One turn: wait for the earliest thing due, then handle whatever is ready."""
         readable = self._wait(self._timeout())
         now = self.mono()
-        if self._wake_r in readable:
-            _drain(self._wake_r)
+        if self.waker.fileno() in readable:
+            self.waker.drain()
         if self._stop:
             return
         if self._reload and not self.busy:
@@ -258,7 +262,7 @@ class Daemon:
         return max(0.0, min(due) - self.mono())
 
     def _wait(self, timeout: float) -> Set[int]:
-        fds = [self._wake_r] + [lane.fileno() for lane in self.lanes.values()]
+        fds = [self.waker.fileno()]
         for fd in (self.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None):
             if fd is not None:
                 fds.append(fd)
@@ -292,8 +296,7 @@ class Daemon:
         self._scan_now = False
         taken = self.mono()
         self.last_scan_mono = taken
-        obs = self.parts.scanner.observe(self.latency)
-        findings = assess(obs, self.config)
+        obs, findings = self.parts.look(self.latency)
         self.obs, self.findings = obs, findings
         self.scans += 1
         held = frozenset().union(*(lane.subjects for lane in self.lanes.values()))
@@ -306,7 +309,7 @@ class Daemon:
         free = frozenset(lane for lane in BOTH_LANES if not self.lanes[lane].busy)
         if True in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
             self.sink.emit(lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE))
-        planned = self.parts.engine.decide(findings, obs.taken_wall, lanes=free) if free else []
+        planned = self.parts.plan(findings, obs.taken_wall, lanes=free) if free else []
         for lane in free:
             batch = [p for p in planned if p.proven == lane]
             if batch:
@@ -327,7 +330,7 @@ class Daemon:
 
     def _save_progress(self, obs: Observation) -> List[str]:
         self.latency_is_new = False
-        return save_progress(self.parts, obs)
+        return self.parts.save_progress(obs)
 
     def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[str]) -> None:
         for record in records:
@@ -369,20 +372,17 @@ class Daemon:
 
     def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> List[str]:
         """Save what `status` shows: status.json when it changed, scan.json every scan; the problems, if any."""
-        status: Dict[str, Any] = {
-            "pid": os.getpid(),
-            "version": __version__,
-            "started_at": self.started_wall,
-            "config": self.config.source,
-            "interval": self.config.interval,
-            "paused": self.parts.engine.state.paused,
-            "open": self.ledger.to_json(),
-            "recent_actions": list(self.recent),
-            "errors": list(problems),
-            "events_sent": dict(self.sink.sent),
-        }
-        if stopped:
-            status["stopped_at"] = self.wall()
+        status = DaemonView(
+            started_at=self.started_wall,
+            config=self.config.source,
+            interval=self.config.interval,
+            paused=self.parts.engine.state.paused,
+            ledger=self.ledger,
+            recent_actions=list(self.recent),
+            errors=list(problems),
+            events_sent=dict(self.sink.sent),
+            stopped_at=self.wall() if stopped else None,
+        ).document()
         out: List[str] = []
         if status != self._status_saved:
             try:
@@ -391,15 +391,9 @@ class Daemon:
             except StateError as exc:
                 self._status_saved = None
                 out.append(str(exc))
-        scan = {
-            "pid": os.getpid(),
-            "last_scan": obs.taken_wall,
-            "last_scan_utc": iso_utc(obs.taken_wall),
-            "scans": self.scans,
-            "status_line": status_line(self.findings, obs, self.parts.engine.state.paused),
-        }
+        line = status_line(self.findings, obs, self.parts.engine.state.paused)
         try:
-            self.parts.state.write_json(SCAN_FILE, scan, durable=False)
+            self.parts.state.write_json(SCAN_FILE, scan_document(obs, self.scans, line), durable=False)
         except StateError as exc:
             out.append(str(exc))
         return out
@@ -429,7 +423,7 @@ class Daemon:
         parts.engine.state = old.engine.state  # counters, fired occurrences and the breaker carry over
         self.parts = parts
         self.watch.close()
-        self.watch = DirWatch(config.libvirt.probe_dirs, self.use_inotify)
+        self.watch = self.watch_for(config)
         self.sink.mode = config.events
         self.next_latency = self.mono()
         self.sink.emit(lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.", NOTICE, config=config.source or ""))
@@ -461,16 +455,5 @@ class Daemon:
         self.sink.emit(lifecycle("stopped", f"kvm-watchdog stopped.{note}", NOTICE if not unfinished else WARNING))
         self._restore_signal_handlers()
         self.notifier.close()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
         if not unfinished:
-            for lane in self.lanes.values():
-                lane.close()
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
+            self.waker.close()  # a lane still running would write to it

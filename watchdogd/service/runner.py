@@ -1,10 +1,10 @@
-"""Run one batch of actions on a worker thread, so the daemon's loop keeps scanning and pinging.
+"""Run batches of actions on worker threads, so the daemon's loop keeps scanning and pinging.
 
 A kill waits out its grace period and a libvirt restart can take a minute and a
 half; the loop must not: it still owes systemd its WATCHDOG=1 and the operator a
-prompt report. One batch at a time (the policy engine is only touched by the
-batch while it runs, and by the loop only when none runs); the loop learns that a
-batch ended through a pipe it selects on.
+prompt report. One batch at a time per lane (the daemon keeps two: proven and
+unproven findings); a lane that finishes wakes the loop through the one Waker,
+the same self-pipe that signals and request_stop() write to.
 """
 
 from __future__ import annotations
@@ -19,9 +19,39 @@ from ..decide.policy import PlannedAction
 Outcome = Tuple[List[ActionRecord], Optional[str]]
 
 
-class ActionRunner:
+class Waker:
+    """One self-pipe for the loop's select(): signals (set_wakeup_fd), finished batches and other threads."""
+
     def __init__(self) -> None:
-        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def fileno(self) -> int:
+        return self.r
+
+    def wake(self) -> None:
+        try:
+            os.write(self.w, b"w")
+        except BlockingIOError:
+            pass  # full: the loop is woken already
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class ActionRunner:
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
         self._thread: Optional[threading.Thread] = None
         self._outcome: Optional[Outcome] = None
         self.subjects: FrozenSet[Tuple[str, str]] = frozenset()  # (kind, subject) of the batch in flight
@@ -29,9 +59,6 @@ class ActionRunner:
     @property
     def busy(self) -> bool:
         return self._thread is not None
-
-    def fileno(self) -> int:
-        return self._r
 
     def submit(self, actor: Actor, planned: Sequence[PlannedAction]) -> None:
         assert self._thread is None, "one batch at a time"
@@ -42,7 +69,7 @@ class ActionRunner:
             try:
                 self._outcome = actor.execute(batch)
             finally:
-                os.write(self._w, b"!")
+                self.waker.wake()
 
         self._thread = threading.Thread(target=work, name="kvm-watchdog-actions", daemon=True)
         self._thread.start()
@@ -51,10 +78,6 @@ class ActionRunner:
         """The finished batch's records and breaker change, once; None while it runs."""
         if self._thread is None or self._thread.is_alive():
             return None
-        try:
-            os.read(self._r, 64)
-        except BlockingIOError:
-            pass
         self._thread.join()
         self._thread = None
         self.subjects = frozenset()
@@ -66,10 +89,3 @@ class ActionRunner:
         if self._thread is not None:
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()
-
-    def close(self) -> None:
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass

@@ -1,0 +1,97 @@
+"""The one path every command takes: observe -> assess -> decide -> act.
+
+`check` looks, `remediate` looks, plans and acts once, `run` does the same on its
+loop with the action lanes in between; all three go through a Pipeline, built by
+the composition root (service.app) from one config.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import AbstractSet, List, Optional, Protocol, Sequence, Tuple
+
+from ..act.actions import ActionRecord, Actor
+from ..config import Config
+from ..decide.assess import assess
+from ..decide.policy import BOTH_LANES, STATE_FILE, PlannedAction, PolicyEngine
+from ..model import Finding, LatencyResult, Observation
+from ..observe.latency import LatencyProbe
+from ..observe.procfs import ProcFS
+from ..state import StateError, StateStore
+
+
+class Observer(Protocol):
+    """The observe seam: one read-only look at the host (the real one is observe.scan.Scanner)."""
+
+    def observe(self, latency: Optional[LatencyResult] = None, full: Optional[bool] = None) -> Observation: ...
+
+
+@dataclass
+class Pipeline:
+    """The parts one config makes, and the one path through them that every command takes."""
+
+    config: Config
+    proc: ProcFS
+    state: StateStore
+    scanner: Observer
+    latency: Optional[LatencyProbe]
+    engine: PolicyEngine
+    actor: Actor
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
+
+    def look(self, latency: Optional[LatencyResult]) -> Tuple[Observation, List[Finding]]:
+        """observe -> assess."""
+        obs = self.scanner.observe(latency)
+        return obs, assess(obs, self.config)
+
+    def plan(self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES) -> List[PlannedAction]:
+        """decide."""
+        return self.engine.decide(findings, now, dry_run=dry_run, lanes=lanes)
+
+    def save_progress(self, obs: Observation) -> List[str]:
+        """Persist the policy counters and, when probing worked, the kernel it worked on."""
+        problems = []
+        try:
+            self.state.write_json(STATE_FILE, self.engine.snapshot())
+        except StateError as exc:
+            problems.append(f"{exc}; policy counters are kept in memory only")
+        lat = obs.latency
+        if lat is not None and lat.answered:
+            try:
+                self.state.record_good_kernel(obs.kernel_release)
+            except StateError as exc:
+                problems.append(str(exc))
+        return problems
+
+
+
+
+def scan_once(parts: Pipeline, with_latency: bool = True) -> Tuple[Observation, List[Finding]]:
+    """One full, read-only scan: the latency probe first (it may fill the cache), then the rest."""
+    return parts.look(parts.latency.run() if (with_latency and parts.latency is not None) else None)
+
+
+@dataclass
+class Remediation:
+    before: List[Finding]
+    actions: List[ActionRecord]
+    breaker: Optional[str]  # "paused" / "resumed" when the breaker changed
+    after: Observation
+    findings: List[Finding]  # what is left after acting
+    problems: List[str]  # state that could not be saved, and the like
+
+
+def remediate_once(parts: Pipeline, dry_run: bool = False, with_latency: bool = True) -> Remediation:
+    """One scan, the policies applied once, then a fresh scan of what is left."""
+    obs, findings = scan_once(parts, with_latency)
+    records, breaker = parts.actor.execute(parts.plan(findings, obs.taken_wall, dry_run=dry_run))
+    problems: List[str] = []
+    if not dry_run:
+        problems += parts.save_progress(obs)
+    acted = any(r.changed_something for r in records)
+    if acted:
+        after, left = scan_once(parts, with_latency)
+    else:
+        after, left = obs, findings
+    return Remediation(findings, records, breaker, after, left, problems)
