@@ -24,113 +24,6 @@ ENV_VAR = "KVM_WATCHDOG_CONFIG"
 # Kinds whose evidence anyone who can write a probe dir can make: host-wide actions never act on them.
 UNPROVABLE_KINDS = ("probe_dir_stale", "probe_dirs_flood", "probe_dir_missing")
 
-@dataclass(frozen=True)
-class LibvirtConfig:
-    uri: str = "qemu:///system"
-    probe_dirs: Tuple[str, ...] = ("/var/lib/libvirt/qemu",)
-    cache_dir: str = "/var/cache/libvirt/qemu/capabilities"
-    restart_command: Union[str, Tuple[str, ...]] = "auto"
-    restart_timeout: float = 90.0
-    # True: the probe and cache dirs may belong to one ordinary user (a session
-    # libvirt); members must still be that user's, and libvirt daemons count only
-    # when they run as root or as that user.
-    session_dirs: bool = False
-
-
-@dataclass(frozen=True)
-class DetectConfig:
-    probe_hung_after: float = 60.0
-    stale_dir_after: float = 600.0
-    # substrings of a process's comm (its executable's name) that mark an emulator;
-    # only those processes have their command line read, which keeps the scan cheap
-    emulator_names: Tuple[str, ...] = ("qemu", "kvm")
-    libvirt_daemons: Tuple[str, ...] = ("libvirtd", "virtqemud")
-    # probe dirs tracked per base dir; past it, one probe_dirs_flood finding says how
-    # many (a dir that a live emulator names is always tracked)
-    max_dirs_per_base: int = 1000
-
-
-@dataclass(frozen=True)
-class LatencyConfig:
-    enabled: bool = True
-    every: float = 60.0
-    timeout: float = 30.0
-    slow: float = 5.0
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    name: str
-    on: str
-    do: Tuple[str, ...]
-    times: int = 1
-    within: float = 3600.0
-    cooldown: float = 0.0
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    actions: int = 20
-    per: float = 3600.0
-    # a separate budget for actions on evidence the qemu user could have forged
-    # (probes not proven libvirt's, stale dirs): it can never pause the one above
-    unproven_actions: int = 20
-
-
-@dataclass(frozen=True)
-class ActionsConfig:
-    kill_grace: float = 5.0  # SIGTERM to SIGKILL
-    quarantine_keep: int = 5  # quarantined cache sets kept in state_dir
-
-
-DEFAULT_POLICIES = (
-    PolicyConfig(name="kill-hung-probes", on="probe_hung", do=("kill_probe",)),
-    PolicyConfig(
-        name="reset-after-repeated-hangs",
-        on="probe_hung",
-        do=("quarantine_cache", "restart_libvirt"),
-        times=3,
-        within=3600.0,
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Config:
-    interval: float = 5.0
-    dry_run: bool = False
-    state_dir: str = "/var/lib/kvm-watchdog"
-    events: str = "auto"
-    libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    policies: Tuple[PolicyConfig, ...] = DEFAULT_POLICIES
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    actions: ActionsConfig = field(default_factory=ActionsConfig)
-    source: Optional[str] = None  # the file it came from; None: built-in defaults
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    file: str
-    line: int  # 1-based; 0 when the problem is the file as a whole
-    where: str  # the key path, e.g. "policies[2].do[0]"
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.where}: " if self.where else ""
-        return f"{self.file}:{self.line}: {where}{self.message}"
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; carries every problem found, not just the first."""
-
-    def __init__(self, problems: Sequence[ConfigProblem]):
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
 class _Invalid(Exception):
     pass
 
@@ -217,52 +110,141 @@ def _restart_command(value: Any) -> Union[str, Tuple[str, ...]]:
     raise _Invalid(f"must be 'auto' or an argv list such as [/bin/systemctl, restart, libvirtd], not {value!r}")
 
 
-SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {
-    "libvirt": (
-        LibvirtConfig,
-        {
-            "uri": _string,
-            "probe_dirs": _abs_paths,
-            "cache_dir": _abs_path,
-            "restart_command": _restart_command,
-            "restart_timeout": _positive_duration,
-            "session_dirs": _bool,
-        },
-    ),
-    "detect": (
-        DetectConfig,
-        {
-            "probe_hung_after": _positive_duration,
-            "stale_dir_after": _positive_duration,
-            "emulator_names": _names,
-            "libvirt_daemons": _names,
-            "max_dirs_per_base": _int_at_least(1),
-        },
-    ),
-    "latency": (
-        LatencyConfig,
-        {"enabled": _bool, "every": _positive_duration, "timeout": _positive_duration, "slow": _positive_duration},
-    ),
-    "limits": (LimitsConfig, {"actions": _int_at_least(1), "per": _positive_duration, "unproven_actions": _int_at_least(1)}),
-    "actions": (ActionsConfig, {"kill_grace": _duration, "quarantine_keep": _int_at_least(1)}),
-}
+def key(default: Any, parse: Parser, duration: bool = False) -> Any:
+    """A config key, declared once: its default, its parser, and whether it is a duration (for the dump)."""
+    return field(default=default, metadata={"parse": parse, "duration": duration})
 
-TOP_LEVEL: Dict[str, Parser] = {
-    "interval": _positive_duration,
-    "dry_run": _bool,
-    "state_dir": _abs_path,
-    "events": _choice("journal", "stderr", "auto"),
-}
 
-POLICY_KEYS: Dict[str, Parser] = {
-    "name": _string,
-    "on": _string,
-    "do": lambda v: v,  # checked item by item, for per-item line numbers
-    "times": _int_at_least(1),
-    "within": _positive_duration,
-    "cooldown": _duration,
-    "dry_run": _bool,
+@dataclass(frozen=True)
+class LibvirtConfig:
+    uri: str = key("qemu:///system", _string)
+    probe_dirs: Tuple[str, ...] = key(("/var/lib/libvirt/qemu",), _abs_paths)
+    cache_dir: str = key("/var/cache/libvirt/qemu/capabilities", _abs_path)
+    restart_command: Union[str, Tuple[str, ...]] = key("auto", _restart_command)
+    restart_timeout: float = key(90.0, _positive_duration, duration=True)
+    # True: the probe and cache dirs may belong to one ordinary user (a session
+    # libvirt); members must still be that user's, and libvirt daemons count only
+    # when they run as root or as that user.
+    session_dirs: bool = key(False, _bool)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    probe_hung_after: float = key(60.0, _positive_duration, duration=True)
+    stale_dir_after: float = key(600.0, _positive_duration, duration=True)
+    # substrings of a process's comm (its executable's name) that mark an emulator;
+    # only those processes have their command line read, which keeps the scan cheap
+    emulator_names: Tuple[str, ...] = key(("qemu", "kvm"), _names)
+    libvirt_daemons: Tuple[str, ...] = key(("libvirtd", "virtqemud"), _names)
+    # probe dirs tracked per base dir; past it, one probe_dirs_flood finding says how
+    # many (a dir that a live emulator names is always tracked)
+    max_dirs_per_base: int = key(1000, _int_at_least(1))
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    enabled: bool = key(True, _bool)
+    every: float = key(60.0, _positive_duration, duration=True)
+    timeout: float = key(30.0, _positive_duration, duration=True)
+    slow: float = key(5.0, _positive_duration, duration=True)
+
+
+def _as_given(value: Any) -> Any:
+    return value  # a policy's `do` is checked item by item, for per-item line numbers
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    name: str = field(metadata={"parse": _string, "duration": False})
+    on: str = field(metadata={"parse": _string, "duration": False})
+    do: Tuple[str, ...] = field(metadata={"parse": _as_given, "duration": False})
+    times: int = key(1, _int_at_least(1))
+    within: float = key(3600.0, _positive_duration, duration=True)
+    cooldown: float = key(0.0, _duration, duration=True)
+    dry_run: bool = key(False, _bool)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    actions: int = key(20, _int_at_least(1))
+    per: float = key(3600.0, _positive_duration, duration=True)
+    # a separate budget for actions on evidence the qemu user could have forged
+    # (probes not proven libvirt's, stale dirs): it can never pause the one above
+    unproven_actions: int = key(20, _int_at_least(1))
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    kill_grace: float = key(5.0, _duration, duration=True)  # SIGTERM to SIGKILL
+    quarantine_keep: int = key(5, _int_at_least(1))  # quarantined cache sets kept in state_dir
+
+
+DEFAULT_POLICIES = (
+    PolicyConfig(name="kill-hung-probes", on="probe_hung", do=("kill_probe",)),
+    PolicyConfig(
+        name="reset-after-repeated-hangs",
+        on="probe_hung",
+        do=("quarantine_cache", "restart_libvirt"),
+        times=3,
+        within=3600.0,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    interval: float = key(5.0, _positive_duration, duration=True)
+    dry_run: bool = key(False, _bool)
+    state_dir: str = key("/var/lib/kvm-watchdog", _abs_path)
+    events: str = key("auto", _choice("journal", "stderr", "auto"))
+    libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    policies: Tuple[PolicyConfig, ...] = DEFAULT_POLICIES
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
+    source: Optional[str] = None  # the file it came from; None: built-in defaults
+
+
+def _parsers(cls: type) -> Dict[str, Parser]:
+    return {f.name: f.metadata["parse"] for f in dataclasses.fields(cls) if "parse" in f.metadata}
+
+
+# What the parser, the dump and the man page read: all derived from the declarations above.
+TOP_LEVEL: Dict[str, Parser] = _parsers(Config)
+_SECTION_CLASSES: Dict[str, type] = {
+    "libvirt": LibvirtConfig,
+    "detect": DetectConfig,
+    "latency": LatencyConfig,
+    "limits": LimitsConfig,
+    "actions": ActionsConfig,
 }
+SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {name: (cls, _parsers(cls)) for name, cls in _SECTION_CLASSES.items()}
+assert set(SECTIONS) == {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type) or f.default_factory is not dataclasses.MISSING}
+POLICY_KEYS: Dict[str, Parser] = _parsers(PolicyConfig)
+_DURATION_KEYS = frozenset(
+    f.name for cls in (Config, PolicyConfig, *(c for c, _ in SECTIONS.values())) for f in dataclasses.fields(cls) if f.metadata.get("duration")
+)
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    line: int  # 1-based; 0 when the problem is the file as a whole
+    where: str  # the key path, e.g. "policies[2].do[0]"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 class _Reader:
@@ -498,18 +480,3 @@ def to_yaml(config: Config) -> str:
         return obj
 
     return yaml.safe_dump(plain(config), sort_keys=False, default_flow_style=False)
-
-
-_DURATION_KEYS = {
-    "interval",
-    "restart_timeout",
-    "probe_hung_after",
-    "stale_dir_after",
-    "every",
-    "timeout",
-    "slow",
-    "within",
-    "cooldown",
-    "per",
-    "kill_grace",
-}

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Mapping, Optional, TextIO
+from typing import Callable, Deque, Dict, Mapping, Optional, Protocol, TextIO, cast
 
 from ..act.actions import ActionRecord
 from ..model import Finding, Severity
@@ -130,7 +130,10 @@ def lifecycle(kind: str, message: str, priority: int = INFO, **fields: str) -> E
     return Event(kind, message, priority, {f"KVMWD_{k.upper()}": v for k, v in fields.items()})
 
 
-Sender = Callable[..., Any]
+class Sender(Protocol):
+    """The event seam, shaped like systemd-python's journal.send: fields in, OSError when the journal is gone."""
+
+    def __call__(self, **fields: str) -> object: ...
 
 
 def journal_sender() -> Optional[Sender]:
@@ -139,7 +142,7 @@ def journal_sender() -> Optional[Sender]:
         from systemd import journal  # type: ignore[attr-defined]
     except ImportError:
         return None
-    send: Sender = journal.send
+    send = cast(Sender, journal.send)  # untyped C extension: the Protocol says what we rely on
     return send
 
 
