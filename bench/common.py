@@ -1,13 +1,13 @@
-"""What the benchmark sections share: a config on disk for the sandboxed libvirt, percentiles, /proc readings."""
+"""What the benchmark sections share: a config on disk for the sandboxed libvirt, percentiles, process readings (psutil)."""
 
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+import psutil
 import yaml
 from harness.sandbox import LibvirtSandbox
 
@@ -45,49 +45,28 @@ def summary(values: Sequence[float], digits: int = 3) -> Dict[str, Any]:
 
 
 def cpu_seconds(pid: int, with_children: bool = True) -> float:
-    """utime + stime (and the reaped children's) of a process, in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rfind(b")") + 2 :].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if with_children:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """user + system CPU of a process (and of its reaped children), in seconds (psutil: measured from outside)."""
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system + ((t.children_user + t.children_system) if with_children else 0.0)
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
 
 
 def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return int(psutil.Process(pid).num_fds())
 
 
 def process_start_wall(pid: int) -> float:
-    """When a process started, as wall time (10 ms resolution: clock ticks)."""
-    import time
-
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    start_ticks = int(data[data.rfind(b")") + 2 :].split()[19])
-    boot_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-    return boot_wall + start_ticks / os.sysconf("SC_CLK_TCK")
+    """When a process started, as wall time."""
+    return float(psutil.Process(pid).create_time())
 
 
 def members_of(probe_dir: str) -> List[int]:
     """Every process whose command line names probe_dir (the bench's own view, not the watchdog's)."""
     found = []
-    needle = probe_dir.encode()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if needle in f.read():
-                        found.append(int(name))
-            except OSError:
-                pass
+    for p in psutil.process_iter(["cmdline"]):
+        if any(probe_dir in arg for arg in p.info["cmdline"] or ()):
+            found.append(p.pid)
     return found

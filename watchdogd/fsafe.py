@@ -8,7 +8,6 @@ link, blocks, or reads more than a few bytes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -26,6 +25,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> int:
     """An fd for a directory that is not a symlink (OSError ELOOP/ENOTDIR otherwise)."""
     return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def libc() -> ctypes.CDLL:
+    """The C library, for the few calls Python has no wrapper for (statx, inotify, prctl): one way to load it."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def open_path_nofollow(path: str) -> int:
@@ -282,14 +286,10 @@ class BirthTime:
     """
 
     def __init__(self) -> None:
-        self._statx = None
-        libc_name = ctypes.util.find_library("c")
-        if libc_name:
-            libc = ctypes.CDLL(libc_name, use_errno=True)
-            self._statx = getattr(libc, "statx", None)
-            if self._statx is not None:
-                self._statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Statx)]
-                self._statx.restype = ctypes.c_int
+        self._statx = getattr(libc(), "statx", None)  # glibc >= 2.28
+        if self._statx is not None:
+            self._statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Statx)]
+            self._statx.restype = ctypes.c_int
 
     def of_fd(self, fd: int) -> float:
         if self._statx is not None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from watchdogd.observe.procfs import ProcFS
+import psutil
 
 from .journald import read_journal
 from .wait import wait_for
@@ -122,5 +122,8 @@ class RunningDaemon:
         return wait_for(found, timeout, f"a {kind} {fields} event on stderr")
 
     def children(self) -> List[int]:
-        """Its child processes, from every one of its threads."""
-        return list(ProcFS().children(self.pid))
+        """Its child processes, from every one of its threads (read with psutil, not the package's own /proc code)."""
+        try:
+            return [c.pid for c in psutil.Process(self.pid).children()]
+        except psutil.Error:
+            return []

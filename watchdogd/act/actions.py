@@ -182,6 +182,8 @@ class QuarantineCache:
         if not result.moved and not result.failed:
             return "ok", "the cache was already empty", ()
         detail = f"moved {len(result.moved)} entr{'y' if len(result.moved) == 1 else 'ies'} to {result.dest}"
+        if result.pruned:
+            detail += f" (older sets pruned past actions.quarantine_keep: {', '.join(result.pruned)})"
         if result.failed:
             return "failed", detail + f"; left in place: {'; '.join(result.failed)}", ()
         return "ok", detail, ()

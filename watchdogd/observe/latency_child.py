@@ -26,12 +26,13 @@ def _say(**fields: object) -> None:
 
 def _die_with_parent() -> None:
     """Never outlive the watchdog: a hung call left behind would hold a libvirt worker."""
-    import ctypes
     import os
     import signal
 
+    from ..fsafe import libc
+
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        libc().prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     parent = os.environ.get("KVMWD_PARENT_PID", "")

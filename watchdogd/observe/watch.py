@@ -15,6 +15,7 @@ import os
 import struct
 from typing import Dict, FrozenSet, Optional, Sequence
 
+from ..fsafe import libc
 from ..safety import QMP_DIR
 
 IN_MOVED_FROM = 0x00000040
@@ -35,12 +36,12 @@ POLL_INTERVAL = 1.0
 
 class _Inotify:
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._add = libc.inotify_add_watch
+        c = libc()
+        self._add = c.inotify_add_watch
         self._add.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
-        self._rm = libc.inotify_rm_watch
+        self._rm = c.inotify_rm_watch
         self._rm.argtypes = (ctypes.c_int, ctypes.c_int)
-        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        fd = c.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
