@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import List
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -104,6 +106,15 @@ def page8() -> str:
     ]
     for event, mid in MESSAGE_IDS.items():
         lines += [".TP", f".B KVMWD_EVENT={esc(event)}", f"MESSAGE_ID={mid}"]
+    lines += [".SH METRICS", esc(
+        "With metrics.textfile (node_exporter's textfile collector) or metrics.listen (an HTTP /metrics endpoint), the kvmwd_ "
+        "series; counters survive restarts (state_dir/metrics.json). Rules: /usr/share/kvm-watchdog/kvm-watchdog-rules.yml; "
+        "a Grafana dashboard: /usr/share/kvm-watchdog/kvm-watchdog-fleet.json.")]
+    lines += [".SH ALERTS", esc("The shipped Prometheus rules; each alert's runbook_url points here.")]
+    rules = yaml.safe_load((REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.yml").read_text())
+    for rule in (r for g in rules["groups"] for r in g["rules"]):
+        text = " ".join(str(rule["annotations"]["description"]).split())
+        lines += [".TP", f".B {esc(rule['alert'])}", esc(f"({rule['labels']['severity']}) {text}")]
     lines += [
         ".SH EXAMPLES",
         ".nf",
@@ -121,7 +132,10 @@ def page8() -> str:
         "The config (kvm\\-watchdog.yaml(5)).",
         ".TP",
         ".I /var/lib/kvm-watchdog/",
-        esc("State: status.json (what status shows), policy.json, kernel.json, quarantine/<UTC time>/ (moved capability caches)."),
+        esc(
+            "State: status.json and scan.json (what status shows), policy.json, kernel.json, metrics.json (counters), "
+            "quarantine/<UTC time>/ (moved capability caches)."
+        ),
         ".SH SEE ALSO",
         "kvm\\-watchdog.yaml(5), systemctl(1), journalctl(1), virsh(1), libvirtd(8)",
     ]

@@ -69,6 +69,8 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
         assert stages == ["act", "decide", "observe", "report", "service"]
         for stage in stages:
             assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), f"the .deb lacks watchdogd/{stage}"
+        for shared in ("kvm-watchdog-rules.yml", "kvm-watchdog-fleet.json"):
+            assert f"/usr/share/kvm-watchdog/{shared}" in installed, f"the .deb ships {shared}"
         assert run("/usr/bin/kvm-watchdog", "--version").stdout.strip() == f"kvm-watchdog {__version__}"
         assert run("/usr/bin/kvm-watchdog", "config", "check").stdout.strip() == "/etc/kvm-watchdog/config.yaml: valid"
         assert "/etc/kvm-watchdog/config.yaml" in run("dpkg-query", "-W", "-f=${Conffiles}", "kvm-watchdog").stdout

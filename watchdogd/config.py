@@ -7,6 +7,7 @@ Unknown keys are errors, not warnings: a typo in a root daemon's policy
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import stat
 from dataclasses import dataclass, field
@@ -110,6 +111,28 @@ def _restart_command(value: Any) -> Union[str, Tuple[str, ...]]:
     raise _Invalid(f"must be 'auto' or an argv list such as [/bin/systemctl, restart, libvirtd], not {value!r}")
 
 
+def _optional(parse: Parser) -> Parser:
+    def parse_or_none(value: Any) -> Any:
+        return None if value is None else parse(value)
+
+    return parse_or_none
+
+
+def _listen(value: Any) -> str:
+    """HOST:PORT, [V6]:PORT or :PORT (loopback); the port checked here, the address when it is bound.
+
+    >>> _listen(":9877"), _listen("0.0.0.0:9877"), _listen("[::1]:9877")
+    (':9877', '0.0.0.0:9877', '[::1]:9877')
+    """
+    text = _string(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid(f"must be HOST:PORT (e.g. 127.0.0.1:9877, or :9877 for loopback), not {text!r}")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise _Invalid(f"an IPv6 address goes in brackets ([::1]:9877), not {text!r}")
+    return text
+
+
 def key(default: Any, parse: Parser, duration: bool = False) -> Any:
     """A config key, declared once: its default, its parser, and whether it is a duration (for the dump)."""
     return field(default=default, metadata={"parse": parse, "duration": duration})
@@ -179,6 +202,19 @@ class ActionsConfig:
     quarantine_keep: int = key(5, _int_at_least(1))  # quarantined cache sets kept in state_dir
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile: Optional[str] = key(None, _optional(_abs_path))  # node_exporter's textfile collector, written atomically
+    listen: Optional[str] = key(None, _optional(_listen))  # HOST:PORT of an HTTP /metrics endpoint
+
+    @property
+    def listen_address(self) -> Tuple[str, int]:
+        """(host, port) to bind: loopback when no host is given."""
+        assert self.listen is not None
+        host, _, port = self.listen.rpartition(":")
+        return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
 DEFAULT_POLICIES = (
     PolicyConfig(name="kill-hung-probes", on="probe_hung", do=("kill_probe",)),
     PolicyConfig(
@@ -203,6 +239,7 @@ class Config:
     policies: Tuple[PolicyConfig, ...] = DEFAULT_POLICIES
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Optional[str] = None  # the file it came from; None: built-in defaults
 
 
@@ -218,6 +255,7 @@ _SECTION_CLASSES: Dict[str, type] = {
     "latency": LatencyConfig,
     "limits": LimitsConfig,
     "actions": ActionsConfig,
+    "metrics": MetricsConfig,
 }
 SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {name: (cls, _parsers(cls)) for name, cls in _SECTION_CLASSES.items()}
 assert set(SECTIONS) == {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type) or f.default_factory is not dataclasses.MISSING}
@@ -415,6 +453,9 @@ def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], re
 
 def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:
     """Rules between keys, reported at the key that would have to change."""
+    if (config.metrics.textfile or config.metrics.listen) and importlib.util.find_spec("prometheus_client") is None:
+        node = top.get("metrics", (None, None))[1]
+        reader.problem(node, "metrics", "needs the Prometheus client: install python3-prometheus-client (or pip install prometheus-client)")
     latency = config.latency
     if latency.slow >= latency.timeout:
         node = top.get("latency", (None, None))[1]

@@ -25,6 +25,7 @@ from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..observe.watch import DirWatch
 from ..report.events import EventSink, journal_sender
+from ..report.figures import Figures, NoOutlet, Outlet, restore_counters
 from ..report.notify import Notifier
 from ..report.status import restore
 from ..safety import probe_arg_filter
@@ -58,6 +59,15 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     return Pipeline(config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor, cancel=cancel)
 
 
+def outlet(config: Config, state: StateStore, figures: Figures) -> Outlet:
+    """The metrics outlets the config asks for; the Prometheus client is imported only then."""
+    if not (config.metrics.textfile or config.metrics.listen):
+        return NoOutlet(config.metrics)
+    from ..report.metrics import Metrics
+
+    return Metrics(config.metrics, state, figures)
+
+
 def build_daemon(
     source: ConfigSource,
     config: Config,
@@ -76,6 +86,11 @@ def build_daemon(
     def watch_for(cfg: Config) -> DirWatch:
         return DirWatch(cfg.libvirt.probe_dirs, use_inotify)
 
+    figures = Figures(restore_counters(parts.state))
+
+    def outlet_for(cfg: Config) -> Outlet:
+        return outlet(cfg, parts.state, figures)
+
     wiring = Wiring(
         sink=sink or EventSink(config.events, journal_sender(), stream=stream, echo=echo),
         notifier=Notifier(environ),
@@ -86,5 +101,8 @@ def build_daemon(
         recent=recent,
         builder=builder,
         watch_for=watch_for,
+        figures=figures,
+        outlet=outlet_for(config),
+        outlet_for=outlet_for,
     )
     return Daemon(source, parts, wiring)

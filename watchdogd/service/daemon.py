@@ -40,6 +40,7 @@ from ..fsafe import try_flock
 from ..model import Finding, LatencyResult, Observation
 from ..observe.watch import DirWatch
 from ..report.events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
+from ..report.figures import Figures, Outlet, Snapshot, probe_states
 from ..report.notify import Notifier
 from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document, status_line
 from ..state import StateError
@@ -108,6 +109,9 @@ class Wiring:
     recent: Sequence[Dict[str, Any]]
     builder: Callable[[Config], Pipeline]  # the per-config parts, again on every reload
     watch_for: Callable[[Config], DirWatch]
+    figures: Figures  # counted whatever the config; exported where an outlet is on
+    outlet: Outlet
+    outlet_for: Callable[[Config], Outlet]
 
 
 class Daemon:
@@ -130,6 +134,10 @@ class Daemon:
         self.watch = wiring.watch
         self.builder = wiring.builder
         self.watch_for = wiring.watch_for
+        self.figures = wiring.figures
+        self.outlet = wiring.outlet
+        self.outlet_for = wiring.outlet_for
+        self.snapshot: Optional[Snapshot] = None
         self.mono = mono
         self.wall = wall
         self.ledger = wiring.ledger
@@ -196,6 +204,9 @@ class Daemon:
                 watch=watch_how,
             )
         )
+        problem = self.outlet.start()
+        if problem:
+            self._report_problems([problem])
         try:
             while not self._stop:
                 try:
@@ -283,6 +294,7 @@ class Daemon:
         if probe.in_flight:
             result = probe.poll()
             if result is not None:
+                self.figures.latency(result, self.config.latency.timeout)
                 self.latency = result
                 self.latency_is_new = True
                 self._scan_now = True
@@ -301,6 +313,7 @@ class Daemon:
         self.scans += 1
         held = frozenset().union(*(lane.subjects for lane in self.lanes.values()))
         change = self.ledger.update(findings, obs.taken_wall, hold=held)
+        self.figures.opened(change.opened)
         for f in change.opened:
             self.sink.emit(finding_opened(f))
         for f, open_for in change.resolved:
@@ -319,6 +332,7 @@ class Daemon:
         self.deadlines = [d for d in deadlines(obs, self.config, taken) if d > taken]
         self.next_scan = taken + self.config.interval
         unsaved = self._write_status(obs, problems)
+        unsaved += self.outlet.publish(self._snapshot(obs, findings, self.mono() - taken))
         self._report_problems(problems + unsaved, replace=True)
         line = status_line(findings, obs, self.parts.engine.state.paused)
         if not self._ready:
@@ -328,12 +342,27 @@ class Daemon:
             self.notifier.status(line)
         self.watch.refresh()
 
+    def _snapshot(self, obs: Observation, findings: Sequence[Finding], seconds: float) -> Snapshot:
+        self.snapshot = Snapshot(
+            findings=tuple(findings),
+            probes=probe_states(obs, self.config.detect),
+            paused=self.parts.engine.state.paused,
+            cache_entries=len(obs.cache_entries) if obs.cache_entries is not None else None,
+            kernel_release=obs.kernel_release,
+            kernel_last_good=obs.kernel_last_good or "",
+            last_scan=obs.taken_wall,
+            scan_seconds=seconds,
+            interval=self.config.interval,
+        )
+        return self.snapshot
+
     def _save_progress(self, obs: Observation) -> List[str]:
         self.latency_is_new = False
         return self.parts.save_progress(obs)
 
     def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[str]) -> None:
         for record in records:
+            self.figures.acted(record.action, record.result)
             probe_dir = self._probe_dir_of(record)
             self.sink.emit(action_taken(record, probe_dir))
             entry = dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at))
@@ -424,6 +453,12 @@ class Daemon:
         self.parts = parts
         self.watch.close()
         self.watch = self.watch_for(config)
+        if config.metrics != self.outlet.config:  # the same counters, new outlets
+            self.outlet.stop(None)
+            self.outlet = self.outlet_for(config)
+            problem = self.outlet.start()
+            if problem:
+                self._report_problems([problem])
         self.sink.mode = config.events
         self.next_latency = self.mono()
         self.sink.emit(lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.", NOTICE, config=config.source or ""))
@@ -451,6 +486,7 @@ class Daemon:
         self.watch.close()
         if self.obs is not None:
             self._write_status(self.obs, [], stopped=True)
+        self.outlet.stop(self.snapshot)
         note = " An action was still running and was cut short." if unfinished else ""
         self.sink.emit(lifecycle("stopped", f"kvm-watchdog stopped.{note}", NOTICE if not unfinished else WARNING))
         self._restore_signal_handlers()

@@ -1,0 +1,213 @@
+"""Fleet: the metrics a fleet's Prometheus reads, proven against the real node_exporter and the real Prometheus.
+
+One dashboard sees every hypervisor: a replayed hang in the sandboxed libvirt must
+move the series node_exporter serves from the textfile, and fire the shipped
+probe-hung alert in a real Prometheus scraping the endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Dict, Set
+
+import pytest
+import yaml
+from harness.prom import PROMTOOL, NodeExporter, Prometheus, free_port, get, samples
+from harness.wait import wait_for
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from watchdogd.config import Config
+from watchdogd.model import FINDING_KINDS, Finding, Severity
+from watchdogd.report.figures import Counters, Figures, Snapshot
+from watchdogd.report.metrics import Metrics
+from watchdogd.state import StateStore
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.yml"
+RULE_TESTS = REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.test.yml"
+DASHBOARD = REPO / "packaging" / "grafana" / "kvm-watchdog-fleet.json"
+HUNG = 'kind=probe_hung,severity=critical'
+
+
+def snapshot(findings=()) -> Snapshot:  # type: ignore[no-untyped-def]
+    return Snapshot(tuple(findings), {"running": 0, "hung": len(findings), "stale": 0}, False, 1, "6.1.0-27", "6.1.0-26", 1_700_000_000.0, 0.002, 5.0)
+
+
+def exposition(figures: Figures) -> str:
+    m = Metrics(Config().metrics, StateStore("/nonexistent", read_only=True), figures)
+    return generate_latest(m.registry).decode()
+
+
+# ---- the rules and the dashboard -----------------------------------------------------------
+
+
+def test_promtool_checks_the_rules_and_their_unit_tests_pass():
+    for argv in ([PROMTOOL, "check", "rules", str(RULES)], [PROMTOOL, "test", "rules", str(RULE_TESTS)]):
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=str(RULES.parent))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_shipped_alert_is_tested_firing_and_not_firing():
+    alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    fires: Set[str] = set()
+    silent: Set[str] = set()
+    for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (fires if check["exp_alerts"] else silent).add(check["alertname"])
+    assert alerts == fires, f"alerts never tested firing: {alerts - fires}"
+    assert alerts == silent, f"alerts never tested silent: {alerts - silent}"
+    for g in yaml.safe_load(RULES.read_text())["groups"]:
+        for r in g["rules"]:
+            assert {"summary", "description", "runbook_url"} <= set(r["annotations"]), r["alert"]
+
+
+def exposed_names() -> Set[str]:
+    figures = Figures(Counters())
+    figures.snapshot = snapshot()
+    return {s.name for fam in text_string_to_metric_families(exposition(figures)) for s in fam.samples}
+
+
+def test_every_dashboard_and_rule_query_names_only_metrics_that_exist():
+    names = exposed_names()
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\bkvmwd_[a-z_]+", e)}
+    assert used and used <= names, f"named but never exposed: {sorted(used - names)}"
+    assert len(dash["panels"]) >= 6 and {p["type"] for p in dash["panels"]} >= {"heatmap", "timeseries", "table", "stat"}
+
+
+def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
+    figures = Figures(Counters())
+    figures.snapshot = snapshot([Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-AAAAAA", 0.0, "msg", {"pids": [4242]})])
+    text = exposition(figures)
+    hung = samples(text, "kvmwd_findings_open")
+    assert len(hung) == len(FINDING_KINDS) and hung[HUNG] == 1 and sum(hung.values()) == 1, "every kind present, 0 when none"
+    for name in ("kvmwd_up", "kvmwd_build_info", "kvmwd_findings_opened_total", "kvmwd_actions_total", "kvmwd_remediation_paused", "kvmwd_probes",
+                 "kvmwd_domcaps_latency_seconds_bucket", "kvmwd_domcaps_timeouts_total", "kvmwd_capabilities_cache_entries", "kvmwd_kernel_info",
+                 "kvmwd_last_scan_timestamp_seconds", "kvmwd_scan_duration_seconds"):
+        assert samples(text, name), name
+    assert "qmp-AAAAAA" not in text and "4242" not in text and "msg" not in text, "labels never carry a path, a pid or a message"
+
+
+def test_the_latency_histogram_separates_milliseconds_from_seconds_from_a_timeout():
+    from watchdogd.model import LatencyResult
+
+    figures = Figures(Counters())
+    figures.latency(LatencyResult(True, True, domcaps_ms=4.0), timeout=30)
+    figures.latency(LatencyResult(True, True, domcaps_ms=4500.0), timeout=30)
+    figures.latency(LatencyResult(True, False, timed_out=True), timeout=30)
+    figures.latency(LatencyResult(False, False, error="down"), timeout=30)  # unreachable: not a latency
+    buckets = samples(exposition(figures), "kvmwd_domcaps_latency_seconds_bucket")
+    assert buckets["le=0.005"] == 1 and buckets["le=5"] == 2 and buckets["le=30"] == 3 and buckets["le=+Inf"] == 3
+    assert samples(exposition(figures), "kvmwd_domcaps_timeouts_total")[""] == 1
+
+
+def test_the_textfile_is_never_seen_half_written(tmp_path):
+    path = tmp_path / "kvm-watchdog.prom"
+    figures = Figures(Counters())
+    metrics = Metrics(Config(metrics=Config().metrics.__class__(textfile=str(path))).metrics, StateStore(str(tmp_path / "state")), figures)
+    stop = threading.Event()
+    reads = [0]
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            metrics.publish(snapshot([Finding("probe_hung", Severity.CRITICAL, f"/d/qmp-{i:06d}", 0.0, "m", {}) for i in range(n % 50)]))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_for(path.exists, 10, "the first textfile")
+        while reads[0] < 2000:
+            text = path.read_text()
+            families = {f.name for f in text_string_to_metric_families(text)}
+            assert {"kvmwd_up", "kvmwd_scan_interval_seconds"} <= families, "a whole exposition, first family to last"
+            reads[0] += 1
+    finally:
+        stop.set()
+        writer.join(10)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".kvm-watchdog.prom")], "no temp file left"
+
+
+# ---- the real node_exporter and the real Prometheus -----------------------------------------
+
+
+def _config(libvirt, state_dir: Path, **metrics: Any) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
+    return libvirt.config(
+        state_dir,
+        interval="0.5s",
+        events="journal",
+        detect={"probe_hung_after": "2s"},
+        latency={"enabled": False},
+        metrics=metrics,
+        policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}],  # seen first, acted on after the reload
+    )
+
+
+def test_node_exporter_serves_a_replayed_hang_found_then_fixed(journald, libvirt, state_dir, tmp_path, write_config, start_daemon):
+    textdir = tmp_path / "textfile"
+    textdir.mkdir()
+    exporter = NodeExporter(textdir, tmp_path)
+    try:
+        cfg = _config(libvirt, state_dir, textfile=str(textdir / "kvm-watchdog.prom"))
+        path = Path(write_config(cfg))
+        daemon = start_daemon(str(path))
+        scrape = wait_for(lambda: (t := exporter.scrape()) and "kvmwd_up" in t and t, 30, "node_exporter to serve the kvmwd_ series")
+        assert samples(scrape, "kvmwd_findings_open")[HUNG] == 0
+        kills_before = samples(scrape, "kvmwd_actions_total").get("action=kill_probe,result=ok", 0)
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+        libvirt.hang("hang-init", count=1)
+        wait_for(lambda: samples(exporter.scrape(), "kvmwd_findings_open")[HUNG] == 1, 30, "probe_hung 0 -> 1 in node_exporter")
+        cfg["policies"] = [{"name": "kill", "on": "probe_hung", "do": ["kill_probe"]}]
+        path.write_text(yaml.safe_dump(cfg))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: samples(exporter.scrape(), "kvmwd_findings_open")[HUNG] == 0, 30, "probe_hung 1 -> 0 once killed")
+        after = exporter.scrape()
+        assert samples(after, "kvmwd_actions_total")["action=kill_probe,result=ok"] == kills_before + 1
+        assert samples(after, "kvmwd_findings_opened_total")["kind=probe_hung"] >= 1
+        daemon.stop()
+        # counters survive a restart: the next daemon starts from what the last one counted
+        again = start_daemon(str(path))
+        wait_for(lambda: (s := samples(exporter.scrape(), "kvmwd_up")) and s[""] == 1 and again.alive(), 30, "the restarted daemon's textfile")
+        assert samples(exporter.scrape(), "kvmwd_actions_total")["action=kill_probe,result=ok"] == kills_before + 1
+    finally:
+        exporter.stop()
+
+
+def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(journald, libvirt, state_dir, tmp_path, write_config, start_daemon):
+    port = free_port()
+    daemon = start_daemon(write_config(_config(libvirt, state_dir, listen=f"127.0.0.1:{port}")))
+    wait_for(lambda: "kvmwd_up 1.0" in get(f"http://127.0.0.1:{port}/metrics"), 30, "the /metrics endpoint")
+    work = tmp_path / "prometheus"
+    work.mkdir()
+    prom = Prometheus([f"127.0.0.1:{port}"], RULES, work)
+    try:
+        wait_for(lambda: prom.api("query?query=kvmwd_up")["result"], 60, "Prometheus to scrape the watchdog")
+        assert prom.alerts("firing") == [], "a healthy host fires nothing"
+        libvirt.hang("hang-init", count=1)
+        [alert] = wait_for(lambda: [a for a in prom.alerts("firing") if a["labels"]["alertname"] == "KvmWatchdogProbeHung"], 60, "KvmWatchdogProbeHung to fire")
+        assert alert["labels"]["severity"] == "critical" and "capability probe is hung" in alert["annotations"]["summary"]
+        libvirt.release()
+        wait_for(lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == "KvmWatchdogProbeHung"], 60, "the alert to clear")
+        assert daemon.alive()
+    finally:
+        prom.stop()
+
+
+@pytest.mark.parametrize("value, message", [("9877", "must be HOST:PORT"), (":0", "must be HOST:PORT"), ("::1:9877", "an IPv6 address goes in brackets")])
+def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path, value, message):
+    from conftest import run_cli
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  listen: '{value}'\n")
+    r = run_cli("config", "check", str(cfg))
+    assert r.rc == 2 and f"{cfg}:3: metrics.listen: {message}" in r.out, r.out

@@ -1,0 +1,156 @@
+"""The figures the fleet sees, counted as the daemon goes: no Prometheus client needed to count them.
+
+Counters (findings opened, actions by result, domcaps timeouts, the latency
+histogram) are kept in state_dir/metrics.json, so rate() and increase() stay right
+across a restart; the gauges of one scan are one Snapshot, replaced whole after each
+scan, so a scrape from another thread always sees one scan's figures.
+report.metrics turns them into Prometheus metrics, only where the operator asked.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+
+from ..config import DetectConfig, MetricsConfig
+from ..decide.assess import is_hung, why_not_stale
+from ..model import Finding, LatencyResult, Observation
+from ..state import StateStore
+
+STATE_FILE = "metrics.json"
+# seconds: separate a healthy answer (ms) from a probing libvirt (s) from a timeout (tens of s)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RESULTS = ("ok", "failed", "skipped", "dry_run")
+PROBE_STATES = ("running", "hung", "stale")
+
+
+@dataclass
+class Counters:
+    """What must keep counting across restarts."""
+
+    opened: Dict[str, int] = field(default_factory=dict)  # finding kind -> findings opened
+    actions: Dict[str, int] = field(default_factory=dict)  # "action/result" -> count
+    timeouts: int = 0
+    buckets: List[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))  # per bucket, the last one +Inf
+    latency_sum: float = 0.0
+
+    def to_json(self) -> Dict[str, object]:
+        return {"opened": self.opened, "actions": self.actions, "timeouts": self.timeouts, "buckets": self.buckets, "latency_sum": self.latency_sum}
+
+    @classmethod
+    def from_json(cls, data: object) -> Counters:
+        """Lenient: a damaged or older file loses only what does not parse."""
+        out = cls()
+        if not isinstance(data, dict):
+            return out
+        for name in ("opened", "actions"):
+            value = data.get(name)
+            if isinstance(value, dict):
+                setattr(out, name, {str(k): int(v) for k, v in value.items() if isinstance(v, int) and v >= 0})
+        timeouts, buckets, total = data.get("timeouts"), data.get("buckets"), data.get("latency_sum")
+        out.timeouts = timeouts if isinstance(timeouts, int) and timeouts >= 0 else 0
+        if isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and all(isinstance(b, int) and b >= 0 for b in buckets):
+            out.buckets = list(buckets)
+        out.latency_sum = float(total) if isinstance(total, (int, float)) and total >= 0 else 0.0
+        return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One scan's gauges, replaced whole after each scan."""
+
+    findings: Tuple[Finding, ...]
+    probes: Dict[str, int]
+    paused: bool
+    cache_entries: Optional[int]
+    kernel_release: str
+    kernel_last_good: str
+    last_scan: float
+    scan_seconds: float
+    interval: float
+    up: bool = True
+
+
+def probe_states(obs: Observation, detect: DetectConfig) -> Dict[str, int]:
+    """How many probes are running (not hung yet), hung, or stale dirs."""
+    counts = dict.fromkeys(PROBE_STATES, 0)
+    for probe in obs.probes:
+        if is_hung(probe, detect):
+            counts["hung"] += 1
+        elif why_not_stale(probe, detect) is None:
+            counts["stale"] += 1
+        elif probe.live_members:
+            counts["running"] += 1
+    return counts
+
+
+class Figures:
+    """The counters and the latest snapshot; the loop writes, a scrape thread reads."""
+
+    def __init__(self, counters: Counters):
+        self.counters = counters
+        self.snapshot: Optional[Snapshot] = None
+        self._lock = threading.Lock()
+
+    def copy_counters(self) -> Counters:
+        with self._lock:
+            return Counters.from_json(self.counters.to_json())
+
+    def opened(self, findings: Sequence[Finding]) -> None:
+        with self._lock:
+            for f in findings:
+                self.counters.opened[f.kind] = self.counters.opened.get(f.kind, 0) + 1
+
+    def acted(self, action: str, result: str) -> None:
+        with self._lock:
+            key = f"{action}/{result}"
+            self.counters.actions[key] = self.counters.actions.get(key, 0) + 1
+
+    def latency(self, result: LatencyResult, timeout: float) -> None:
+        """One finished latency probe into the histogram (a skipped or unreachable one is not a latency)."""
+        if result.answered and result.domcaps_ms is not None:
+            seconds = result.domcaps_ms / 1000
+        elif result.timed_out and result.reachable:
+            seconds = timeout
+        else:
+            return
+        with self._lock:
+            if result.timed_out:
+                self.counters.timeouts += 1
+            self.counters.buckets[next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))] += 1
+            self.counters.latency_sum += seconds
+
+
+
+
+class Outlet(Protocol):
+    """Where the figures go after each scan (report.metrics.Metrics; NoOutlet where none is configured)."""
+
+    config: MetricsConfig
+
+    def start(self) -> Optional[str]: ...
+
+    def publish(self, snapshot: Snapshot) -> List[str]: ...
+
+    def stop(self, last: Optional[Snapshot]) -> None: ...
+
+
+class NoOutlet:
+    """metrics: off (the default): nothing is exported, nothing is written."""
+
+    def __init__(self, config: MetricsConfig):
+        self.config = config
+
+    def start(self) -> Optional[str]:
+        return None
+
+    def publish(self, snapshot: Snapshot) -> List[str]:
+        return []
+
+    def stop(self, last: Optional[Snapshot]) -> None:
+        pass
+
+
+def restore_counters(state: StateStore) -> Counters:
+    return Counters.from_json(state.read_json(STATE_FILE))
