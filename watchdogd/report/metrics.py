@@ -28,6 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..config import MetricsConfig
@@ -36,7 +37,7 @@ from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
 
 
-class FleetCollector:
+class FleetCollector(Collector):
     """A prometheus_client collector over the daemon's Figures."""
 
     def __init__(self, figures: Figures):
@@ -111,7 +112,7 @@ class Metrics:
         self.state = state
         self.figures = figures
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FleetCollector(figures))  # type: ignore[arg-type]
+        self.registry.register(FleetCollector(figures))
         self._server: Optional[WSGIServer] = None
         self._saved: Optional[Dict[str, object]] = None
 
