@@ -71,7 +71,7 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("intervall: 5s\n", "c.yaml:1: intervall: unknown key (known: actions, detect, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)"),
+        ("intervall: 5s\n", "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)"),
         ("detect:\n  probe_hung_after: soon\n", "c.yaml:2: detect.probe_hung_after: 'soon' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"),
         ("detect:\n  probe_hung_after: 0\n", "c.yaml:2: detect.probe_hung_after: must be longer than 0, not 0"),
         ("detect:\n  hung_after: 5s\n", "c.yaml:2: detect.hung_after: unknown key (known here: emulator_names, libvirt_daemons, max_dirs_per_base, probe_hung_after, stale_dir_after)"),
@@ -82,7 +82,7 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
         ("libvirt: qemu:///system\n", "c.yaml:1: libvirt: must be a mapping of keys to values, not 'qemu:///system'"),
         ("libvirt:\n  restart_command: systemctl restart libvirtd\n", "c.yaml:2: libvirt.restart_command: must be 'auto' or an argv list such as [/bin/systemctl, restart, libvirtd], not 'systemctl restart libvirtd'"),
         ("interval: 5s\ninterval: 6s\n", "c.yaml:2: interval: given twice"),
-        ("policies:\n  - name: x\n    on: probe_stuck\n    do: [alert]\n", "c.yaml:3: policies[0].on: unknown finding kind 'probe_stuck' (known: probe_hung, probe_defunct, probe_dir_stale, domcaps_slow, domcaps_hung, libvirt_unreachable, cache_empty, kernel_changed, domcaps_failed, probe_dir_missing, probe_dirs_flood)"),
+        ("policies:\n  - name: x\n    on: probe_stuck\n    do: [alert]\n", "c.yaml:3: policies[0].on: unknown finding kind 'probe_stuck' (known: probe_hung, probe_defunct, probe_dir_stale, domcaps_slow, domcaps_hung, libvirt_unreachable, cache_empty, kernel_changed, domcaps_failed, probe_dir_missing, probe_dirs_flood, vm_start_failed, kvm_unusable)"),
         ("policies:\n  - name: x\n    on: cache_empty\n    do: [kill_probe]\n", "c.yaml:4: policies[0].do[0]: kill_probe cannot act on cache_empty (it acts on probe_hung, probe_defunct, domcaps_hung)"),
         ("policies:\n  - name: x\n    do: [alert]\n", "c.yaml:2: policies[0]: missing 'on'"),
         ("policies:\n  - {name: a, on: probe_hung, do: [alert]}\n  - {name: a, on: probe_hung, do: [alert]}\n", "c.yaml:3: policies[1].name: name 'a' already used by policies[0]"),

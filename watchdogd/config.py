@@ -18,12 +18,13 @@ import yaml
 from .durations import format_duration, parse_duration
 from .fsafe import check_path, read_capped
 from .model import ACTION_NAMES, ACTIONS, FINDING_KINDS
+from .sigtable import SignatureError, load_table
 
 DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
 ENV_VAR = "KVM_WATCHDOG_CONFIG"
 
 # Kinds whose evidence anyone who can write a probe dir can make: host-wide actions never act on them.
-UNPROVABLE_KINDS = ("probe_dir_stale", "probe_dirs_flood", "probe_dir_missing")
+UNPROVABLE_KINDS = ("probe_dir_stale", "probe_dirs_flood", "probe_dir_missing", "vm_start_failed")
 
 class _Invalid(Exception):
     pass
@@ -149,6 +150,8 @@ class LibvirtConfig:
     # libvirt); members must still be that user's, and libvirt daemons count only
     # when they run as root or as that user.
     session_dirs: bool = key(False, _bool)
+    # libvirt's per-domain QEMU logs, followed for start-up failure signatures
+    log_dir: str = key("/var/log/libvirt/qemu", _abs_path)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,12 @@ class ActionsConfig:
 
 
 @dataclass(frozen=True)
+class DiagnoseConfig:
+    signatures: Optional[str] = key(None, _optional(_abs_path))  # an extra signature table, tried before the shipped one
+    kvm_selftest: str = key("auto", _choice("auto", "off"))  # auto: at start, where /dev/kvm exists
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     textfile: Optional[str] = key(None, _optional(_abs_path))  # node_exporter's textfile collector, written atomically
     listen: Optional[str] = key(None, _optional(_listen))  # HOST:PORT of an HTTP /metrics endpoint
@@ -239,6 +248,7 @@ class Config:
     policies: Tuple[PolicyConfig, ...] = DEFAULT_POLICIES
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Optional[str] = None  # the file it came from; None: built-in defaults
 
@@ -255,6 +265,7 @@ _SECTION_CLASSES: Dict[str, type] = {
     "latency": LatencyConfig,
     "limits": LimitsConfig,
     "actions": ActionsConfig,
+    "diagnose": DiagnoseConfig,
     "metrics": MetricsConfig,
 }
 SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {name: (cls, _parsers(cls)) for name, cls in _SECTION_CLASSES.items()}
@@ -453,6 +464,11 @@ def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], re
 
 def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:
     """Rules between keys, reported at the key that would have to change."""
+    if config.diagnose.signatures:
+        try:
+            load_table(config.diagnose.signatures)
+        except SignatureError as exc:
+            reader.problem(top.get("diagnose", (None, None))[1], "diagnose.signatures", str(exc))
     if (config.metrics.textfile or config.metrics.listen) and importlib.util.find_spec("prometheus_client") is None:
         node = top.get("metrics", (None, None))[1]
         reader.problem(node, "metrics", "needs the Prometheus client: install python3-prometheus-client (or pip install prometheus-client)")

@@ -40,6 +40,10 @@ FINDING_KINDS: Dict[str, Severity] = {
     "probe_dir_missing": Severity.WARNING,
     # more qmp-XXXXXX dirs in one base than detect.max_dirs_per_base: one finding, with the count
     "probe_dirs_flood": Severity.WARNING,
+    # a domain's QEMU log shows a known start-up failure signature (subject: the domain)
+    "vm_start_failed": Severity.WARNING,
+    # the KVM self-test failed
+    "kvm_unusable": Severity.CRITICAL,
 }
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ ACTION_NAMES = tuple(ACTIONS)
 HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)
 
 # Kinds that only libvirt itself (or root's own state) can produce.
-LIBVIRT_LEVEL_KINDS = ("domcaps_hung", "domcaps_failed", "domcaps_slow", "libvirt_unreachable", "kernel_changed")
+LIBVIRT_LEVEL_KINDS = ("domcaps_hung", "domcaps_failed", "domcaps_slow", "libvirt_unreachable", "kernel_changed", "kvm_unusable")
 
 
 class Role(str, enum.Enum):

@@ -85,8 +85,9 @@ class StateStore:
             raise StateError(f"not writing {path}: {len(data)} bytes is more than a state file may hold ({MAX_STATE_BYTES})")
         tmp = None
         try:
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.root)
+            directory = os.path.dirname(path)  # the state dir, or a dir of its own (incidents/)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(name)}.", dir=directory)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -96,7 +97,7 @@ class StateStore:
             tmp = None
             if not durable:
                 return
-            dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)
             finally:

@@ -10,7 +10,15 @@ beside the binary. Its content is ``MODE [COUNT]``:
                  daemonize pipe: the incident (first process waits, second is a zombie);
 - ``hang-qmp``   the daemon reports success, listens on the QMP socket and never greets;
 - ``slow:N``     wait N seconds, then exec the real emulator;
-- ``crash``      print an error and abort, as qemu does on the broken kernel.
+- ``crash``      print an error and abort, as qemu does on the broken kernel;
+- ``real-hang``  exec the REAL emulator with ``<this file>.hang.so`` preloaded: its
+                 daemon never returns from chdir("/") (timed futex waits), exactly
+                 where the incident's daemon hung.
+
+A VM start (any invocation that is not a probe) runs the real emulator, unless
+``<this file's real path>.vmfault`` says ``pmu`` or ``irq``: then it prints the
+incident's arm64 start-up lines to stderr (libvirt puts them in the domain's log)
+and aborts, as qemu-kvm did on that host.
 
 With COUNT, the fault hits only the next COUNT probes, then the mode becomes ``none``.
 Only capability probes (``-daemonize`` with ``-machine none``) are faulted; every
@@ -126,16 +134,44 @@ def _hang(sock):
         held.append(conn)
 
 
+VM_FAULTS = {
+    "pmu": [
+        "qemu-system-x86_64: warning: Trying to enable KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 but failed.  Falling back to the legacy mode. ",
+        "qemu-system-x86_64: PMU: KVM_SET_DEVICE_ATTR: Invalid argument",
+        "qemu-system-x86_64: failed to set irq for PMU",
+    ],
+    "irq": ["qemu-system-x86_64: kvm_set_irq: No such device or address"],
+}
+
+
+def _vm_start(argv):
+    here = os.path.realpath(__file__)
+    try:
+        with open(here + ".vmfault") as f:
+            fault = f.read().strip()
+    except OSError:
+        fault = ""
+    if fault in VM_FAULTS:
+        for line in VM_FAULTS[fault]:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        os.abort()
+    _exec_real(argv)
+
+
 def main(argv):
     is_probe = "-daemonize" in argv and any(a.startswith("none") for a in argv)
     if not is_probe:
-        _exec_real(argv)
+        _vm_start(argv)
     mode = _take_fault(os.path.realpath(__file__) + ".fault")
     if mode == "none":
         _exec_real(argv)
     if mode.startswith("slow:"):
         time.sleep(float(mode.split(":", 1)[1]))
         _exec_real(argv)
+    if mode == "real-hang":
+        env = dict(os.environ, LD_PRELOAD=os.path.realpath(__file__) + ".hang.so")
+        os.execve(REAL_EMULATOR, [sys.argv[0]] + argv, env)
     if mode == "crash":
         sys.stderr.write("qemu-system-x86_64: failed to set irq for PMU (fault injected)\n")
         sys.stderr.flush()

@@ -105,6 +105,11 @@ class LibvirtSandbox:
         return self.home / ".config" / "libvirt" / "qemu" / "lib"
 
     @property
+    def log_dir(self) -> Path:
+        """libvirt's per-domain QEMU logs (a session daemon keeps them in its cache dir)."""
+        return self.home / ".cache" / "libvirt" / "qemu" / "log"
+
+    @property
     def cache_dir(self) -> Path:
         return self.home / ".cache" / "libvirt" / "qemu" / "cache" / "capabilities"
 
@@ -114,7 +119,7 @@ class LibvirtSandbox:
             "state_dir": str(state_dir),
             "events": "stderr",
             # a session libvirt: its dirs are the sandbox user's (libvirt.session_dirs)
-            "libvirt": {"uri": self.uri, "probe_dirs": [str(self.probe_dir)], "cache_dir": str(self.cache_dir), "session_dirs": True},
+            "libvirt": {"uri": self.uri, "probe_dirs": [str(self.probe_dir)], "cache_dir": str(self.cache_dir), "session_dirs": True, "log_dir": str(self.log_dir)},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
@@ -261,6 +266,21 @@ class LibvirtSandbox:
         wait_for(self.hung_probe, 30, f"a {mode} probe to appear")
         return waiting
 
+    def build_hang_shim(self) -> Path:
+        """Compile the LD_PRELOAD shim that makes the real qemu's daemon hang at chdir("/") (mode real-hang)."""
+        shim = Path(str(self.emulator) + ".hang.so")
+        if not shim.exists():
+            subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(HERE / "chdir_hang.c"), "-ldl"], check=True)
+            os.chmod(shim, 0o755)
+        return shim
+
+    def vm_fault(self, fault: str) -> None:
+        """The next VM starts print the incident's start-up lines and abort ('pmu', 'irq'), or run ('')."""
+        Path(str(self.emulator) + ".vmfault").write_text(fault + "\n")
+
+    def virsh(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["virsh", "-c", self.uri, *args], capture_output=True, text=True, timeout=timeout)
+
     # ---- libvirt calls ---------------------------------------------------------------
     def domcaps(self, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(["virsh", "-c", self.uri, "domcapabilities"], capture_output=True, text=True, timeout=timeout)
@@ -295,6 +315,7 @@ class LibvirtSandbox:
     def reset(self, timeout: float = 60) -> None:
         """Back to healthy between tests: no fault, no probe left, capabilities cached."""
         self.fault_file.write_text("none\n")
+        self.vm_fault("")
         self.kill_leftovers()
         wait_for(lambda: not self.hung_probe(), timeout, "hung probes to end")
         wait_for(lambda: self.domcaps().returncode == 0, timeout, "domcapabilities to succeed")

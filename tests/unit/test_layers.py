@@ -1,4 +1,4 @@
-"""The tree is the pipeline: every import points one way, service -> report -> act -> decide -> observe -> shared."""
+"""The tree is the pipeline: every import points one way, service -> report -> act -> decide -> diagnose -> observe -> shared."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[2] / "watchdogd"
-LAYERS = ["", "observe", "decide", "act", "report", "service"]  # "" is the shared layer: config, model, safety, fsafe, state, ...
+LAYERS = ["", "observe", "diagnose", "decide", "act", "report", "service"]  # "" is the shared layer: config, model, safety, fsafe, state, ...
 
 
 def layer_of(module: str) -> int:
@@ -61,3 +61,13 @@ def test_the_check_sees_the_whole_package():
 def test_the_shared_layer_imports_no_stage():
     shared = [(a, b) for a, b, _ in imports() if layer_of(a) == 0 and layer_of(b) != 0]
     assert shared == []
+
+
+def test_every_finding_kind_has_a_message_id_and_a_catalog_entry():
+    from watchdogd.model import FINDING_KINDS
+    from watchdogd.report.events import MESSAGE_IDS
+
+    catalog = (PACKAGE.parent / "systemd" / "kvm-watchdog.catalog").read_text()
+    for kind in FINDING_KINDS:
+        assert kind in MESSAGE_IDS, kind
+        assert f"-- {MESSAGE_IDS[kind]}" in catalog, kind

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from watchdogd.act.actions import Actor, Alert
 from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
-from watchdogd.decide.assess import assess, is_hung, why_not_stale
+from watchdogd.decide.assess import assess
 from watchdogd.decide.policy import PolicyEngine
 from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
+from watchdogd.rules import is_hung, why_not_stale
 
 
 def probe(age: float, live: bool) -> Probe:

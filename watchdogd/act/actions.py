@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple
 
 from ..config import Config
-from ..decide.assess import is_hung, why_not_stale
 from ..decide.policy import PlannedAction, PolicyEngine
 from ..fsafe import BirthTime
 from ..model import ACTIONS, Finding, Probe, Role
 from ..observe.scan import Scanner
+from ..rules import is_hung, why_not_stale
 from ..safety import Protected, why_not_member
 from .killer import ProcessEnder
 from .quarantine import quarantine_cache

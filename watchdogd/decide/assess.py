@@ -8,32 +8,25 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ..config import Config, DetectConfig
+from ..config import Config
+from ..diagnose.classify import classify
+from ..diagnose.insight import Insight
+from ..diagnose.kvmtest import KvmResult
 from ..durations import format_duration
 from ..model import FINDING_KINDS, Defunct, Finding, Observation, Probe
+from ..observe.capture import Capture
+from ..rules import is_hung, why_not_stale
 from ..timefmt import iso_utc
 
 
-def is_hung(probe: Probe, detect: DetectConfig) -> bool:
-    """The hung rule, in one place: the act stage re-checks it on a fresh scan before it kills."""
-    return bool(probe.live_members) and probe.age_s >= detect.probe_hung_after
-
-
-def why_not_stale(probe: Probe, detect: DetectConfig) -> Optional[str]:
-    """The stale rule, in one place: None when the dir is stale, else why not (said in a skipped action)."""
-    if probe.live_members:
-        return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it"
-    if probe.age_s < detect.stale_dir_after:
-        return "no longer stale: it is newer than detect.stale_dir_after"
-    return None
-
-
-def assess(obs: Observation, config: Config) -> List[Finding]:
+def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) -> List[Finding]:
+    """insight: what diagnosis added to this scan (why probes hung, logs, KVM); None: nothing beyond the observation."""
     findings: List[Finding] = []
     detect = config.detect
+    seen = insight or Insight()
     for probe in obs.probes:
         if is_hung(probe, detect):
-            findings.append(_probe_hung(probe, obs, config))
+            findings.append(_probe_hung(probe, obs, config, seen))
         elif why_not_stale(probe, detect) is None:
             findings.append(_probe_dir_stale(probe, obs))
     findings.extend(_probe_defunct(obs, config))
@@ -41,6 +34,9 @@ def assess(obs: Observation, config: Config) -> List[Finding]:
     findings.extend(_missing_dirs(obs, config))
     findings.extend(_latency(obs, config))
     findings.extend(_cache(obs))
+    findings.extend(_vm_start_failed(obs, seen))
+    if seen.kvm is not None and not seen.kvm.usable:
+        findings.append(_kvm_unusable(obs, seen.kvm))
     if obs.kernel_last_good and obs.kernel_last_good != obs.kernel_release:
         findings.append(
             _finding(
@@ -78,8 +74,9 @@ def _roles_text(probe: Probe) -> str:
     return ", ".join(f"{m.role.value} {m.process.pid} ({m.process.state})" for m in probe.members)
 
 
-def _probe_hung(probe: Probe, obs: Observation, config: Config) -> Finding:
+def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight) -> Finding:
     stuck = [m.process.pid for m in probe.live_members if m.process.state == "D"]
+    diagnosis = insight.diagnoses.get(probe.path) or classify(probe, Capture(probe.path, "", ()))
     message = (
         f"Capability probe {probe.path} has been hung for {format_duration(round(probe.age_s))} "
         f"(over {format_duration(config.detect.probe_hung_after)}): libvirt waits on it, and every "
@@ -87,6 +84,9 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config) -> Finding:
     )
     if stuck:
         message += f" In uninterruptible sleep (D), SIGKILL will not end: {', '.join(map(str, stuck))}."
+    message += f" Why: {diagnosis.detail} ({diagnosis.cause}, {diagnosis.stage}). What to do: {diagnosis.what_to_do}"
+    if insight.history:
+        message += f" Kernel history: {insight.history}."
     if probe.proof is None:
         message += (
             f" Not proven libvirt's (no member was seen as a child of a libvirt daemon; its processes run as uid {probe.owner_uid}):"
@@ -98,8 +98,11 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config) -> Finding:
         "pids": list(probe.pids()),
         "processes": process_evidence(probe, obs),
         "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
+        "diagnosis": diagnosis.to_json(),
         **_trust(probe),
     }
+    if insight.history:
+        evidence["kernel_history"] = insight.history
     if probe.pidfile_rejected:
         evidence["pidfile_rejected"] = probe.pidfile_rejected
     if stuck:
@@ -207,6 +210,28 @@ def _missing_dirs(obs: Observation, config: Config) -> List[Finding]:
         evidence = {"probe_dir": missing.path, "missing_s": round(missing.missing_s, 1), "proven_libvirt": False}
         out.append(_finding("probe_dir_missing", missing.path, obs.taken_wall - missing.missing_s, message, evidence))
     return out
+
+
+def _vm_start_failed(obs: Observation, insight: Insight) -> List[Finding]:
+    out = []
+    for f in insight.vm_failures:
+        seen = next((line.strip() for line in f.lines if line.strip()), "")
+        message = f"Domain {f.domain} failed to start: its QEMU log ({f.log}) shows {f.cause} ({seen!r}). What to do: {f.what_to_do}"
+        evidence = {
+            "domain": f.domain,
+            "log": f.log,
+            "lines": f.lines,
+            "diagnosis": {"cause": f.cause, "what_to_do": f.what_to_do},
+            "proven_libvirt": False,  # the lines are QEMU's stderr: the qemu user writes them
+        }
+        out.append(_finding("vm_start_failed", f.domain, f.since, message, evidence))
+    return out
+
+
+def _kvm_unusable(obs: Observation, kvm: KvmResult) -> Finding:
+    message = f"KVM is unusable on this host: {kvm.problem}. No VM can start with KVM acceleration; run `kvm-watchdog diagnose`."
+    evidence = {"kvm": kvm.to_json(), "diagnosis": {"cause": "kvm_unusable", "what_to_do": kvm.problem}}
+    return _finding("kvm_unusable", "/dev/kvm", obs.taken_wall, message, evidence)
 
 
 def _latency(obs: Observation, config: Config) -> List[Finding]:

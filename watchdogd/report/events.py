@@ -46,6 +46,8 @@ MESSAGE_IDS: Dict[str, str] = {
     "scan_problem": "5b8f1f0e6d2a4f7e9c3a1d2b4e6f8a0c",
     "probe_dir_missing": "37c4e87088fe43858a1c93489824d07c",
     "probe_dirs_flood": "5139c1e160cb47c5902738e263a13b38",
+    "vm_start_failed": "74452283f0454fb18c101fc9e3c5cbef",
+    "kvm_unusable": "ca5d8aaef9d34463994cb0c086c92017",
 }
 
 # syslog priorities

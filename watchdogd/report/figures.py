@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 from ..config import DetectConfig, MetricsConfig
-from ..decide.assess import is_hung, why_not_stale
 from ..model import Finding, LatencyResult, Observation
+from ..rules import is_hung, why_not_stale
 from ..state import StateStore
 
 STATE_FILE = "metrics.json"

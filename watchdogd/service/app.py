@@ -12,26 +12,34 @@ dir, pass a fake where a seam's Protocol allows, and nothing reaches for globals
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping, Optional, TextIO
+from typing import Any, Callable, Dict, Mapping, Optional, TextIO, Tuple
 
 from ..act.actions import Actor, build_actions
 from ..act.killer import ProcessEnder
 from ..act.restart import LibvirtRestarter
 from ..config import Config
 from ..decide.policy import STATE_FILE, PolicyEngine, PolicyState
+from ..diagnose import incidents, signatures
+from ..diagnose.history import KernelHistory
+from ..diagnose.insight import Diagnostician
+from ..diagnose.kvmtest import run_selftest
 from ..fsafe import BirthTime, read_pid_max
+from ..observe.capture import Capturer
 from ..observe.latency import LatencyProbe
+from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..observe.watch import DirWatch
+from ..report import diagnosis
 from ..report.events import EventSink, journal_sender
 from ..report.figures import Figures, NoOutlet, Outlet, restore_counters
 from ..report.notify import Notifier
 from ..report.status import restore
 from ..safety import probe_arg_filter
+from ..sigtable import Signature, SignatureError
 from ..state import StateStore
 from .daemon import ConfigSource, Daemon, Wiring
-from .pipeline import Pipeline
+from .pipeline import Pipeline, scan_once
 from .runner import ActionRunner, Waker
 
 
@@ -56,7 +64,18 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     restarter = LibvirtRestarter(lib.restart_command, lib.restart_timeout, connector, cancel=cancel)
     actions = build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace), birth, restarter)
     actor = Actor(actions, engine)
-    return Pipeline(config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor, cancel=cancel)
+    diagnostician = Diagnostician(config, state, Capturer(proc_root), LogFollower(lib.log_dir), signature_table(config), KernelHistory.load(state))
+    return Pipeline(
+        config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor, diagnostician=diagnostician, cancel=cancel
+    )
+
+
+def signature_table(config: Config) -> Tuple[Signature, ...]:
+    """The operator's table and the shipped one; the shipped one alone if the operator's broke since the config was checked."""
+    try:
+        return signatures.load(config.diagnose.signatures)
+    except SignatureError:
+        return signatures.load(None)
 
 
 def outlet(config: Config, state: StateStore, figures: Figures) -> Outlet:
@@ -106,3 +125,40 @@ def build_daemon(
         outlet_for=outlet_for,
     )
     return Daemon(source, parts, wiring)
+
+
+def diagnose_host(config: Config) -> Dict[str, Any]:
+    """Everything `kvm-watchdog diagnose` reports, from a read-only look (the self-test runs now)."""
+    parts = build(config, read_only=True)
+    kvm = run_selftest()
+    obs, findings = scan_once(parts, with_latency=False)
+    probes = [
+        {
+            "probe_dir": f.subject,
+            "age_s": f.evidence.get("age_s"),
+            "pids": f.evidence.get("pids"),
+            "diagnosis": f.evidence.get("diagnosis"),
+            "proven_libvirt": f.evidence.get("proven_libvirt"),
+            "kernel_history": f.evidence.get("kernel_history"),
+        }
+        for f in findings
+        if f.kind == "probe_hung"
+    ]
+    table = signature_table(config)
+    seen = []
+    for domain, lines in sorted(LogFollower(config.libvirt.log_dir, from_tail=True).poll().items()):
+        for m in signatures.match(lines, table)[-10:]:
+            seen.append({"domain": domain, "cause": m.signature.cause, "alert": m.signature.alert, "what_to_do": m.signature.what_to_do, "line": m.line})
+    history = KernelHistory.load(parts.state)
+    report: Dict[str, Any] = {
+        "kvm": kvm.to_json(),
+        "kernel": {"release": obs.kernel_release, "last_good": obs.kernel_last_good, "history": history.to_json()},
+        "probes": probes,
+        "signatures": seen,
+        "incidents": [
+            {k: i.get(k) for k in ("file", "probe_dir", "taken", "diagnosis", "kernel", "emulator", "packages")} for i in incidents.recent(parts.state)
+        ],
+        "errors": list(obs.errors),
+    }
+    report["verdict"] = diagnosis.verdict(report["kvm"], probes, seen, obs.errors)
+    return report

@@ -11,10 +11,11 @@ from typing import Callable, Dict, List, Mapping, Optional, TextIO
 
 from .. import __version__
 from ..config import Config, ConfigError, load_config, resolve_path, to_yaml
+from ..report import diagnosis
 from ..report.render import ExitStatus, as_json, exit_status, human
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 from ..state import StateStore
-from .app import build, build_daemon
+from .app import build, build_daemon, diagnose_host
 from .daemon import AlreadyRunning, ConfigSource, hold_run_lock
 from .pipeline import remediate_once, scan_once
 
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="what the running daemon saw last; exit 0, or 3 when there is no daemon state")
     status.add_argument("--json", action="store_true", help="print the daemon's status as one JSON object")
+
+    diagnose = sub.add_parser("diagnose", help="why probes hang and VMs fail to start, and what to do; exit 0 healthy, 1 warning, 2 broken, 3 unknown")
+    diagnose.add_argument("--json", action="store_true", help="print one JSON object: kvm, kernel, probes, signatures, incidents, verdict")
 
     config = sub.add_parser("config", help="validate or show the config")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -157,6 +161,14 @@ class Cli:
             print(render(current, time.time()), file=self.out)
         return ExitStatus.OK
 
+    def diagnose(self, args: argparse.Namespace) -> ExitStatus:
+        config = self.load(args)
+        if config is None:
+            return ExitStatus.UNKNOWN
+        report = diagnose_host(config)
+        print(json.dumps(report, indent=2) if args.json else diagnosis.render(report), file=self.out)
+        return diagnosis.exit_status(report)
+
     def config(self, args: argparse.Namespace) -> ExitStatus:
         if args.config_command == "show":
             config = self.load(args)
@@ -187,6 +199,7 @@ def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout, err: TextIO
         "run": cli.run,
         "status": cli.status,
         "config": cli.config,
+        "diagnose": cli.diagnose,
     }
     try:
         return int(commands[args.command](args))

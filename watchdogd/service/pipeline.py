@@ -8,13 +8,14 @@ the composition root (service.app) from one config.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AbstractSet, List, Optional, Protocol, Sequence, Tuple
 
 from ..act.actions import ActionRecord, Actor
 from ..config import Config
 from ..decide.assess import assess
 from ..decide.policy import BOTH_LANES, STATE_FILE, PlannedAction, PolicyEngine
+from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.latency import LatencyProbe
 from ..observe.procfs import ProcFS
@@ -38,12 +39,16 @@ class Pipeline:
     latency: Optional[LatencyProbe]
     engine: PolicyEngine
     actor: Actor
+    diagnostician: Optional[Diagnostician] = None
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
 
     def look(self, latency: Optional[LatencyResult]) -> Tuple[Observation, List[Finding]]:
-        """observe -> assess."""
+        """observe -> diagnose (why probes hung, captured before anything acts) -> assess."""
         obs = self.scanner.observe(latency)
-        return obs, assess(obs, self.config)
+        insight = self.diagnostician.insight(obs) if self.diagnostician is not None else None
+        if self.diagnostician is not None and self.diagnostician.problems:
+            obs = replace(obs, errors=obs.errors + tuple(self.diagnostician.problems))
+        return obs, assess(obs, self.config, insight)
 
     def plan(self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES) -> List[PlannedAction]:
         """decide."""
@@ -56,6 +61,8 @@ class Pipeline:
             self.state.write_json(STATE_FILE, self.engine.snapshot())
         except StateError as exc:
             problems.append(f"{exc}; policy counters are kept in memory only")
+        if self.diagnostician is not None:
+            problems += self.diagnostician.history.save(self.state)
         lat = obs.latency
         if lat is not None and lat.answered:
             try:

@@ -1,0 +1,126 @@
+"""Diagnosis: why the probe hung and what to do, shown on the real QEMU, the real libvirt and the real /dev/kvm.
+
+The incident, replayed by the real qemu-system-x86_64 (an LD_PRELOAD shim stops its
+daemon at chdir("/"), where the incident's daemon hung), must be told as a userspace
+deadlock before it is killed; a VM whose QEMU prints the incident's arm64 lines must
+be told as a missing in-kernel vGIC, with gic-version in what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_cli
+
+DOMAIN = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>"
+
+
+def daemon_config(libvirt, state_dir, **overrides):  # type: ignore[no-untyped-def]
+    cfg = libvirt.config(state_dir, interval="1s", events="journal", detect={"probe_hung_after": "3s"}, latency={"enabled": False})
+    cfg.update(overrides)
+    return cfg
+
+
+def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_before_the_kill(journald, libvirt, state_dir, write_config, start_daemon):
+    libvirt.build_hang_shim()
+    daemon = start_daemon(write_config(daemon_config(libvirt, state_dir)))
+    daemon.wait_journal("started")
+    libvirt.hang("real-hang", count=1)
+    [opened] = daemon.wait_journal("probe_hung", timeout=60, KVMWD_STATE="open")
+    evidence = json.loads(opened["KVMWD_EVIDENCE"])
+    assert evidence["diagnosis"]["stage"] == "before_ready"
+    assert evidence["diagnosis"]["blocked_in"] == "futex"
+    assert evidence["diagnosis"]["cause"] == "userspace_deadlock"
+    assert "deadlocked in itself right after daemonizing" in opened["MESSAGE"]
+    assert any(p["comm"].startswith("qemu-system") for p in evidence["processes"]), "the real emulator, not the fake"
+    [kill] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe")
+    assert int(kill["__REALTIME_TIMESTAMP"]) >= int(opened["__REALTIME_TIMESTAMP"]), "told before it was killed"
+    [bundle] = list((state_dir / "incidents").glob("*.json"))
+    kept = json.loads(bundle.read_text())
+    assert kept["diagnosis"]["cause"] == "userspace_deadlock" and kept["capture"]["processes"]
+    daemon_thread = [t for p in kept["capture"]["processes"] if p["role"] == "daemon" for t in p["threads"] if t["tid"] == p["pid"]]
+    assert daemon_thread and daemon_thread[0]["syscall"] == "futex"
+    assert kept["packages"] and any("qemu-system" in (v or "") for v in kept["packages"].values()), "the emulator's package version"
+
+
+def test_a_daemon_that_never_answers_qmp_is_after_ready(journald, libvirt, state_dir, write_config, start_daemon):
+    daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}])))
+    daemon.wait_journal("started")
+    libvirt.hang("hang-qmp", count=1)
+    [opened] = daemon.wait_journal("probe_hung", timeout=60, KVMWD_STATE="open")
+    diagnosis = json.loads(opened["KVMWD_EVIDENCE"])["diagnosis"]
+    assert diagnosis["stage"] == "after_ready" and diagnosis["cause"] == "qmp_unanswered"
+    assert diagnosis["blocked_in"] in ("accept", "accept4"), "the fake daemon sits in accept() on its QMP socket"
+
+
+@pytest.mark.parametrize("fault, line", [("pmu", "PMU: KVM_SET_DEVICE_ATTR: Invalid argument"), ("irq", "kvm_set_irq: No such device or address")])
+def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(journald, libvirt, state_dir, write_config, start_daemon, fault, line):
+    name = f"t-{fault}"
+    xml = state_dir / f"{name}.xml"
+    xml.write_text(DOMAIN.format(name=name))
+    assert libvirt.virsh("define", str(xml)).returncode == 0
+    try:
+        daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, interval="1s")))
+        daemon.wait_journal("started")
+        libvirt.vm_fault(fault)
+        started = libvirt.virsh("start", name)
+        assert started.returncode != 0, "the VM start fails"
+        log = libvirt.log_dir / f"{name}.log"
+        written = log.stat().st_mtime
+        [failed] = daemon.wait_journal("vm_start_failed", timeout=30, KVMWD_STATE="open")
+        assert failed["KVMWD_SUBJECT"] == name
+        evidence = json.loads(failed["KVMWD_EVIDENCE"])
+        assert evidence["diagnosis"]["cause"] == "no_in_kernel_vgic" and "gic-version" in failed["MESSAGE"]
+        assert any(line in ln for ln in evidence["lines"]) and evidence["log"] == str(log)
+        assert int(failed["__REALTIME_TIMESTAMP"]) / 1e6 - written < 5, "within 5 s of the log line"
+        assert not [e for e in daemon.journal_events("vm_start_failed") if "dirty_log" in e["MESSAGE"]], "the dirty-log fallback is noted, never alerted"
+        libvirt.vm_fault("")  # the next start is clean (the real emulator): the finding resolves
+        assert libvirt.virsh("start", name).returncode == 0
+        daemon.wait_journal("vm_start_failed", timeout=30, KVMWD_STATE="resolved")
+    finally:
+        libvirt.virsh("destroy", name)
+        libvirt.virsh("undefine", name)
+        (libvirt.log_dir / f"{name}.log").unlink(missing_ok=True)  # the next tests' diagnose reads the logs' tails
+
+
+def test_diagnose_says_kvm_is_usable_here(state_dir, write_config, libvirt):
+    r = run_cli("-c", write_config(libvirt.config(state_dir, latency={"enabled": False})), "diagnose", "--json")
+    report = r.json
+    assert set(report) >= {"kvm", "kernel", "probes", "signatures", "incidents", "verdict"}
+    assert report["kvm"]["usable"] is True and report["kvm"]["api_version"] == 12
+    assert report["verdict"]["cause"] == "healthy" and r.rc == 0
+    human = run_cli("-c", write_config(libvirt.config(state_dir, latency={"enabled": False})), "diagnose")
+    assert human.out.startswith("VERDICT: healthy") and "KVM: usable; API version 12" in human.out
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare (util-linux)")
+def test_diagnose_says_kvm_is_unusable_and_exits_2_when_dev_kvm_is_masked(state_dir, write_config, libvirt):
+    cfg = write_config(libvirt.config(state_dir, latency={"enabled": False}))
+    script = f"mount --bind /dev/null /dev/kvm && exec {sys.executable} -m watchdogd -c {cfg} diagnose --json"
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    assert r.returncode == 2, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["kvm"]["usable"] is False and report["verdict"]["cause"] == "kvm_unusable"
+    assert "not KVM" in report["kvm"]["problem"] or "cannot open" in report["kvm"]["problem"] or "KVM_" in report["kvm"]["problem"]
+
+
+def test_a_broken_signature_table_is_a_config_error_with_its_row(tmp_path):
+    table = tmp_path / "sigs.yaml"
+    table.write_text("signatures:\n  - match: '('\n    cause: x\n    what_to_do: y\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\ndiagnose:\n  signatures: {table}\n")
+    r = run_cli("config", "check", str(cfg))
+    assert r.rc == 2 and "diagnose.signatures" in r.out and "signatures[0]: not a valid regex" in r.out, r.out
+
+
+def test_an_operators_signature_row_is_tried_first(tmp_path):
+    from watchdogd.diagnose.signatures import load, match
+
+    table = tmp_path / "sigs.yaml"
+    table.write_text("signatures:\n  - match: 'failed to set irq'\n    cause: site_specific\n    what_to_do: call the on-call\n")
+    [found] = match(["qemu: failed to set irq for PMU"], load(str(table)))
+    assert found.signature.cause == "site_specific"

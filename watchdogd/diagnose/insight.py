@@ -1,0 +1,168 @@
+"""What diagnosis adds to a scan: why each hung probe hung, what the domains' logs said, whether KVM works.
+
+The Diagnostician runs between observe and assess, on every scan:
+- a probe that turns hung is captured (observe.capture) before anything acts on it,
+  classified, and its bundle kept under state_dir/incidents/ (once per probe);
+- each probe's outcome goes into the kernel history (worked or hung, per release);
+- the domains' QEMU logs are followed and matched against the signature table; a
+  match opens a VM start failure, resolved when that domain next starts cleanly
+  (or after detect.stale_dir_after);
+- the KVM self-test runs at the first scan (where /dev/kvm exists) and again when
+  the kernel is not the last good one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ..config import Config
+from ..model import Observation, Probe
+from ..observe.capture import Capturer
+from ..observe.logs import LogFollower
+from ..rules import is_hung
+from ..sigtable import Signature
+from ..state import StateStore
+from . import incidents
+from .classify import Diagnosis, classify
+from .history import KernelHistory
+from .kvmtest import KvmResult, device_present, run_selftest
+from .signatures import FAILED, STARTING, match
+
+CLEAN_START_AFTER = 5.0  # seconds after a "starting up" line with no failure: the domain started cleanly
+MAX_DOMAINS = 1000
+
+
+@dataclass
+class VmFailure:
+    domain: str
+    log: str
+    cause: str
+    what_to_do: str
+    lines: List[str]
+    since: float
+    restarted_at: Optional[float] = None  # a later start attempt was seen
+
+
+@dataclass(frozen=True)
+class Insight:
+    diagnoses: Dict[str, Diagnosis] = field(default_factory=dict)  # probe dir -> why it hung
+    history: Optional[str] = None  # the kernel history sentence for this kernel, when it says something
+    vm_failures: Tuple[VmFailure, ...] = ()
+    kvm: Optional[KvmResult] = None
+
+
+class Diagnostician:
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        capturer: Capturer,
+        follower: LogFollower,
+        table: Tuple[Signature, ...],
+        history: KernelHistory,
+        selftest: Callable[[], KvmResult] = run_selftest,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config = config
+        self.state = state
+        self.capturer = capturer
+        self.follower = follower
+        self.table = table
+        self.history = history
+        self.selftest = selftest
+        self.clock = clock
+        self._diagnosed: Dict[str, Tuple[float, Diagnosis]] = {}  # probe dir -> (its birth time, the diagnosis)
+        self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
+        self._failures: Dict[str, VmFailure] = {}
+        self._kvm: Optional[KvmResult] = None
+        self._kvm_kernel: Optional[str] = None
+        self.problems: List[str] = []
+
+    def insight(self, obs: Observation) -> Insight:
+        self.problems = []
+        hung = [p for p in obs.probes if is_hung(p, self.config.detect)]
+        diagnoses = {p.path: self._diagnose(p, obs) for p in hung}
+        self._outcomes(obs, {p.path for p in hung})
+        self._kvm_check(obs)
+        failures = self._follow_logs(obs.taken_wall)
+        return Insight(diagnoses, self.history.summary(obs.kernel_release), failures, self._kvm)
+
+    # ---- hung probes ---------------------------------------------------------------------
+    def _diagnose(self, probe: Probe, obs: Observation) -> Diagnosis:
+        seen = self._diagnosed.get(probe.path)
+        if seen is not None and seen[0] == probe.made_wall:
+            return seen[1]
+        capture = self.capturer.capture(probe)  # before anything acts on it: this scan plans the kill
+        diagnosis = classify(probe, capture)
+        self._diagnosed[probe.path] = (probe.made_wall, diagnosis)
+        exes = sorted({p.exe for p in capture.processes if p.exe})
+        bundle = {
+            "probe_dir": probe.path,
+            "taken": obs.taken_wall,
+            "age_s": round(probe.age_s, 1),
+            "diagnosis": diagnosis.to_json(),
+            "capture": capture.to_json(),
+            "emulator": exes,
+            "packages": {exe: incidents.package_of(exe) for exe in exes},
+            "kernel": obs.kernel_release,
+            "kernel_last_good": obs.kernel_last_good,
+            "proof": probe.proof,
+        }
+        self.problems += incidents.save(self.state, os.path.basename(probe.path), bundle, obs.taken_wall)
+        return diagnosis
+
+    def _outcomes(self, obs: Observation, hung: set) -> None:  # type: ignore[type-arg]
+        """Each probe once into the kernel history: hung when it turned hung, worked when it went without."""
+        present = {p.path for p in obs.probes if p.live_members}
+        for path in present:
+            was = self._live.get(path)
+            now_hung = path in hung
+            if was is None or (now_hung and not was):
+                self._live[path] = now_hung
+                if now_hung:
+                    self.history.record(obs.kernel_release, hung=True, now=obs.taken_wall)
+        for path in [p for p in self._live if p not in present]:
+            if not self._live.pop(path):
+                self.history.record(obs.kernel_release, hung=False, now=obs.taken_wall)
+        self._diagnosed = {k: v for k, v in self._diagnosed.items() if k in {p.path for p in obs.probes}}
+
+    # ---- the KVM self-test --------------------------------------------------------------
+    def _kvm_check(self, obs: Observation) -> None:
+        if self.config.diagnose.kvm_selftest == "off" or not device_present():
+            return
+        due = self._kvm is None or (obs.kernel_release != self._kvm_kernel and obs.kernel_last_good not in (None, obs.kernel_release))
+        if due:
+            self._kvm = self.selftest()
+            self._kvm_kernel = obs.kernel_release
+
+    # ---- domains' logs ----------------------------------------------------------------
+    def _follow_logs(self, now: float) -> Tuple[VmFailure, ...]:
+        for domain, lines in list(self.follower.poll().items())[:MAX_DOMAINS]:
+            self._read_domain(domain, lines, now)
+        if self.follower.problem:
+            self.problems.append(self.follower.problem)
+        for domain, f in list(self._failures.items()):
+            clean = f.restarted_at is not None and now - f.restarted_at >= CLEAN_START_AFTER
+            if clean or now - f.since >= self.config.detect.stale_dir_after:
+                del self._failures[domain]
+        return tuple(sorted(self._failures.values(), key=lambda f: f.domain))
+
+    def _read_domain(self, domain: str, lines: List[str], now: float) -> None:
+        log = os.path.join(self.config.libvirt.log_dir, domain + ".log")
+        for index, line in enumerate(lines):
+            if STARTING.search(line) and domain in self._failures:
+                self._failures[domain].restarted_at = now
+            hits = [m for m in match([line], self.table) if m.signature.alert]
+            if hits or (FAILED.search(line) and domain in self._failures):
+                current = self._failures.get(domain)
+                if hits and (current is None or current.restarted_at is not None):
+                    context = [line[:300]] + [raw[:300] for raw in lines[index + 1 : index + 4]]  # the matched line first
+                    sig = hits[0].signature
+                    self._failures[domain] = VmFailure(domain, log, sig.cause, sig.what_to_do, context, now)
+                elif current is not None:
+                    current.restarted_at = None  # this attempt failed too
+                    if hits and len(current.lines) < 20:
+                        current.lines.append(line[:300])
