@@ -20,10 +20,10 @@ from typing import Any, Dict, List
 from harness.journald import Journald
 from harness.sandbox import LibvirtSandbox
 
-from . import detection, footprint, metrics_cost, scan_cost, shell_loop, soak
+from . import capture_cost, detection, footprint, metrics_cost, scan_cost, shell_loop, soak
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("scan", "detect", "shell", "footprint", "soak", "metrics")
+SECTIONS = ("scan", "detect", "shell", "footprint", "soak", "metrics", "capture")
 
 
 def machine() -> Dict[str, Any]:
@@ -77,6 +77,12 @@ def table(results: Dict[str, Any]) -> List[str]:
             f"6. metrics per scan, +{m['extra_processes']} processes (CPU, median of 200): publish (exposition + textfile) {m['publish_ms']:.3f} ms, "
             f"a scrape's exposition {m['scrape_ms']:.3f} ms, textfile {m['textfile_bytes']} bytes (goal: < {m['goal_ms']:g} ms)"
         )
+    if "capture" in results:
+        c = results["capture"]
+        out.append(
+            f"7. capture before kill, one hung probe ({c['members']} members, {c['threads']} threads; CPU, median of 100): "
+            f"{c['capture_ms']:.3f} ms (goal: < {c['goal_ms']:g} ms)"
+        )
     return out
 
 
@@ -121,6 +127,8 @@ def main(argv: List[str]) -> int:
                 results["soak"] = soak.measure(box, args.soak_minutes)
             elif section == "metrics":
                 results["metrics"] = metrics_cost.measure(box, 1000)
+            elif section == "capture":
+                results["capture"] = capture_cost.measure(box)
             Path(args.output).write_text(json.dumps(results, indent=1) + "\n")  # what is done is kept if a later section fails
     finally:
         box.destroy()

@@ -85,14 +85,18 @@ def test_every_dashboard_and_rule_query_names_only_metrics_that_exist():
 
 def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     figures = Figures(Counters())
-    figures.snapshot = snapshot([Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-AAAAAA", 0.0, "msg", {"pids": [4242]})])
+    figures.snapshot = snapshot(
+        [Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-AAAAAA", 0.0, "msg", {"pids": [4242], "diagnosis": {"cause": "userspace_deadlock"}})]
+    )
     text = exposition(figures)
     hung = samples(text, "kvmwd_findings_open")
     assert len(hung) == len(FINDING_KINDS) and hung[HUNG] == 1 and sum(hung.values()) == 1, "every kind present, 0 when none"
     for name in ("kvmwd_up", "kvmwd_build_info", "kvmwd_findings_opened_total", "kvmwd_actions_total", "kvmwd_remediation_paused", "kvmwd_probes",
                  "kvmwd_domcaps_latency_seconds_bucket", "kvmwd_domcaps_timeouts_total", "kvmwd_capabilities_cache_entries", "kvmwd_kernel_info",
-                 "kvmwd_last_scan_timestamp_seconds", "kvmwd_scan_duration_seconds"):
+                 "kvmwd_last_scan_timestamp_seconds", "kvmwd_scan_duration_seconds", "kvmwd_diagnosis"):
         assert samples(text, name), name
+    causes = samples(text, "kvmwd_diagnosis")
+    assert causes["cause=userspace_deadlock"] == 1 and causes["cause=no_in_kernel_vgic"] == 0
     assert "qmp-AAAAAA" not in text and "4242" not in text and "msg" not in text, "labels never carry a path, a pid or a message"
 
 

@@ -36,6 +36,13 @@ from ..model import ACTION_NAMES, FINDING_KINDS
 from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
 
+# the causes always present (0 when none); an operator's table may add a few more, capped
+CAUSES = (
+    *("userspace_deadlock", "kvm_ioctl", "uninterruptible", "qmp_unanswered", "unknown"),  # hung probes
+    *("no_in_kernel_vgic", "kernel_vpmu", "kvm_unavailable", "kvm_unusable"),  # VM starts, KVM
+)
+MAX_CAUSES = 32
+
 
 class FleetCollector(Collector):
     """A prometheus_client collector over the daemon's Figures."""
@@ -51,6 +58,7 @@ class FleetCollector(Collector):
         info.add_metric([__version__], 1)
         yield info
         yield from self._findings(snap)
+        yield from self._causes(snap)
         opened = CounterMetricFamily("kvmwd_findings_opened", "Findings opened (each occurrence once), by kind.", labels=["kind"])
         for kind in FINDING_KINDS:
             opened.add_metric([kind], c.opened.get(kind, 0))
@@ -79,6 +87,18 @@ class FleetCollector(Collector):
         for kind, severity in FINDING_KINDS.items():
             open_now.add_metric([kind, severity.label], counts.get(kind, 0))
         yield open_now
+
+    def _causes(self, snap: Optional[Snapshot]) -> Iterator[Metric]:
+        diag = GaugeMetricFamily("kvmwd_diagnosis", "Open findings by diagnosed cause (hung probes, VM start failures, KVM).", labels=["cause"])
+        counts: Dict[str, int] = dict.fromkeys(CAUSES, 0)
+        for f in snap.findings if snap else ():
+            diagnosis = f.evidence.get("diagnosis")
+            cause = diagnosis.get("cause") if isinstance(diagnosis, dict) else None
+            if isinstance(cause, str) and (cause in counts or len(counts) < MAX_CAUSES):
+                counts[cause] = counts.get(cause, 0) + 1
+        for cause, n in sorted(counts.items()):
+            diag.add_metric([cause], n)
+        yield diag
 
     def _host(self, snap: Snapshot) -> Iterator[Metric]:
         yield _gauge("kvmwd_remediation_paused", "1 while the circuit breaker holds remediation (limits.actions reached).", int(snap.paused))

@@ -1,0 +1,85 @@
+"""Classification and the KVM self-test's decoding, on recorded captures and answers (the aarch64 path cannot run here)."""
+
+from __future__ import annotations
+
+from watchdogd.diagnose.classify import classify
+from watchdogd.diagnose.kvmtest import decode
+from watchdogd.model import PidfileRead, Probe, ProbeMember, Process, Role
+from watchdogd.observe.capture import Capture, ProcessCapture, ThreadState
+
+
+def probe(first_alive: bool) -> Probe:
+    members = [ProbeMember(Process(30, 1, "S", "qemu-system-x86", 0.0, uid=0), Role.DAEMON)]
+    if first_alive:
+        members.append(ProbeMember(Process(10, 5, "S", "qemu-system-x86", 0.0, uid=0), Role.FIRST))
+        members.append(ProbeMember(Process(20, 10, "Z", "qemu-system-x86", 0.0, uid=0), Role.INTERMEDIATE))
+    return Probe("/l/qmp-AAAAAA", 0.0, 100.0, PidfileRead(30), tuple(members))
+
+
+def daemon(*threads: ThreadState, kvm_fds=()) -> ProcessCapture:  # type: ignore[no-untyped-def]
+    return ProcessCapture(30, "daemon", tuple(threads), tuple(kvm_fds), len(threads))
+
+
+def first() -> ProcessCapture:
+    return ProcessCapture(10, "first", (ThreadState(10, "S", "anon_pipe_read", "read", 5),), (), 1)
+
+
+def test_the_incident_a_futex_before_ready_is_a_userspace_deadlock():
+    cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", "futex_do_wait", "futex"), ThreadState(31, "S", None, "ppoll"))))
+    d = classify(probe(first_alive=True), cap)
+    assert (d.stage, d.blocked_in, d.cause) == ("before_ready", "futex", "userspace_deadlock")
+
+
+def test_a_thread_in_an_ioctl_on_a_kvm_fd_is_the_kernels_kvm():
+    cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", None, "futex"), ThreadState(32, "S", "kvm_vcpu_block", "ioctl", 14), kvm_fds=(11, 14))))
+    d = classify(probe(first_alive=True), cap)
+    assert d.cause == "kvm_ioctl" and "KVM fd 14" in d.detail
+
+
+def test_an_ioctl_on_another_fd_is_not_kvms():
+    cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", None, "ioctl", 3), kvm_fds=(11,))))
+    assert classify(probe(first_alive=True), cap).cause == "unknown"
+
+
+def test_d_state_is_uninterruptible_whatever_else_is_seen():
+    cap = Capture("/l/qmp-AAAAAA", "aarch64", (daemon(ThreadState(30, "D", "kvm_arch_vcpu_ioctl_run", "ioctl", 14), kvm_fds=(14,)),))
+    d = classify(probe(first_alive=False), cap)
+    assert d.cause == "uninterruptible" and "reboot" in d.what_to_do and "kvm_arch_vcpu_ioctl_run" in d.detail
+
+
+def test_after_ready_the_qmp_session_never_completed():
+    cap = Capture("/l/qmp-AAAAAA", "x86_64", (daemon(ThreadState(30, "S", None, "ppoll")),))
+    d = classify(probe(first_alive=False), cap)
+    assert (d.stage, d.blocked_in, d.cause) == ("after_ready", "ppoll", "qmp_unanswered")
+
+
+def test_without_a_capture_the_stage_is_still_told():
+    d = classify(probe(first_alive=True), Capture("/l/qmp-AAAAAA", "x86_64", ()))
+    assert d.stage == "before_ready" and d.cause == "unknown" and d.blocked_in is None
+
+
+def _answers(*checks):  # type: ignore[no-untyped-def]
+    return {"machine": "aarch64", "checks": [{"name": "open", "ok": True, "value": 3}, {"name": "KVM_GET_API_VERSION", "ok": True, "value": 12},
+                                               {"name": "KVM_CREATE_VM", "ok": True, "value": 4}, *checks]}
+
+
+def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_version_3():
+    r = decode(_answers({"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0},
+                        {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"},
+                        {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 1}))
+    assert r.usable and r.api_version == 12
+    assert r.advice == ["no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>), or QEMU >= 5.0"]
+
+
+def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
+    r = decode(_answers({"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": False, "errno": "ENODEV", "error": "No such device"},
+                        {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"}))
+    assert not r.usable and "neither an in-kernel vGICv3 nor a vGICv2" in (r.problem or "")
+    ok = decode(_answers({"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0}, {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": True, "value": 0},
+                         {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 0}))
+    assert ok.usable and ok.advice == ["no KVM_CAP_ARM_PMU_V3: guests must run with <pmu state='off'/>"]
+
+
+def test_a_device_that_is_not_kvm_is_unusable():
+    r = decode({"machine": "x86_64", "checks": [{"name": "open", "ok": True, "value": 3}, {"name": "KVM_GET_API_VERSION", "ok": False, "errno": "ENOTTY", "error": "Inappropriate ioctl for device"}]})
+    assert not r.usable and "not KVM" in (r.problem or "")
