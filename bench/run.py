@@ -113,22 +113,18 @@ def main(argv: List[str]) -> int:
     box = LibvirtSandbox().start()
     try:
         box.domcaps()
+        run = {
+            "scan": lambda: scan_cost.measure(box, [int(s) for s in args.sizes.split(",")]),
+            "detect": lambda: detection.measure(box, args.trials, args.hung_after),
+            "shell": lambda: shell_loop.measure(box, args.shell_trials),
+            "footprint": lambda: footprint.measure(box, args.footprint_seconds, args.load),
+            "soak": lambda: soak.measure(box, args.soak_minutes),
+            "metrics": lambda: metrics_cost.measure(box, 1000),
+            "capture": lambda: capture_cost.measure(box),
+        }
         for section in wanted:
             print(f"-- {section} ...", file=sys.stderr, flush=True)
-            if section == "scan":
-                results["scan"] = scan_cost.measure(box, [int(s) for s in args.sizes.split(",")])
-            elif section == "detect":
-                results["detect"] = detection.measure(box, args.trials, args.hung_after)
-            elif section == "shell":
-                results["shell"] = shell_loop.measure(box, args.shell_trials)
-            elif section == "footprint":
-                results["footprint"] = footprint.measure(box, args.footprint_seconds, args.load)
-            elif section == "soak":
-                results["soak"] = soak.measure(box, args.soak_minutes)
-            elif section == "metrics":
-                results["metrics"] = metrics_cost.measure(box, 1000)
-            elif section == "capture":
-                results["capture"] = capture_cost.measure(box)
+            results[section] = run[section]()
             Path(args.output).write_text(json.dumps(results, indent=1) + "\n")  # what is done is kept if a later section fails
     finally:
         box.destroy()
