@@ -153,7 +153,8 @@ def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_i
             state_dir,
             interval="0.5s",
             events="journal",
-            detect={"probe_hung_after": "2s", "stale_dir_after": "2s"},
+            # a crash, not a restart: no grace to wait out (a restarting libvirt gets 30 s by default)
+            detect={"probe_hung_after": "2s", "stale_dir_after": "2s", "grace": {"libvirt_unreachable": "0s"}},
             latency={"every": "2s", "timeout": "1s", "slow": "0.5s"},
             policies=KILL_AND_CLEAN,
         )

@@ -66,7 +66,8 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
     installed = run("dpkg", "-L", "kvm-watchdog").stdout.split()
     try:
         stages = sorted(p.name for p in (REPO / "watchdogd").iterdir() if (p / "__init__.py").exists())
-        assert stages == ["act", "decide", "observe", "report", "service"]
+        assert stages == ["act", "decide", "diagnose", "observe", "report", "service"]
+        assert any(p.endswith("/watchdogd/diagnose/signatures.yaml") for p in installed), "the signature table ships as data"
         for stage in stages:
             assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), f"the .deb lacks watchdogd/{stage}"
         for shared in ("kvm-watchdog-rules.yml", "kvm-watchdog-fleet.json"):

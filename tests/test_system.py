@@ -1,10 +1,13 @@
-"""Acceptance under a real systemd: the .deb in a booted Debian 12 container, `systemctl enable --now kvm-watchdog`.
+"""Acceptance under a real systemd: the .deb in booted Debian 12 and Debian 13 containers, `systemctl enable --now kvm-watchdog`.
 
 The operator's whole story on a real host: install the package, enable the
 service, a capability probe hangs, the watchdog ends it, the journal says so (with
 the catalog's explanation), systemd's own watchdog restarts a frozen daemon,
-reload takes a new config, stop is clean. The image is debootstrapped once and
-cached; each boot is a pristine overlay.
+reload takes a new config, stop is clean; and the watchdog disturbs nothing it
+watches: a socket-activated libvirtd idles out on time with it running, and a libvirt
+restart or an emulator upgrade on a healthy host is no finding. The same story on
+both releases (libvirt 9.0 / 11.3, QEMU 7.2 / 10.0, Python 3.11 / 3.13, systemd 252 /
+257). Each image is debootstrapped once and cached; each boot is a pristine overlay.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from harness.nspawn import Container, ensure_image
+from harness.nspawn import RELEASES, Container, ensure_image
 from harness.wait import wait_for
 
 from watchdogd.report.events import MESSAGE_IDS
@@ -32,11 +35,16 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def container(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(dist)], capture_output=True, text=True, timeout=600)
+def dist(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    box = Container(ensure_image(), binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")], workdir=tmp_path_factory.mktemp("nspawn"))
+    return out
+
+
+@pytest.fixture(params=RELEASES)
+def container(request, dist, tmp_path_factory):
+    box = Container(ensure_image(request.param), binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")], workdir=tmp_path_factory.mktemp("nspawn"))
     box.boot()
     try:
         yield box
@@ -57,6 +65,18 @@ def main_pid(box: Container) -> int:
     return int(box.run("systemctl show -p MainPID --value kvm-watchdog").stdout.strip() or 0)
 
 
+def opened_findings(box: Container) -> List[Dict[str, str]]:
+    return [e for e in journal(box, "KVMWD_STATE=open")]
+
+
+def scans(box: Container) -> int:
+    out = box.run("cat /var/lib/kvm-watchdog/scan.json 2>/dev/null").stdout
+    try:
+        return int(json.loads(out)["scans"])
+    except (ValueError, KeyError):
+        return 0
+
+
 def arm(box: Container, mode: str) -> None:
     """Set the fault and make libvirt re-probe (it compares the binary's ctime in whole seconds)."""
     box.run(f"echo '{mode}' > {FAKE}.fault", check=True)
@@ -64,7 +84,29 @@ def arm(box: Container, mode: str) -> None:
     wait_for(lambda: box.run(f"chmod 755 {FAKE} && stat -c %Z {FAKE}").stdout.strip() != before, 5, "a new ctime second", poll=0.1)
 
 
-def test_the_package_under_a_real_systemd_finds_and_fixes_a_hung_probe(container: Container):
+def disturbs_nothing(box: Container) -> None:
+    """A watchdog must not change what it watches."""
+    # at the shipped defaults, a libvirt restart and an emulator upgrade on a healthy host are no finding
+    findings_before = len(opened_findings(box))
+    box.run("systemctl restart libvirtd", check=True)
+    wait_for(lambda: box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, 60, "libvirt back")
+    arm(box, "none")  # the emulator's ctime moves: an upgrade, libvirt re-probes at the next call
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0
+    scans_seen = scans(box)
+    wait_for(lambda: scans(box) >= scans_seen + 8, 90, "eight more scans (two intervals past every grace)")
+    assert opened_findings(box)[findings_before:] == [], "a normal libvirt restart or emulator upgrade is no news"
+
+    # ... and a socket-activated libvirtd still idles out on time with the watchdog running
+    box.run("echo 'LIBVIRTD_ARGS=\"--timeout 15\"' > /etc/default/libvirtd && systemctl restart libvirtd", check=True)
+    wait_for(lambda: box.run("systemctl is-active libvirtd").stdout.strip() != "active", 90, "libvirtd to idle out with the watchdog running")
+    wait_for(lambda: "libvirt idle" in box.run("systemctl show -p StatusText --value kvm-watchdog").stdout, 30, "the STATUS line to say libvirt is idle")
+    scans_seen = scans(box)
+    wait_for(lambda: scans(box) >= scans_seen + 4, 60, "four more scans")
+    assert box.run("systemctl is-active libvirtd").stdout.strip() != "active", "the watchdog never wakes it"
+    assert not [e for e in opened_findings(box)[findings_before:] if e["KVMWD_EVENT"] == "libvirt_unreachable"], "idle is not unreachable"
+
+
+def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Container):
     box = container
     box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
     box.run(f"install -m 755 /mnt/harness/fake_qemu.py {FAKE} && echo none > {FAKE}.fault && chmod 666 {FAKE}.fault", check=True)
@@ -77,6 +119,8 @@ def test_the_package_under_a_real_systemd_finds_and_fixes_a_hung_probe(container
     assert status.startswith(("OK", "WARNING", "CRITICAL", "INFO")) and "probe dir" in status, status
     assert "Active: active (running)" in box.run("systemctl status --no-pager kvm-watchdog").stdout
     assert box.run("test -d /var/lib/kvm-watchdog && stat -c %a /var/lib/kvm-watchdog").stdout.strip() == "700"
+
+    disturbs_nothing(box)
 
     # systemctl reload takes a new config: hung after 3 s instead of a minute
     shipped = box.run("cat /etc/kvm-watchdog/config.yaml").stdout

@@ -153,6 +153,7 @@ def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
         write_config,
         libvirt={"uri": f"qemu+unix:///system?socket={host}/silent.sock", "probe_dirs": [str(home / "lib")], "cache_dir": str(cache), "session_dirs": True},
         latency={"enabled": True, "every": "10s", "timeout": "3s", "slow": "1s"},
+        detect={"probe_hung_after": f"{HUNG_AFTER:g}s", "grace": {"libvirt_unreachable": "0s"}},
         policies=[{"name": "reset", "on": "libvirt_unreachable", "do": ["quarantine_cache"]}],  # libvirt-level evidence: it acts
     )
     daemon = start_daemon(cfg)

@@ -134,6 +134,24 @@ def _listen(value: Any) -> str:
     return text
 
 
+def _grace(value: Any) -> Dict[str, float]:
+    """finding kind -> how long its condition must hold before it opens."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"must map finding kinds to durations (e.g. {{cache_empty: 30s}}), not {value!r}")
+    out: Dict[str, float] = {}
+    for kind, duration in value.items():
+        if kind not in FINDING_KINDS:
+            raise _Invalid(f"unknown finding kind {kind!r} (known: {', '.join(FINDING_KINDS)})")
+        out[str(kind)] = _duration(duration)
+    return {**DEFAULT_GRACE, **out}  # the operator's on top of the defaults (0s turns one off)
+
+
+# How long a condition must hold before its finding opens, where a moment of it is normal:
+# libvirt's cache is empty until the first probe after a start finishes, and a
+# restarting libvirt does not answer for a few seconds.
+DEFAULT_GRACE = {"cache_empty": 30.0, "libvirt_unreachable": 30.0, "domcaps_failed": 10.0}
+
+
 def key(default: Any, parse: Parser, duration: bool = False) -> Any:
     """A config key, declared once: its default, its parser, and whether it is a duration (for the dump)."""
     return field(default=default, metadata={"parse": parse, "duration": duration})
@@ -165,6 +183,9 @@ class DetectConfig:
     # probe dirs tracked per base dir; past it, one probe_dirs_flood finding says how
     # many (a dir that a live emulator names is always tracked)
     max_dirs_per_base: int = key(1000, _int_at_least(1))
+    # kind -> duration: the daemon opens a finding only once its condition has held this long
+    # (check and remediate report what they see at once); the rest open at once
+    grace: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GRACE), metadata={"parse": _grace, "duration": False})
 
 
 @dataclass(frozen=True)
@@ -173,6 +194,10 @@ class LatencyConfig:
     every: float = key(60.0, _positive_duration, duration=True)
     timeout: float = key(30.0, _positive_duration, duration=True)
     slow: float = key(5.0, _positive_duration, duration=True)
+    # busy: call only while libvirt runs and is in use anyway (a probe dir, or a guest's
+    # QEMU): a call resets a socket-activated daemon's idle timer. running: whenever a
+    # libvirt daemon runs (keeps an idle one awake). always: even when none runs (wakes it).
+    when: str = key("busy", _choice("busy", "running", "always"))
 
 
 def _as_given(value: Any) -> Any:
@@ -534,6 +559,8 @@ def to_yaml(config: Config) -> str:
             return [plain(v, name) for v in obj]
         if isinstance(obj, float) and name in _DURATION_KEYS:
             return format_duration(obj)
+        if isinstance(obj, dict):
+            return {k: format_duration(v) if isinstance(v, float) else v for k, v in obj.items()}
         return obj
 
     return yaml.safe_dump(plain(config), sort_keys=False, default_flow_style=False)

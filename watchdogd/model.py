@@ -194,6 +194,7 @@ class Observation:
     floods: Tuple[DirFlood, ...] = ()
     missing_dirs: Tuple[MissingDir, ...] = ()
     cache_owner_uid: Optional[int] = None
+    guests: int = 0  # emulator processes that are no probe's (guests' QEMU), as of the last full walk
     errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 

@@ -1,4 +1,4 @@
-"""A real systemd, for the acceptance test: a Debian 12 container booted with systemd-nspawn.
+"""A real systemd, for the acceptance test: a Debian 12 (bookworm) or 13 (trixie) container booted with systemd-nspawn.
 
 - The image is debootstrapped once, with libvirt and the package's Depends in it,
   and cached (built in a temp dir, renamed into place when whole); each boot uses
@@ -10,7 +10,7 @@
 - Power off with SIGRTMIN+4 to its PID 1; nspawn stays a child of the test (PID 1
   here reaps nothing).
 
-Usage (to build the image ahead of time): python -m harness.nspawn build
+Usage (to build the images ahead of time): python -m harness.nspawn build [RELEASE...]
 """
 
 from __future__ import annotations
@@ -37,14 +37,17 @@ CGROUP_TREES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 INNER_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def image_dir() -> Path:
-    tag = hashlib.sha256(f"bookworm {BASE} {PACKAGES}".encode()).hexdigest()[:12]
-    return CACHE / f"bookworm-{tag}"
+RELEASES = ("bookworm", "trixie")
 
 
-def ensure_image(log=sys.stderr) -> Path:  # type: ignore[no-untyped-def]
-    """The cached image, debootstrapped first if it is not there yet (several minutes, once)."""
-    final = image_dir()
+def image_dir(release: str = "bookworm") -> Path:
+    tag = hashlib.sha256(f"{release} {BASE} {PACKAGES}".encode()).hexdigest()[:12]
+    return CACHE / f"{release}-{tag}"
+
+
+def ensure_image(release: str = "bookworm", log=sys.stderr) -> Path:  # type: ignore[no-untyped-def]
+    """The cached image of a Debian release, debootstrapped first if it is not there yet (several minutes, once)."""
+    final = image_dir(release)
     if (final / "etc" / "os-release").exists():
         return final
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,7 @@ def ensure_image(log=sys.stderr) -> Path:  # type: ignore[no-untyped-def]
     try:
         # two steps: debootstrap's own configure pass cannot set up polkitd (libvirt's
         # dependency); apt in a chroot with /proc, /sys and /dev can, services kept from starting
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE}", "bookworm", str(work), MIRROR], check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE}", release, str(work), MIRROR], check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
         policy = work / "usr" / "sbin" / "policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
@@ -201,8 +204,9 @@ class Container:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["build"]:
-        print(ensure_image())
+    if sys.argv[1:2] == ["build"]:
+        for release in sys.argv[2:] or RELEASES:
+            print(ensure_image(release))
     else:
         sys.stderr.write(__doc__ or "")
         sys.exit(2)

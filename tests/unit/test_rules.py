@@ -87,3 +87,42 @@ def test_a_dry_run_plans_every_action_and_does_none():
             raise AssertionError("a dry run ran an action")
     records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(planned)
     assert [r.result for r in records] == ["dry_run"] * 5 and all(r.detail == "would kill it" for r in records)
+
+
+def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once():
+    from watchdogd.decide.ledger import FindingLedger
+
+    ledger = FindingLedger()
+    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "m", {})
+    grace = {"cache_empty": 30.0}
+    assert ledger.update([empty], 100.0, grace=grace).opened == (), "a libvirt start: the cache is empty for a moment"
+    assert ledger.due(grace) == (130.0,)
+    assert ledger.update([], 101.5, grace=grace).opened == () and ledger.pending == {}, "gone within its grace: never news"
+    ledger.update([empty], 200.0, grace=grace)
+    assert ledger.update([empty], 229.0, grace=grace).opened == ()
+    assert ledger.update([empty], 230.0, grace=grace).opened == (empty,)
+    assert ledger.update([empty], 260.0, grace=grace).opened == (), "opened once"
+    hung = Finding("probe_hung", Severity.CRITICAL, "/l/qmp-AAAAAA", 0.0, "m", {})
+    assert ledger.update([empty, hung], 261.0, grace=grace).opened == (hung,), "kinds without a grace open at once"
+
+
+def test_the_latency_call_never_wakes_libvirt_nor_keeps_an_idle_one_awake():
+    from watchdogd.observe.latency import IDLE, why_not_connect
+
+    idle = Observation(taken_wall=0.0)
+    running = Observation(taken_wall=0.0, libvirt_pids=(42,))
+    probing = Observation(taken_wall=0.0, libvirt_pids=(42,), probes=(probe(1.0, live=True),))
+    guests = Observation(taken_wall=0.0, libvirt_pids=(42,), guests=3)
+    assert why_not_connect(idle, "busy") == IDLE and why_not_connect(idle, "running") == IDLE
+    assert why_not_connect(idle, "always") is None
+    assert "left to idle out" in str(why_not_connect(running, "busy")) and why_not_connect(running, "running") is None
+    assert why_not_connect(probing, "busy") is None and why_not_connect(guests, "busy") is None
+    assert why_not_connect(None, "busy") == "not before the first scan"
+
+
+def test_cache_empty_is_expected_while_a_young_probe_runs():
+    config = Config()
+    young = Observation(taken_wall=0.0, libvirt_pids=(42,), cache_entries=(), probes=(probe(5.0, live=True),))
+    assert [f.kind for f in assess(young, config)] == []
+    nothing = Observation(taken_wall=0.0, libvirt_pids=(42,), cache_entries=())
+    assert [f.kind for f in assess(nothing, config)] == ["cache_empty"]

@@ -33,7 +33,7 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
     findings.extend(_floods(obs, config))
     findings.extend(_missing_dirs(obs, config))
     findings.extend(_latency(obs, config))
-    findings.extend(_cache(obs))
+    findings.extend(_cache(obs, config))
     findings.extend(_vm_start_failed(obs, seen))
     if seen.kvm is not None and not seen.kvm.usable:
         findings.append(_kvm_unusable(obs, seen.kvm))
@@ -287,13 +287,15 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
     return []
 
 
-def _cache(obs: Observation) -> List[Finding]:
+def _cache(obs: Observation, config: Config) -> List[Finding]:
     if obs.cache_entries is None or obs.cache_entries:
         return []
     lat = obs.latency
     libvirt_up = lat.reachable if lat is not None and not lat.skipped else bool(obs.libvirt_pids)
     if not libvirt_up:
         return []
+    if any(p.live_members and p.age_s < config.detect.probe_hung_after for p in obs.probes):
+        return []  # a probe is running and not hung yet: the cache is expected to be empty until it finishes
     return [
         _finding(
             "cache_empty",

@@ -9,7 +9,8 @@ down.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Dict, List, Sequence, Tuple
+from types import MappingProxyType
+from typing import AbstractSet, Any, Dict, List, Mapping, Sequence, Tuple
 
 from ..model import FINDING_KINDS, Finding, Severity
 
@@ -31,15 +32,30 @@ class Change:
 class FindingLedger:
     def __init__(self, open_findings: Sequence[OpenFinding] = ()):
         self.open: Dict[Key, OpenFinding] = {o.finding.key: o for o in open_findings}
+        self.pending: Dict[Key, float] = {}  # seen, not open yet: wall time first seen (detect.grace)
 
-    def update(self, findings: Sequence[Finding], now: float, hold: AbstractSet[Key] = frozenset()) -> Change:
-        """`hold`: keys being acted on right now; they stay open until the action is reported."""
+    def update(
+        self, findings: Sequence[Finding], now: float, hold: AbstractSet[Key] = frozenset(), grace: Mapping[str, float] = MappingProxyType({})
+    ) -> Change:
+        """`hold`: keys being acted on right now; they stay open until the action is reported.
+
+        `grace`: kind -> seconds its condition must hold before it opens; one that goes
+        before that never opens (a normal moment of a starting libvirt is no news).
+        """
         current = {f.key: f for f in findings}
+        self.pending = {k: self.pending.get(k, now) for k in current if k not in self.open}
+        waiting = {k for k, first in self.pending.items() if now - first < grace.get(k[0], 0.0)}
+        current = {k: f for k, f in current.items() if k not in waiting}
         current.update({k: o.finding for k, o in self.open.items() if k in hold and k not in current})
         opened = tuple(f for k, f in current.items() if k not in self.open)
         resolved = tuple((o.finding, max(0.0, now - o.opened_at)) for k, o in self.open.items() if k not in current)
         self.open = {k: OpenFinding(f, self.open[k].opened_at if k in self.open else now) for k, f in current.items()}
+        self.pending = {k: t for k, t in self.pending.items() if k in waiting}
         return Change(opened, resolved)
+
+    def due(self, grace: Mapping[str, float]) -> Tuple[float, ...]:
+        """Wall times at which a pending finding's grace runs out (the daemon scans then)."""
+        return tuple(first + grace.get(k[0], 0.0) for k, first in self.pending.items())
 
     def to_json(self) -> List[Dict[str, Any]]:
         return [dict(o.finding.to_json(), since_wall=o.finding.since, opened_at=o.opened_at) for o in self.open.values()]

@@ -20,7 +20,58 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ..fsafe import try_flock_dir
-from ..model import LatencyResult
+from ..model import LatencyResult, Observation
+
+IDLE = "libvirt idle: socket-activated, not running"
+
+
+def why_not_connect(obs: Optional[Observation], when: str) -> Optional[str]:
+    """Why no getDomainCapabilities call may go out now (latency.when), or None when it may.
+
+    Connecting to a socket-activated libvirtd starts it, and every client resets its
+    idle timer (libvirtd --timeout counts clients and running domains): a call on a
+    timer keeps an idle daemon alive for good. So by default a call goes out only
+    while a libvirt daemon runs and is in use anyway: a probe dir exists (someone
+    asked for capabilities), or a guest's QEMU runs (it never idles out then).
+    """
+    if when == "always":
+        return None
+    if obs is None:
+        return "not before the first scan"
+    if not obs.libvirt_pids:
+        return IDLE
+    if when == "busy" and not obs.probes and not obs.guests:
+        return "libvirt idle: running with no guest and no probe, left to idle out (latency.when: busy)"
+    return None
+
+
+class SocketActivation:
+    """Is libvirt socket-activated here (libvirtd.socket or virtqemud.socket active)? Asked of systemd at most once a minute."""
+
+    UNITS = ("libvirtd.socket", "virtqemud.socket", "libvirtd-ro.socket", "virtqemud-ro.socket")
+
+    def __init__(self, systemd_dir: str = "/run/systemd/system", every: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.systemd_dir = systemd_dir
+        self.every = every
+        self.clock = clock
+        self._answer: Optional[bool] = None
+        self._at = 0.0
+
+    def __call__(self) -> bool:
+        if not os.path.isdir(self.systemd_dir):
+            return False  # no systemd: nothing starts libvirt on a connection
+        now = self.clock()
+        if self._answer is None or now - self._at >= self.every:
+            self._answer = any(self._active(unit) for unit in self.UNITS)
+            self._at = now
+        return self._answer
+
+    @staticmethod
+    def _active(unit: str) -> bool:
+        try:
+            return subprocess.run(["systemctl", "is-active", "--quiet", unit], timeout=5, stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return True  # cannot tell: assume an idle timer to respect
 
 
 class LatencyProbe:

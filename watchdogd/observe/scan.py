@@ -59,6 +59,8 @@ class Scanner:
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
         self._proven: Dict[str, Tuple[float, str]] = {}  # probe dir -> (its birth time, how libvirt's parentage was seen)
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
+        self._last_walk_was_full = False
+        self._guests = 0  # emulator processes no probe claims, counted on full walks (guests live long)
         self.own_pid = os.getpid() if own_pid is None else own_pid
         self._pid_max = pid_max
         self._lock = threading.Lock()
@@ -96,6 +98,9 @@ class Scanner:
             probes.extend(found)
             if flood is not None:
                 floods.append(flood)
+        if self._last_walk_was_full:
+            members = {m.process.pid for p in probes for m in p.members}
+            self._guests = sum(1 for p in table.values() if not p.is_zombie and p.pid not in members and p.pid not in libvirt_pids)
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         self._proven = {k: v for k, v in self._proven.items() if k in present}
@@ -119,6 +124,7 @@ class Scanner:
             floods=tuple(floods),
             missing_dirs=self._missing(),
             cache_owner_uid=cache_owner,
+            guests=self._guests,
             errors=tuple(errors),
         )
 
@@ -135,6 +141,7 @@ class Scanner:
         if not full:
             table = self.proc.descendants(tuple(self._libvirt), self._interesting)
             full = any((p := table.get(pid)) is None or p.is_zombie or p.start_boot_s != start for pid, start in self._libvirt.items())
+        self._last_walk_was_full = bool(full)
         if full:
             table = self.proc.scan(self._interesting)
             self._last_walk = now

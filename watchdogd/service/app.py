@@ -25,7 +25,7 @@ from ..diagnose.insight import Diagnostician
 from ..diagnose.kvmtest import run_selftest
 from ..fsafe import BirthTime, read_pid_max
 from ..observe.capture import Capturer
-from ..observe.latency import LatencyProbe
+from ..observe.latency import LatencyProbe, SocketActivation
 from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
@@ -64,9 +64,19 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     restarter = LibvirtRestarter(lib.restart_command, lib.restart_timeout, connector, cancel=cancel)
     actions = build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace), birth, restarter)
     actor = Actor(actions, engine)
+    activated = SocketActivation()
     diagnostician = Diagnostician(config, state, Capturer(proc_root), LogFollower(lib.log_dir), signature_table(config), KernelHistory.load(state))
     return Pipeline(
-        config=config, proc=proc, state=state, scanner=scanner, latency=latency, engine=engine, actor=actor, diagnostician=diagnostician, cancel=cancel
+        config=config,
+        proc=proc,
+        state=state,
+        scanner=scanner,
+        latency=latency,
+        engine=engine,
+        actor=actor,
+        diagnostician=diagnostician,
+        activated=activated,
+        cancel=cancel,
     )
 
 

@@ -300,6 +300,11 @@ class Daemon:
                 self._scan_now = True
             return
         if now >= self.next_latency:
+            idle = self.parts.may_connect(self.obs)
+            if idle is not None:  # never wake libvirt, never keep an idle one from exiting
+                self.latency, self.latency_is_new = LatencyResult(reachable=None, answered=False, skipped=idle), False
+                self.next_latency = now + min(self.config.latency.every, self.config.interval)
+                return
             skipped = probe.start()
             self.next_latency = now + (self.config.latency.every if skipped is None else min(self.config.latency.every, self.config.interval))
 
@@ -312,7 +317,10 @@ class Daemon:
         self.obs, self.findings = obs, findings
         self.scans += 1
         held = frozenset().union(*(lane.subjects for lane in self.lanes.values()))
-        change = self.ledger.update(findings, obs.taken_wall, hold=held)
+        grace = self.config.detect.grace
+        change = self.ledger.update(findings, obs.taken_wall, hold=held, grace=grace)
+        findings = [f for f in findings if f.key in self.ledger.open]  # a finding still in its grace is not acted on, nor shown
+        self.findings = findings
         self.figures.opened(change.opened)
         for f in change.opened:
             self.sink.emit(finding_opened(f))
@@ -329,7 +337,9 @@ class Daemon:
                 self.lanes[lane].submit(self.parts.actor, batch)
         if free and not planned and (change.opened or change.resolved or self.latency_is_new):
             problems += self._save_progress(obs)
-        self.deadlines = [d for d in deadlines(obs, self.config, taken) if d > taken]
+        self.deadlines = sorted(
+            [d for d in deadlines(obs, self.config, taken) if d > taken] + [taken + (t - obs.taken_wall) + 0.01 for t in self.ledger.due(grace)]
+        )
         self.next_scan = taken + self.config.interval
         unsaved = self._write_status(obs, problems)
         unsaved += self.outlet.publish(self._snapshot(obs, findings, self.mono() - taken))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, List, Optional, Protocol, Sequence, Tuple
+from typing import AbstractSet, Callable, List, Optional, Protocol, Sequence, Tuple
 
 from ..act.actions import ActionRecord, Actor
 from ..config import Config
@@ -17,7 +17,7 @@ from ..decide.assess import assess
 from ..decide.policy import BOTH_LANES, STATE_FILE, PlannedAction, PolicyEngine
 from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
-from ..observe.latency import LatencyProbe
+from ..observe.latency import LatencyProbe, why_not_connect
 from ..observe.procfs import ProcFS
 from ..state import StateError, StateStore
 
@@ -40,7 +40,14 @@ class Pipeline:
     engine: PolicyEngine
     actor: Actor
     diagnostician: Optional[Diagnostician] = None
+    activated: Callable[[], bool] = lambda: False  # is libvirt socket-activated here (an idle timer to respect)?
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
+
+    def may_connect(self, obs: Optional[Observation]) -> Optional[str]:
+        """Why no latency call may go out now (never wake libvirt, never keep it from idling out), or None."""
+        if self.config.latency.when == "always" or not self.activated():
+            return None  # nothing listens to start, no idle timer to reset: a call disturbs nothing
+        return why_not_connect(obs, self.config.latency.when)
 
     def look(self, latency: Optional[LatencyResult]) -> Tuple[Observation, List[Finding]]:
         """observe -> diagnose (why probes hung, captured before anything acts) -> assess."""
@@ -75,8 +82,12 @@ class Pipeline:
 
 
 def scan_once(parts: Pipeline, with_latency: bool = True) -> Tuple[Observation, List[Finding]]:
-    """One full, read-only scan: the latency probe first (it may fill the cache), then the rest."""
-    return parts.look(parts.latency.run() if (with_latency and parts.latency is not None) else None)
+    """One full, read-only scan, the latency probe first (it may fill the cache), where it may go out at all."""
+    if not with_latency or parts.latency is None:
+        return parts.look(None)
+    idle = parts.may_connect(parts.scanner.observe(None))
+    latency = LatencyResult(reachable=None, answered=False, skipped=idle) if idle else parts.latency.run()
+    return parts.look(latency)
 
 
 @dataclass
