@@ -126,3 +126,17 @@ def test_cache_empty_is_expected_while_a_young_probe_runs():
     assert [f.kind for f in assess(young, config)] == []
     nothing = Observation(taken_wall=0.0, libvirt_pids=(42,), cache_entries=())
     assert [f.kind for f in assess(nothing, config)] == ["cache_empty"]
+
+
+def test_the_shipped_config_lists_every_key_at_its_default():
+    import dataclasses
+    from pathlib import Path
+
+    from watchdogd.config import load_config
+
+    shipped = load_config(str(Path(__file__).resolve().parents[2] / "config" / "kvm-watchdog.yaml"), True)
+    assert dataclasses.replace(shipped, source=None) == Config(), "the shipped file says what the defaults are, so deleting a line changes nothing"
+    text = (Path(__file__).resolve().parents[2] / "config" / "kvm-watchdog.yaml").read_text()
+    for section in ("libvirt", "detect", "latency", "limits", "actions", "diagnose", "metrics"):
+        for f in dataclasses.fields(getattr(Config(), section)):
+            assert f"  {f.name}:" in text, f"{section}.{f.name} is not in the shipped config"
