@@ -153,7 +153,11 @@ def try_flock(path: str) -> Optional[int]:
 
     OSError when the file cannot be opened at all.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    return _flock_or_close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+
+
+def _flock_or_close(fd: int) -> Optional[int]:
+    """fd, exclusively flocked; or None (fd closed) while another holds the lock."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -168,13 +172,7 @@ def try_flock_dir(path: str) -> Optional[int]:
     `check` takes the host's latency lock this way, so a read-only look creates
     nothing in the state dir. OSError when the dir cannot be opened.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    return _flock_or_close(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
 
 
 def parse_pid(data: bytes, pid_max: int) -> PidfileRead:

@@ -314,7 +314,7 @@ class Daemon:
         taken = self.mono()
         self.last_scan_mono = taken
         obs, findings = self.parts.look(self.latency)
-        self.obs, self.findings = obs, findings
+        self.obs = obs
         self.scans += 1
         held = frozenset().union(*(lane.subjects for lane in self.lanes.values()))
         grace = self.config.detect.grace
@@ -341,10 +341,10 @@ class Daemon:
             [d for d in deadlines(obs, self.config, taken) if d > taken] + [taken + (t - obs.taken_wall) + 0.01 for t in self.ledger.due(grace)]
         )
         self.next_scan = taken + self.config.interval
-        unsaved = self._write_status(obs, problems)
+        line = status_line(findings, obs, self.parts.engine.state.paused)
+        unsaved = self._write_status(obs, problems, line)
         unsaved += self.outlet.publish(self._snapshot(obs, findings, self.mono() - taken))
         self._report_problems(problems + unsaved, replace=True)
-        line = status_line(findings, obs, self.parts.engine.state.paused)
         if not self._ready:
             self._ready = True
             self.notifier.ready(line)
@@ -409,7 +409,7 @@ class Daemon:
             self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=text))
         self.problems_seen = current if replace else self.problems_seen | current
 
-    def _write_status(self, obs: Observation, problems: Sequence[str], stopped: bool = False) -> List[str]:
+    def _write_status(self, obs: Observation, problems: Sequence[str], line: str, stopped: bool = False) -> List[str]:
         """Save what `status` shows: status.json when it changed, scan.json every scan; the problems, if any."""
         status = DaemonView(
             started_at=self.started_wall,
@@ -430,7 +430,6 @@ class Daemon:
             except StateError as exc:
                 self._status_saved = None
                 out.append(str(exc))
-        line = status_line(self.findings, obs, self.parts.engine.state.paused)
         try:
             self.parts.state.write_json(SCAN_FILE, scan_document(obs, self.scans, line), durable=False)
         except StateError as exc:
@@ -495,7 +494,7 @@ class Daemon:
             self.parts.latency.cancel()
         self.watch.close()
         if self.obs is not None:
-            self._write_status(self.obs, [], stopped=True)
+            self._write_status(self.obs, [], self.notifier_line(), stopped=True)
         self.outlet.stop(self.snapshot)
         note = " An action was still running and was cut short." if unfinished else ""
         self.sink.emit(lifecycle("stopped", f"kvm-watchdog stopped.{note}", NOTICE if not unfinished else WARNING))

@@ -49,9 +49,9 @@ class Pipeline:
             return None  # nothing listens to start, no idle timer to reset: a call disturbs nothing
         return why_not_connect(obs, self.config.latency.when)
 
-    def look(self, latency: Optional[LatencyResult]) -> Tuple[Observation, List[Finding]]:
-        """observe -> diagnose (why probes hung, captured before anything acts) -> assess."""
-        obs = self.scanner.observe(latency)
+    def look(self, latency: Optional[LatencyResult], seen: Optional[Observation] = None) -> Tuple[Observation, List[Finding]]:
+        """observe (or `seen`, an observation just taken) -> diagnose (why probes hung, captured before anything acts) -> assess."""
+        obs = replace(seen, latency=latency) if seen is not None else self.scanner.observe(latency)
         insight = self.diagnostician.insight(obs) if self.diagnostician is not None else None
         if self.diagnostician is not None and self.diagnostician.problems:
             obs = replace(obs, errors=obs.errors + tuple(self.diagnostician.problems))
@@ -85,9 +85,11 @@ def scan_once(parts: Pipeline, with_latency: bool = True) -> Tuple[Observation, 
     """One full, read-only scan, the latency probe first (it may fill the cache), where it may go out at all."""
     if not with_latency or parts.latency is None:
         return parts.look(None)
-    idle = parts.may_connect(parts.scanner.observe(None))
-    latency = LatencyResult(reachable=None, answered=False, skipped=idle) if idle else parts.latency.run()
-    return parts.look(latency)
+    seen = parts.scanner.observe(None)
+    idle = parts.may_connect(seen)
+    if idle:
+        return parts.look(LatencyResult(reachable=None, answered=False, skipped=idle), seen)  # one look is enough
+    return parts.look(parts.latency.run())  # a fresh one: the call may have filled the cache meanwhile
 
 
 @dataclass
