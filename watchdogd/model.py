@@ -13,6 +13,25 @@ from typing import Any, Dict, Optional, Tuple
 from .timefmt import iso_utc
 
 
+class Problem(str):
+    """What could not be seen or saved: its words, and a stable id.
+
+    "Report once" compares ids, not words, so a time, a size or a count in the words
+    never makes the same problem news again. A plain str is its own id.
+    """
+
+    id: str
+
+    def __new__(cls, text: str, id: Optional[str] = None) -> Problem:  # noqa: A002 (the field's name)
+        obj = super().__new__(cls, text)
+        obj.id = id or text
+        return obj
+
+
+def problem_id(problem: str) -> str:
+    return problem.id if isinstance(problem, Problem) else problem
+
+
 class Severity(enum.IntEnum):
     INFO = 0
     WARNING = 1

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
+from .model import Problem
 from .timefmt import compact_utc
 
 MAX_STATE_BYTES = 8 * 1024 * 1024  # what any state file may hold; writers bound what they save
@@ -27,12 +28,20 @@ MAX_STATE_BYTES = 8 * 1024 * 1024  # what any state file may hold; writers bound
 class StateError(Exception):
     """State could not be written; the message says where and why."""
 
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
+
+    def problem(self, more: str = "") -> Problem:
+        """As a Problem whose id is the file, whatever errno or size the words carry."""
+        return Problem(str(self) + more, id=f"state-write:{self.path}")
+
 
 @dataclass
 class StateStore:
     root: str
     clock: Callable[[], float] = time.time
-    problems: List[str] = field(default_factory=list)  # corrupt files found, for reporting
+    problems: List[str] = field(default_factory=list)  # corrupt or unreadable files found (Problems), for reporting
     read_only: bool = False
 
     def path(self, name: str) -> str:
@@ -46,30 +55,31 @@ class StateStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.problems.append(f"cannot read {path}: {exc.strerror}")
+            self.problems.append(Problem(f"cannot read {path}: {exc.strerror}", id=f"state-read:{path}"))
             return None
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_STATE_BYTES:
-                self.problems.append(f"{path} is {size} bytes, more than any state file is written ({MAX_STATE_BYTES}); not read, left as it is")
+                text = f"{path} is {size} bytes, more than any state file is written ({MAX_STATE_BYTES}); not read, left as it is"
+                self.problems.append(Problem(text, id=f"state-large:{path}"))
                 return None
             try:
                 raw = f.read(MAX_STATE_BYTES + 1)
             except OSError as exc:
-                self.problems.append(f"cannot read {path}: {exc.strerror}")
+                self.problems.append(Problem(f"cannot read {path}: {exc.strerror}", id=f"state-read:{path}"))
                 return None
         try:
             return json.loads(raw)
         except ValueError as exc:
             if self.read_only:
-                self.problems.append(f"{path} is corrupt ({exc}); left as it is (a read-only look)")
+                self.problems.append(Problem(f"{path} is corrupt ({exc}); left as it is (a read-only look)", id=f"state-corrupt:{path}"))
                 return None
             aside = f"{path}.corrupt-{compact_utc(self.clock())}"
             try:
                 os.replace(path, aside)
-                self.problems.append(f"{path} was corrupt ({exc}); moved aside to {aside}")
+                self.problems.append(Problem(f"{path} was corrupt ({exc}); moved aside to {aside}", id=f"state-corrupt:{path}"))
             except OSError as move_exc:
-                self.problems.append(f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}")
+                self.problems.append(Problem(f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}", id=f"state-corrupt:{path}"))
             return None
 
     def write_json(self, name: str, obj: Any, durable: bool = True) -> None:
@@ -79,10 +89,10 @@ class StateStore:
         """
         path = self.path(name)
         if self.read_only:
-            raise StateError(f"not writing {path}: this is a read-only look")
+            raise StateError(f"not writing {path}: this is a read-only look", path)
         data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
         if len(data) > MAX_STATE_BYTES:
-            raise StateError(f"not writing {path}: {len(data)} bytes is more than a state file may hold ({MAX_STATE_BYTES})")
+            raise StateError(f"not writing {path}: {len(data)} bytes is more than a state file may hold ({MAX_STATE_BYTES})", path)
         tmp = None
         try:
             directory = os.path.dirname(path)  # the state dir, or a dir of its own (incidents/)
@@ -103,7 +113,7 @@ class StateStore:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            raise StateError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise StateError(f"cannot write {path}: {exc.strerror or exc}", path) from None
         finally:
             if tmp is not None:
                 try:

@@ -140,3 +140,14 @@ def test_the_shipped_config_lists_every_key_at_its_default():
     for section in ("libvirt", "detect", "latency", "limits", "actions", "diagnose", "metrics"):
         for f in dataclasses.fields(getattr(Config(), section)):
             assert f"  {f.name}:" in text, f"{section}.{f.name} is not in the shipped config"
+
+
+def test_report_once_goes_by_a_problems_id_not_its_words():
+    from watchdogd.model import Problem, problem_id
+    from watchdogd.state import StateError
+
+    first = StateError("cannot write /s/status.json: No space left on device", "/s/status.json").problem()
+    later = StateError("cannot write /s/status.json: Disk quota exceeded", "/s/status.json").problem()
+    assert first != later and problem_id(first) == problem_id(later) == "state-write:/s/status.json"
+    assert problem_id("cannot read /d: Permission denied") == "cannot read /d: Permission denied", "a plain str is its own id"
+    assert isinstance(Problem("x", id="y"), str) and str(Problem("x", id="y")) == "x"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple
 
 from ..config import Config
-from ..decide.policy import PlannedAction, PolicyEngine
+from ..decide.policy import BreakerChange, PlannedAction, PolicyEngine
 from ..fsafe import BirthTime
 from ..model import ACTIONS, Finding, Probe, Role
 from ..observe.scan import Scanner
@@ -231,7 +231,7 @@ class Actor:
         self.engine = engine
         self.clock = clock
 
-    def execute(self, planned: Sequence[PlannedAction]) -> Tuple[List[ActionRecord], Optional[str]]:
+    def execute(self, planned: Sequence[PlannedAction]) -> Tuple[List[ActionRecord], Optional[BreakerChange]]:
         """Records of what was done, and 'paused'/'resumed' when the breaker changed.
 
         Each action draws on its budget: proven findings on `limits.actions`, the

@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from ..config import Config, PolicyConfig
 from ..model import HOST_WIDE_ACTIONS, Finding
 
 STATE_FILE = "policy.json"
+BreakerChange = Literal["paused", "resumed"]  # what breaker_transition reports, once each
 MAX_SUBJECTS = 2000  # remembered per kind (occurrences) and per policy (firings)
 BOTH_LANES = frozenset((True, False))
 
@@ -216,7 +217,7 @@ class PolicyEngine:
             (self.state.executed if proven else self.state.executed_unproven).append(now)
             return True
 
-    def breaker_transition(self, now: float, wanted_more: bool) -> Optional[str]:
+    def breaker_transition(self, now: float, wanted_more: bool) -> Optional[BreakerChange]:
         """'paused' or 'resumed' once, when the (proven) breaker changes; else None."""
         with self._lock:
             full = self._in_window(now) >= self.limit

@@ -52,7 +52,7 @@ class KernelHistory:
             self.changed = False
             return []
         except StateError as exc:
-            return [str(exc)]
+            return [exc.problem()]
 
     def record(self, release: str, hung: bool, now: float) -> None:
         r = self.records.setdefault(release, KernelRecord(first_seen=now))

@@ -52,7 +52,7 @@ def save(state: StateStore, name: str, bundle: Dict[str, Any], now: float) -> Li
     try:
         state.write_json(os.path.join(DIR, f"{compact_utc(now)}-{name}.json"), bundle, durable=False)
     except StateError as exc:
-        return [str(exc)]
+        return [exc.problem()]
     return prune(state)
 
 

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..config import MetricsConfig
-from ..model import ACTION_NAMES, FINDING_KINDS
+from ..model import ACTION_NAMES, FINDING_KINDS, Problem
 from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
 
@@ -164,14 +164,15 @@ class Metrics:
             try:
                 _replace(self.config.textfile, generate_latest(self.registry))
             except OSError as exc:
-                problems.append(f"cannot write the metrics textfile {self.config.textfile}: {exc.strerror or exc}")
+                text = f"cannot write the metrics textfile {self.config.textfile}: {exc.strerror or exc}"
+                problems.append(Problem(text, id=f"metrics-textfile:{self.config.textfile}"))
         counters = self.figures.copy_counters().to_json()
         if counters != self._saved and not self.state.read_only:
             try:
                 self.state.write_json(STATE_FILE, counters, durable=False)
                 self._saved = counters
             except StateError as exc:
-                problems.append(f"{exc}; metric counters are kept in memory only")
+                problems.append(exc.problem("; metric counters are kept in memory only"))
         return problems
 
     def stop(self, last: Optional[Snapshot]) -> None:

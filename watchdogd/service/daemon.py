@@ -35,9 +35,9 @@ from .. import __version__
 from ..act.actions import ActionRecord
 from ..config import Config, ConfigError, load_config
 from ..decide.ledger import FindingLedger
-from ..decide.policy import BOTH_LANES
+from ..decide.policy import BOTH_LANES, BreakerChange
 from ..fsafe import try_flock
-from ..model import Finding, LatencyResult, Observation
+from ..model import Finding, LatencyResult, Observation, problem_id
 from ..observe.watch import DirWatch
 from ..report.events import ERR, NOTICE, WARNING, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
 from ..report.figures import Figures, Outlet, Snapshot, probe_states
@@ -370,7 +370,7 @@ class Daemon:
         self.latency_is_new = False
         return self.parts.save_progress(obs)
 
-    def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[str]) -> None:
+    def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[BreakerChange]) -> None:
         for record in records:
             self.figures.acted(record.action, record.result)
             probe_dir = self._probe_dir_of(record)
@@ -404,10 +404,11 @@ class Daemon:
         replace: these are all the problems of a whole scan; one that is gone may be
         reported again if it comes back.
         """
-        current = set(problems)
-        for text in sorted(current - self.problems_seen):
-            self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=text))
-        self.problems_seen = current if replace else self.problems_seen | current
+        current = {problem_id(p): p for p in problems}
+        for key in sorted(set(current) - self.problems_seen):
+            text = current[key]
+            self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=str(text)))
+        self.problems_seen = set(current) if replace else self.problems_seen | set(current)
 
     def _write_status(self, obs: Observation, problems: Sequence[str], line: str, stopped: bool = False) -> List[str]:
         """Save what `status` shows: status.json when it changed, scan.json every scan; the problems, if any."""
@@ -429,11 +430,11 @@ class Daemon:
                 self._status_saved = status
             except StateError as exc:
                 self._status_saved = None
-                out.append(str(exc))
+                out.append(exc.problem())
         try:
             self.parts.state.write_json(SCAN_FILE, scan_document(obs, self.scans, line), durable=False)
         except StateError as exc:
-            out.append(str(exc))
+            out.append(exc.problem())
         return out
 
     # ---- reload and stop ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import AbstractSet, Callable, List, Optional, Protocol, Sequence, Tu
 from ..act.actions import ActionRecord, Actor
 from ..config import Config
 from ..decide.assess import assess
-from ..decide.policy import BOTH_LANES, STATE_FILE, PlannedAction, PolicyEngine
+from ..decide.policy import BOTH_LANES, STATE_FILE, BreakerChange, PlannedAction, PolicyEngine
 from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.latency import LatencyProbe, why_not_connect
@@ -63,11 +63,11 @@ class Pipeline:
 
     def save_progress(self, obs: Observation) -> List[str]:
         """Persist the policy counters and, when probing worked, the kernel it worked on."""
-        problems = []
+        problems: List[str] = []
         try:
             self.state.write_json(STATE_FILE, self.engine.snapshot())
         except StateError as exc:
-            problems.append(f"{exc}; policy counters are kept in memory only")
+            problems.append(exc.problem("; policy counters are kept in memory only"))
         if self.diagnostician is not None:
             problems += self.diagnostician.history.save(self.state)
         lat = obs.latency
@@ -75,7 +75,7 @@ class Pipeline:
             try:
                 self.state.record_good_kernel(obs.kernel_release)
             except StateError as exc:
-                problems.append(str(exc))
+                problems.append(exc.problem())
         return problems
 
 
@@ -96,7 +96,7 @@ def scan_once(parts: Pipeline, with_latency: bool = True) -> Tuple[Observation, 
 class Remediation:
     before: List[Finding]
     actions: List[ActionRecord]
-    breaker: Optional[str]  # "paused" / "resumed" when the breaker changed
+    breaker: Optional[BreakerChange]  # when the breaker changed
     after: Observation
     findings: List[Finding]  # what is left after acting
     problems: List[str]  # state that could not be saved, and the like

@@ -14,9 +14,9 @@ import threading
 from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 from ..act.actions import ActionRecord, Actor
-from ..decide.policy import PlannedAction
+from ..decide.policy import BreakerChange, PlannedAction
 
-Outcome = Tuple[List[ActionRecord], Optional[str]]
+Outcome = Tuple[List[ActionRecord], Optional[BreakerChange]]
 
 
 class Waker:
