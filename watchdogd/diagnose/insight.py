@@ -79,6 +79,7 @@ class Diagnostician:
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
         self._kvm_kernel: Optional[str] = None
+        self._packages: Dict[Tuple[str, float], Optional[str]] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
         self.problems: List[str] = []
 
     def insight(self, obs: Observation) -> Insight:
@@ -106,13 +107,25 @@ class Diagnostician:
             "diagnosis": diagnosis.to_json(),
             "capture": capture.to_json(),
             "emulator": exes,
-            "packages": {exe: incidents.package_of(exe) for exe in exes},
+            "packages": {exe: self._package(exe) for exe in exes},
             "kernel": obs.kernel_release,
             "kernel_last_good": obs.kernel_last_good,
             "proof": probe.proof,
         }
         self.problems += incidents.save(self.state, os.path.basename(probe.path), bundle, obs.taken_wall)
         return diagnosis
+
+    def _package(self, exe: str) -> Optional[str]:
+        """The emulator's package and version; dpkg-query takes ~150 ms, so once per binary (a new ctime: an upgrade)."""
+        try:
+            key = (exe, os.stat(exe).st_ctime)
+        except OSError:
+            return None
+        if key not in self._packages:
+            if len(self._packages) > 64:
+                self._packages.clear()
+            self._packages[key] = incidents.package_of(exe)
+        return self._packages[key]
 
     def _outcomes(self, obs: Observation, hung: set) -> None:  # type: ignore[type-arg]
         """Each probe once into the kernel history: hung when it turned hung, worked when it went without."""
