@@ -80,6 +80,7 @@ class Diagnostician:
         self._kvm: Optional[KvmResult] = None
         self._kvm_kernel: Optional[str] = None
         self._packages: Dict[Tuple[str, float], Optional[str]] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
+        self._unsaved: List[Tuple[str, Dict[str, object], float]] = []  # incident bundles to keep once the scan has acted
         self.problems: List[str] = []
 
     def insight(self, obs: Observation) -> Insight:
@@ -100,20 +101,34 @@ class Diagnostician:
         diagnosis = classify(probe, capture)
         self._diagnosed[probe.path] = (probe.made_wall, diagnosis)
         exes = sorted({p.exe for p in capture.processes if p.exe})
-        bundle = {
+        bundle: Dict[str, object] = {
             "probe_dir": probe.path,
             "taken": obs.taken_wall,
             "age_s": round(probe.age_s, 1),
             "diagnosis": diagnosis.to_json(),
             "capture": capture.to_json(),
             "emulator": exes,
-            "packages": {exe: self._package(exe) for exe in exes},
             "kernel": obs.kernel_release,
             "kernel_last_good": obs.kernel_last_good,
             "proof": probe.proof,
         }
-        self.problems += incidents.save(self.state, os.path.basename(probe.path), bundle, obs.taken_wall)
+        self._unsaved.append((os.path.basename(probe.path), bundle, obs.taken_wall))
         return diagnosis
+
+    def keep_incidents(self) -> List[str]:
+        """Write the bundles this scan captured, with the emulators' package versions.
+
+        Called once the scan has reported and planned: asking dpkg which package owns the
+        emulator takes ~150 ms, which must never stand between a hung probe and its kill.
+        """
+        problems: List[str] = []
+        for name, bundle, taken in self._unsaved:
+            if not self.state.read_only:
+                exes = bundle.get("emulator")
+                bundle["packages"] = {exe: self._package(exe) for exe in exes} if isinstance(exes, list) else {}
+                problems += incidents.save(self.state, name, bundle, taken)
+        self._unsaved = []
+        return problems
 
     def _package(self, exe: str) -> Optional[str]:
         """The emulator's package and version; dpkg-query takes ~150 ms, so once per binary (a new ctime: an upgrade)."""

@@ -335,6 +335,7 @@ class Daemon:
             batch = [p for p in planned if p.proven == lane]
             if batch:
                 self.lanes[lane].submit(self.parts.actor, batch)
+        problems += self.parts.keep_incidents()  # after the kill is on its way: dpkg is slow
         if free and not planned and (change.opened or change.resolved or self.latency_is_new):
             problems += self._save_progress(obs)
         self.deadlines = sorted(

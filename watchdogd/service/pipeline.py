@@ -57,6 +57,10 @@ class Pipeline:
             obs = replace(obs, errors=obs.errors + tuple(self.diagnostician.problems))
         return obs, assess(obs, self.config, insight)
 
+    def keep_incidents(self) -> List[str]:
+        """After a scan has been reported and acted on: the incident bundles it captured."""
+        return self.diagnostician.keep_incidents() if self.diagnostician is not None else []
+
     def plan(self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES) -> List[PlannedAction]:
         """decide."""
         return self.engine.decide(findings, now, dry_run=dry_run, lanes=lanes)
@@ -106,7 +110,7 @@ def remediate_once(parts: Pipeline, dry_run: bool = False, with_latency: bool = 
     """One scan, the policies applied once, then a fresh scan of what is left."""
     obs, findings = scan_once(parts, with_latency)
     records, breaker = parts.actor.execute(parts.plan(findings, obs.taken_wall, dry_run=dry_run))
-    problems: List[str] = []
+    problems: List[str] = parts.keep_incidents()
     if not dry_run:
         problems += parts.save_progress(obs)
     acted = any(r.changed_something for r in records)
