@@ -74,7 +74,7 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
         ("intervall: 5s\n", "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)"),
         ("detect:\n  probe_hung_after: soon\n", "c.yaml:2: detect.probe_hung_after: 'soon' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"),
         ("detect:\n  probe_hung_after: 0\n", "c.yaml:2: detect.probe_hung_after: must be longer than 0, not 0"),
-        ("detect:\n  hung_after: 5s\n", "c.yaml:2: detect.hung_after: unknown key (known here: emulator_names, libvirt_daemons, max_dirs_per_base, probe_hung_after, stale_dir_after)"),
+        ("detect:\n  hung_after: 5s\n", "c.yaml:2: detect.hung_after: unknown key (known here: emulator_names, grace, libvirt_daemons, max_dirs_per_base, probe_hung_after, stale_dir_after)"),
         ("dry_run: maybe\n", "c.yaml:1: dry_run: must be true or false, not 'maybe'"),
         ("state_dir: relative/dir\n", "c.yaml:1: state_dir: must be an absolute path, not 'relative/dir'"),
         ("events: syslog\n", "c.yaml:1: events: must be one of journal, stderr, auto, not 'syslog'"),
