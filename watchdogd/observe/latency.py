@@ -62,16 +62,17 @@ class SocketActivation:
             return False  # no systemd: nothing starts libvirt on a connection
         now = self.clock()
         if self._answer is None or now - self._at >= self.every:
-            self._answer = any(self._active(unit) for unit in self.UNITS)
+            self._answer = self._any_active()
             self._at = now
         return self._answer
 
-    @staticmethod
-    def _active(unit: str) -> bool:
+    def _any_active(self) -> bool:
+        """One `systemctl is-active` for all the units: it prints one state a line, in order."""
         try:
-            return subprocess.run(["systemctl", "is-active", "--quiet", unit], timeout=5, stdin=subprocess.DEVNULL, capture_output=True).returncode == 0
+            r = subprocess.run(["systemctl", "is-active", *self.UNITS], timeout=5, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         except (OSError, subprocess.TimeoutExpired):
             return True  # cannot tell: assume an idle timer to respect
+        return any(line.strip() == "active" for line in r.stdout.splitlines())
 
 
 class LatencyProbe:
