@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from conftest import REPO, run_cli
+from harness.wait import wait_for
 
 DOMAIN = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>"
 
@@ -66,6 +67,8 @@ def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(j
     try:
         daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, interval="1s")))
         daemon.wait_journal("started")
+        # the logs already there at its first scan are history: the VM fails after that
+        wait_for((state_dir / "scan.json").exists, 30, "the daemon's first scan")
         libvirt.vm_fault(fault)
         started = libvirt.virsh("start", name)
         assert started.returncode != 0, "the VM start fails"
