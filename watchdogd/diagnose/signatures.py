@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from ..sigtable import Signature, load_table
 
@@ -39,6 +39,3 @@ def match(lines: Sequence[str], table: Sequence[Signature]) -> List[Match]:
                 break
     return found
 
-
-def causes(table: Sequence[Signature]) -> Dict[str, str]:
-    return {s.cause: s.what_to_do for s in table}

@@ -136,10 +136,6 @@ class Metrics:
         self._server: Optional[WSGIServer] = None
         self._saved: Optional[Dict[str, object]] = None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.config.textfile or self.config.listen)
-
     def start(self) -> Optional[str]:
         """Open the HTTP endpoint when configured; the problem, if it cannot be."""
         if not self.config.listen:
@@ -151,10 +147,6 @@ class Metrics:
             return f"cannot serve metrics on {self.config.listen}: {exc.strerror or exc}"
         threading.Thread(target=self._server.serve_forever, name="kvm-watchdog-metrics", daemon=True).start()
         return None
-
-    @property
-    def port(self) -> Optional[int]:
-        return self._server.server_port if self._server is not None else None
 
     def publish(self, snapshot: Snapshot) -> List[str]:
         """A new scan's figures to every outlet; the counters saved when they changed. Problems, if any."""
