@@ -59,7 +59,6 @@ class Scanner:
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
         self._proven: Dict[str, Tuple[float, str]] = {}  # probe dir -> (its birth time, how libvirt's parentage was seen)
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
-        self._last_walk_was_full = False
         self._guests = 0  # emulator processes no probe claims, counted on full walks (guests live long)
         self.own_pid = os.getpid() if own_pid is None else own_pid
         self._pid_max = pid_max
@@ -88,7 +87,7 @@ class Scanner:
         errors: List[str] = []
         now = self.clock()
         uptime = self.proc.uptime()
-        table = self._table(full)
+        table, walked = self._table(full)
         libvirt_pids = frozenset(self._libvirt)
         view = _View(table, Protected(self.own_pid, libvirt_pids), now, uptime)
         probes: List[Probe] = []
@@ -98,7 +97,7 @@ class Scanner:
             probes.extend(found)
             if flood is not None:
                 floods.append(flood)
-        if self._last_walk_was_full:
+        if walked:
             members = {m.process.pid for p in probes for m in p.members}
             self._guests = sum(1 for p in table.values() if not p.is_zombie and p.pid not in members and p.pid not in libvirt_pids)
         present = {p.path for p in probes}
@@ -132,8 +131,8 @@ class Scanner:
         mono = self.mono()
         return tuple(MissingDir(path, mono - since) for path, since in sorted(self._missing_since.items()))
 
-    def _table(self, full: Optional[bool]) -> Dict[int, Process]:
-        """The interesting processes: a walk of all /proc, or only libvirt's subtree when nothing needs more."""
+    def _table(self, full: Optional[bool]) -> Tuple[Dict[int, Process], bool]:
+        """The interesting processes, and whether all of /proc was walked (else only libvirt's subtree: nothing needed more)."""
         now = self.mono()
         if full is None:
             full = self._last_walk is None or not self._libvirt or now - self._last_walk >= FULL_WALK_EVERY or self._any_probe_dir()
@@ -141,14 +140,13 @@ class Scanner:
         if not full:
             table = self.proc.descendants(tuple(self._libvirt), self._interesting)
             full = any((p := table.get(pid)) is None or p.is_zombie or p.start_boot_s != start for pid, start in self._libvirt.items())
-        self._last_walk_was_full = bool(full)
         if full:
             table = self.proc.scan(self._interesting)
             self._last_walk = now
             self.full_walks += 1
         daemons = set(self.config.detect.libvirt_daemons)
         self._libvirt = {p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie}
-        return table
+        return table, bool(full)
 
     def _any_probe_dir(self) -> bool:
         for base in self.config.libvirt.probe_dirs:
