@@ -7,8 +7,8 @@ The Diagnostician runs between observe and assess, on every scan:
 - the domains' QEMU logs are followed and matched against the signature table; a
   match opens a VM start failure, resolved when that domain next starts cleanly
   (or after detect.stale_dir_after);
-- the KVM self-test runs at the first scan (where /dev/kvm exists) and again when
-  the kernel is not the last good one.
+- the KVM self-test runs once, at the first scan where /dev/kvm exists (a new kernel
+  is a boot, so that is also when kernel_changed opens).
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ class Diagnostician:
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
-        self._kvm_kernel: Optional[str] = None
         self._packages: Dict[Tuple[str, float], Optional[str]] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
         self._unsaved: List[Tuple[str, Dict[str, object], float]] = []  # incident bundles to keep once the scan has acted
         self.problems: List[str] = []
@@ -159,12 +158,11 @@ class Diagnostician:
 
     # ---- the KVM self-test --------------------------------------------------------------
     def _kvm_check(self, obs: Observation) -> None:
-        if self.config.diagnose.kvm_selftest == "off" or not device_present():
+        """Once, at the first scan where /dev/kvm exists. The kernel cannot change under a running
+        daemon: a new kernel is a boot and so a start, which is when kernel_changed opens too."""
+        if self._kvm is not None or self.config.diagnose.kvm_selftest == "off" or not device_present():
             return
-        due = self._kvm is None or (obs.kernel_release != self._kvm_kernel and obs.kernel_last_good not in (None, obs.kernel_release))
-        if due:
-            self._kvm = self.selftest()
-            self._kvm_kernel = obs.kernel_release
+        self._kvm = self.selftest()
 
     # ---- domains' logs ----------------------------------------------------------------
     def _follow_logs(self, now: float) -> Tuple[VmFailure, ...]:
