@@ -299,12 +299,13 @@ class Daemon:
                 self.latency_is_new = True
                 self._scan_now = True
             return
-        if now >= self.next_latency:
-            idle = self.parts.may_connect(self.obs)
-            if idle is not None:  # never wake libvirt, never keep an idle one from exiting
+        idle = self.parts.may_connect(self.obs)  # asked every turn: the STATUS line says idle as soon as it is
+        if idle is not None:  # never wake libvirt, never keep an idle one from exiting
+            if self.latency is None or self.latency.skipped != idle:
                 self.latency, self.latency_is_new = LatencyResult(reachable=None, answered=False, skipped=idle), False
-                self.next_latency = now + min(self.config.latency.every, self.config.interval)
-                return
+            self.next_latency = max(self.next_latency, now + min(self.config.latency.every, self.config.interval))  # ask again then, not before
+            return
+        if now >= self.next_latency:
             skipped = probe.start()
             self.next_latency = now + (self.config.latency.every if skipped is None else min(self.config.latency.every, self.config.interval))
 
