@@ -3,7 +3,12 @@
 
 A real session libvirtd (as an unprivileged user, under its own HOME) with a
 fault-injecting emulator: the next capability probe hangs exactly as in
-shared/seed/INCIDENT.md. `kvm-watchdog run` runs in the foreground (its events
+shared/seed/INCIDENT.md. Where gcc can build the LD_PRELOAD shim, the probe is the
+REAL qemu-system-x86_64, held at the chdir("/") its daemon makes right before it
+reports "started" (where the incident's daemon deadlocked), so the watchdog's
+diagnosis is the incident's own: userspace_deadlock. Elsewhere the fake emulator
+replays the same three processes (its diagnosis: no known shape); the demo says
+which ran. `kvm-watchdog run` runs in the foreground (its events
 echoed on the terminal, and sent to the real journal); it finds the probe at its
 deadline, ends it, and reports it resolved; `virsh domcapabilities` works again;
 the journal is read back with journalctl. Everything is cleaned up. Exits 0 only
@@ -12,6 +17,7 @@ if the recovery was seen.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -19,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -27,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import yaml  # noqa: E402
 from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
-from harness.service import RunningDaemon  # noqa: E402
+from harness.service import RunningDaemon, command  # noqa: E402
 from harness.wait import Timeout, wait_for  # noqa: E402
 
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -43,8 +49,18 @@ def show(argv: List[str]) -> int:
     return subprocess.run(argv).returncode
 
 
+def hang_mode(box: LibvirtSandbox) -> Tuple[str, str]:
+    """The real QEMU held by the LD_PRELOAD shim where gcc builds it; the fake emulator's replay elsewhere."""
+    try:
+        box.build_hang_shim()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"(the LD_PRELOAD shim could not be built: {exc}; the fake emulator replays the hang instead)")
+        return "hang-init", "the fake emulator's replay: first process, zombie, daemon that never reports started"
+    return "real-hang", 'the REAL qemu-system-x86_64, its daemon held at chdir("/") by an LD_PRELOAD shim, as the incident\'s deadlocked'
+
+
 def main() -> int:
-    kvmwd = [sys.executable, "-m", "watchdogd"]
+    kvmwd = [command()]
     journald = Journald()
     box = LibvirtSandbox()
     state = Path(tempfile.mkdtemp(prefix="kvmwd-demo-"))
@@ -75,9 +91,10 @@ def main() -> int:
         wait_for((state / "status.json").exists, 30, "the daemon's first scan")
         show([*kvmwd, "-c", str(cfg), "status"])
 
-        say("The kernel breaks: the next capability probe hangs (hang-init), and virsh waits behind it")
+        mode, how = hang_mode(box)
+        say(f"The host breaks: the next capability probe hangs ({how}), and virsh waits behind it")
         started = time.monotonic()
-        waiting = box.hang("hang-init", count=1)
+        waiting = box.hang(mode, count=1)
         show(["sh", "-c", f"ps -o pid,ppid,stat,etime,args -u {box.user.pw_uid} | grep -v ' libvirtd ' | cut -c1-150"])
         print(f"(the daemon's timer for this probe fires {HUNG_AFTER}s after it started; watch its lines below)", flush=True)
 
@@ -100,6 +117,10 @@ def main() -> int:
 
         tail_until("probe_hung/resolved", 60)
         print(f"caught and fixed {time.monotonic() - started:.1f}s after the hang began")
+        [hung] = daemon.journal_events("probe_hung", KVMWD_STATE="open") or [{}]
+        why = json.loads(hung.get("KVMWD_EVIDENCE", "{}")).get("diagnosis", {})
+        print(f"why it hung: {why.get('stage')} / blocked in {why.get('blocked_in')} / {why.get('cause')}")
+        print(f"what to do: {why.get('what_to_do')}")
 
         say("The virsh call that was waiting returns, and the next one works")
         waiting.wait(30)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
-from harness.service import NotifyListener, RunningDaemon  # noqa: E402
+from harness.service import NotifyListener, RunningDaemon, command  # noqa: E402
 
 from watchdogd.service.cli import main  # noqa: E402
 
@@ -55,7 +55,7 @@ def run_cli_process(*argv: str, timeout: float = 60, env: Optional[Dict[str, str
     """The CLI as a separate process (for timing it, or when it must not share our state)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    r = subprocess.run([sys.executable, "-m", "watchdogd", *argv], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(REPO))
+    r = subprocess.run([command(), *argv], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(REPO))
     return CliResult(r.returncode, r.stdout, r.stderr)
 
 

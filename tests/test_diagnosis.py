@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 from conftest import REPO, run_cli
+from harness.service import command
 from harness.wait import wait_for
 
 DOMAIN = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>"
@@ -65,7 +65,8 @@ def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(j
     xml.write_text(DOMAIN.format(name=name))
     assert libvirt.virsh("define", str(xml)).returncode == 0
     try:
-        daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, interval="1s")))
+        # a full scan every 30 s: the failure is told from inotify on the log dir, not by the scan
+        daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, interval="30s")))
         daemon.wait_journal("started")
         # the logs already there at its first scan are history: the VM fails after that
         wait_for((state_dir / "scan.json").exists, 30, "the daemon's first scan")
@@ -79,7 +80,7 @@ def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(j
         evidence = json.loads(failed["KVMWD_EVIDENCE"])
         assert evidence["diagnosis"]["cause"] == "no_in_kernel_vgic" and "gic-version" in failed["MESSAGE"]
         assert any(line in ln for ln in evidence["lines"]) and evidence["log"] == str(log)
-        assert int(failed["__REALTIME_TIMESTAMP"]) / 1e6 - written < 5, "within 5 s of the log line"
+        assert int(failed["__REALTIME_TIMESTAMP"]) / 1e6 - written < 1, "within 1 s of the log line, whatever the interval"
         assert not [e for e in daemon.journal_events("vm_start_failed") if "dirty_log" in e["MESSAGE"]], "the dirty-log fallback is noted, never alerted"
         libvirt.vm_fault("")  # the next start is clean (the real emulator): the finding resolves
         assert libvirt.virsh("start", name).returncode == 0
@@ -103,7 +104,7 @@ def test_diagnose_says_kvm_is_usable_here(state_dir, write_config, libvirt):
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare (util-linux)")
 def test_diagnose_says_kvm_is_unusable_and_exits_2_when_dev_kvm_is_masked(state_dir, write_config, libvirt):
     cfg = write_config(libvirt.config(state_dir, latency={"enabled": False}))
-    script = f"mount --bind /dev/null /dev/kvm && exec {sys.executable} -m watchdogd -c {cfg} diagnose --json"
+    script = f"mount --bind /dev/null /dev/kvm && exec {command()} -c {cfg} diagnose --json"
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=60, cwd=str(REPO))
     assert r.returncode == 2, r.stdout + r.stderr
     report = json.loads(r.stdout)

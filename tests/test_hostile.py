@@ -357,7 +357,7 @@ def test_any_pidfile_bytes_give_a_pid_or_a_reason(data):
 def test_any_proc_stat_line_parses_or_is_refused_clearly(data):
     FUZZED[0] += 1
     try:
-        comm, state, ppid, start = parse_stat(data)
+        comm, state, ppid, start, _flags = parse_stat(data)
     except ValueError as exc:
         assert "not a /proc/PID/stat line" in str(exc)
     else:

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from conftest import run_cli
 from harness.journald import journal_answers
 from harness.sandbox import alive
+from harness.service import command
 from harness.wait import wait_for
 
 from watchdogd.report.events import MESSAGE_IDS
@@ -248,7 +248,7 @@ def test_a_restarted_daemon_does_not_report_again_what_it_already_reported(journ
 def test_a_config_error_at_start_exits_2_with_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("interval: 5s\nintervall: 6s\n")
-    r = subprocess.run([sys.executable, "-m", "watchdogd", "-c", str(bad), "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent), env=dict(os.environ))
+    r = subprocess.run([command(), "-c", str(bad), "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent), env=dict(os.environ))
     assert r.returncode == 2
     assert f"{bad}:2: " in r.stderr
 
@@ -360,7 +360,7 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(libvirt, state_d
     cfg = write_config(libvirt.config(state_dir, interval="30s"))
     first = start_daemon(cfg)
     wait_for(lambda: scans(state_dir) >= 1, 30, "the first daemon's first scan")
-    second = subprocess.run([sys.executable, "-m", "watchdogd", "-c", cfg, "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent))
+    second = subprocess.run([command(), "-c", cfg, "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent))
     assert second.returncode == 2
     assert f"another kvm-watchdog run (pid {first.pid}) is using {state_dir}" in second.stderr
     assert first.alive() and first.stop() == 0

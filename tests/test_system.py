@@ -5,7 +5,10 @@ service, a capability probe hangs, the watchdog ends it, the journal says so (wi
 the catalog's explanation), systemd's own watchdog restarts a frozen daemon,
 reload takes a new config, stop is clean; and the watchdog disturbs nothing it
 watches: a socket-activated libvirtd idles out on time with it running, and a libvirt
-restart or an emulator upgrade on a healthy host is no finding. The same story on
+restart or an emulator upgrade on a healthy host is no finding. All of it at the
+package's shipped config and the distro's own libvirtd unit (`--timeout 120`): libvirtd
+idles out on time, stays down for three latency periods, and a restart, a reload or a
+reinstall of the watchdog never starts it again. The same story on
 both releases (libvirt 9.0 / 11.3, QEMU 7.2 / 10.0, Python 3.11 / 3.13, systemd 252 /
 257). Each image is debootstrapped once and cached; each boot is a pristine overlay.
 """
@@ -17,7 +20,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 from harness.nspawn import RELEASES, Container, ensure_image
@@ -71,10 +74,12 @@ def opened_findings(box: Container) -> List[Dict[str, str]]:
 
 
 def scans(box: Container) -> int:
+    """Scans made by the watchdog that runs now (a restarted one counts from 0 again)."""
     out = box.run("cat /var/lib/kvm-watchdog/scan.json 2>/dev/null").stdout
     try:
-        return int(json.loads(out)["scans"])
-    except (ValueError, KeyError):
+        seen = json.loads(out)
+        return int(seen["scans"]) if seen.get("pid") == main_pid(box) else 0
+    except (ValueError, KeyError, AttributeError):
         return 0
 
 
@@ -85,28 +90,76 @@ def arm(box: Container, mode: str) -> None:
     wait_for(lambda: box.run(f"chmod 755 {FAKE} && stat -c %Z {FAKE}").stdout.strip() != before, 5, "a new ctime second", poll=0.1)
 
 
-def disturbs_nothing(box: Container) -> None:
-    """A watchdog must not change what it watches."""
-    # at the shipped defaults, a libvirt restart and an emulator upgrade on a healthy host are no finding
+def libvirtd_state(box: Container) -> Tuple[str, str]:
+    """libvirtd's ActiveState and the monotonic time it last became active (the same while nothing starts it)."""
+    out = box.run("systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic libvirtd").stdout
+    fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return fields.get("ActiveState", ""), fields.get("ActiveEnterTimestampMonotonic", "")
+
+
+def last_client_done(box: Container) -> float:
+    """A client's call (virsh domcapabilities), and the time it ended: libvirt's idle timer starts then."""
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0
+    return time.monotonic()
+
+
+def idles_out(box: Container, since: float, timeout: float, interval: float) -> float:
+    """libvirtd exits within its --timeout plus one scan after its last client, with the watchdog running."""
+    wait_for(lambda: libvirtd_state(box)[0] != "active", timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
+    took = time.monotonic() - since
+    assert took <= timeout + interval + 5, f"libvirtd idled out {took:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan and 5 s of slack"
+    return took
+
+
+def healthy_changes_are_no_news(box: Container) -> float:
+    """At the shipped defaults, a libvirt restart and an emulator upgrade on a healthy host are no finding."""
     findings_before = len(opened_findings(box))
     box.run("systemctl restart libvirtd", check=True)
     wait_for(lambda: box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, 60, "libvirt back")
     arm(box, "none")  # the emulator's ctime moves: an upgrade, libvirt re-probes at the next call
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0
+    last = last_client_done(box)
     scans_seen = scans(box)
     wait_for(lambda: scans(box) >= scans_seen + 7, 90, "seven more scans (an interval past every grace)")
     assert opened_findings(box)[findings_before:] == [], "a normal libvirt restart or emulator upgrade is no news"
+    return last
 
-    # ... and a socket-activated libvirtd still idles out on time with the watchdog running
-    box.run("echo 'LIBVIRTD_ARGS=\"--timeout 15\"' > /etc/default/libvirtd && systemctl restart libvirtd", check=True)
-    restarted = time.monotonic()
-    wait_for(lambda: box.run("systemctl is-active libvirtd").stdout.strip() != "active", 90, "libvirtd to idle out with the watchdog running")
-    assert time.monotonic() - restarted < 15 + 15, "on time: its 15 s idle timeout, and a scan or two of slack"
+
+def stays_down(box: Container, idle_at: Tuple[str, str], until: float) -> None:
+    """Nothing the watchdog does, and nothing an operator does to it, starts libvirtd again."""
+    def unchanged(what: str) -> None:
+        assert libvirtd_state(box) == idle_at, f"libvirtd was started again by {what}"
+
+    box.run("systemctl restart kvm-watchdog", check=True)
+    wait_for(lambda: scans(box) >= 2, 60, "the restarted watchdog's scans")
+    unchanged("systemctl restart kvm-watchdog")
+    before = len(events(box, "config_reloaded"))
+    box.run("systemctl reload kvm-watchdog", check=True)
+    wait_for(lambda: len(events(box, "config_reloaded")) > before, 30, "config_reloaded")
+    unchanged("systemctl reload kvm-watchdog")
+    box.run("apt-get install -y -q --reinstall --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
+    wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and scans(box) >= 2, 60, "the reinstalled watchdog's scans")
+    unchanged("apt-get install --reinstall of the package")
     wait_for(lambda: "libvirt idle" in box.run("systemctl show -p StatusText --value kvm-watchdog").stdout, 30, "the STATUS line to say libvirt is idle")
-    scans_seen = scans(box)
-    wait_for(lambda: scans(box) >= scans_seen + 3, 120, "three more scans (each one asks whether a latency call may go out)")
-    assert box.run("systemctl is-active libvirtd").stdout.strip() != "active", "the watchdog never wakes it"
-    assert not [e for e in opened_findings(box)[findings_before:] if e["KVMWD_EVENT"] == "libvirt_unreachable"], "idle is not unreachable"
+    while time.monotonic() < until:
+        unchanged("the watchdog, while libvirt was idle")
+        time.sleep(min(10.0, max(0.0, until - time.monotonic())))
+    unchanged("the watchdog, over three latency periods")
+    assert not [e for e in opened_findings(box) if e["KVMWD_EVENT"] == "libvirt_unreachable"], "idle is not unreachable"
+
+
+def disturbs_nothing(box: Container) -> None:
+    """A watchdog must not change what it watches: at the package's shipped config and the distro's own libvirtd unit."""
+    assert "--timeout 120" in box.run("systemctl show -p Environment libvirtd").stdout, "the distro's own unit, not a tuned one"
+    last = healthy_changes_are_no_news(box)
+    idles_out(box, last, timeout=120, interval=5)  # the shipped interval
+    idle_at = libvirtd_state(box)
+    stays_down(box, idle_at, until=time.monotonic() + 3 * 60)  # three of the shipped latency.every
+
+    # a latency period shorter than libvirtd's timeout: it still idles out
+    box.run("echo 'LIBVIRTD_ARGS=\"--timeout 15\"' > /etc/default/libvirtd", check=True)
+    box.run("sed -i 's/^  every: 60s$/  every: 10s/' /etc/kvm-watchdog/config.yaml && systemctl reload kvm-watchdog", check=True)
+    assert "every: 10s" in box.run("cat /etc/kvm-watchdog/config.yaml").stdout
+    idles_out(box, last_client_done(box), timeout=15, interval=5)
 
 
 def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Container):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -53,7 +54,19 @@ def test_the_unit_has_what_the_service_needs() -> None:
         assert line in text.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
     assert re.search(r"^After=.*libvirtd\.service.*virtqemud\.service", text, re.M)
-    assert re.search(r"^Wants=libvirtd\.service", text, re.M)
+
+
+PULLING = re.compile(r"^(Wants|Requires|Requisite|BindsTo|PartOf|Upholds|Wants|Also)=.*\b(libvirtd|virtqemud)\b", re.M)
+
+
+def test_the_unit_orders_after_libvirt_and_never_pulls_it_in_in_the_deb_and_the_rpm_alike() -> None:
+    """A watchdog must not start what it watches: every start of it (boot, upgrade, restart) would start libvirt."""
+    assert not PULLING.search(UNIT.read_text()), PULLING.search(UNIT.read_text())
+    spec = (REPO / "packaging" / "rpm" / "kvm-watchdog.spec").read_text()
+    assert "kvm-watchdog.service" in spec and not re.search(r"sed .*kvm-watchdog\.service", spec), "the RPM installs the unit as it is"
+    assert not PULLING.search(spec)
+    # build-deb lays packaging/debian out as the source tree's debian/: the link names systemd/ beside it
+    assert os.readlink(REPO / "packaging" / "debian" / "kvm-watchdog.service") == "../systemd/kvm-watchdog.service", "the .deb ships the same unit"
 
 
 def catalog_ids() -> list:

@@ -110,6 +110,7 @@ class Process:
     start_boot_s: float  # start time, seconds since boot (immune to wall clock jumps)
     uid: Optional[int] = None
     cmdline: Tuple[str, ...] = ()
+    kthread: bool = False  # PF_KTHREAD: the kernel's own thread (kvm-pit/1234), never an emulator
 
     @property
     def is_zombie(self) -> bool:
@@ -213,7 +214,7 @@ class Observation:
     floods: Tuple[DirFlood, ...] = ()
     missing_dirs: Tuple[MissingDir, ...] = ()
     cache_owner_uid: Optional[int] = None
-    guests: int = 0  # emulator processes that are no probe's (guests' QEMU), as of the last full walk
+    guests: int = 0  # libvirt's running guests (emulators.why_not_guest), as of the last full walk, less those gone since
     errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 

@@ -2,7 +2,8 @@
 
 A process belongs to the probe in dir D only if all of these hold:
 - it is not PID 1, not the watchdog, not a libvirt daemon;
-- its name is an emulator's (detect.emulator_names);
+- its name is an emulator's (detect.emulator_names, by the word rule of
+  emulators.py; never a kernel thread);
 - its command line names D itself (``-pidfile D/qmp.pid`` or ``-qmp unix:D/...``);
 - it runs as the user that owns D (libvirt hands the dir to the uid the probe runs
   as; a dir the qemu user made can never claim root's processes, however it was
@@ -20,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterable, Optional, Sequence
 
+from .emulators import is_emulator, keep_guest_arg
 from .model import Process
 
 # The name libvirt gives a probe dir (g_mkdtemp's six characters).
@@ -83,18 +85,9 @@ def probe_dir_named(arg: str, bases: AbstractSet[str]) -> Optional[str]:
 
 
 def probe_arg_filter(bases: Iterable[str]) -> Callable[[str], bool]:
-    """Keep only the command-line arguments that name a probe dir under one of `bases`."""
+    """Keep only the command-line arguments that name a probe dir under one of `bases`, or a guest (``-name guest=``)."""
     known = frozenset(bases)
-    return lambda arg: probe_dir_named(arg, known) is not None
-
-
-def is_emulator_name(comm: str, emulator_names: Iterable[str]) -> bool:
-    """
-    >>> is_emulator_name("qemu-system-x86", ["qemu", "kvm"]), is_emulator_name("sleep", ["qemu"])
-    (True, False)
-    """
-    lowered = comm.lower()
-    return any(name in lowered for name in emulator_names)
+    return lambda arg: keep_guest_arg(arg) or probe_dir_named(arg, known) is not None
 
 
 def why_not_member(
@@ -112,8 +105,8 @@ def why_not_member(
         return reason
     if proc.is_zombie:
         return "it is a zombie (only its parent can reap it)"
-    if not is_emulator_name(proc.comm, emulator_names):
-        return f"its name {proc.comm!r} is not an emulator's"
+    if not is_emulator(proc, emulator_names):
+        return f"its name {proc.comm!r} is not an emulator's" if not proc.kthread else "it is a kernel thread"
     if not names_dir(proc.cmdline, probe_dir):
         return "its command line does not name this probe's dir"
     if owner_uid is None or proc.uid != owner_uid:

@@ -19,6 +19,17 @@ from .journald import read_journal
 from .wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
+# The command as installed: the console script beside this interpreter (pip puts it
+# there), never `python -m watchdogd`. Its comm is `kvm-watchdog`, as on a host:
+# the name the guest rule once mistook for an emulator's.
+COMMAND = str(Path(sys.executable).parent / "kvm-watchdog")
+
+
+def command() -> str:
+    """The installed console script; an error that says how to get it when it is missing."""
+    if not os.access(COMMAND, os.X_OK):
+        raise RuntimeError(f"{COMMAND} is missing: install the package into this Python (make venv, or pip install -e .)")
+    return COMMAND
 
 
 class NotifyListener:
@@ -67,7 +78,7 @@ class RunningDaemon:
         self.started_at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 1))
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*wrapper, sys.executable, "-m", "watchdogd", "-c", config, "run", *args],
+                [*wrapper, command(), "-c", config, "run", *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

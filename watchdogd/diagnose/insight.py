@@ -4,9 +4,10 @@ The Diagnostician runs between observe and assess, on every scan:
 - a probe that turns hung is captured (observe.capture) before anything acts on it,
   classified, and its bundle kept under state_dir/incidents/ (once per probe);
 - each probe's outcome goes into the kernel history (worked or hung, per release);
-- the domains' QEMU logs are followed and matched against the signature table; a
-  match opens a VM start failure, resolved when that domain next starts cleanly
-  (or after detect.stale_dir_after);
+- the domains' QEMU logs are followed and matched against the signature table (at
+  every scan, and between scans as soon as inotify says a log grew); a match opens a
+  VM start failure, resolved when that domain next starts cleanly (or after
+  detect.stale_dir_after);
 - the KVM self-test runs once, at the first scan where /dev/kvm exists (a new kernel
   is a boot, so that is also when kernel_changed opens).
 """
@@ -80,6 +81,7 @@ class Diagnostician:
         self._kvm: Optional[KvmResult] = None
         self._packages: Dict[Tuple[str, float], Optional[str]] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
         self._unsaved: List[Tuple[str, Dict[str, object], float]] = []  # incident bundles to keep once the scan has acted
+        self._log_problems: List[str] = []
         self.problems: List[str] = []
 
     def insight(self, obs: Observation) -> Insight:
@@ -88,8 +90,9 @@ class Diagnostician:
         diagnoses = {p.path: self._diagnose(p, obs) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
-        failures = self._follow_logs(obs.taken_wall)
-        return Insight(diagnoses, self.history.summary(obs.kernel_release), failures, self._kvm)
+        self.follow_logs(obs.taken_wall)
+        self.problems.extend(self._log_problems)
+        return Insight(diagnoses, self.history.summary(obs.kernel_release), self.vm_failures(obs.taken_wall), self._kvm)
 
     # ---- hung probes ---------------------------------------------------------------------
     def _diagnose(self, probe: Probe, obs: Observation) -> Diagnosis:
@@ -165,11 +168,27 @@ class Diagnostician:
         self._kvm = self.selftest()
 
     # ---- domains' logs ----------------------------------------------------------------
-    def _follow_logs(self, now: float) -> Tuple[VmFailure, ...]:
+    def follow_logs(self, now: float) -> bool:
+        """Read what the domains' logs said since the last read; True when a VM start failure opened or ended.
+
+        Called by every scan, and by the daemon's loop as soon as inotify says a log grew
+        (so a failure is told within a second whatever `interval` is)."""
+        before = self._failure_keys()
         for domain, lines in list(self.follower.poll().items())[:MAX_DOMAINS]:
             self._read_domain(domain, lines, now)
-        if self.follower.problem:
-            self.problems.append(self.follower.problem)
+        self._log_problems = [self.follower.problem] if self.follower.problem else []
+        return self._failure_keys() != before
+
+    def _failure_keys(self) -> Tuple[Tuple[str, float, bool], ...]:
+        return tuple(sorted((d, f.since, f.restarted_at is None) for d, f in self._failures.items()))
+
+    def due(self) -> List[float]:
+        """Wall times at which an open VM start failure may end (a clean start settled, or it aged out): scans then."""
+        out = [f.restarted_at + CLEAN_START_AFTER for f in self._failures.values() if f.restarted_at is not None]
+        return out + [f.since + self.config.detect.stale_dir_after for f in self._failures.values()]
+
+    def vm_failures(self, now: float) -> Tuple[VmFailure, ...]:
+        """The open VM start failures; one whose domain since started cleanly (or that is old) is dropped."""
         for domain, f in list(self._failures.items()):
             clean = f.restarted_at is not None and now - f.restarted_at >= CLEAN_START_AFTER
             if clean or now - f.since >= self.config.detect.stale_dir_after:

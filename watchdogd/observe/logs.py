@@ -2,9 +2,13 @@
 
 Each NAME.log under libvirt.log_dir that exists at the first poll is read from where
 it was then (old failures are not news); one that appears later (a new domain's
-first start) from its start; then only what was added since, at most READ_CAP bytes a
-file a scan and MAX_FILES files; a file that shrank (rotated, truncated) is read
-again from its start. Returns the new complete lines per domain.
+first start) from its start; then only what was added since. Bounded whatever the
+guests write: at most READ_CAP bytes a file and POLL_BUDGET bytes in all per poll
+(what is left is read by the next poll, from where this one stopped, files taken in
+turn so one chatty log cannot starve the others), at most MAX_FILES `.log` files
+followed (rotated `NAME.log.N` files are never counted or read), said once when
+reached. A file that shrank (rotated, truncated) is read again from its start.
+Returns the new complete lines per domain.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Dict, List, Optional, Tuple
 from ..fsafe import open_path_nofollow
 
 READ_CAP = 64 * 1024
+POLL_BUDGET = 256 * 1024
 MAX_FILES = 2000
+SUFFIX = ".log"
 
 
 class LogFollower:
@@ -27,6 +33,7 @@ class LogFollower:
         self.from_tail = from_tail
         self._baseline = True  # the first poll: what is there already is history
         self._at: Dict[str, Tuple[int, int]] = {}  # file name -> (inode, offset read to)
+        self._turn = ""  # the file the next poll starts at (the one after where the budget ran out)
         self.problem: Optional[str] = None
 
     def poll(self) -> Dict[str, List[str]]:
@@ -41,35 +48,56 @@ class LogFollower:
             self.problem = f"cannot read the QEMU log dir {self.log_dir}: {exc.strerror}"
             return {}
         out: Dict[str, List[str]] = {}
-        seen = set()
         try:
-            with os.scandir(dir_fd) as entries:
-                for n, entry in enumerate(entries):
-                    if n >= MAX_FILES:
-                        break
-                    if not entry.name.endswith(".log"):
-                        continue
-                    seen.add(entry.name)
-                    lines = self._new_lines(dir_fd, entry.name)
-                    if lines:
-                        out[entry.name[: -len(".log")]] = lines
+            names = self._names(dir_fd)
+            start = next((i for i, n in enumerate(names) if n >= self._turn), 0)
+            budget = POLL_BUDGET
+            for index in range(len(names)):
+                name = names[(start + index) % len(names)]
+                if budget <= 0:
+                    self._turn = name
+                    break
+                lines, used = self._new_lines(dir_fd, name, budget)
+                budget -= used
+                if lines:
+                    out[name[: -len(SUFFIX)]] = lines
+            else:
+                self._turn = ""
         finally:
             os.close(dir_fd)
+        seen = set(names)
         self._at = {k: v for k, v in self._at.items() if k in seen}
         self._baseline = False
         return out
 
-    def _new_lines(self, dir_fd: int, name: str) -> List[str]:
+    def _names(self, dir_fd: int) -> List[str]:
+        """The NAME.log files, sorted, at most MAX_FILES (a problem said when there are more)."""
+        names: List[str] = []
+        more = False
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                if not entry.name.endswith(SUFFIX):
+                    continue  # NAME.log.1, .gz: rotated, history
+                if len(names) >= MAX_FILES:
+                    more = True
+                    break
+                names.append(entry.name)
+        if more:
+            self.problem = f"more than {MAX_FILES} QEMU logs in {self.log_dir}: only {MAX_FILES} are followed for start-up failures"
+        return sorted(names)
+
+    def _new_lines(self, dir_fd: int, name: str, budget: int) -> Tuple[List[str], int]:
+        """The new complete lines of one log, and the bytes read."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ELOOP):
                 self.problem = f"cannot read {os.path.join(self.log_dir, name)}: {exc.strerror}"
-            return []
+            return [], 0
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                return []
+                return [], 0
             tail = max(0, st.st_size - READ_CAP)
             first = (tail if self.from_tail else st.st_size) if self._baseline else tail  # there before us: from the end; new: from its start
             inode, offset = self._at.get(name, (st.st_ino, first))
@@ -77,14 +105,15 @@ class LogFollower:
                 offset = 0  # rotated or truncated: the new file from its start
             if st.st_size == offset:
                 self._at[name] = (st.st_ino, offset)
-                return []
-            data = os.pread(fd, min(READ_CAP, st.st_size - offset), offset)
+                return [], 0
+            cap = min(READ_CAP, budget)
+            data = os.pread(fd, min(cap, st.st_size - offset), offset)
         finally:
             os.close(fd)
         complete = data.rfind(b"\n") + 1
         if complete == 0 and len(data) < READ_CAP:
-            self._at[name] = (st.st_ino, offset)  # a line still being written: next time
-            return []
+            self._at[name] = (st.st_ino, offset)  # a line still being written (or cut by the budget): next time
+            return [], len(data)
         used = complete or len(data)
         self._at[name] = (st.st_ino, offset + used)
-        return data[:used].decode("utf-8", "replace").splitlines()
+        return data[:used].decode("utf-8", "replace").splitlines(), len(data)

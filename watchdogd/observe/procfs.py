@@ -14,6 +14,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..emulators import PF_KTHREAD, cgroup_path
 from ..fsafe import read_capped
 from ..model import Process
 
@@ -29,15 +30,15 @@ def _keep_all(arg: str) -> bool:
     return True
 
 
-def parse_stat(data: bytes) -> Tuple[str, str, int, int]:
-    """comm, state, ppid and start time (clock ticks since boot) from /proc/PID/stat.
+def parse_stat(data: bytes) -> Tuple[str, str, int, int, int]:
+    """comm, state, ppid, start time (clock ticks since boot) and flags from /proc/PID/stat.
 
     The comm can hold spaces and parentheses, so it ends at the *last* ')'.
 
     >>> parse_stat(b"42 (qemu-system-x86) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 8812 0 0")
-    ('qemu-system-x86', 'S', 1, 8812)
+    ('qemu-system-x86', 'S', 1, 8812, 4194560)
     >>> parse_stat(b"7 (a) b) (c) Z 3 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 0 99 0")
-    ('a) b) (c', 'Z', 3, 99)
+    ('a) b) (c', 'Z', 3, 99, 0)
     >>> parse_stat(b"garbage")
     Traceback (most recent call last):
     ...
@@ -52,7 +53,7 @@ def parse_stat(data: bytes) -> Tuple[str, str, int, int]:
     if len(rest) < 20:
         raise ValueError("not a /proc/PID/stat line")
     try:
-        return comm, rest[0].decode("ascii"), int(rest[1]), int(rest[19])
+        return comm, rest[0].decode("ascii"), int(rest[1]), int(rest[19]), int(rest[6])
     except (ValueError, UnicodeDecodeError):
         raise ValueError("not a /proc/PID/stat line") from None
 
@@ -75,10 +76,14 @@ def split_cmdline(data: bytes) -> Tuple[str, ...]:
 class ProcFS:
     """The process table under one /proc root (a test can point it at a fake tree)."""
 
-    def __init__(self, root: str = "/proc", keep_arg: ArgFilter = _keep_all):
-        """keep_arg: which command-line arguments to keep (the scan keeps only those naming a probe dir)."""
+    def __init__(self, root: str = "/proc", keep_arg: ArgFilter = _keep_all, systemd: Optional[bool] = None):
+        """keep_arg: which command-line arguments to keep (the scan keeps only those naming a probe dir or a guest).
+
+        systemd: whether systemd runs here, so that a process's cgroup names its unit
+        or its machine scope (None: /run/systemd/system tells, as sd_booted() does)."""
         self.root = root
         self.keep_arg = keep_arg
+        self.systemd = os.path.isdir("/run/systemd/system") if systemd is None else systemd
         self._ticks = float(os.sysconf("SC_CLK_TCK"))
 
     def uptime(self) -> float:
@@ -115,11 +120,12 @@ class ProcFS:
             return None
         return self._complete(pid, *stat)
 
-    def _complete(self, pid: int, comm: str, state: str, ppid: int, start: int) -> Optional[Process]:
-        """A Process from its parsed stat, with command line (none for a zombie) and owner."""
+    def _complete(self, pid: int, comm: str, state: str, ppid: int, start: int, flags: int = 0) -> Optional[Process]:
+        """A Process from its parsed stat, with command line (none for a zombie or a kernel thread) and owner."""
         base = f"{self.root}/{pid}"
         cmdline: Tuple[str, ...] = ()
-        if state != "Z":
+        kthread = bool(flags & PF_KTHREAD)
+        if state != "Z" and not kthread:
             raw = self._read(base + "/cmdline", CMDLINE_CAP)
             if raw is None:
                 return None
@@ -129,10 +135,10 @@ class ProcFS:
             uid = os.stat(base).st_uid
         except OSError:
             return None
-        return Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline)
+        return Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline, kthread=kthread)
 
     def scan(self, interesting: Callable[[str], bool]) -> Dict[int, Process]:
-        """Every process whose comm is interesting, with its command line.
+        """Every process whose comm is interesting, with its command line; never a kernel thread.
 
         Only the stat file is read for every process; the rest only for interesting
         ones. Processes that exit while being read are simply not in the result.
@@ -147,11 +153,11 @@ class ProcFS:
             if not data:
                 continue
             try:
-                comm, state, ppid, start = parse_stat(data)
+                comm, state, ppid, start, flags = parse_stat(data)
             except ValueError:
                 continue
-            if interesting(comm):
-                proc = self._complete(int(name), comm, state, ppid, start)
+            if not flags & PF_KTHREAD and interesting(comm):
+                proc = self._complete(int(name), comm, state, ppid, start, flags)
                 if proc is not None:
                     table[proc.pid] = proc
         return table
@@ -183,13 +189,18 @@ class ProcFS:
             following: List[int] = []
             for pid in level:
                 proc = self.process(pid)
-                if proc is None or (pid not in roots and not interesting(proc.comm)):
+                if proc is None or (pid not in roots and (proc.kthread or not interesting(proc.comm))):
                     continue
                 table[pid] = proc
                 if not proc.is_zombie:
                     following.extend(self.children(pid))
             level = following
         return table
+
+    def cgroup(self, pid: int) -> Optional[Tuple[str, ...]]:
+        """The components of pid's systemd cgroup (emulators.cgroup_path); None when it is gone or unreadable."""
+        data = self._read(f"{self.root}/{pid}/cgroup", 4096)
+        return None if data is None else cgroup_path(data.decode("utf-8", "replace"))
 
     def kernel_stack(self, pid: int) -> Dict[str, str]:
         """wchan (and the kernel stack where readable) of a process stuck in the kernel, for the report.

@@ -19,9 +19,10 @@ import time
 from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from ..config import Config
+from ..emulators import is_emulator, is_emulator_name, why_not_guest
 from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
 from ..model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
-from ..safety import QMP_DIR, Protected, is_emulator_name, names_dir, probe_dir_named, why_not_member
+from ..safety import QMP_DIR, Protected, names_dir, probe_dir_named, why_not_member
 from ..state import StateStore
 from .procfs import ProcFS
 
@@ -59,7 +60,7 @@ class Scanner:
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
         self._proven: Dict[str, Tuple[float, str]] = {}  # probe dir -> (its birth time, how libvirt's parentage was seen)
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
-        self._guests = 0  # emulator processes no probe claims, counted on full walks (guests live long)
+        self._guests: Dict[int, float] = {}  # libvirt's running guests: pid -> start time; found on full walks, dropped when gone
         self.own_pid = os.getpid() if own_pid is None else own_pid
         self._pid_max = pid_max
         self._lock = threading.Lock()
@@ -97,9 +98,7 @@ class Scanner:
             probes.extend(found)
             if flood is not None:
                 floods.append(flood)
-        if walked:
-            members = {m.process.pid for p in probes for m in p.members}
-            self._guests = sum(1 for p in table.values() if not p.is_zombie and p.pid not in members and p.pid not in libvirt_pids)
+        self._count_guests(table, walked, probes, libvirt_pids)
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         self._proven = {k: v for k, v in self._proven.items() if k in present}
@@ -123,9 +122,29 @@ class Scanner:
             floods=tuple(floods),
             missing_dirs=self._missing(),
             cache_owner_uid=cache_owner,
-            guests=self._guests,
+            guests=len(self._guests),
             errors=tuple(errors),
         )
+
+    def _count_guests(self, table: Dict[int, Process], walked: bool, probes: Sequence[Probe], libvirt_pids: AbstractSet[int]) -> None:
+        """libvirt's running guests (emulators.why_not_guest): found on full walks (guests live long), and
+        between them the known ones dropped as soon as they are gone, so a host whose last guest stopped is idle at once."""
+        if not walked:
+            for pid, start in list(self._guests.items()):
+                p = table.get(pid) or self.proc.process(pid)
+                if p is None or p.is_zombie or p.start_boot_s != start:
+                    del self._guests[pid]
+            return
+        excluded = {m.process.pid for p in probes for m in p.members} | set(libvirt_pids)
+        names = self.config.detect.emulator_names
+        guests: Dict[int, float] = {}
+        for p in table.values():
+            if why_not_guest(p, names, excluded, self.own_pid, None) is not None:
+                continue  # the cheap checks first: the cgroup is read only for what passes them
+            if self.proc.systemd and why_not_guest(p, names, excluded, self.own_pid, self.proc.cgroup(p.pid) or ()) is not None:
+                continue
+            guests[p.pid] = p.start_boot_s
+        self._guests = guests
 
     def _missing(self) -> Tuple[MissingDir, ...]:
         mono = self.mono()
@@ -290,7 +309,7 @@ class Scanner:
         found: List[Defunct] = []
         names = self.config.detect.emulator_names
         for zombie in table.values():
-            if not zombie.is_zombie or not is_emulator_name(zombie.comm, names):
+            if not zombie.is_zombie or not is_emulator(zombie, names):
                 continue
             parent = table.get(zombie.ppid)
             if zombie.ppid in owner and zombie.ppid != zombie.pid:

@@ -59,7 +59,15 @@ class DaemonView:
 
 def scan_document(obs: Observation, scans: int, line: str) -> Dict[str, Any]:
     """scan.json: the figures that change every scan."""
-    return {"pid": os.getpid(), "last_scan": obs.taken_wall, "last_scan_utc": iso_utc(obs.taken_wall), "scans": scans, "status_line": line}
+    return {
+        "pid": os.getpid(),
+        "last_scan": obs.taken_wall,
+        "last_scan_utc": iso_utc(obs.taken_wall),
+        "scans": scans,
+        "status_line": line,
+        "libvirt_running": bool(obs.libvirt_pids),
+        "guests": obs.guests,  # libvirt's running guests, as the latency gate counts them
+    }
 
 
 def restore(state: StateStore) -> Tuple[FindingLedger, List[Dict[str, Any]]]:

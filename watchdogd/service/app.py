@@ -113,7 +113,7 @@ def build_daemon(
     ledger, recent = restore(parts.state)
 
     def watch_for(cfg: Config) -> DirWatch:
-        return DirWatch(cfg.libvirt.probe_dirs, use_inotify)
+        return DirWatch(cfg.libvirt.probe_dirs, use_inotify, log_dir=cfg.libvirt.log_dir)
 
     figures = Figures(restore_counters(parts.state))
 

@@ -2,9 +2,11 @@
 
 The loop sleeps in one select() until the earliest of: the next full scan
 (`interval`), a probe's own deadline (the moment it turns `probe_hung_after` or
-`stale_dir_after` old), a probe dir appearing or going (inotify), the latency
-child answering or running out of time, an action batch ending, a signal, or the
-next WATCHDOG=1 ping. So a hung probe is reported at its deadline whatever
+`stale_dir_after` old), a probe dir appearing or going (inotify), a domain's QEMU
+log growing (inotify: its new lines are read at once, and a start-up failure found
+there asks for a scan), the latency child answering or running out of time, an
+action batch ending, a signal, or the next WATCHDOG=1 ping. So a hung probe is
+reported at its deadline and a failed VM start within a second, whatever
 `interval` is, and an idle host costs one scan per interval.
 
 Every scan goes observe -> assess -> ledger (open/resolved events, once each) ->
@@ -51,6 +53,7 @@ from .runner import ActionRunner, Waker
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
 RECENT_ACTIONS = 50
 RESCAN_GAP = 0.6  # seconds between two scans that a probe dir event asks for (churn costs under 2 a second)
+LOG_READ_GAP = 0.25  # seconds between two reads of the QEMU logs that their growing asks for (a chatty guest costs 4 a second)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ class Daemon:
         self._stop = False
         self._reload = False
         self._scan_now = True
+        self._logs_due = False
+        self._next_log_read = 0.0
         self._ready = False
         self.started_wall = wall()
         self.next_scan = 0.0
@@ -193,6 +198,8 @@ class Daemon:
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> int:
         watch_how = self.watch.why_polling or "inotify on " + ", ".join(self.config.libvirt.probe_dirs)
+        if self.watch.watching_logs:
+            watch_how += f" and the QEMU logs in {self.config.libvirt.log_dir}"
         self.sink.emit(
             lifecycle(
                 "started",
@@ -233,8 +240,10 @@ class Daemon:
             self._reload = False
             self.reload()
         if self.watch.poll_interval is not None or self.watch.fileno() in readable:
-            if self.watch.changed():
-                self._scan_now = True
+            changes = self.watch.changed()
+            self._scan_now = self._scan_now or changes.probes
+            self._logs_due = self._logs_due or changes.logs
+        self._read_logs(now)
         self._service_latency(now)
         for lane in self.lanes.values():
             outcome = lane.take()
@@ -244,6 +253,16 @@ class Daemon:
         if (self._scan_now and self._rescan_due(now)) or now >= self.next_scan or (self.deadlines and now >= self.deadlines[0]):
             self.scan()
         self._ping(self.mono())
+
+    def _read_logs(self, now: float) -> None:
+        """The domains' logs grew: read them now (at most every LOG_READ_GAP); a start-up failure found asks for a scan."""
+        diagnostician = self.parts.diagnostician
+        if not self._logs_due or now < self._next_log_read or diagnostician is None:
+            return
+        self._logs_due = False
+        self._next_log_read = now + LOG_READ_GAP
+        if diagnostician.follow_logs(self.wall()):
+            self._scan_now = True
 
     @property
     def busy(self) -> bool:
@@ -263,6 +282,8 @@ class Daemon:
             due.append(self.last_scan_mono + RESCAN_GAP if self.last_scan_mono is not None else 0.0)
         if self.deadlines:
             due.append(self.deadlines[0])
+        if self._logs_due:
+            due.append(self._next_log_read)
         if self.notifier.watchdog_interval:
             due.append(self.next_ping)
         lat = self.parts.latency
@@ -339,8 +360,9 @@ class Daemon:
         problems += self.parts.keep_incidents()  # after the kill is on its way: dpkg is slow
         if free and not planned and (change.opened or change.resolved or self.latency_is_new):
             problems += self._save_progress(obs)
+        wall_due = [*self.ledger.due(grace), *(self.parts.diagnostician.due() if self.parts.diagnostician is not None else ())]
         self.deadlines = sorted(
-            [d for d in deadlines(obs, self.config, taken) if d > taken] + [taken + (t - obs.taken_wall) + 0.01 for t in self.ledger.due(grace)]
+            [d for d in deadlines(obs, self.config, taken) if d > taken] + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
         )
         self.next_scan = taken + self.config.interval
         line = status_line(findings, obs, self.parts.engine.state.paused)

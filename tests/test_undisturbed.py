@@ -1,0 +1,88 @@
+"""Installed, the watchdog is not its own guest: the count that opens the latency gate, on the real parts.
+
+A socket-activated libvirt idles out when it has no client and no running domain;
+the watchdog calls getDomainCapabilities only while libvirt is in use anyway (a probe
+dir, or a guest). The daemon here is the console script (comm `kvm-watchdog`, as on
+a host), beside a real QEMU VM under KVM (which brings the kernel's `kvm-pit/PID`
+thread) and a real QEMU started by hand: only libvirt's guest counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from harness.wait import wait_for
+
+QEMU = shutil.which("qemu-system-x86_64")
+pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 missing (scripts/install-deps)")
+
+
+def scan_json(state_dir: Path) -> dict:
+    try:
+        return json.loads((state_dir / "scan.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def comm_of(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
+def kernel_threads_named(prefix: str) -> List[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if comm_of(int(name)).startswith(prefix):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture
+def qemus() -> Iterator[List[subprocess.Popen]]:  # type: ignore[type-arg]
+    """Real QEMUs of this test's own, ended by pid at the end."""
+    started: List[subprocess.Popen] = []  # type: ignore[type-arg]
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def start_qemu(qemus: List[subprocess.Popen], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+    argv = [str(QEMU), *extra, "-machine", f"pc,accel={accel}", "-m", "64", "-S", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none"]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    qemus.append(p)
+    return p
+
+
+def test_the_installed_daemon_counts_libvirts_guests_and_never_itself_nor_the_kernels_threads(libvirt, state_dir, write_config, start_daemon, qemus):
+    guest = start_qemu(qemus, "-name", "guest=vm1,debug-threads=on")
+    by_hand = start_qemu(qemus)
+    wait_for(lambda: comm_of(guest.pid) == "qemu-system-x86" and comm_of(by_hand.pid) == "qemu-system-x86", 30, "both QEMUs running")
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        wait_for(lambda: kernel_threads_named(f"kvm-pit/{guest.pid}"), 30, "the kernel's kvm-pit thread for the VM")
+
+    daemon = start_daemon(write_config(libvirt.config(state_dir, interval="1s", latency={"enabled": False})))
+    wait_for(lambda: scan_json(state_dir).get("pid") == daemon.pid, 30, "the daemon's first scan")
+    assert comm_of(daemon.pid) == "kvm-watchdog", "the daemon runs as installed: the console script"
+    seen = scan_json(state_dir)
+    assert seen["libvirt_running"] is True
+    assert seen["guests"] == 1, f"only libvirt's guest (-name guest=...) counts; not the watchdog, kvm-pit or a QEMU by hand: {seen}"
+
+    # the last guest stops: the host is idle at the next scan, not at the next full walk minutes later
+    guest.kill()
+    guest.wait(10)
+    scans = seen["scans"]
+    wait_for(lambda: scan_json(state_dir).get("scans", 0) >= scans + 2, 30, "two more scans")
+    assert scan_json(state_dir)["guests"] == 0
