@@ -327,6 +327,8 @@ class Daemon:
             self.next_latency = max(self.next_latency, now + min(self.config.latency.every, self.config.interval))  # ask again then, not before
             return
         if now >= self.next_latency:
+            if self.latency is not None and self.latency.skipped:
+                self.latency = None  # a call goes out: "libvirt idle" is no longer true (the answer comes with the child)
             skipped = probe.start()
             self.next_latency = now + (self.config.latency.every if skipped is None else min(self.config.latency.every, self.config.interval))
 
