@@ -156,6 +156,7 @@ class HostileFigures:
     genuine_kill_delay_s: Optional[float] = None  # past the genuine probe's deadline, under a forged flood
     peak_rss_mb: Dict[str, float] = field(default_factory=dict)  # the daemon's VmHWM under each flood
     churn_scans_per_s: Optional[float] = None
+    longest_ping_gap_s: Optional[float] = None  # between two WATCHDOG=1 under a flood, pinging every 5 s (goal <= 15 s)
 
 
 FIGURES = pytest.StashKey[HostileFigures]()
@@ -194,6 +195,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(f"genuine hung probe killed {f.genuine_kill_delay_s:.2f}s past its deadline under a forged flood (goal <= 1 s)")
         for name, mb in sorted(f.peak_rss_mb.items()):
             terminalreporter.write_line(f"peak RSS, {name}: {mb:.1f} MB")
+        if f.longest_ping_gap_s is not None:
+            terminalreporter.write_line(f"longest gap between WATCHDOG=1 pings under the floods: {f.longest_ping_gap_s:.2f}s (pings every 5 s; goal <= 15 s)")
         if f.churn_scans_per_s is not None:
             terminalreporter.write_line(f"scans per second under mkdir/rmdir churn: {f.churn_scans_per_s:.2f} (goal <= 2)")
         results = os.environ.get("KVMWD_HOSTILE_RESULTS")

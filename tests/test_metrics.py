@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.yml"
 RULE_TESTS = REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.test.yml"
 DASHBOARD = REPO / "packaging" / "grafana" / "kvm-watchdog-fleet.json"
-HUNG = 'kind=probe_hung,severity=critical'
+HUNG = 'kind=probe_hung,proven=true,severity=critical'
 
 
 def snapshot(findings=()) -> Snapshot:  # type: ignore[no-untyped-def]
@@ -86,17 +86,21 @@ def test_every_dashboard_and_rule_query_names_only_metrics_that_exist():
 def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     figures = Figures(Counters())
     figures.snapshot = snapshot(
-        [Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-AAAAAA", 0.0, "msg", {"pids": [4242], "diagnosis": {"cause": "userspace_deadlock"}})]
+        [
+            Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-AAAAAA", 0.0, "msg", {"pids": [4242], "diagnosis": {"cause": "userspace_deadlock"}, "proven_libvirt": True}),
+            Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-BBBBBB", 0.0, "msg", {"pids": [4243], "diagnosis": {"cause": "held"}, "proven_libvirt": False}),
+        ]
     )
     text = exposition(figures)
     hung = samples(text, "kvmwd_findings_open")
-    assert len(hung) == len(FINDING_KINDS) and hung[HUNG] == 1 and sum(hung.values()) == 1, "every kind present, 0 when none"
+    assert len(hung) == 2 * len(FINDING_KINDS) and sum(hung.values()) == 2, "every kind present, proven and not, 0 when none"
+    assert hung[HUNG] == 1 and hung["kind=probe_hung,proven=false,severity=critical"] == 1, "what the alerts page on is libvirt's own probe only"
     for name in ("kvmwd_up", "kvmwd_build_info", "kvmwd_findings_opened_total", "kvmwd_actions_total", "kvmwd_remediation_paused", "kvmwd_probes",
                  "kvmwd_domcaps_latency_seconds_bucket", "kvmwd_domcaps_timeouts_total", "kvmwd_capabilities_cache_entries", "kvmwd_kernel_info",
                  "kvmwd_last_scan_timestamp_seconds", "kvmwd_scan_duration_seconds", "kvmwd_diagnosis"):
         assert samples(text, name), name
     causes = samples(text, "kvmwd_diagnosis")
-    assert causes["cause=userspace_deadlock"] == 1 and causes["cause=no_in_kernel_vgic"] == 0
+    assert causes["cause=userspace_deadlock"] == 1 and causes["cause=held"] == 1 and causes["cause=no_in_kernel_vgic"] == 0
     assert "qmp-AAAAAA" not in text and "4242" not in text and "msg" not in text, "labels never carry a path, a pid or a message"
 
 
@@ -215,3 +219,99 @@ def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path, value, m
     cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  listen: '{value}'\n")
     r = run_cli("config", "check", str(cfg))
     assert r.rc == 2 and f"{cfg}:3: metrics.listen: {message}" in r.out, r.out
+
+
+# ---- trust and bounds: the textfile's dir owner and the endpoint's clients ----------------------
+
+SWAPPER = r"""
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+d, victim, until = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
+fd = libc.inotify_init1(os.O_NONBLOCK)
+libc.inotify_add_watch(fd, d.encode(), 0x100)  # IN_CREATE: react the moment root makes its temp file
+import select
+while time.monotonic() < until:
+    if not select.select([fd], [], [], 0.5)[0]:
+        continue
+    data = os.read(fd, 65536)
+    at = 0
+    while at + 16 <= len(data):
+        wd, mask, cookie, length = struct.unpack_from("iIII", data, at)
+        name = data[at + 16 : at + 16 + length].rstrip(b"\0").decode()
+        at += 16 + length
+        if name.endswith(".tmp"):
+            p = os.path.join(d, name)
+            try:
+                os.unlink(p)
+                os.symlink(victim, p)
+            except OSError:
+                pass
+"""
+
+
+def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in():
+    """Debian's textfile dir lies in the prometheus user's tree: that uid (nobody here) swaps every temp name for a link to a root-only file."""
+    import os
+
+    from harness.actors import SYSTEM_PYTHON, as_nobody, host_root, nobodys
+
+    root = host_root()
+    try:
+        textfile_dir = nobodys(root / "textfile", 0o755)
+        victim = root / "root-only"
+        victim.write_text("root's own\n")
+        os.chmod(victim, 0o600)
+        path = textfile_dir / "kvm-watchdog.prom"
+        metrics = Metrics(Config(metrics=Config().metrics.__class__(textfile=str(path))).metrics, StateStore(str(root / "state")), Figures(Counters()))
+        swapper = subprocess.Popen(as_nobody([SYSTEM_PYTHON, "-c", SWAPPER, str(textfile_dir), str(victim), "30"]))
+        try:
+            for _ in range(3000):  # the old chmod-by-path lost this race within 3,000 writes, every time of three
+                metrics.publish(snapshot())
+        finally:
+            swapper.kill()
+            swapper.wait(10)
+        st = victim.stat()
+        assert (st.st_mode & 0o777, st.st_uid, victim.read_text()) == (0o600, 0, "root's own\n"), "root changed a file it did not make"
+        assert not path.is_symlink() or path.resolve() == victim, "whatever the name holds, root wrote nothing through it"
+        metrics.publish(snapshot())  # the last write: with no swapper left, the textfile is root's own again
+        assert path.is_file() and not path.is_symlink() and "kvmwd_up" in path.read_text() and (path.stat().st_mode & 0o777) == 0o644
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
+
+
+def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path):
+    from conftest import run_cli
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  textfile: {tmp_path}/link/kvm-watchdog.prom\n")
+    r = run_cli("config", "check", str(cfg))
+    assert r.rc == 2 and f"{cfg}:3: metrics.textfile: {tmp_path}/link is a symbolic link" in r.out, r.out
+
+
+def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds():
+    import socket
+
+    from watchdogd.config import MetricsConfig
+
+    port = free_port()
+    metrics = Metrics(MetricsConfig(listen=f"127.0.0.1:{port}"), StateStore("/nonexistent", read_only=True), Figures(Counters()))
+    assert metrics.start() is None
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # connect, send nothing
+        assert "kvmwd_up" in get(f"http://127.0.0.1:{port}/metrics", timeout=4), "served beside the idle ones, before their 5 s timeout"
+        for s in idle:
+            s.close()
+    finally:
+        metrics.stop(None)
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port6 = s.getsockname()[1]
+    v6 = Metrics(MetricsConfig(listen=f"[::1]:{port6}"), StateStore("/nonexistent", read_only=True), Figures(Counters()))
+    assert v6.start() is None, "the bracketed IPv6 address config check accepts is one the endpoint binds"
+    try:
+        assert "kvmwd_up" in get(f"http://[::1]:{port6}/metrics")
+    finally:
+        v6.stop(None)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 from conftest import REPO, run_cli
-from harness.actors import RootLibvirt, as_nobody, attacker, host_root, nobodys
+from harness.actors import NOBODY, RootLibvirt, as_nobody, attacker, host_root, nobodys
 from harness.sandbox import file_tree
 from harness.wait import wait_for
 
@@ -134,6 +134,72 @@ def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(journa
 
 
 # ---- links and renames -------------------------------------------------------------------
+
+
+def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_escalate(journald, host, write_config, start_daemon, figures):
+    """The attack that made root restart libvirt 4 times: SIGSTOP the first process of each genuine probe and leave it."""
+    cfg = host_config(host, write_config)  # the shipped policies: three hangs in an hour reset libvirt
+    daemon = start_daemon(cfg)
+    daemon.wait_journal("started")
+    cache_before = digest(host / "cache")
+    genuine = RootLibvirt(host)
+    try:
+        for _ in range(4):
+            probe = genuine.probe(host / "lib", as_uid=NOBODY.pw_uid)
+            assert genuine.first is not None
+            subprocess.run(as_nobody(["kill", "-STOP", str(genuine.first)]), check=True, timeout=10)  # its own process: it may
+            [opened] = daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="open")
+            evidence = json.loads(opened["KVMWD_EVIDENCE"])
+            assert evidence["diagnosis"]["cause"] == "held" and f"first process {genuine.first} is stopped" in evidence["held"]
+            assert evidence["proven_libvirt"] is False and "Held, not hung" in opened["MESSAGE"]
+            [killed] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe", KVMWD_SUBJECT=str(probe))
+            assert killed["KVMWD_RESULT"] == "ok", killed["MESSAGE"]
+            daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="resolved")
+            genuine.stop()
+        host_wide = [e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")]
+        figures.forged_escalations += len(host_wide)
+        assert host_wide == [], "held probes caused a host-wide action"
+        assert daemon.journal_events("remediation_paused") == []
+        assert digest(host / "cache") == cache_before
+
+        # remediation is not paused: a genuine probe nobody holds is proven, and killed at its deadline
+        probe = genuine.probe(host / "lib", as_uid=NOBODY.pw_uid)
+        [opened] = daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="open")
+        assert json.loads(opened["KVMWD_EVIDENCE"])["proven_libvirt"] is True
+        [killed] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe", KVMWD_SUBJECT=str(probe))
+        assert killed["KVMWD_RESULT"] == "ok"
+    finally:
+        genuine.stop()
+
+
+def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor_grow_it(journald, host, write_config, start_daemon, notify_socket, figures):
+    """150 processes x 64 threads, each argv naming 80 dirs (respawned when ended), and 100 QEMU logs fed 64 KiB of blank lines a second.
+
+    Seen before: 31.5 s without a WATCHDOG=1 ping and 263 MB (the unit allows 30 s and 256M). The daemon here
+    is told to ping every 5 s (WATCHDOG_USEC 10 s), so a gap past 15 s is a loop that stalled for 10 s."""
+    logs = nobodys(host / "log", 0o755)
+    lib = {"uri": f"qemu+unix:///system?socket={host}/no-libvirt-here", "probe_dirs": [str(host / "lib")], "cache_dir": str(host / "cache" / "caps"), "log_dir": str(logs)}
+    cfg = host_config(host, write_config, libvirt=lib)
+    daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "10000000"})
+    wait_for(lambda: notify_socket.with_key("READY"), 30, "READY=1")
+    floods = [attacker("wide", host / "lib", 150, "64", "80"), attacker("logflood", logs, 100)]
+    try:
+        for f in floods:
+            assert f.stdout is not None and f.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        wait_for(lambda: time.monotonic() - started >= 45, 60, "45 s of flood", poll=1.0)
+        pings = [t for t, _ in notify_socket.with_key("WATCHDOG", since=started - 5)]
+        gaps = [b - a for a, b in zip(pings, pings[1:])] + [time.monotonic() - pings[-1]]
+        rss = peak_rss_mb(daemon.pid)
+    finally:
+        for f in floods:
+            end_attacker(f)
+    figures.peak_rss_mb["150 processes x 64 threads x 80 dirs, 100 flooded logs"] = round(rss, 1)
+    figures.longest_ping_gap_s = max(figures.longest_ping_gap_s or 0.0, round(max(gaps), 2))
+    assert daemon.alive()
+    assert max(gaps) <= 15, f"the loop went {max(gaps):.1f}s without a WATCHDOG=1 ping"
+    assert rss <= 128, f"peak RSS {rss:.1f} MB under the flood"
+    assert [e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")] == []
 
 
 def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(journald, host, write_config, start_daemon, figures):

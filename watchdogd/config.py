@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from .durations import format_duration, parse_duration
-from .fsafe import check_path, read_capped
+from .fsafe import check_dir_without_links, check_path, read_capped
 from .model import ACTION_NAMES, ACTIONS, FINDING_KINDS
 from .sigtable import SignatureError, load_table
 
@@ -485,6 +485,16 @@ def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], re
     if lib.session_dirs and len(owners) > 1:
         uids = ", ".join(map(str, sorted(owners)))
         reader.problem(node, "libvirt.session_dirs", f"the probe and cache dirs belong to different users ({uids}): one config watches one libvirt")
+    # root writes the textfile into node_exporter's dir (through its fd, never following a link)
+    # and reads the QEMU logs: neither may lie behind a link
+    for section, key, path in (("metrics", "textfile", os.path.dirname(config.metrics.textfile or "")), ("libvirt", "log_dir", lib.log_dir)):
+        if not path:
+            continue
+        why = check_dir_without_links(path)
+        if why and not (key == "log_dir" and why.endswith("does not exist")):  # libvirt makes its log dir at a first start
+            sect = top.get(section, (None, None))[1]
+            sect_items = reader.mapping(sect, section) if isinstance(sect, yaml.MappingNode) else {}
+            reader.problem(sect_items.get(key, (None, sect))[1], f"{section}.{key}", why)
 
 
 def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:

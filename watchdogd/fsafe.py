@@ -135,6 +135,51 @@ def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
     return PathVerdict(True, owner=owner)
 
 
+def check_dir_without_links(path: str) -> Optional[str]:
+    """Why root may not write files in the dir `path` through a dir fd, or None: every component a real dir, none a link.
+
+    Who may write the dir does not matter to a writer that never follows a link: a temp file
+    made with O_EXCL|O_NOFOLLOW, fchmod on its fd, renameat within the dir fd (the metrics
+    textfile in node_exporter's dir, which Debian gives to the prometheus user's tree).
+    """
+    chain, refused = _lstat_chain(path)
+    if refused:
+        return refused
+    if len(chain) != len([p for p in path.split("/") if p]) + 1:
+        return f"{path} does not exist"
+    return None
+
+
+def write_file_in(directory: str, name: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace directory/name whole or not at all, through the dir's fd, never following a link.
+
+    The dir is opened one component at a time without links; the temp file is made in it with
+    O_EXCL|O_NOFOLLOW (a name nobody else can have made), its mode set with fchmod on the fd
+    (never chmod by path: a user who can write the dir could swap the name for a link to a
+    root file), then renamed over `name` within the same dir fd.
+    """
+    dir_fd = open_path_nofollow(directory)
+    tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(dir_fd)
+
+
 def read_capped(fd: int, cap: int) -> bytes:
     """Read fd to its end, but never more than cap bytes."""
     chunks: List[bytes] = []

@@ -146,6 +146,9 @@ class Probe:
     # how the scan knows libvirt made it (a member is, or was seen as, the child of a
     # libvirt daemon that runs as root, or as the session's user); None: not proven
     proof: Optional[str] = None
+    # a member stopped (state T/t) or traced (TracerPid): held by its own uid or a debugger,
+    # not hung by the host; None: nothing holds it
+    held: Optional[str] = None
 
     def pids(self, role: Optional[Role] = None) -> Tuple[int, ...]:
         return tuple(m.process.pid for m in self.members if role is None or m.role == role)

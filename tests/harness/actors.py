@@ -73,6 +73,39 @@ elif mode == "dirs":  # a flood of stale dirs
     for i in range(count):
         os.mkdir(os.path.join(base, "qmp-%06d" % i))
     print("ready", flush=True)
+elif mode == "wide":  # hung "probes" of its own: COUNT processes x THREADS threads, each naming DIRS dirs (a 4 KiB argv)
+    import threading
+    threads, ndirs = int(sys.argv[4]), int(sys.argv[5])
+    dirs = [os.path.join(base, "qmp-W%05d" % i) for i in range(ndirs)]
+    for d in dirs:
+        os.mkdir(d, 0o700)
+    argv = []
+    for d in dirs:
+        argv += ["-pidfile", d + "/qmp.pid"]
+    code = ("import ctypes, threading, time\n"
+            "ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0)\n"
+            "for _ in range(%d): threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+            "time.sleep(3600)\n" % (threads - 1))
+    def spawn():
+        pid = os.fork()
+        if pid == 0:
+            os.execvp(sys.executable, [sys.executable, "-c", code] + argv)
+        return pid
+    for i in range(count):
+        spawn()
+    print("ready", flush=True)
+    while True:  # whatever the watchdog ends comes back: the flood lasts
+        os.waitpid(-1, 0)
+        spawn()
+elif mode == "logflood":  # COUNT domain logs, each fed 64 KiB of blank lines a second
+    files = [open(os.path.join(base, "flood%03d.log" % i), "ab", buffering=0) for i in range(count)]
+    chunk = b"\n" * 65536
+    print("ready", flush=True)
+    while True:
+        started = time.monotonic()
+        for f in files:
+            f.write(chunk)
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 elif mode == "churn":  # make and remove a probe dir without end
     end = time.monotonic() + count
     n = 0
@@ -116,11 +149,16 @@ libc = ctypes.CDLL(None)
 libc.prctl(15, b"libvirtd", 0, 0, 0)
 libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the probe's daemon re-parents here
 emulator, base = sys.argv[1], sys.argv[2]
+uid = int(sys.argv[3]) if len(sys.argv) > 3 else None  # as libvirt does: the probe runs as the qemu user, who gets the dir
 d = os.path.join(base, "qmp-" + "".join(random.choice(string.ascii_letters + string.digits) for _ in range(6)))
 os.mkdir(d, 0o700)
-print(d, flush=True)
-first = subprocess.Popen([emulator, "-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=kvm:tcg",
+as_user = []
+if uid is not None:
+    os.chown(d, uid, uid)
+    as_user = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups", "--"]
+first = subprocess.Popen(as_user + [emulator, "-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=kvm:tcg",
                           "-qmp", "unix:%s/qmp.monitor,server=on,wait=off" % d, "-pidfile", d + "/qmp.pid", "-daemonize"])
+print(d, first.pid, flush=True)
 first.wait()
 try:
     while True:
@@ -144,13 +182,19 @@ class RootLibvirt:
         os.chmod(self.emulator, 0o755)
         self.proc: Optional[subprocess.Popen] = None
         self.dir: Optional[Path] = None
+        self.first: Optional[int] = None  # the probe's first process (the child of this 'libvirtd')
 
-    def probe(self, base: Path, mode: str = "hang-init") -> Path:
-        Path(str(self.emulator) + ".fault").write_text(mode + "\n")
-        self.proc = subprocess.Popen([sys.executable, "-c", ROOT_LIBVIRT, str(self.emulator), str(base)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    def probe(self, base: Path, mode: str = "hang-init", as_uid: Optional[int] = None) -> Path:
+        """as_uid: run the probe as that uid and hand it the dir, as libvirt does with the qemu user."""
+        fault = Path(str(self.emulator) + ".fault")
+        fault.write_text(mode + "\n")
+        fault.chmod(0o666)  # the emulator (run as the qemu user) takes its fault from it
+        argv = [sys.executable, "-c", ROOT_LIBVIRT, str(self.emulator), str(base)] + ([str(as_uid)] if as_uid is not None else [])
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stdout is not None
-        made = Path(self.proc.stdout.readline().strip())
-        self.dir = made
+        line = self.proc.stdout.readline().split()
+        made = Path(line[0])
+        self.dir, self.first = made, int(line[1])
         wait_for((made / "qmp.pid").exists, 10, "the genuine probe's pidfile")
         return made
 

@@ -83,3 +83,46 @@ def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
 def test_a_device_that_is_not_kvm_is_unusable():
     r = decode({"machine": "x86_64", "checks": [{"name": "open", "ok": True, "value": 3}, {"name": "KVM_GET_API_VERSION", "ok": False, "errno": "ENOTTY", "error": "Inappropriate ioctl for device"}]})
     assert not r.usable and "not KVM" in (r.problem or "")
+
+
+def test_a_probe_held_by_sigstop_or_a_debugger_is_held_whatever_it_sits_in():
+    import dataclasses
+
+    cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", "futex_do_wait", "futex"))))
+    held = dataclasses.replace(probe(first_alive=True), held="first process 10 is stopped (state T)")
+    d = classify(held, cap)
+    assert (d.stage, d.blocked_in, d.cause) == ("before_ready", "futex", "held") and d.detail == "first process 10 is stopped (state T)"
+    assert "never counts toward a libvirt restart" in d.what_to_do
+
+
+def test_a_capture_reads_at_most_its_caps_of_members_and_threads_and_a_probe_past_the_scans_budget_is_not_captured(tmp_path):
+    from watchdogd.observe.capture import MAX_MEMBERS, MAX_THREADS, Capturer
+
+    root = tmp_path / "proc"
+    members = []
+    for pid in range(100, 120):
+        for tid in [pid] + list(range(pid * 1000, pid * 1000 + 100)):
+            t = root / str(pid) / "task" / str(tid)
+            t.mkdir(parents=True)
+            (t / "stat").write_text(f"{tid} (qemu-system-x86) S 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 0 1 0\n")
+            (t / "syscall").write_text("202 0x0 0x0\n")
+        (root / str(pid) / "fd").mkdir()
+        members.append(ProbeMember(Process(pid, 1, "S", "qemu-system-x86", 0.0, uid=0), Role.UNKNOWN))
+    flood = Probe("/l/qmp-AAAAAA", 0.0, 100.0, PidfileRead(None), tuple(members))
+    cap = Capturer(str(root), "x86_64").capture(flood)
+    assert len(cap.processes) == MAX_MEMBERS and all(len(p.threads) == MAX_THREADS for p in cap.processes)
+    assert all(p.threads[0].tid == p.pid for p in cap.processes), "the main thread first, whatever the cap drops"
+    assert Capturer.skipped(flood).processes == ()
+
+
+def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system_dir(tmp_path):
+    import os
+
+    from watchdogd.diagnose.insight import worth_asking
+
+    placed = tmp_path / "qemu-system-x86_64"
+    placed.write_text("")
+    os.chown(placed, 65534, 65534)
+    assert worth_asking("/usr/bin/python3", os.stat("/usr/bin/python3"))
+    assert not worth_asking(str(placed), os.stat(placed)), "one the qemu user placed: never a dpkg-query in the loop"
+    assert not worth_asking("/usr/bin/python3", os.stat(placed)), "owned by another uid, even in a system dir"

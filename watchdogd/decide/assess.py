@@ -87,7 +87,12 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight
     message += f" Why: {diagnosis.detail} ({diagnosis.cause}, {diagnosis.stage}). What to do: {diagnosis.what_to_do}"
     if insight.history:
         message += f" Kernel history: {insight.history}."
-    if probe.proof is None:
+    if probe.held is not None:
+        message += (
+            f" Held, not hung: {probe.held}. It may be ended (its processes are uid {probe.owner_uid}'s own),"
+            " but host-wide actions (cache quarantine, libvirt restart) will not act on it."
+        )
+    elif probe.proof is None:
         message += (
             f" Not proven libvirt's (no member was seen as a child of a libvirt daemon; its processes run as uid {probe.owner_uid}):"
             " it may be ended, but host-wide actions (cache quarantine, libvirt restart) will not act on it."
@@ -112,9 +117,11 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight
 
 def _trust(probe: Probe) -> Dict[str, Any]:
     """Evidence of whose probe this is: host-wide actions need proven_libvirt (docs/THREAT-MODEL.md)."""
-    out: Dict[str, Any] = {"owner_uid": probe.owner_uid, "proven_libvirt": probe.proof is not None}
+    out: Dict[str, Any] = {"owner_uid": probe.owner_uid, "proven_libvirt": probe.proof is not None and probe.held is None}
     if probe.proof is not None:
         out["proof"] = probe.proof
+    if probe.held is not None:
+        out["held"] = probe.held  # held by its own uid or a debugger: never host-wide, never counted (docs/THREAT-MODEL.md)
     return out
 
 

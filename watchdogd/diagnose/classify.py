@@ -38,6 +38,12 @@ WHAT_TO_DO: Dict[str, str] = {
         "QEMU reported it was ready, but never answered libvirt's monitor (QMP). Ending the probe releases "
         "libvirt; if it repeats, look at the emulator's QMP handling (its version) and at libvirt's log."
     ),
+    "held": (
+        "A process of the probe is stopped (SIGSTOP) or traced by a debugger: it is held by its own uid or by "
+        "whoever debugs it, not hung by the kernel or the emulator. It is ended like any probe whose processes "
+        "are that uid's own, on the budget for evidence that uid could make, and it never counts toward a libvirt "
+        "restart or a cache quarantine. If it repeats, find who stops the qemu user's processes."
+    ),
     "unknown": "No known shape matched: ending the probe releases libvirt; keep the incident bundle for a bug report.",
 }
 
@@ -70,6 +76,8 @@ def classify(probe: Probe, capture: Capture) -> Diagnosis:
     stuck = [t for t in threads if t.state == "D"]
     kvm_fds = {(p.pid, fd) for p in capture.processes for fd in p.kvm_fds}
     in_kvm = [(p.pid, t) for p in capture.processes for t in p.threads if t.syscall == "ioctl" and (p.pid, t.syscall_fd) in kvm_fds]
+    if probe.held:
+        return Diagnosis(stage, blocked_in, "held", WHAT_TO_DO["held"], probe.held)
     if stuck:
         where = ", ".join(f"thread {t.tid} at {t.wchan or 'an unreadable wchan'}" for t in stuck[:3])
         return Diagnosis(stage, blocked_in, "uninterruptible", WHAT_TO_DO["uninterruptible"], f"in uninterruptible sleep: {where}")

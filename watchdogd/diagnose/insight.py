@@ -34,6 +34,24 @@ from .signatures import FAILED, STARTING, match
 
 CLEAN_START_AFTER = 5.0  # seconds after a "starting up" line with no failure: the domain started cleanly
 MAX_DOMAINS = 1000
+CAPTURES_PER_SCAN = 4  # hung probes captured in full per scan, proven ones first (a flood of forged ones costs 4)
+LOOKUPS_PER_SCAN = 2  # emulators whose package is asked of dpkg/rpm per scan (~150 ms each)
+SYSTEM_DIRS = ("/usr/", "/opt/", "/bin/", "/sbin/", "/lib/")
+
+
+def worth_asking(exe: str, st: os.stat_result) -> bool:
+    """Is dpkg/rpm asked which package owns this emulator? Only a root-owned binary nobody else can write, in a system dir.
+
+    >>> import os
+    >>> worth_asking("/usr/bin/python3", os.stat("/usr/bin/python3")), worth_asking("/tmp/qemu-system-x86_64", os.stat("/"))
+    (True, False)
+    """
+    return st.st_uid == 0 and not st.st_mode & 0o022 and exe.startswith(SYSTEM_DIRS)
+
+
+def trusted(probe: Probe) -> bool:
+    """Proven libvirt's and held by nobody: only such a probe writes history (kernel history, incident bundles)."""
+    return probe.proof is not None and probe.held is None
 
 
 @dataclass
@@ -84,10 +102,20 @@ class Diagnostician:
         self._log_problems: List[str] = []
         self.problems: List[str] = []
 
+    def adopt(self, old: Diagnostician) -> None:
+        """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read twice."""
+        if old.config.libvirt.log_dir == self.config.libvirt.log_dir:
+            self.follower = old.follower
+            self._failures = old._failures
+        self._diagnosed, self._live, self._kvm, self._packages = old._diagnosed, old._live, old._kvm, old._packages
+        self.history = old.history
+        self._unsaved = old._unsaved + self._unsaved
+
     def insight(self, obs: Observation) -> Insight:
         self.problems = []
-        hung = [p for p in obs.probes if is_hung(p, self.config.detect)]
-        diagnoses = {p.path: self._diagnose(p, obs) for p in hung}
+        hung = sorted((p for p in obs.probes if is_hung(p, self.config.detect)), key=lambda p: not trusted(p))
+        captures = [CAPTURES_PER_SCAN]
+        diagnoses = {p.path: self._diagnose(p, obs, captures) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
         self.follow_logs(obs.taken_wall)
@@ -95,13 +123,18 @@ class Diagnostician:
         return Insight(diagnoses, self.history.summary(obs.kernel_release), self.vm_failures(obs.taken_wall), self._kvm)
 
     # ---- hung probes ---------------------------------------------------------------------
-    def _diagnose(self, probe: Probe, obs: Observation) -> Diagnosis:
+    def _diagnose(self, probe: Probe, obs: Observation, captures: List[int]) -> Diagnosis:
         seen = self._diagnosed.get(probe.path)
-        if seen is not None and seen[0] == probe.made_wall:
+        if seen is not None and seen[0] == probe.made_wall and (probe.held is None) == (seen[1].cause != "held"):
             return seen[1]
+        if captures[0] <= 0:
+            return classify(probe, self.capturer.skipped(probe))  # past this scan's captures: a later scan may take it
+        captures[0] -= 1
         capture = self.capturer.capture(probe)  # before anything acts on it: this scan plans the kill
         diagnosis = classify(probe, capture)
         self._diagnosed[probe.path] = (probe.made_wall, diagnosis)
+        if not trusted(probe):
+            return diagnosis  # forgeable: it writes no incident bundle (a flood of them would evict the genuine ones)
         exes = sorted({p.exe for p in capture.processes if p.exe})
         bundle: Dict[str, object] = {
             "probe_dir": probe.path,
@@ -124,21 +157,29 @@ class Diagnostician:
         emulator takes ~150 ms, which must never stand between a hung probe and its kill.
         """
         problems: List[str] = []
+        lookups = [LOOKUPS_PER_SCAN]
         for name, bundle, taken in self._unsaved:
             if not self.state.read_only:
                 exes = bundle.get("emulator")
-                bundle["packages"] = {exe: self._package(exe) for exe in exes} if isinstance(exes, list) else {}
+                bundle["packages"] = {exe: self._package(exe, lookups) for exe in exes} if isinstance(exes, list) else {}
                 problems += incidents.save(self.state, name, bundle, taken)
         self._unsaved = []
         return problems
 
-    def _package(self, exe: str) -> Optional[str]:
-        """The emulator's package and version; dpkg-query takes ~150 ms, so once per binary (a new ctime: an upgrade)."""
+    def _package(self, exe: str, lookups: List[int]) -> Optional[str]:
+        """The emulator's package and version, asked of dpkg/rpm (~150 ms) once per binary (a new ctime: an upgrade),
+        a few per scan, and only for a root-owned binary in a system dir: never for one the qemu user placed."""
         try:
-            key = (exe, os.stat(exe).st_ctime)
+            st = os.stat(exe)
         except OSError:
             return None
+        if not worth_asking(exe, st):
+            return None
+        key = (exe, st.st_ctime)
         if key not in self._packages:
+            if lookups[0] <= 0:
+                return None
+            lookups[0] -= 1
             if len(self._packages) > 64:
                 self._packages.clear()
             self._packages[key] = incidents.package_of(exe)
@@ -146,8 +187,11 @@ class Diagnostician:
 
     def _outcomes(self, obs: Observation, hung: set) -> None:  # type: ignore[type-arg]
         """Each probe once into the kernel history: hung when it turned hung, worked when it went without."""
-        present = {p.path for p in obs.probes if p.live_members}
-        for path in present:
+        present = {p.path: p for p in obs.probes if p.live_members}
+        for path, probe in present.items():
+            if not trusted(probe):  # forged or held probes write no history (and one that turned held is no outcome)
+                self._live.pop(path, None)
+                continue
             was = self._live.get(path)
             now_hung = path in hung
             if was is None or (now_hung and not was):

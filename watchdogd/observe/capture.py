@@ -11,8 +11,10 @@ access (the unit's CAP_SYS_PTRACE): without it they read as unknown.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -20,7 +22,9 @@ from ..fsafe import read_capped
 from ..model import Probe
 
 MAX_THREADS = 64  # per process; qemu's probe daemon has a handful
-MAX_FDS = 256
+MAX_FDS = 256  # fds looked at per process: the listing stops there, however large the table
+MAX_MEMBERS = 8  # processes captured per probe (a probe has three)
+CAPTURE_BUDGET_S = 0.25  # wall time one probe's capture may take; past it, what is left is not read
 
 # The syscalls a stuck qemu is seen in, by number, for the two architectures that matter.
 SYSCALLS: Dict[str, Dict[int, str]] = {
@@ -165,13 +169,17 @@ class Capturer:
                         fd = None
         return ThreadState(tid, state, wchan if wchan and wchan != "0" else None, syscall, fd)
 
-    def kvm_fds(self, pid: int) -> Tuple[int, ...]:
+    def _names(self, path: str, cap: int) -> List[str]:
+        """The first `cap` entries of a /proc dir, read by a listing that stops there (a 100,000-fd table costs `cap`)."""
         try:
-            names = os.listdir(f"{self.root}/{pid}/fd")
+            with os.scandir(path) as entries:
+                return [e.name for e in itertools.islice(entries, cap)]
         except OSError:
-            return ()
+            return []
+
+    def kvm_fds(self, pid: int) -> Tuple[int, ...]:
         found: List[int] = []
-        for name in names[:MAX_FDS]:
+        for name in self._names(f"{self.root}/{pid}/fd", MAX_FDS):
             try:
                 target = os.readlink(f"{self.root}/{pid}/fd/{name}")
             except OSError:
@@ -180,22 +188,35 @@ class Capturer:
                 found.append(int(name))
         return tuple(sorted(found))
 
-    def process(self, pid: int, role: str) -> ProcessCapture:
-        try:
-            tids = sorted(int(t) for t in os.listdir(f"{self.root}/{pid}/task") if t.isdigit())
-        except OSError:
-            tids = []
-        if pid in tids:  # the main thread first, so the cap never drops it
-            tids.remove(pid)
-            tids.insert(0, pid)
-        threads = tuple(t for t in (self.thread(pid, tid) for tid in tids[:MAX_THREADS]) if t is not None)
+    def process(self, pid: int, role: str, deadline: float = float("inf")) -> ProcessCapture:
+        listed = [int(t) for t in self._names(f"{self.root}/{pid}/task", MAX_THREADS * 4) if t.isdigit()]
+        tids = [pid] + sorted(t for t in listed if t != pid)  # the main thread first, so the cap never drops it
+        threads: List[ThreadState] = []
+        for tid in tids[:MAX_THREADS]:
+            if time.monotonic() >= deadline:
+                break
+            t = self.thread(pid, tid)
+            if t is not None:
+                threads.append(t)
         try:
             exe: Optional[str] = os.readlink(f"{self.root}/{pid}/exe")
         except OSError:
             exe = None
-        return ProcessCapture(pid, role, threads, self.kvm_fds(pid), len(tids), exe)
+        kvm = self.kvm_fds(pid) if time.monotonic() < deadline else ()
+        return ProcessCapture(pid, role, tuple(threads), kvm, len(listed), exe)
 
-    def capture(self, probe: Probe) -> Capture:
-        """Every live member of the probe, each thread of each (zombies have none)."""
-        procs = tuple(self.process(m.process.pid, m.role.value) for m in probe.members if not m.process.is_zombie)
-        return Capture(probe.path, self.machine, procs)
+    def capture(self, probe: Probe, budget: float = CAPTURE_BUDGET_S) -> Capture:
+        """The probe's live members (at most MAX_MEMBERS), each thread of each, within `budget` seconds."""
+        deadline = time.monotonic() + budget
+        live = [m for m in probe.members if not m.process.is_zombie][:MAX_MEMBERS]
+        procs = []
+        for m in live:
+            if time.monotonic() >= deadline:
+                break
+            procs.append(self.process(m.process.pid, m.role.value, deadline))
+        return Capture(probe.path, self.machine, tuple(procs))
+
+    @staticmethod
+    def skipped(probe: Probe) -> Capture:
+        """No capture: past the scan's budget of captures (the probe's diagnosis says only what its members' states say)."""
+        return Capture(probe.path, platform.machine(), ())

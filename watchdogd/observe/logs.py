@@ -19,9 +19,10 @@ import stat
 from typing import Dict, List, Optional, Tuple
 
 from ..fsafe import open_path_nofollow
+from ..printable import printable
 
 READ_CAP = 64 * 1024
-POLL_BUDGET = 256 * 1024
+POLL_BUDGET = 128 * 1024
 MAX_FILES = 2000
 SUFFIX = ".log"
 
@@ -60,7 +61,7 @@ class LogFollower:
                 lines, used = self._new_lines(dir_fd, name, budget)
                 budget -= used
                 if lines:
-                    out[name[: -len(SUFFIX)]] = lines
+                    out[printable(name[: -len(SUFFIX)])] = lines  # a file name is any bytes a session user chose
             else:
                 self._turn = ""
         finally:
@@ -116,4 +117,4 @@ class LogFollower:
             return [], len(data)
         used = complete or len(data)
         self._at[name] = (st.st_ino, offset + used)
-        return data[:used].decode("utf-8", "replace").splitlines(), len(data)
+        return [line for line in data[:used].decode("utf-8", "replace").splitlines() if line.strip()], len(data)  # a blank line says nothing

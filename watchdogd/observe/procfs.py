@@ -197,6 +197,17 @@ class ProcFS:
             level = following
         return table
 
+    def tracer(self, pid: int) -> Optional[int]:
+        """TracerPid from /proc/PID/status (0: not traced); None when it is gone or unreadable."""
+        data = self._read(f"{self.root}/{pid}/status", 4096)
+        for line in (data or b"").splitlines():
+            if line.startswith(b"TracerPid:"):
+                try:
+                    return int(line.split()[1])
+                except (IndexError, ValueError):
+                    return None
+        return None
+
     def cgroup(self, pid: int) -> Optional[Tuple[str, ...]]:
         """The components of pid's systemd cgroup (emulators.cgroup_path); None when it is gone or unreadable."""
         data = self._read(f"{self.root}/{pid}/cgroup", 4096)

@@ -22,7 +22,7 @@ from ..config import Config
 from ..emulators import is_emulator, is_emulator_name, why_not_guest
 from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
 from ..model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
-from ..safety import QMP_DIR, Protected, names_dir, probe_dir_named, why_not_member
+from ..safety import QMP_DIR, Protected, probe_dir_named, why_not_member
 from ..state import StateStore
 from .procfs import ProcFS
 
@@ -32,6 +32,8 @@ from .procfs import ProcFS
 # dir exists, a known libvirt daemon is gone, or an action is about to act).
 FULL_WALK_EVERY = 600.0
 CACHE_NAMES_KEPT = 256  # cache entries listed by name; past it only counted
+MEMBERS_CHECKED = 8  # members of a probe whose stop and trace state is read (a probe has three)
+DIRS_PER_PROCESS = 2  # probe dirs one process's command line may name and count for
 
 
 class Scanner:
@@ -58,7 +60,9 @@ class Scanner:
         self._last_walk: Optional[float] = None
         self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
-        self._proven: Dict[str, Tuple[float, str]] = {}  # probe dir -> (its birth time, how libvirt's parentage was seen)
+        # without systemd: processes seen as a libvirt daemon's child, (pid, start time) -> how; never a dir:
+        # the qemu user owns every probe dir and could run its own process naming a proven one
+        self._proven: Dict[Tuple[int, float], str] = {}
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
         self._guests: Dict[int, float] = {}  # libvirt's running guests: pid -> start time; found on full walks, dropped when gone
         self.own_pid = os.getpid() if own_pid is None else own_pid
@@ -67,6 +71,16 @@ class Scanner:
         names = config.detect.emulator_names
         daemons = set(config.detect.libvirt_daemons)
         self._interesting = lambda comm: comm in daemons or is_emulator_name(comm, names)
+
+    def adopt(self, old: Scanner) -> None:
+        """After a reload: the old scanner's memory (first sight of each dir, proofs, libvirt's pids, guests)."""
+        with old._lock:
+            self._first_seen = dict(old._first_seen)
+            self._proven = dict(old._proven)
+            self._libvirt = dict(old._libvirt)
+            self._guests = dict(old._guests)
+            self._missing_since = {k: v for k, v in old._missing_since.items() if k in self.config.libvirt.probe_dirs}
+            self._last_walk = old._last_walk
 
     @property
     def pid_max(self) -> int:
@@ -90,7 +104,7 @@ class Scanner:
         uptime = self.proc.uptime()
         table, walked = self._table(full)
         libvirt_pids = frozenset(self._libvirt)
-        view = _View(table, Protected(self.own_pid, libvirt_pids), now, uptime)
+        view = _View(table, Protected(self.own_pid, libvirt_pids), now, uptime, self.config.libvirt.probe_dirs)
         probes: List[Probe] = []
         floods: List[DirFlood] = []
         for base in self.config.libvirt.probe_dirs:
@@ -101,7 +115,8 @@ class Scanner:
         self._count_guests(table, walked, probes, libvirt_pids)
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
-        self._proven = {k: v for k, v in self._proven.items() if k in present}
+        alive = {(m.process.pid, m.process.start_boot_s) for p in probes for m in p.members}
+        self._proven = {k: v for k, v in self._proven.items() if k in alive}
         cache_entries, cache_owner = self._cache_entries(errors)
         kernel_last_good = None
         if with_state:
@@ -164,8 +179,23 @@ class Scanner:
             self._last_walk = now
             self.full_walks += 1
         daemons = set(self.config.detect.libvirt_daemons)
-        self._libvirt = {p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie}
+        uids = self._daemon_uids()
+        self._libvirt = {p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie and p.uid in uids}
         return table, bool(full)
+
+    def _daemon_uids(self) -> FrozenSet[int]:
+        """Who a libvirt daemon may run as: root, or (libvirt.session_dirs) the owner of a probe base.
+
+        Anyone can name a process `libvirtd`; one of another uid's neither makes "libvirt is running"
+        true nor proves a probe."""
+        uids = {0}
+        if self.config.libvirt.session_dirs:
+            for base in self.config.libvirt.probe_dirs:
+                try:
+                    uids.add(os.stat(base, follow_symlinks=False).st_uid)
+                except OSError:
+                    continue
+        return frozenset(uids)
 
     def _any_probe_dir(self) -> bool:
         for base in self.config.libvirt.probe_dirs:
@@ -205,8 +235,8 @@ class Scanner:
         if base_fd is None:
             return [], None
         probes: List[Probe] = []
-        named = view.named_dirs(base)
         cap = self.config.detect.max_dirs_per_base
+        named = view.named_dirs(base, cap)
         total = read = others = 0
         try:
             base_owner = os.fstat(base_fd).st_uid
@@ -249,11 +279,7 @@ class Scanner:
     def _probe(self, path: str, made: float, owner: int, pidfile: PidfileRead, view: _View, trusted: AbstractSet[int]) -> Probe:
         names = self.config.detect.emulator_names
         table, protected, boot_wall = view.table, view.protected, view.now - view.uptime
-        live = [
-            p
-            for p in table.values()
-            if not p.is_zombie and names_dir(p.cmdline, path) and why_not_member(p, path, made, boot_wall, protected, names, owner) is None
-        ]
+        live = [p for p in view.naming.get(path, ()) if why_not_member(p, path, made, boot_wall, protected, names, owner) is None]
         live_pids = {p.pid for p in live}
         rejected: Optional[str] = None
         if pidfile.pid is not None and pidfile.pid not in live_pids:
@@ -274,20 +300,57 @@ class Scanner:
             age = max(0.0, view.uptime - min(p.start_boot_s for p in live))
         else:
             age = self._dir_age(path, max(0.0, view.now - made))
-        proof = self._proof(path, made, members, trusted, table)
-        return Probe(path=path, made_wall=made, age_s=age, pidfile=pidfile, members=tuple(members), pidfile_rejected=rejected, owner_uid=owner, proof=proof)
+        proof = self._proof(members, trusted, table)
+        return Probe(
+            path=path,
+            made_wall=made,
+            age_s=age,
+            pidfile=pidfile,
+            members=tuple(members),
+            pidfile_rejected=rejected,
+            owner_uid=owner,
+            proof=proof,
+            held=self._held(members),
+        )
 
-    def _proof(self, path: str, made: float, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]) -> Optional[str]:
-        """How libvirt's parentage of this probe was seen, by this scan or an earlier one of the same dir."""
+    def _held(self, members: Sequence[ProbeMember]) -> Optional[str]:
+        """Why a member is held rather than hung: stopped (SIGSTOP, by its own uid) or traced (a debugger)."""
+        for m in members[:MEMBERS_CHECKED]:
+            p = m.process
+            if p.is_zombie:
+                continue
+            if p.state in ("T", "t"):
+                return f"{m.role.value} process {p.pid} is {'stopped' if p.state == 'T' else 'stopped by its tracer'} (state {p.state})"
+            tracer = self.proc.tracer(p.pid)
+            if tracer:
+                return f"{m.role.value} process {p.pid} is traced by pid {tracer}"
+        return None
+
+    def _proof(self, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]) -> Optional[str]:
+        """How the kernel says a member is libvirt's, per process; None: not proven.
+
+        Where systemd runs (and not for a session libvirt, whose user runs its own units), a member in
+        system.slice/libvirtd.service (or virtqemud.service): libvirt's units use KillMode=process, so
+        its probes stay in its cgroup across a restart, and no unprivileged uid can move a process there.
+        Elsewhere, a member that is (or was seen by an earlier scan as) a libvirt daemon's child."""
+        if self.proc.systemd and not self.config.libvirt.session_dirs:
+            units = {f"{d}.service" for d in self.config.detect.libvirt_daemons}
+            for m in members[:MEMBERS_CHECKED]:
+                if m.process.is_zombie:
+                    continue
+                cgroup = self.proc.cgroup(m.process.pid) or ()
+                if len(cgroup) >= 2 and cgroup[0] == "system.slice" and cgroup[1] in units:
+                    return f"{m.role.value} process {m.process.pid} runs in {cgroup[1]}'s cgroup"
+            return None
         for m in members:
+            key = (m.process.pid, m.process.start_boot_s)
             if m.process.ppid in trusted:
                 parent = table[m.process.ppid]
                 proof = f"{m.role.value} process {m.process.pid} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
-                self._proven[path] = (made, proof)
+                self._proven[key] = proof
                 return proof
-        seen = self._proven.get(path)
-        if seen is not None and seen[0] == made:
-            return seen[1] + ", seen by an earlier scan"
+            if key in self._proven:
+                return self._proven[key] + ", seen by an earlier scan"
         return None
 
     def _dir_age(self, path: str, wall_age: float) -> float:
@@ -354,24 +417,40 @@ class Scanner:
 
 
 class _View:
-    """What one scan saw of the process table, shared by the reads of every probe dir in it."""
+    """What one scan saw of the process table, shared by the reads of every probe dir in it.
 
-    def __init__(self, table: Dict[int, Process], protected: Protected, now: float, uptime: float):
+    Which processes name which probe dir is indexed once a scan (each process counts for at
+    most DIRS_PER_PROCESS dirs: a probe names its own dir twice, -qmp and -pidfile, so a 4 KiB
+    command line naming 80 dirs costs 2), and a dir's members are looked up there, never by
+    walking the whole table once per dir.
+    """
+
+    def __init__(self, table: Dict[int, Process], protected: Protected, now: float, uptime: float, bases: Sequence[str] = ()):
         self.table = table
         self.protected = protected
         self.now = now
         self.uptime = uptime
-
-    def named_dirs(self, base: str) -> FrozenSet[str]:
-        """Names of the qmp dirs under base that a live process's command line names: always read, whatever the cap."""
-        bases = frozenset((base,))
-        found: Set[str] = set()
-        for p in self.table.values():
+        self.naming: Dict[str, List[Process]] = {}  # probe dir -> the live processes whose command line names it
+        known = frozenset(bases)
+        for p in table.values():
+            if p.is_zombie:
+                continue
+            dirs: List[str] = []
             for arg in p.cmdline:
-                d = probe_dir_named(arg, bases)
-                if d is not None:
-                    found.add(os.path.basename(d))
-        return frozenset(found)
+                d = probe_dir_named(arg, known)
+                if d is not None and d not in dirs:
+                    dirs.append(d)
+                    if len(dirs) >= DIRS_PER_PROCESS:
+                        break
+            for d in dirs:
+                self.naming.setdefault(d, []).append(p)
+
+    def named_dirs(self, base: str, cap: int) -> FrozenSet[str]:
+        """Names of the qmp dirs under base that a live process names, always read: at most `cap`, those a libvirt
+        daemon's child names first (a flood of processes naming dirs cannot push a genuine probe out)."""
+        libvirt = self.protected.libvirt_pids
+        named = [(not any(p.ppid in libvirt for p in procs), d) for d, procs in self.naming.items() if os.path.dirname(d) == base]
+        return frozenset(os.path.basename(d) for _, d in sorted(named)[:cap])
 
     def trusted_parents(self, owner: int) -> FrozenSet[int]:
         """Live libvirt daemons that run as root or as `owner` (a session's user): their children are libvirt's probes."""

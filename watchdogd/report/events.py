@@ -19,6 +19,7 @@ from typing import Callable, Deque, Dict, Mapping, Optional, Protocol, TextIO, c
 
 from ..act.actions import ActionRecord
 from ..model import Finding, Severity
+from ..printable import printable
 from ..timefmt import iso_utc
 
 IDENTIFIER = "kvm-watchdog"
@@ -73,7 +74,9 @@ class Event:
             "KVMWD_TIME": iso_utc(wall),
         }
         out.update(self.fields)
-        return out
+        # a guest's log line, a log file's name or a process name may sit in any of them:
+        # no control character reaches the journal, journalctl's terminal or the stderr line
+        return {k: printable(v) for k, v in out.items()}
 
 
 def _finding_fields(finding: Finding, state: str) -> Dict[str, str]:

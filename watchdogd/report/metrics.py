@@ -19,11 +19,11 @@ a path or a message.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
+import socket
 import threading
-from typing import Dict, Iterator, List, Optional
+from socketserver import ThreadingMixIn
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
@@ -32,13 +32,14 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..config import MetricsConfig
+from ..fsafe import write_file_in
 from ..model import ACTION_NAMES, FINDING_KINDS, Problem
 from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
 
 # the causes always present (0 when none); an operator's table may add a few more, capped
 CAUSES = (
-    *("userspace_deadlock", "kvm_ioctl", "uninterruptible", "qmp_unanswered", "unknown"),  # hung probes
+    *("userspace_deadlock", "kvm_ioctl", "uninterruptible", "qmp_unanswered", "held", "unknown"),  # hung probes
     *("no_in_kernel_vgic", "kernel_vpmu", "kvm_unavailable", "kvm_unusable"),  # VM starts, KVM
 )
 MAX_CAUSES = 32
@@ -80,12 +81,17 @@ class FleetCollector(Collector):
             yield from self._host(snap)
 
     def _findings(self, snap: Optional[Snapshot]) -> Iterator[Metric]:
-        open_now = GaugeMetricFamily("kvmwd_findings_open", "Findings open now, by kind and severity (every kind, 0 when none).", labels=["kind", "severity"])
-        counts: Dict[str, int] = {}
+        open_now = GaugeMetricFamily(
+            "kvmwd_findings_open",
+            "Findings open now, by kind, severity and whether the qemu user could have made it (proven=false); every kind, 0 when none.",
+            labels=["kind", "severity", "proven"],
+        )
+        counts: Dict[Tuple[str, bool], int] = {}
         for f in snap.findings if snap else ():
-            counts[f.kind] = counts.get(f.kind, 0) + 1
+            counts[(f.kind, f.proven)] = counts.get((f.kind, f.proven), 0) + 1
         for kind, severity in FINDING_KINDS.items():
-            open_now.add_metric([kind, severity.label], counts.get(kind, 0))
+            for proven in (True, False):
+                open_now.add_metric([kind, severity.label, "true" if proven else "false"], counts.get((kind, proven), 0))
         yield open_now
 
     def _causes(self, snap: Optional[Snapshot]) -> Iterator[Metric]:
@@ -119,9 +125,42 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+HANDLER_TIMEOUT_S = 5.0  # a connection that sends nothing for this long is closed
+MAX_CONNECTIONS = 8  # scrapes served at once; past it a connection is closed at once
+
+
 class _Quiet(WSGIRequestHandler):
+    timeout = HANDLER_TIMEOUT_S  # StreamRequestHandler sets it on the socket: an idle client cannot hold a thread
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
         pass  # a scrape every 15 s is not news for the journal
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread a scrape, at most MAX_CONNECTIONS at once: one idle connection stops nothing."""
+
+    daemon_threads = True
+
+    def __init__(self, address: Tuple[str, int], handler: Type[WSGIRequestHandler]):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: the scraper retries at its next interval
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Metrics:
@@ -142,7 +181,7 @@ class Metrics:
             return None
         host, port = self.config.listen_address
         try:
-            self._server = make_server(host, port, make_wsgi_app(self.registry), handler_class=_Quiet)
+            self._server = make_server(host, port, make_wsgi_app(self.registry), server_class=_Server, handler_class=_Quiet)
         except OSError as exc:
             return f"cannot serve metrics on {self.config.listen}: {exc.strerror or exc}"
         threading.Thread(target=self._server.serve_forever, name="kvm-watchdog-metrics", daemon=True).start()
@@ -178,15 +217,6 @@ class Metrics:
 
 
 def _replace(path: str, data: bytes) -> None:
-    """Write path whole or not at all: a fresh temp file (O_EXCL, so never through a link), then rename."""
+    """Write path whole or not at all, through its dir's fd (fsafe.write_file_in); 0644: node_exporter runs as its own user."""
     directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # node_exporter runs as its own user
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_file_in(directory, name, data, 0o644)

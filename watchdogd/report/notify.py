@@ -17,6 +17,8 @@ import os
 import socket
 from typing import Dict, Mapping, Optional
 
+from ..printable import printable
+
 
 class Notifier:
     def __init__(self, environ: Mapping[str, str]):
@@ -41,7 +43,8 @@ class Notifier:
         pending.update(fields)
         if "WATCHDOG" in pending and "WATCHDOG" not in fields:
             del pending["WATCHDOG"]  # a stale ping is no news: only the current one counts
-        message = "\n".join(f"{k}={v}" for k, v in pending.items()).encode("utf-8", "replace")
+        # one field a line: a newline in a value (a file name in a STATUS line) would add a field of its own
+        message = "\n".join(f"{k}={printable(v)}" for k, v in pending.items()).encode("utf-8", "replace")
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)

@@ -7,10 +7,11 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Mapping, Optional, TextIO
+from typing import Callable, Dict, List, Mapping, Optional, TextIO, cast
 
 from .. import __version__
 from ..config import Config, ConfigError, load_config, resolve_path, to_yaml
+from ..printable import PrintableWriter
 from ..report import diagnosis
 from ..report.render import ExitStatus, as_json, exit_status, human
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
@@ -62,8 +63,9 @@ class Cli:
     """The commands, with their output streams and environment passed in."""
 
     def __init__(self, out: TextIO, err: TextIO, environ: Mapping[str, str]):
-        self.out = out
-        self.err = err
+        """out, err: every line written there has its control characters escaped (printable)."""
+        self.out = cast(TextIO, PrintableWriter(out))
+        self.err = cast(TextIO, PrintableWriter(err))
         self.environ = environ
 
     def load(self, args: argparse.Namespace) -> Optional[Config]:

@@ -485,7 +485,7 @@ class Daemon:
         if old.latency is not None:
             old.latency.cancel()
         parts = self.builder(config)
-        parts.engine.state = old.engine.state  # counters, fired occurrences and the breaker carry over
+        parts.carry_over(old)  # counters, the breaker, what the scan and the diagnosis remember, the logs' offsets
         self.parts = parts
         self.watch.close()
         self.watch = self.watch_for(config)

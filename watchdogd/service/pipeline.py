@@ -19,6 +19,7 @@ from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.latency import LatencyProbe, why_not_connect
 from ..observe.procfs import ProcFS
+from ..observe.scan import Scanner
 from ..state import StateError, StateStore
 
 
@@ -42,6 +43,14 @@ class Pipeline:
     diagnostician: Optional[Diagnostician] = None
     activated: Callable[[], bool] = lambda: False  # is libvirt socket-activated here (an idle timer to respect)?
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
+
+    def carry_over(self, old: Pipeline) -> None:
+        """A reload: what the old parts remember goes on in the new ones (nothing is read again as new, nothing forgotten)."""
+        self.engine.state = old.engine.state
+        if isinstance(self.scanner, Scanner) and isinstance(old.scanner, Scanner):
+            self.scanner.adopt(old.scanner)
+        if self.diagnostician is not None and old.diagnostician is not None:
+            self.diagnostician.adopt(old.diagnostician)
 
     def may_connect(self, obs: Optional[Observation]) -> Optional[str]:
         """Why no latency call may go out now (never wake libvirt, never keep it from idling out), or None."""
