@@ -202,6 +202,12 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "capabilities work again"
     assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
     assert opened["KVMWD_PROBE_DIR"].startswith("/var/lib/libvirt/qemu/qmp-")
+    evidence = json.loads(opened["KVMWD_EVIDENCE"])
+    assert evidence["proven_libvirt"] is True and "runs in libvirtd.service's cgroup" in evidence["proof"], "proven by the kernel: libvirt's unit cgroup"
+    # CAP_SYS_PTRACE is for reading: inside the unit, no process's memory can be opened for writing
+    pid = main_pid(box)
+    denied = box.run(f"nsenter -t {pid} -m -- sh -c 'exec 3>/proc/1/mem' 2>&1").stdout
+    assert "Read-only file system" in denied, denied
     ours = [e for e in journal(box) if e.get("SYSLOG_IDENTIFIER") == "kvm-watchdog"]
     assert ours and all(e["MESSAGE_ID"] == MESSAGE_IDS[e["KVMWD_EVENT"]] for e in ours)
     explained = box.run("journalctl -x --no-pager -u kvm-watchdog KVMWD_EVENT=probe_hung").stdout
