@@ -157,6 +157,8 @@ class HostileFigures:
     peak_rss_mb: Dict[str, float] = field(default_factory=dict)  # the daemon's VmHWM under each flood
     churn_scans_per_s: Optional[float] = None
     longest_ping_gap_s: Optional[float] = None  # between two WATCHDOG=1 under a flood, pinging every 5 s (goal <= 15 s)
+    raw_controls_in_output: Optional[int] = None  # ESC, BEL or newline bytes of untrusted input in any output (must be 0)
+    files_changed_outside_state: Optional[int] = None  # modes or owners of files root did not make, changed (must be 0)
 
 
 FIGURES = pytest.StashKey[HostileFigures]()
@@ -195,6 +197,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(f"genuine hung probe killed {f.genuine_kill_delay_s:.2f}s past its deadline under a forged flood (goal <= 1 s)")
         for name, mb in sorted(f.peak_rss_mb.items()):
             terminalreporter.write_line(f"peak RSS, {name}: {mb:.1f} MB")
+        if f.raw_controls_in_output is not None:
+            terminalreporter.write_line(f"raw ESC/BEL/newline from untrusted input in any output: {f.raw_controls_in_output} (must be 0)")
+        if f.files_changed_outside_state is not None:
+            terminalreporter.write_line(f"files outside the state dir whose mode or owner root changed: {f.files_changed_outside_state} (must be 0)")
         if f.longest_ping_gap_s is not None:
             terminalreporter.write_line(f"longest gap between WATCHDOG=1 pings under the floods: {f.longest_ping_gap_s:.2f}s (pings every 5 s; goal <= 15 s)")
         if f.churn_scans_per_s is not None:

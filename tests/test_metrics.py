@@ -249,7 +249,8 @@ while time.monotonic() < until:
 """
 
 
-def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in():
+@pytest.mark.hostile
+def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(figures):
     """Debian's textfile dir lies in the prometheus user's tree: that uid (nobody here) swaps every temp name for a link to a root-only file."""
     import os
 
@@ -271,6 +272,7 @@ def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in():
             swapper.kill()
             swapper.wait(10)
         st = victim.stat()
+        figures.files_changed_outside_state = int((st.st_mode & 0o777, st.st_uid, victim.read_text()) != (0o600, 0, "root's own\n"))
         assert (st.st_mode & 0o777, st.st_uid, victim.read_text()) == (0o600, 0, "root's own\n"), "root changed a file it did not make"
         assert not path.is_symlink() or path.resolve() == victim, "whatever the name holds, root wrote nothing through it"
         metrics.publish(snapshot())  # the last write: with no swapper left, the textfile is root's own again
@@ -291,6 +293,7 @@ def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path):
     assert r.rc == 2 and f"{cfg}:3: metrics.textfile: {tmp_path}/link is a symbolic link" in r.out, r.out
 
 
+@pytest.mark.hostile
 def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds():
     import socket
 

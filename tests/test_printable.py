@@ -14,6 +14,7 @@ import json
 import subprocess
 from typing import Dict, List
 
+import pytest
 from conftest import run_cli_process
 from harness.wait import wait_for
 
@@ -28,11 +29,17 @@ def write_as(uid: int, gid: int, path: str, text: str) -> None:
     subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", "/usr/bin/python3", "-c", code, path, text], check=True, timeout=30)
 
 
+SEEN: List[int] = []  # raw control characters of untrusted input found, all outputs together
+
+
 def no_raw_control(text: str, where: str) -> None:
-    assert not [c for c in RAW if c in text], f"a raw ESC or BEL in {where}: {text[:400]!r}"
+    found = sum(text.count(c) for c in RAW)
+    SEEN.append(found)
+    assert not found, f"a raw ESC or BEL in {where}: {text[:400]!r}"
 
 
-def test_a_guests_log_name_and_lines_reach_no_output_raw(journald, libvirt, state_dir, write_config, start_daemon, notify_socket):
+@pytest.mark.hostile
+def test_a_guests_log_name_and_lines_reach_no_output_raw(journald, libvirt, state_dir, write_config, start_daemon, notify_socket, figures):
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", latency={"enabled": False}))
     daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path)})
     wait_for(lambda: notify_socket.with_key("READY"), 30, "READY=1")
@@ -60,5 +67,7 @@ def test_a_guests_log_name_and_lines_reach_no_output_raw(journald, libvirt, stat
         assert any("PMU" in s["line"] for s in report["signatures"]), "the line is still there, escaped"
         no_raw_control(run_cli_process("-c", cfg, "check").out, "kvm-watchdog check")
         no_raw_control(daemon.stdout_path.read_text() + daemon.stderr_path.read_text(), "the daemon's own output")
+        forged_lines = [m for _, m in notify_socket.messages if set(m) - {"READY", "STATUS", "MAINPID", "WATCHDOG", "RELOADING", "STOPPING"}]
+        figures.raw_controls_in_output = sum(SEEN) + len(forged_lines)
     finally:
         (libvirt.log_dir / (EVIL_NAME + ".log")).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 from harness.nspawn import RELEASES, Container, ensure_image
@@ -226,3 +226,64 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert box.run("systemctl is-active kvm-watchdog").stdout.strip() == "inactive"
     assert box.run("systemctl show -p Result --value kvm-watchdog").stdout.strip() == "success"
     assert events(box, "stopped")
+
+
+AS_QEMU = "setpriv --reuid=libvirt-qemu --regid=libvirt-qemu --clear-groups --"
+
+
+def more_than(box: Container, n: int, kind: str, **fields: str) -> Callable[[], List[Dict[str, str]]]:
+    """A condition for wait_for: the kind's events, once there are more than n of them."""
+    def condition() -> List[Dict[str, str]]:
+        found = events(box, kind, **fields)
+        return found if len(found) > n else []
+    return condition
+
+
+def first_process(box: Container) -> int:
+    """The newest capability probe's first process: libvirtd's own child (its unit's cgroup)."""
+    libvirtd = box.run("systemctl show -p MainPID --value libvirtd").stdout.strip()
+    pids = box.run(f"ps -o pid=,comm= --ppid {libvirtd}").stdout.split("\n")
+    return max(int(line.split()[0]) for line in pids if line.strip().endswith("qemu-system-x86"))
+
+
+def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_host_wide_action(container: Container):
+    """The two attacks that made root restart libvirt 4 times, by the real libvirt-qemu uid against the real libvirtd, at the shipped policies."""
+    box = container
+    box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
+    box.run(f"install -m 755 /mnt/harness/fake_qemu.py {FAKE} && echo none > {FAKE}.fault && chmod 666 {FAKE}.fault", check=True)
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0
+    box.run("systemctl enable --now kvm-watchdog", check=True)
+    wait_for(lambda: scans(box) >= 1, 60, "the watchdog's first scan")
+    reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/")  # the shipped policies otherwise: 3 hangs in 1h reset libvirt
+
+    # 1. held: the qemu uid SIGSTOPs the first process of each genuine probe (it may: they are its own)
+    for n in range(3):
+        arm(box, "slow:60 1")  # the first process waits a minute before it runs the real emulator
+        box.run("(virsh -c qemu:///system domcapabilities > /dev/null 2>&1 &)")
+        first = wait_for(lambda: first_process(box), 30, "the probe's first process")
+        box.run(f"{AS_QEMU} kill -STOP {first}", check=True)
+        opened = wait_for(more_than(box, n, "probe_hung", KVMWD_STATE="open"), 30, "the held probe's probe_hung")
+        evidence = json.loads(opened[n]["KVMWD_EVIDENCE"])
+        assert evidence["diagnosis"]["cause"] == "held" and evidence["proven_libvirt"] is False, evidence
+        wait_for(more_than(box, n, "action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok"), 30, "the held probe ended")
+
+    # 2. forged proof: a genuine probe (proven by libvirtd.service's cgroup) whose dir the qemu uid keeps, then names from its own process
+    arm(box, "hang-init 1")
+    box.run("(virsh -c qemu:///system domcapabilities > /dev/null 2>&1 &)")
+    genuine = wait_for(lambda: [d for d in box.run("ls -d /var/lib/libvirt/qemu/qmp-* 2>/dev/null").stdout.split() if d], 30, "the genuine probe's dir")[0]
+    box.run(f"{AS_QEMU} touch {genuine}/keep", check=True)  # libvirt's rmdir of it will fail
+    [proven] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe_hung")
+    assert json.loads(proven["KVMWD_EVIDENCE"])["proven_libvirt"] is True
+    wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe ended")
+    assert box.run(f"test -d {genuine}").returncode == 0, "the dir is still there: libvirt could not remove it"
+    forge = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0); time.sleep(600)"
+    for n in range(3):
+        box.run(f"({AS_QEMU} python3 -c \"{forge}\" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)", check=True)
+        opened = wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the forged probe_hung")
+        assert json.loads(opened[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, "a dir proven once proves nothing about the next process in it"
+        wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the forged probe ended")
+
+    host_wide = [e for e in events(box, "action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")]
+    assert host_wide == [], [e["MESSAGE"] for e in host_wide]
+    assert events(box, "remediation_paused") == []
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "libvirt still answers"
