@@ -5,10 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint test demo bench hostile deb rpm package-test system-test clean
+.PHONY: help deps venv lint unit test demo bench hostile deb rpm package-test system-test clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
+	@echo "make unit   the rules on recorded inputs and the doctests: no root, no libvirt, seconds"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
 	@echo "make deb / make rpm   build the packages (rpm where rpmbuild and its macros exist)"
 	@echo "make package-test / make system-test   the .deb on this machine / under a real systemd (both in make test)"
@@ -26,9 +27,13 @@ $(BIN)/.installed: pyproject.toml
 
 venv: deps $(BIN)/.installed
 
-lint: venv
+# lint and unit install nothing on the system (a venv from PyPI at most): no root needed
+lint: $(BIN)/.installed
 	$(BIN)/ruff check watchdogd tests scripts bench
 	$(BIN)/mypy
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit watchdogd
 
 test: venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -169,3 +171,15 @@ def test_any_yaml_shape_is_a_config_or_a_clear_error(tree):
 def test_the_shipped_config_is_valid():
     path = Path(REPO / "config" / "kvm-watchdog.yaml")
     assert run_cli("config", "check", str(path)).rc == 0
+
+
+def test_config_check_refuses_metrics_with_a_prometheus_client_too_old_to_run_them(tmp_path):
+    """Debian 11's python3-prometheus-client is 0.9.0: `run` died at its start with an ImportError, in a restart loop."""
+    cache = Path("/var/cache/kvm-watchdog-test/prometheus-client-0.9.0")
+    if not (cache / "prometheus_client").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(cache), "prometheus-client==0.9.0"], check=True, timeout=300)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  textfile: {tmp_path}/kvm-watchdog.prom\n")
+    old = run_cli_process("config", "check", str(cfg), env={"PYTHONPATH": str(cache)})
+    assert old.rc == 2 and f"{cfg}:3: metrics: needs prometheus-client >= 0.16, found 0.9.0" in old.out + old.err, old.out + old.err
+    assert run_cli_process("config", "check", str(cfg)).rc == 0, "the client this venv has (>= 0.16) runs them"

@@ -7,6 +7,7 @@ Every test here drives the real libvirtd (a sandboxed session daemon) with real
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,45 @@ def test_a_healthy_host_has_no_finding(libvirt, state_dir, write_config):
     assert result.rc == 0, result.out + result.err
     assert result.out.startswith("OK: 0 probe dirs, domcapabilities in ")
     assert run_cli("-c", cfg, "check", "--json").json == {"findings": [], "actions": []}
+
+
+# the monitoring-plugin development guidelines: 'label'=value[UOM];[warn];[crit];[min];[max]
+PERFDATA = re.compile(r"'([^'=]+)'=(U|-?[0-9]+(?:\.[0-9]+)?)(us|ms|s|%|B|KB|MB|TB|c)?;(-?[0-9.]*);(-?[0-9.]*);(-?[0-9.]*);(-?[0-9.]*)")
+
+
+def parse_perfdata(line: str) -> dict:
+    """The performance data of a plugin's first line, by the format's grammar; an item that does not parse fails."""
+    text, bar, perf = line.partition(" | ")
+    assert bar and text, f"no perfdata after a | on the first line: {line!r}"
+    out = {}
+    for item in perf.split(" "):
+        m = PERFDATA.fullmatch(item)
+        assert m, f"not 'label'=value[UOM];warn;crit;min;max: {item!r}"
+        out[m.group(1)] = {"value": m.group(2), "uom": m.group(3) or "", "warn": m.group(4), "crit": m.group(5), "min": m.group(6), "max": m.group(7)}
+    return out
+
+
+def test_check_prints_performance_data_that_monitoring_graphs(libvirt, state_dir, write_config):
+    """Icinga, Nagios and check_mk draw graphs from what follows the | of the first line."""
+    cfg = write_config(libvirt.config(state_dir))
+    result = run_cli_process("-c", cfg, "check")
+    assert result.rc == 0, result.out + result.err
+    perf = parse_perfdata(result.out.splitlines()[0])
+    lat = perf["domcaps_latency"]
+    assert lat["uom"] == "ms" and float(lat["value"]) > 0 and (lat["warn"], lat["crit"]) == ("5000", "30000"), "latency in ms, slow and timeout as thresholds"
+    assert {perf[f"probes_{s}"]["value"] for s in ("running", "hung", "stale")} == {"0"}
+    assert int(perf["cache_entries"]["value"]) >= 1 and perf["findings_critical"]["value"] == "0"
+    assert perf["scan_duration"]["uom"] == "s" and float(perf["scan_duration"]["value"]) > 0
+    hung = libvirt.hang("hang-init")
+    try:
+        cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"enabled": False}))
+        wait_for(lambda: run_cli("-c", cfg, "check").rc == 2, 30, "the probe to be hung")
+        perf = parse_perfdata(run_cli_process("-c", cfg, "check").out.splitlines()[0])
+        assert perf["probes_hung"]["value"] == "1" and int(perf["findings_critical"]["value"]) >= 1
+        assert perf["domcaps_latency"]["value"] == "U", "not measured is U, never a made-up 0"
+    finally:
+        libvirt.release()
+        hung.wait(30)
 
 
 @pytest.mark.parametrize("mode", ["hang-init", "hang-qmp"])

@@ -497,6 +497,29 @@ def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], re
             reader.problem(sect_items.get(key, (None, sect))[1], f"{section}.{key}", why)
 
 
+PROMETHEUS_CLIENT_MIN = (0, 16)  # prometheus_client.registry.Collector, which the metrics collector is
+
+
+def prometheus_client_problem() -> Optional[str]:
+    """Why the metrics outlets cannot run with the Prometheus client installed here, or None.
+
+    Debian 11 ships 0.9.0, which has no prometheus_client.registry.Collector: checked here, so
+    `config check` says so instead of the daemon dying with an ImportError at its start."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        return "needs the Prometheus client: install python3-prometheus-client (or pip install prometheus-client)"
+    try:
+        from importlib import metadata
+
+        found = metadata.version("prometheus_client")
+    except Exception:  # noqa: BLE001 (no metadata: an unpackaged copy; the import decides)
+        return None
+    parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    if parts < PROMETHEUS_CLIENT_MIN:
+        want = ".".join(map(str, PROMETHEUS_CLIENT_MIN))
+        return f"needs prometheus-client >= {want}, found {found}: install a newer one (pip install 'prometheus-client>={want}'), or turn metrics off"
+    return None
+
+
 def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:
     """Rules between keys, reported at the key that would have to change."""
     if config.diagnose.signatures:
@@ -504,9 +527,10 @@ def _check_consistency(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node
             load_table(config.diagnose.signatures)
         except SignatureError as exc:
             reader.problem(top.get("diagnose", (None, None))[1], "diagnose.signatures", str(exc))
-    if (config.metrics.textfile or config.metrics.listen) and importlib.util.find_spec("prometheus_client") is None:
-        node = top.get("metrics", (None, None))[1]
-        reader.problem(node, "metrics", "needs the Prometheus client: install python3-prometheus-client (or pip install prometheus-client)")
+    if config.metrics.textfile or config.metrics.listen:
+        why = prometheus_client_problem()
+        if why:
+            reader.problem(top.get("metrics", (None, None))[1], "metrics", why)
     latency = config.latency
     if latency.slow >= latency.timeout:
         node = top.get("latency", (None, None))[1]

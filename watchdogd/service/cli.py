@@ -13,6 +13,7 @@ from .. import __version__
 from ..config import Config, ConfigError, load_config, resolve_path, to_yaml
 from ..printable import PrintableWriter
 from ..report import diagnosis
+from ..report.perfdata import perfdata
 from ..report.render import ExitStatus, as_json, exit_status, human
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 from ..state import StateStore
@@ -81,11 +82,14 @@ class Cli:
         config = self.load(args)
         if config is None:
             return ExitStatus.UNKNOWN
+        started = time.monotonic()
         obs, findings = scan_once(build(config, read_only=True), with_latency=not args.no_latency)
+        took = time.monotonic() - started
         if args.json:
             print(as_json(findings, [], obs.errors), file=self.out)
         else:
-            print(human(findings, [], obs), file=self.out)
+            first, _, rest = human(findings, [], obs).partition("\n")  # the plugin format: perfdata after a | on the first line
+            print(f"{first} | {perfdata(findings, obs, config, took)}" + (f"\n{rest}" if rest else ""), file=self.out)
         return exit_status(findings, obs.errors)
 
     def remediate(self, args: argparse.Namespace) -> ExitStatus:
