@@ -71,3 +71,23 @@ def test_every_finding_kind_has_a_message_id_and_a_catalog_entry():
     for kind in FINDING_KINDS:
         assert kind in MESSAGE_IDS, kind
         assert f"-- {MESSAGE_IDS[kind]}" in catalog, kind
+
+
+def test_the_readmes_architecture_block_names_every_module_of_the_tree():
+    """The README's picture of watchdogd/ is checked against the tree: a module added or moved shows up there."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("```\nwatchdogd/\n") : readme.index("```", readme.index("```\nwatchdogd/\n") + 3)]
+    words = set(re.findall(r"[a-z_]+(?:\.py|/)?", block))
+    package = root / "watchdogd"
+    for sub in sorted(p for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        assert f"{sub.name}/" in words, f"README's architecture block lacks {sub.name}/"
+        for module in sorted(sub.glob("*.py")):
+            if module.stem != "__init__":
+                assert module.stem in words, f"README's architecture block lacks {sub.name}/{module.stem}"
+    for module in sorted(package.glob("*.py")):
+        if module.stem not in ("__init__", "__main__"):
+            assert f"{module.stem}.py" in words, f"README's architecture block lacks {module.name}"

@@ -88,3 +88,26 @@ def test_a_second_quarantine_in_the_same_second_gets_its_own_set(tmp_path: Path)
         (cache / "entry.xml").write_text(str(n))
         quarantine_cache(str(cache), str(root), keep=5, now=1_700_000_000)
     assert sorted((root / d / "entry.xml").read_text() for d in os.listdir(root)) == ["0", "1"]
+
+
+def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted_once_each():
+    """A genuine probe's dir the qemu user kept (libvirt's rmdir failed) and names from its own process: a new
+    occurrence, ended anew; and recurrences of one subject (libvirt's own uri) count toward `times` each."""
+    engine = PolicyEngine(Config())
+    [genuine] = hung(1, proven=True)
+    assert [p.action for p in engine.decide([genuine], now=100.0)] == ["kill_probe"]
+    assert engine.decide([genuine], now=101.0) == [], "one firing per occurrence while it lasts"
+    assert engine.decide([], now=102.0) == [], "it ended"
+    forged = Finding("probe_hung", Severity.CRITICAL, genuine.subject, 110.0, "m", {"probe_dir": genuine.subject, "proven_libvirt": False})
+    assert [p.action for p in engine.decide([forged], now=112.0)] == ["kill_probe"], "the qemu user's own process in that dir is ended too"
+    assert all(not p.proven for p in engine.decide([], now=113.0) + engine.decide([forged], now=120.0))
+    hang = [Finding("domcaps_hung", Severity.CRITICAL, "qemu:///system", 0.0, "m", {})]
+    engine = PolicyEngine(Config())
+    from watchdogd.config import PolicyConfig
+
+    engine.policies = (PolicyConfig(name="reset", on="domcaps_hung", do=("restart_libvirt",), times=3, within=3600.0),)
+    fired = []
+    for t in range(3):  # three separate hangs of the same libvirt, each ended in between
+        fired += engine.decide(hang, now=200.0 + 10 * t)
+        engine.decide([], now=205.0 + 10 * t)
+    assert [p.action for p in fired] == ["restart_libvirt"], "the third hang of one subject crosses times: 3"

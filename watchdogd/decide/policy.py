@@ -32,6 +32,7 @@ from ..model import HOST_WIDE_ACTIONS, Finding
 STATE_FILE = "policy.json"
 BreakerChange = Literal["paused", "resumed"]  # what breaker_transition reports, once each
 MAX_SUBJECTS = 2000  # remembered per kind (occurrences) and per policy (firings)
+ENDED = "\x1f"  # an ended occurrence's key: its subject, this, and when it was first seen
 BOTH_LANES = frozenset((True, False))
 
 
@@ -125,8 +126,17 @@ class PolicyEngine:
 
     # ---- occurrences ---------------------------------------------------------------
     def observe(self, findings: Sequence[Finding], now: float) -> None:
-        """Note new occurrences, and forget closed ones older than any window."""
+        """Note new occurrences, and forget closed ones older than any window.
+
+        An occurrence that ended is kept (it still counts toward `times`) under a key of its own,
+        and its subject's firings are forgotten: the next occurrence of the same subject (the
+        qemu user's own process in a dir a genuine probe left) is a new one, acted on anew."""
         open_keys = {f.key for f in findings}
+        for book in (self.state.occurrences, self.state.proven):
+            for kind, subjects in book.items():
+                for subject in [s for s in subjects if ENDED not in s and (kind, s) not in open_keys]:
+                    first_seen = subjects.pop(subject)
+                    subjects[f"{subject}{ENDED}{first_seen:.6f}"] = first_seen
         for f in findings:
             self.state.occurrences.setdefault(f.kind, {}).setdefault(f.subject, now)
             if f.proven:
@@ -139,8 +149,8 @@ class PolicyEngine:
                 _bounded(subjects)
         open_subjects = {f.subject for f in findings}
         for fired in self.state.fired.values():
-            for subject in [s for s, t in fired.items() if t < horizon and s not in open_subjects]:
-                del fired[subject]
+            for subject in [s for s in fired if s not in open_subjects]:
+                del fired[subject]  # that occurrence ended: a new one of the same subject fires again
             _bounded(fired)
 
     def _count_since(self, policy: PolicyConfig, now: float) -> int:

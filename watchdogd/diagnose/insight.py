@@ -93,7 +93,7 @@ class Diagnostician:
         self.history = history
         self.selftest = selftest
         self.clock = clock
-        self._diagnosed: Dict[str, Tuple[float, Diagnosis]] = {}  # probe dir -> (its birth time, the diagnosis)
+        self._diagnosed: Dict[str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]] = {}  # probe dir -> ((birth, members), the diagnosis)
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
@@ -124,15 +124,16 @@ class Diagnostician:
 
     # ---- hung probes ---------------------------------------------------------------------
     def _diagnose(self, probe: Probe, obs: Observation, captures: List[int]) -> Diagnosis:
+        who = (probe.made_wall, tuple(sorted((m.process.pid, m.process.start_boot_s) for m in probe.live_members)))
         seen = self._diagnosed.get(probe.path)
-        if seen is not None and seen[0] == probe.made_wall and (probe.held is None) == (seen[1].cause != "held"):
-            return seen[1]
+        if seen is not None and seen[0] == who and (probe.held is None) == (seen[1].cause != "held"):
+            return seen[1]  # the same processes in the same dir: captured once (another process in it is another story)
         if captures[0] <= 0:
             return classify(probe, self.capturer.skipped(probe))  # past this scan's captures: a later scan may take it
         captures[0] -= 1
         capture = self.capturer.capture(probe)  # before anything acts on it: this scan plans the kill
         diagnosis = classify(probe, capture)
-        self._diagnosed[probe.path] = (probe.made_wall, diagnosis)
+        self._diagnosed[probe.path] = (who, diagnosis)
         if not trusted(probe):
             return diagnosis  # forgeable: it writes no incident bundle (a flood of them would evict the genuine ones)
         exes = sorted({p.exe for p in capture.processes if p.exe})
