@@ -1,4 +1,4 @@
-"""kvm-watchdog's command line: `main(argv) -> ExitStatus`, runnable in-process by tests."""
+"""kvm-watchdog's command line: `main(argv) -> int` (an ExitStatus value), runnable in-process by tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`kvm-watchdog run`: the loop. Deadline-driven, single-threaded but for one action worker.
+"""`kvm-watchdog run`: the loop. Deadline-driven, single-threaded but for two action lanes (a worker each).
 
 The loop sleeps in one select() until the earliest of: the next full scan
 (`interval`), a probe's own deadline (the moment it turns `probe_hung_after` or
