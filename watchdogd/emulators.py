@@ -48,11 +48,15 @@ def is_emulator_name(comm: str, emulator_names: Iterable[str]) -> bool:
     >>> [is_emulator_name(c, names) for c in ("python3", "sleep", "myqemuish", "kvmx")]
     [False, False, False, False]
     """
-    have = words(comm)
+    lowered = comm.lower()
+    have: Tuple[str, ...] = ()
     for name in emulator_names:
         want = words(name)
+        if not want or want[0] not in lowered:
+            continue  # not even a substring: the common case on a full walk of /proc costs no tokenizing
+        have = have or words(lowered)
         n = len(want)
-        if n and any(have[i : i + n] == want for i in range(len(have) - n + 1)):
+        if any(have[i : i + n] == want for i in range(len(have) - n + 1)):
             return True
     return False
 
