@@ -168,6 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[FIGURES] = HostileFigures()
     config.addinivalue_line("markers", "hostile: faults, bad input and races (make hostile)")
     config.addinivalue_line("markers", "system: the package under a real systemd in a container (make system-test)")
+    config.addinivalue_line("markers", "matrix: the same stories on the other hosts of harness/hosts.py (make matrix; not in make test)")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

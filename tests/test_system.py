@@ -8,9 +8,12 @@ watches: a socket-activated libvirtd idles out on time with it running, and a li
 restart or an emulator upgrade on a healthy host is no finding. All of it at the
 package's shipped config and the distro's own libvirtd unit (`--timeout 120`): libvirtd
 idles out on time, stays down for three latency periods, and a restart, a reload or a
-reinstall of the watchdog never starts it again. The same story on
-both releases (libvirt 9.0 / 11.3, QEMU 7.2 / 10.0, Python 3.11 / 3.13, systemd 252 /
-257). Each image is debootstrapped once and cached; each boot is a pristine overlay.
+reinstall of the watchdog never starts it again. The same story on every host of
+the table (harness/hosts.py): Debian 12 and 13 in `make test` (libvirt 9.0 / 11.3, QEMU
+7.2 / 10.0, Python 3.11 / 3.13, systemd 252 / 257); in `make matrix` also Debian 11
+(Python 3.9, libvirt 7.0, systemd 247: the cache dir is the qemu user's) and Debian 13
+with only the modular daemons (virtqemud, socket-activated, libvirtd masked: the RHEL 9
+layout). Each image is built once and cached; each boot is a pristine overlay.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import pytest
-from harness.nspawn import RELEASES, Container, ensure_image
+from harness.hosts import HOSTS, MATRIX_HOSTS, SYSTEM_HOSTS, Host
+from harness.nspawn import Container, ensure_image
 from harness.wait import Timeout, wait_for
 
 from watchdogd.report.events import MESSAGE_IDS
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = Path(__file__).resolve().parent / "harness"
-FAKE = "/usr/local/bin/qemu-system-x86_64"  # before /usr/bin on the system libvirtd's PATH
 
 pytestmark = [
     pytest.mark.system,
@@ -46,9 +49,22 @@ def dist(tmp_path_factory):
     return out
 
 
-@pytest.fixture(params=RELEASES)
+NSPAWN_HOSTS = [pytest.param(HOSTS[name], id=name) for name in SYSTEM_HOSTS] + [
+    pytest.param(HOSTS[name], id=name, marks=pytest.mark.matrix) for name in MATRIX_HOSTS if HOSTS[name].boot == "nspawn"
+]
+
+
+class Box(Container):
+    """A booted host of the table: the container, and what the table says of it."""
+
+    host: Host
+
+
+@pytest.fixture(params=NSPAWN_HOSTS)
 def container(request, dist, tmp_path_factory):
-    box = Container(ensure_image(request.param), binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")], workdir=tmp_path_factory.mktemp("nspawn"))
+    host: Host = request.param
+    box = Box(ensure_image(host), binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")], workdir=tmp_path_factory.mktemp("nspawn"))
+    box.host = host
     box.boot()
     try:
         yield box
@@ -56,24 +72,32 @@ def container(request, dist, tmp_path_factory):
         box.poweroff()
 
 
-def journal(box: Container, *matches: str) -> List[Dict[str, str]]:
+def install(box: Box) -> None:
+    """The package as an operator installs it (apt, its Depends from the distro), and the fault-injecting emulator."""
+    box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
+    fake = box.host.emulator_wrapper  # before /usr/bin on the daemon's PATH
+    box.run(f"install -m 755 /mnt/harness/fake_qemu.py {fake} && echo none > {fake}.fault && chmod 666 {fake}.fault", check=True)
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "a healthy libvirt to start from"
+
+
+def journal(box: Box, *matches: str) -> List[Dict[str, str]]:
     out = box.run("journalctl --no-pager -o json -u kvm-watchdog " + " ".join(matches)).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def events(box: Container, kind: str, **fields: str) -> List[Dict[str, str]]:
+def events(box: Box, kind: str, **fields: str) -> List[Dict[str, str]]:
     return [e for e in journal(box, f"KVMWD_EVENT={kind}") if all(e.get(k) == v for k, v in fields.items())]
 
 
-def main_pid(box: Container) -> int:
+def main_pid(box: Box) -> int:
     return int(box.run("systemctl show -p MainPID --value kvm-watchdog").stdout.strip() or 0)
 
 
-def opened_findings(box: Container) -> List[Dict[str, str]]:
+def opened_findings(box: Box) -> List[Dict[str, str]]:
     return [e for e in journal(box, "KVMWD_STATE=open")]
 
 
-def scans(box: Container) -> int:
+def scans(box: Box) -> int:
     """Scans made by the watchdog that runs now (a restarted one counts from 0 again)."""
     out = box.run("cat /var/lib/kvm-watchdog/scan.json 2>/dev/null").stdout
     try:
@@ -83,27 +107,28 @@ def scans(box: Container) -> int:
         return 0
 
 
-def arm(box: Container, mode: str) -> None:
+def arm(box: Box, mode: str) -> None:
     """Set the fault and make libvirt re-probe (it compares the binary's ctime in whole seconds)."""
-    box.run(f"echo '{mode}' > {FAKE}.fault", check=True)
-    before = box.run(f"stat -c %Z {FAKE}").stdout.strip()
-    wait_for(lambda: box.run(f"chmod 755 {FAKE} && stat -c %Z {FAKE}").stdout.strip() != before, 5, "a new ctime second", poll=0.1)
+    fake = box.host.emulator_wrapper
+    box.run(f"echo '{mode}' > {fake}.fault", check=True)
+    before = box.run(f"stat -c %Z {fake}").stdout.strip()
+    wait_for(lambda: box.run(f"chmod 755 {fake} && stat -c %Z {fake}").stdout.strip() != before, 5, "a new ctime second", poll=0.1)
 
 
-def libvirtd_state(box: Container) -> Tuple[str, str]:
-    """libvirtd's ActiveState and the monotonic time it last became active (the same while nothing starts it)."""
-    out = box.run("systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic libvirtd").stdout
+def libvirtd_state(box: Box) -> Tuple[str, str]:
+    """The libvirt daemon's ActiveState and the monotonic time it last became active (the same while nothing starts it)."""
+    out = box.run(f"systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic {box.host.daemon}").stdout
     fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     return fields.get("ActiveState", ""), fields.get("ActiveEnterTimestampMonotonic", "")
 
 
-def last_client_done(box: Container) -> float:
+def last_client_done(box: Box) -> float:
     """A client's call (virsh domcapabilities), and the time it ended: libvirt's idle timer starts then."""
     assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0
     return time.monotonic()
 
 
-def idles_out(box: Container, since: float, timeout: float, interval: float) -> float:
+def idles_out(box: Box, since: float, timeout: float, interval: float) -> float:
     """libvirtd exits within its --timeout plus one scan after its last client, with the watchdog running."""
     wait_for(lambda: libvirtd_state(box)[0] != "active", timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
     took = time.monotonic() - since
@@ -111,10 +136,10 @@ def idles_out(box: Container, since: float, timeout: float, interval: float) -> 
     return took
 
 
-def healthy_changes_are_no_news(box: Container) -> float:
+def healthy_changes_are_no_news(box: Box) -> float:
     """At the shipped defaults, a libvirt restart and an emulator upgrade on a healthy host are no finding."""
     findings_before = len(opened_findings(box))
-    box.run("systemctl restart libvirtd", check=True)
+    box.run(f"systemctl restart {box.host.daemon}", check=True)
     wait_for(lambda: box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, 60, "libvirt back")
     arm(box, "none")  # the emulator's ctime moves: an upgrade, libvirt re-probes at the next call
     last = last_client_done(box)
@@ -124,7 +149,7 @@ def healthy_changes_are_no_news(box: Container) -> float:
     return last
 
 
-def stays_down(box: Container, idle_at: Tuple[str, str], until: float) -> None:
+def stays_down(box: Box, idle_at: Tuple[str, str], until: float) -> None:
     """Nothing the watchdog does, and nothing an operator does to it, starts libvirtd again."""
     def unchanged(what: str) -> None:
         assert libvirtd_state(box) == idle_at, f"libvirtd was started again by {what}"
@@ -147,7 +172,7 @@ def stays_down(box: Container, idle_at: Tuple[str, str], until: float) -> None:
     assert not [e for e in opened_findings(box) if e["KVMWD_EVENT"] == "libvirt_unreachable"], "idle is not unreachable"
 
 
-def reload_with(box: Container, sed: str) -> None:
+def reload_with(box: Box, sed: str) -> None:
     """Edit the config and `systemctl reload`: the new config taken (config_reloaded), not refused (config_error)."""
     before, errors = len(events(box, "config_reloaded")), len(events(box, "config_error"))
     shipped = box.run("cat /etc/kvm-watchdog/config.yaml").stdout
@@ -158,25 +183,41 @@ def reload_with(box: Container, sed: str) -> None:
     assert len(events(box, "config_error")) == errors, events(box, "config_error")[-1]["MESSAGE"]
 
 
-def disturbs_nothing(box: Container) -> None:
+def disturbs_nothing(box: Box) -> None:
     """A watchdog must not change what it watches: at the package's shipped config and the distro's own libvirtd unit."""
-    assert "--timeout 120" in box.run("systemctl show -p Environment libvirtd").stdout, "the distro's own unit, not a tuned one"
+    assert "--timeout 120" in box.run(f"systemctl show -p Environment {box.host.daemon}").stdout, "the distro's own unit, not a tuned one"
     last = healthy_changes_are_no_news(box)
     idles_out(box, last, timeout=120, interval=5)  # the shipped interval
     idle_at = libvirtd_state(box)
     stays_down(box, idle_at, until=time.monotonic() + 3 * 60)  # three of the shipped latency.every
 
     # a latency period shorter than libvirtd's timeout: it still idles out
-    box.run("echo 'LIBVIRTD_ARGS=\"--timeout 15\"' > /etc/default/libvirtd", check=True)
+    path, variable = box.host.args_file
+    box.run(f"echo '{variable}=\"--timeout 15\"' > {path}", check=True)
     reload_with(box, r"s/^  every: 60s$/  every: 10s/; s/^  timeout: 30s$/  timeout: 10s/")  # every >= timeout: one call in flight
     idles_out(box, last_client_done(box), timeout=15, interval=5)
 
 
-def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Container):
+def runs_on_the_hosts_own_python(box: Box) -> None:
+    """Every module of the installed package imported and compiled by the host's own python3 (3.9 on Debian 11)."""
+    check = (
+        "import importlib, pkgutil, platform, py_compile, watchdogd; "
+        "names = [m.name for m in pkgutil.walk_packages(watchdogd.__path__, 'watchdogd.')]; "
+        "[importlib.import_module(n) for n in names if not n.endswith('__main__')]; "
+        "[py_compile.compile(importlib.util.find_spec(n).origin, cfile='/dev/null', doraise=True) for n in names]; "
+        "print(platform.python_version(), len(names))"
+    )
+    version, modules = box.run(f'python3 -c "{check}"', check=True).stdout.split()
+    assert version.startswith(box.host.python + "."), f"{box.host.name} runs Python {version}, the table says {box.host.python}"
+    assert int(modules) >= 40, modules
+    checked = box.run("kvm-watchdog config check")
+    assert checked.returncode == 0 and checked.stdout.rstrip().endswith("/etc/kvm-watchdog/config.yaml: valid"), checked.stdout + checked.stderr
+
+
+def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Box):
     box = container
-    box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
-    box.run(f"install -m 755 /mnt/harness/fake_qemu.py {FAKE} && echo none > {FAKE}.fault && chmod 666 {FAKE}.fault", check=True)
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "a healthy libvirt to start from"
+    install(box)
+    runs_on_the_hosts_own_python(box)
 
     # systemctl enable --now: active (running), with its STATUS line
     box.run("systemctl enable --now kvm-watchdog", check=True)
@@ -188,8 +229,9 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
 
     disturbs_nothing(box)
 
-    # systemctl reload takes a new config: hung after 3 s instead of a minute
-    reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/")
+    # systemctl reload takes a new config: hung after 3 s instead of a minute, and one hang resets libvirt
+    reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/; s/^    times: 3$/    times: 1/")
+    daemon_before = libvirtd_state(box)
 
     # the incident: the next probe hangs, and virsh waits behind it
     arm(box, "hang-init 1")
@@ -203,7 +245,14 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
     assert opened["KVMWD_PROBE_DIR"].startswith("/var/lib/libvirt/qemu/qmp-")
     evidence = json.loads(opened["KVMWD_EVIDENCE"])
-    assert evidence["proven_libvirt"] is True and "runs in libvirtd.service's cgroup" in evidence["proof"], "proven by the kernel: libvirt's unit cgroup"
+    assert evidence["proven_libvirt"] is True and f"runs in {box.host.daemon}.service's cgroup" in evidence["proof"], "proven by the kernel: libvirt's unit cgroup"
+    # the reset policy: the cache quarantined (on libvirt < 7.8 a dir of the qemu user's) and the daemon that owns the probes restarted
+    [quarantined] = wait_for(lambda: events(box, "action", KVMWD_ACTION="quarantine_cache"), 60, "quarantine_cache")
+    [restarted] = wait_for(lambda: events(box, "action", KVMWD_ACTION="restart_libvirt"), 120, "restart_libvirt")
+    assert quarantined["KVMWD_RESULT"] == "ok" and restarted["KVMWD_RESULT"] == "ok", (quarantined["MESSAGE"], restarted["MESSAGE"])
+    assert f"{box.host.daemon}.service" in restarted["MESSAGE"] + restarted.get("KVMWD_DETAIL", ""), restarted
+    assert libvirtd_state(box)[1] != daemon_before[1], f"{box.host.daemon} restarted"
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "capabilities work after the reset"
     # CAP_SYS_PTRACE is for reading: inside the unit, no process's memory can be opened for writing
     pid = main_pid(box)
     denied = box.run(f"nsenter -t {pid} -m -- sh -c 'exec 3>/proc/1/mem' 2>&1").stdout
@@ -228,10 +277,12 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert events(box, "stopped")
 
 
-AS_QEMU = "setpriv --reuid=libvirt-qemu --regid=libvirt-qemu --clear-groups --"
+def as_qemu(box: Box) -> str:
+    user = box.host.qemu_user
+    return f"setpriv --reuid={user} --regid={user} --clear-groups --"
 
 
-def more_than(box: Container, n: int, kind: str, **fields: str) -> Callable[[], List[Dict[str, str]]]:
+def more_than(box: Box, n: int, kind: str, **fields: str) -> Callable[[], List[Dict[str, str]]]:
     """A condition for wait_for: the kind's events, once there are more than n of them."""
     def condition() -> List[Dict[str, str]]:
         found = events(box, kind, **fields)
@@ -239,19 +290,19 @@ def more_than(box: Container, n: int, kind: str, **fields: str) -> Callable[[], 
     return condition
 
 
-def probe_dirs(box: Container) -> List[str]:
+def probe_dirs(box: Box) -> List[str]:
     return [d for d in box.run("ls -d /var/lib/libvirt/qemu/qmp-* 2>/dev/null").stdout.split() if d]
 
 
-def first_process(box: Container, probe_dir: str) -> int:
+def first_process(box: Box, probe_dir: str) -> int:
     """The probe's first process: libvirtd's own child (in its unit's cgroup) whose command line names the dir."""
-    libvirtd = box.run("systemctl show -p MainPID --value libvirtd").stdout.strip()
+    libvirtd = box.run(f"systemctl show -p MainPID --value {box.host.daemon}").stdout.strip()
     lines = box.run(f"ps -o pid=,args= --ppid {libvirtd}").stdout.splitlines()
     [pid] = [int(line.split()[0]) for line in lines if f"{probe_dir}/" in line]
     return pid
 
 
-def new_probe(box: Container, mode: str) -> Tuple[str, int]:
+def new_probe(box: Box, mode: str) -> Tuple[str, int]:
     """Arm the emulator, have a client ask for capabilities: the new probe's dir and first process.
 
     The fault is for the next probe only, and libvirt may probe once more for the same call (that
@@ -277,12 +328,10 @@ def new_probe(box: Container, mode: str) -> Tuple[str, int]:
     raise AssertionError(f"no {mode} probe in four calls")
 
 
-def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_host_wide_action(container: Container):
-    """The two attacks that made root restart libvirt 4 times, by the real libvirt-qemu uid against the real libvirtd, at the shipped policies."""
+def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_host_wide_action(container: Box):
+    """The two attacks that made root restart libvirt 4 times, by the real qemu uid against the real libvirt daemon, at the shipped policies."""
     box = container
-    box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
-    box.run(f"install -m 755 /mnt/harness/fake_qemu.py {FAKE} && echo none > {FAKE}.fault && chmod 666 {FAKE}.fault", check=True)
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0
+    install(box)
     box.run("systemctl enable --now kvm-watchdog", check=True)
     wait_for(lambda: scans(box) >= 1, 60, "the watchdog's first scan")
     reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/")  # the shipped policies otherwise: 3 hangs in 1h reset libvirt
@@ -290,7 +339,7 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
     # 1. held: the qemu uid SIGSTOPs the first process of each genuine probe (it may: they are its own)
     for n in range(3):
         probe, first = new_probe(box, "slow:60 1")  # its first process waits a minute before it runs the real emulator
-        box.run(f"{AS_QEMU} kill -STOP {first}", check=True)
+        box.run(f"{as_qemu(box)} kill -STOP {first}", check=True)
         assert box.run(f"ps -o stat= -p {first}").stdout.strip().startswith("T"), "held"
         [opened] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe), 30, "the held probe's probe_hung")  # noqa: B023
         evidence = json.loads(opened["KVMWD_EVIDENCE"])
@@ -298,14 +347,14 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
         wait_for(more_than(box, n, "action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok"), 30, "the held probe ended")
     # 2. forged proof: a genuine probe (proven by libvirtd.service's cgroup) whose dir the qemu uid keeps, then names from its own process
     genuine, _ = new_probe(box, "hang-init 1")
-    box.run(f"{AS_QEMU} touch {genuine}/keep", check=True)  # libvirt's rmdir of it will fail
+    box.run(f"{as_qemu(box)} touch {genuine}/keep", check=True)  # libvirt's rmdir of it will fail
     [proven] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe_hung")
     assert json.loads(proven["KVMWD_EVIDENCE"])["proven_libvirt"] is True
     wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe ended")
     assert box.run(f"test -d {genuine}").returncode == 0, "the dir is still there: libvirt could not remove it"
     forge = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0); time.sleep(600)"
     for n in range(3):
-        box.run(f"({AS_QEMU} python3 -c \"{forge}\" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)", check=True)
+        box.run(f"({as_qemu(box)} python3 -c \"{forge}\" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)", check=True)
         opened = wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the forged probe_hung")
         assert json.loads(opened[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, "a dir proven once proves nothing about the next process in it"
         wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the forged probe ended")

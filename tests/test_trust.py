@@ -414,3 +414,32 @@ def test_config_refuses_probe_dirs_a_less_trusted_user_could_redirect(host, setu
 def test_repo_default_config_is_accepted_as_it_ships():
     r = run_cli("config", "check", str(REPO / "config" / "kvm-watchdog.yaml"))
     assert r.rc == 0, r.out
+
+
+def test_a_cache_dir_the_qemu_user_owns_as_libvirt_before_7_8_makes_it_is_watched_as_theirs(host):
+    """Debian 11 (libvirt 7.0), openEuler 22.03 (6.2): /var/cache/libvirt/qemu is the qemu user's, re-chowned at each start."""
+    qemu_dir = nobodys(host / "cache-qemu", 0o750)  # /var/cache/libvirt/qemu, libvirt-qemu's
+    caps = qemu_dir / "capabilities"
+    caps.mkdir()  # libvirtd (root) makes the cache itself
+    cfg = host / "c.yaml"
+    cfg.write_text(f"state_dir: {host}/state\nlibvirt:\n  cache_dir: {caps}\n  qemu_users: [libvirt-qemu, qemu, nobody]\n")
+    r = run_cli("config", "check", str(cfg))
+    assert r.rc == 0, r.out
+    assert f"{cfg}: note: libvirt.cache_dir: {caps} lies in a dir of the qemu user (uid {NOBODY.pw_uid};" in r.out and "never proof" in r.out, r.out
+    # the same layout for a user that is not libvirt's qemu user: refused, as before
+    cfg.write_text(f"state_dir: {host}/state\nlibvirt:\n  cache_dir: {caps}\n")
+    r = run_cli("config", "check", str(cfg))
+    assert r.rc == 2 and f"belongs to uid {NOBODY.pw_uid}, not root" in r.out, r.out
+
+
+def test_quarantine_of_a_cache_the_qemu_user_could_fill_moves_only_what_libvirt_could_have_written(host):
+    """A regular entry moves; a link stays; a file larger than any capabilities entry stays, and each is said."""
+    from watchdogd.act.quarantine import MAX_ENTRY_BYTES, quarantine_cache
+
+    cache = nobodys(nobodys(host / "cache-qemu", 0o750) / "capabilities", 0o755)
+    subprocess.run(as_nobody(["sh", "-c", f"echo '<qemuCaps/>' > {cache}/x86_64.xml && truncate -s {MAX_ENTRY_BYTES + 1} {cache}/huge.xml && ln -s /etc/shadow {cache}/shadow.xml"]), check=True)
+    result = quarantine_cache(str(cache), str(host / "state" / "quarantine"), keep=5, now=time.time())
+    assert result.moved == ["x86_64.xml"], result
+    assert [f.split(":")[0] for f in result.failed] == ["huge.xml"] and "larger than any capabilities entry" in result.failed[0], result
+    assert (cache / "shadow.xml").is_symlink() and (cache / "huge.xml").exists(), "left in place"
+    assert json.loads((Path(result.dest) / "MANIFEST.json").read_text())["files"].keys() == {"x86_64.xml"}

@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import pwd
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import yaml
 
 from .durations import format_duration, parse_duration
-from .fsafe import check_dir_without_links, check_path, read_capped
+from .fsafe import check_dir_without_links, check_path, non_root_writers, read_capped
 from .model import ACTION_NAMES, ACTIONS, FINDING_KINDS
 from .sigtable import SignatureError, load_table
 
@@ -170,6 +171,9 @@ class LibvirtConfig:
     session_dirs: bool = key(False, _bool)
     # libvirt's per-domain QEMU logs, followed for start-up failure signatures
     log_dir: str = key("/var/log/libvirt/qemu", _abs_path)
+    # the users libvirt runs QEMU as (Debian: libvirt-qemu; RHEL, openEuler: qemu). libvirt
+    # before 7.8 gives them the cache dir: then it is watched as theirs (its findings unproven)
+    qemu_users: Tuple[str, ...] = key(("libvirt-qemu", "qemu"), _names)
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,7 @@ class Config:
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Optional[str] = None  # the file it came from; None: built-in defaults
+    notes: Tuple[str, ...] = ()  # what the load accepted but an operator should know (config check prints them)
 
 
 def _parsers(cls: type) -> Dict[str, Parser]:
@@ -464,21 +469,53 @@ def _read_all(root: yaml.Node, reader: _Reader) -> Optional[Config]:
     config = Config(source=reader.filename, **values) if not reader.problems else None
     if config is not None:
         _check_consistency(config, top, reader)
-        _check_paths(config, top, reader)
+        notes = _check_paths(config, top, reader)
+        if notes:
+            config = dataclasses.replace(config, notes=tuple(notes))
     return config
 
 
-def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> None:
-    """Root acts inside the probe and cache dirs: refuse any that a less trusted user could redirect."""
+def qemu_uids(names: Tuple[str, ...]) -> Set[int]:
+    """The uids of the qemu users that exist here."""
+    found = set()
+    for name in names:
+        try:
+            found.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            continue
+    return found
+
+
+def _qemu_owned_cache(path: str, lib: LibvirtConfig) -> Optional[str]:
+    """A note when the cache dir is the qemu user's (libvirt < 7.8 makes and re-chowns it so), or None when it is not.
+
+    Root never follows a link there (the scan and the quarantine open it one component at a
+    time, O_NOFOLLOW), moves only regular files it can bound, and takes no finding about it as
+    proof: that user could put anything in it."""
+    writers = non_root_writers(path)
+    if not writers or not set(writers) <= qemu_uids(lib.qemu_users):
+        return None
+    return (
+        f"libvirt.cache_dir: {path} lies in a dir of the qemu user (uid {writers[0]}; libvirt before 7.8 makes it so):"
+        " watched as that user's, quarantined through dir fds without following a link, its findings never proof"
+    )
+
+
+def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], reader: _Reader) -> List[str]:
+    """Root acts inside the probe and cache dirs: refuse any that a less trusted user could redirect; the notes."""
     lib = config.libvirt
     node = top.get("libvirt", (None, None))[1]
     items = reader.mapping(node, "libvirt") if isinstance(node, yaml.MappingNode) else {}
     owners = set()
+    notes: List[str] = []
     for key, paths in (("probe_dirs", lib.probe_dirs), ("cache_dir", (lib.cache_dir,))):
         at = items.get(key, (None, node))[1]
         for path in paths:
             verdict = check_path(path, lib.session_dirs)
-            if not verdict.ok:
+            note = _qemu_owned_cache(path, lib) if key == "cache_dir" and not verdict.ok and not lib.session_dirs else None
+            if note:
+                notes.append(note)
+            elif not verdict.ok:
                 reader.problem(at, f"libvirt.{key}", verdict.why)
             elif verdict.owner is not None and verdict.owner != 0:
                 owners.add(verdict.owner)
@@ -495,6 +532,7 @@ def _check_paths(config: Config, top: Dict[str, Tuple[yaml.Node, yaml.Node]], re
             sect = top.get(section, (None, None))[1]
             sect_items = reader.mapping(sect, section) if isinstance(sect, yaml.MappingNode) else {}
             reader.problem(sect_items.get(key, (None, sect))[1], f"{section}.{key}", why)
+    return notes
 
 
 PROMETHEUS_CLIENT_MIN = (0, 16)  # prometheus_client.registry.Collector, which the metrics collector is
@@ -588,7 +626,7 @@ def to_yaml(config: Config) -> str:
 
     def plain(obj: Any, name: str = "") -> Any:
         if dataclasses.is_dataclass(obj):
-            return {f.name: plain(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj) if f.name != "source"}
+            return {f.name: plain(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj) if f.name not in ("source", "notes")}
         if isinstance(obj, tuple):
             return [plain(v, name) for v in obj]
         if isinstance(obj, float) and name in _DURATION_KEYS:

@@ -13,7 +13,7 @@ import fcntl
 import os
 import stat
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 from .model import PidfileRead
 
@@ -133,6 +133,23 @@ def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
     if not exists and last.st_uid != 0 and not session_owner_ok:
         return PathVerdict(False, f"{last_here} belongs to uid {last.st_uid}, not root, and {path} does not exist yet: that user could make it a link")
     return PathVerdict(True, owner=owner)
+
+
+def non_root_writers(path: str) -> Optional[Tuple[int, ...]]:
+    """The uids besides root that could change what lies at or below `path` (-1: any user); None when a part is a link or no dir.
+
+    Judged on the deepest part that exists: whoever may write there could make the rest.
+    For a dir root opens only one component at a time without following links, and whose
+    findings it takes as proof only when this is empty (libvirt < 7.8's cache dir, the qemu user's).
+    """
+    chain, refused = _lstat_chain(path)
+    if refused:
+        return None
+    found: Set[int] = set()
+    for index, (_, st) in enumerate(chain):
+        nxt = chain[index + 1][1].st_uid if index + 1 < len(chain) else None
+        found.update(-1 if w is None else w for w in _writers(st, nxt) if w != 0)
+    return tuple(sorted(found))
 
 
 def check_dir_without_links(path: str) -> Optional[str]:

@@ -10,12 +10,11 @@
 - Power off with SIGRTMIN+4 to its PID 1; nspawn stays a child of the test (PID 1
   here reaps nothing).
 
-Usage (to build the images ahead of time): python -m harness.nspawn build [RELEASE...]
+Usage (to build the images ahead of time): python -m harness.nspawn build [HOST...]  (names from harness.hosts)
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -25,52 +24,50 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .chroot import CHROOT_ENV, in_chroot
+from .hosts import BASE, CACHE, HOSTS, MIRROR, SYSTEM_HOSTS, Host
+from .modular import build_virtqemud
 from .wait import wait_for
 
-CACHE = Path(os.environ.get("KVMWD_IMAGE_CACHE", "/var/cache/kvm-watchdog-test"))
-MIRROR = "http://deb.debian.org/debian"
-BASE = "systemd,systemd-sysv,dbus,python3,procps"
-PACKAGES = "libvirt-daemon-system libvirt-clients qemu-system-x86 python3-libvirt python3-systemd python3-psutil python3-yaml man-db less"
+BUILD_STEPS: Dict[str, Callable[[Path, IO[str]], None]] = {"virtqemud": build_virtqemud}
+
 CGROUP_TREES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 INNER_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-RELEASES = ("bookworm", "trixie")
+def image_dir(host: Host) -> Path:
+    return CACHE / host.tag
 
 
-def image_dir(release: str = "bookworm") -> Path:
-    tag = hashlib.sha256(f"{release} {BASE} {PACKAGES}".encode()).hexdigest()[:12]
-    return CACHE / f"{release}-{tag}"
-
-
-def ensure_image(release: str = "bookworm", log=sys.stderr) -> Path:  # type: ignore[no-untyped-def]
-    """The cached image of a Debian release, debootstrapped first if it is not there yet (several minutes, once)."""
-    final = image_dir(release)
+def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
+    """The cached image of a host of the table, debootstrapped first if it is not there yet (several minutes, once)."""
+    final = image_dir(host)
     if (final / "etc" / "os-release").exists():
         return final
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=CACHE))
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        # two steps: debootstrap's own configure pass cannot set up polkitd (libvirt's
-        # dependency); apt in a chroot with /proc, /sys and /dev can, services kept from starting
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE}", release, str(work), MIRROR], check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
         policy = work / "usr" / "sbin" / "policy-rc.d"
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        mounts = []
-        try:
-            for fs in ("proc", "sys", "dev"):
-                subprocess.run(["mount", "--rbind", f"/{fs}", str(work / fs)], check=True)
-                subprocess.run(["mount", "--make-rslave", str(work / fs)], check=True)
-                mounts.append(work / fs)
-            apt = f"apt-get update -q && apt-get install -y -q --no-install-recommends {PACKAGES} && apt-get clean"
-            subprocess.run(["chroot", str(work), "/bin/sh", "-c", apt], check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
-        finally:
-            for m in reversed(mounts):
-                subprocess.run(["umount", "-R", "-l", str(m)], check=False)
+        if host.base:  # the base host's image, copied: its packages are this one's
+            work.rmdir()
+            subprocess.run(["cp", "-a", "--reflink=auto", str(ensure_image(HOSTS[host.base], log)), str(work)], check=True)
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        else:
+            # two steps: debootstrap's own configure pass cannot set up polkitd (libvirt's
+            # dependency); apt in a chroot with /proc, /sys and /dev can, services kept from starting
+            subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE)}", host.release, str(work), MIRROR], check=True, stdout=log, stderr=subprocess.STDOUT, env=CHROOT_ENV)
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+            in_chroot(work, f"apt-get update -q && apt-get install -y -q --no-install-recommends {' '.join(host.packages)} && apt-get clean", log)
+        if host.build_step:
+            BUILD_STEPS[host.build_step](work, log)
+        # the host's libvirt layout, as its operator sets it up (libvirt's docs/daemons.rst for the modular one)
+        for verb, units in (("mask", host.mask), ("enable", host.enable)):
+            if units:
+                subprocess.run(["systemctl", f"--root={work}", verb, *units], check=True, stdout=log, stderr=subprocess.STDOUT)
         policy.unlink()
         (work / "etc" / "hostname").write_text("kvmwd-systest\n")
         # only what the test needs: no getty on a console nobody reads
@@ -205,8 +202,8 @@ class Container:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["build"]:
-        for release in sys.argv[2:] or RELEASES:
-            print(ensure_image(release))
+        for name in sys.argv[2:] or SYSTEM_HOSTS:
+            print(ensure_image(HOSTS[name]))
     else:
         sys.stderr.write(__doc__ or "")
         sys.exit(2)

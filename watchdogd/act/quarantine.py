@@ -5,7 +5,8 @@ directory fds where the two are on one file system; across file systems it is
 copied, fsynced, checked and only then removed from the cache. The cache dir is
 opened one component at a time without following links, so a cache dir (or a
 part of its path) swapped for a symlink is refused, never followed into a root-only
-dir; only regular files are moved, never through a link. A manifest with each
+dir; only regular files are moved, never through a link, and only as many and as large as
+libvirt's own entries could be (the dir is the qemu user's on libvirt before 7.8). A manifest with each
 file's sha256 lets an operator verify and put it back. The newest `keep` sets are
 kept, and the set just made is never among those pruned, whatever the clock did.
 """
@@ -25,6 +26,10 @@ from ..fsafe import open_dir_nofollow, open_path_nofollow
 from ..timefmt import compact_utc
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# libvirt's entries are a few hundred KiB each, a dozen at most; on libvirt < 7.8 the dir is the
+# qemu user's, who could fill it: past these bounds, entries are left in place and said so
+MAX_ENTRY_BYTES = 64 << 20
+MAX_ENTRIES = 1024
 
 
 @dataclass
@@ -104,8 +109,12 @@ def quarantine_cache(cache_dir: str, quarantine_root: str, keep: int, now: float
 
 def _move_all(cache_fd: int, dest_fd: int, entries: List[str], cache_dir: str, result: QuarantineResult) -> None:
     manifest = {}
-    for name in entries:
+    result.failed.extend(f"{name}: left in place (more than {MAX_ENTRIES} entries)" for name in entries[MAX_ENTRIES:])
+    for name in entries[:MAX_ENTRIES]:
         try:
+            size = os.stat(name, dir_fd=cache_fd, follow_symlinks=False).st_size
+            if size > MAX_ENTRY_BYTES:
+                raise OSError(errno.EFBIG, f"{size} bytes, larger than any capabilities entry: left in place")
             digest = _sha256_at(cache_fd, name)
             try:
                 os.rename(name, name, src_dir_fd=cache_fd, dst_dir_fd=dest_fd)

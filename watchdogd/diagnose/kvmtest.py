@@ -68,7 +68,7 @@ def decode(raw: Dict[str, Any]) -> KvmResult:
     return KvmResult(True, version, checks, None, advice)
 
 
-def run_selftest(device: str = "/dev/kvm", timeout: float = 5.0, python: str = sys.executable) -> KvmResult:
+def run_selftest(device: str = "/dev/kvm", timeout: float = 10.0, python: str = sys.executable) -> KvmResult:
     """Run the child; a child that does not answer in time is killed and reported (never waited on past that)."""
     child = subprocess.Popen(
         [python, "-m", "watchdogd.diagnose.kvm_child", device],

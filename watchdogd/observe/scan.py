@@ -20,7 +20,7 @@ from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Seque
 
 from ..config import Config
 from ..emulators import is_emulator, is_emulator_name, why_not_guest
-from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
+from ..fsafe import BirthTime, non_root_writers, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
 from ..model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 from ..safety import QMP_DIR, Protected, probe_dir_named, why_not_member
 from ..state import StateStore
@@ -402,7 +402,9 @@ class Scanner:
                 errors.append(f"cannot read cache dir {path}: {exc.strerror}")
             return None, None
         try:
-            owner = os.fstat(fd).st_uid
+            # who could swap it: its owner, or a qemu user owning a dir on the way (libvirt < 7.8)
+            writers = non_root_writers(path) or ()
+            owner = writers[0] if writers else os.fstat(fd).st_uid
             names: List[str] = []
             with os.scandir(fd) as entries:
                 for entry in entries:

@@ -131,6 +131,8 @@ class Cli:
             for problem in exc.problems:
                 print(problem, file=self.err)
             return ExitStatus.CRITICAL
+        for note in config.notes:
+            print(f"kvm-watchdog: {path}: note: {note}", file=self.err)
         try:
             lock = hold_run_lock(config.state_dir)
         except AlreadyRunning as exc:
@@ -187,11 +189,13 @@ class Cli:
         if path is None:
             path, required = resolve_path(args.config, self.environ)
         try:
-            load_config(path, required=True)
+            checked = load_config(path, required=True)
         except ConfigError as exc:
             for problem in exc.problems:
                 print(problem, file=self.out)
             return ExitStatus.CRITICAL
+        for note in checked.notes:
+            print(f"{path}: note: {note}", file=self.out)
         print(f"{path}: valid", file=self.out)
         return ExitStatus.OK
 

@@ -1,0 +1,123 @@
+"""The arm64 host's story, run as root inside the emulated arm64 KVM machine (harness/arm64vm.py).
+
+It installs the .deb, then records what the real arm64 KVM and the real libvirt and
+qemu-system-aarch64 do, into results.json beside it; the test on the host side
+(tests/test_arm64.py) judges the record. Every wait has a deadline; what happened is
+recorded even when a step fails, so a failure says how far it got.
+
+Usage (inside): python3 arm64_job.py JOBDIR
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+JOB = sys.argv[1] if len(sys.argv) > 1 else "/mnt/job"
+WRAPPER = "/usr/local/bin/qemu-system-aarch64"  # before /usr/bin on libvirtd's PATH
+CONFIG = "/etc/kvm-watchdog/config.yaml"
+GICV2_DOMAIN = """<domain type='kvm'>
+  <name>gicv2</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='aarch64' machine='virt'>hvm</type></os>
+  <features><gic version='2'/></features>
+  <cpu mode='host-passthrough'/>
+  <devices><emulator>/usr/bin/qemu-system-aarch64</emulator></devices>
+</domain>
+"""
+results = {"steps": []}
+
+
+def save():
+    with open(os.path.join(JOB, "results.json.tmp"), "w") as f:
+        json.dump(results, f, indent=1)
+    os.rename(os.path.join(JOB, "results.json.tmp"), os.path.join(JOB, "results.json"))
+
+
+def sh(command, timeout=600, check=True):
+    started = time.monotonic()
+    r = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout)
+    results["steps"].append({"command": command, "rc": r.returncode, "seconds": round(time.monotonic() - started, 2), "out": r.stdout[-4000:], "err": r.stderr[-4000:]})
+    save()
+    if check and r.returncode != 0:
+        raise SystemExit(f"`{command}` exited {r.returncode}: {r.stderr[-2000:]}")
+    return r
+
+
+def journal(**fields):
+    matches = " ".join(f"{k}={v}" for k, v in fields.items())
+    out = subprocess.run(["/bin/sh", "-c", f"journalctl --no-pager -o json -u kvm-watchdog {matches}"], capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def wait_for(what, condition, timeout, poll=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def main():
+    results["uname"] = os.uname().machine + " " + os.uname().release
+    results["dmesg_kvm"] = [line for line in sh("dmesg", check=False).stdout.splitlines() if "kvm" in line.lower() or "GIC" in line]
+    sh("dpkg -i " + " ".join(os.path.join(JOB, n) for n in os.listdir(JOB) if n.endswith("_all.deb")))
+    sh(f"install -m 755 {JOB}/fake_qemu.py {WRAPPER} && echo none > {WRAPPER}.fault && chmod 666 {WRAPPER}.fault")
+    sh(f"gcc -shared -fPIC -O2 -o {WRAPPER}.hang.so {JOB}/chdir_hang.c -ldl")
+    results["emulator"] = sh("/usr/bin/qemu-system-aarch64 --version").stdout.splitlines()[0]
+    results["libvirt"] = sh("libvirtd --version").stdout.strip()
+
+    # 1. the self-test against the real arm64 KVM
+    diag = sh("kvm-watchdog diagnose --json", check=False, timeout=300)
+    results["diagnose"] = json.loads(diag.stdout) if diag.stdout.strip().startswith("{") else {"raw": diag.stdout, "err": diag.stderr}
+    save()
+
+    # the service at its shipped config (hung after the shipped 60 s)
+    sh("systemctl enable --now kvm-watchdog")
+    wait_for("kvm-watchdog active", lambda: sh("systemctl is-active kvm-watchdog", check=False).stdout.strip() == "active", 120)
+    sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600)  # a healthy probe first: the cache filled
+    wait_for("a first scan", lambda: os.path.exists("/var/lib/kvm-watchdog/scan.json"), 120)
+
+    # 2. a domain with <gic version='2'/>: the real qemu-system-aarch64 under KVM refuses to start it
+    with open("/tmp/gicv2.xml", "w") as f:
+        f.write(GICV2_DOMAIN)
+    sh("virsh -c qemu:///system define /tmp/gicv2.xml", timeout=600)
+    start = sh("virsh -c qemu:///system start gicv2", timeout=600, check=False)
+    failed_at = time.time()
+    results["vm_start"] = {"rc": start.returncode, "error": start.stderr.strip(), "failed_at": failed_at}
+    save()
+    opened = wait_for("vm_start_failed", lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, poll=0.2)
+    results["vm_start_failed"] = opened[0]
+    results["vm_start_failed_latency_s"] = round(int(opened[0]["__REALTIME_TIMESTAMP"]) / 1e6 - failed_at, 3)
+    results["domain_log"] = sh("cat /var/log/libvirt/qemu/gicv2.log", check=False).stdout[-3000:]
+    save()
+
+    # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was
+    sh(f"echo 'real-hang 1' > {WRAPPER}.fault")
+    before = os.stat(WRAPPER).st_ctime
+    wait_for("a new ctime second", lambda: (os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before)), 5, poll=0.1)
+    asked = time.time()
+    subprocess.Popen(["/bin/sh", "-c", "virsh -c qemu:///system domcapabilities --arch aarch64 > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc"], start_new_session=True)
+    hung = wait_for("probe_hung", lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="open"), 300, poll=0.5)
+    results["probe_hung"] = hung[0]
+    killed = wait_for("kill_probe", lambda: journal(KVMWD_EVENT="action", KVMWD_ACTION="kill_probe"), 120, poll=0.5)
+    results["kill_probe"] = killed[0]
+    results["probe_asked_at"] = asked
+    wait_for("probe_hung resolved", lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="resolved"), 120, poll=0.5)
+    wait_for("the waiting virsh to return", lambda: os.path.exists("/tmp/waiting.rc"), 300)
+    results["waiting_virsh_rc"] = open("/tmp/waiting.rc").read().strip()
+    results["next_call_rc"] = sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600, check=False).returncode
+    results["done"] = True
+    save()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        results["journal_tail"] = subprocess.run(["/bin/sh", "-c", "journalctl --no-pager -u kvm-watchdog -o cat | tail -n 60"], capture_output=True, text=True).stdout
+        save()

@@ -1,0 +1,117 @@
+"""The hosts kvm-watchdog is tested on: one table, read by the image builders and by every host test.
+
+What differs from host to host lives here and nowhere else: the image's recipe
+(release, architecture, packages, extra build steps), how it boots (a container
+under systemd-nspawn, or an emulated arm64 machine under qemu-system-aarch64),
+which libvirt daemon owns the probes and its units, the emulator and the qemu
+user, how the package goes in, and what the KVM self-test must answer there.
+The tests are written once and take a `Host`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Tuple
+
+CACHE = Path(os.environ.get("KVMWD_IMAGE_CACHE", "/var/cache/kvm-watchdog-test"))
+MIRROR = "http://deb.debian.org/debian"
+BASE = ("systemd", "systemd-sysv", "dbus", "python3", "procps")
+RUNTIME = ("libvirt-daemon-system", "libvirt-clients", "python3-libvirt", "python3-systemd", "python3-psutil", "python3-yaml", "man-db", "less")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host of the matrix."""
+
+    name: str
+    release: str
+    python: str  # the distro's python3, as `python3 --version` says it
+    libvirt: str
+    arch: str = "amd64"
+    emulator_package: str = "qemu-system-x86"
+    emulator: str = "/usr/bin/qemu-system-x86_64"
+    extra_packages: Tuple[str, ...] = ()
+    # libvirt's daemon that starts the probes: its unit, the units an operator enables, the ones masked
+    daemon: str = "libvirtd"
+    enable: Tuple[str, ...] = ()
+    mask: Tuple[str, ...] = ()
+    # a step the image needs after its packages (a name the image builder knows), part of the recipe;
+    # with `base`, the step runs on a copy of that host's image instead of a new one
+    build_step: str = ""
+    base: str = ""
+    qemu_user: str = "libvirt-qemu"
+    install: str = "deb"  # or "wheel": where the .deb's Depends cannot be met
+    boot: str = "nspawn"  # or "qemu-aarch64"
+    expected_selftest: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def packages(self) -> Tuple[str, ...]:
+        return BASE + RUNTIME + (self.emulator_package,) + self.extra_packages
+
+    @property
+    def recipe(self) -> str:
+        """Everything the image is made from: a change to any of it builds a new image."""
+        base = HOSTS[self.base].recipe if self.base else ""
+        step = BUILD_STEP_VERSIONS.get(self.build_step, "")
+        layout = ("mask", *self.mask, "enable", *self.enable) if self.mask or self.enable else ()
+        return " ".join((base, self.release, self.arch, *self.packages, self.build_step, step, *layout))
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}-{hashlib.sha256(self.recipe.encode()).hexdigest()[:12]}"
+
+    @property
+    def args_file(self) -> Tuple[str, str]:
+        """Where the daemon's own unit reads its arguments (`--timeout 120`) from, and the variable."""
+        return f"/etc/default/{self.daemon}", f"{self.daemon.upper()}_ARGS"
+
+    @property
+    def emulator_wrapper(self) -> str:
+        """Where the fault-injecting emulator goes: before /usr/bin on the daemon's PATH, named like the real one."""
+        return "/usr/local/bin/" + self.emulator.rsplit("/", 1)[-1]
+
+
+# bump a step's version when what it does changes: the images that use it are rebuilt
+BUILD_STEP_VERSIONS = {"virtqemud": "2", "arm64-kernel": "1"}
+
+HOSTS: Dict[str, Host] = {
+    h.name: h
+    for h in (
+        Host("bookworm", "bookworm", python="3.11", libvirt="9.0"),
+        Host("trixie", "trixie", python="3.13", libvirt="11.3"),
+        # Debian 11: Python 3.9, libvirt 7.0 (its cache dir is the qemu user's), systemd 247
+        Host("bullseye", "bullseye", python="3.9", libvirt="7.0"),
+        # the RHEL 9 layout: the modular daemons only, libvirtd disabled and masked
+        Host(
+            "trixie-modular",
+            "trixie",
+            python="3.13",
+            libvirt="11.3",
+            daemon="virtqemud",
+            enable=("virtqemud.socket", "virtqemud-ro.socket", "virtqemud-admin.socket", "virtlogd.socket"),
+            mask=("libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket", "libvirtd-tcp.socket", "libvirtd-tls.socket"),
+            build_step="virtqemud",
+            base="trixie",
+        ),
+        # the incident's host class: arm64 whose GICv3 has no GICv2 compatibility, emulated
+        Host(
+            "bookworm-arm64",
+            "bookworm",
+            python="3.11",
+            libvirt="9.0",
+            arch="arm64",
+            emulator_package="qemu-system-arm",
+            emulator="/usr/bin/qemu-system-aarch64",
+            extra_packages=("udev", "kmod", "linux-image-arm64", "initramfs-tools", "gcc", "libc6-dev"),
+            build_step="arm64-kernel",
+            boot="qemu-aarch64",
+            expected_selftest={"vgic_v3": "ok", "vgic_v2": "ENODEV", "pmu_v3": "1"},
+        ),
+    )
+}
+
+SYSTEM_HOSTS = ("bookworm", "trixie")  # make test
+MATRIX_HOSTS = ("bullseye", "trixie-modular", "bookworm-arm64")  # make matrix
