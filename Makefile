@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint unit test demo bench hostile deb rpm package-test system-test clean
+.PHONY: help deps venv lint unit test matrix demo bench hostile deb rpm package-test system-test clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
@@ -14,6 +14,7 @@ help:
 	@echo "make deb / make rpm   build the packages (rpm where rpmbuild and its macros exist)"
 	@echo "make package-test / make system-test   the .deb on this machine / under a real systemd (both in make test)"
 	@echo "make hostile  faults, bad input, races and fuzzing, with the figures (also part of make test)"
+	@echo "make matrix the system stories on Debian 11 (Python 3.9), virtqemud-only Debian 13 and an emulated arm64 KVM host (CI runs it after make test)"
 	@echo "make bench  measure scan cost, detection delay, recovery, footprint and a soak (about 45 min; BENCH_ARGS=--quick for a smoke run)"
 
 deps:
@@ -54,6 +55,10 @@ package-test: venv
 # the .deb under a real systemd: a booted Debian 12 container (the image is built once, then cached)
 system-test: venv
 	$(BIN)/pytest tests/test_system.py
+
+# the hosts of tests/harness/hosts.py beyond make test's two; images cached in /var/cache/kvm-watchdog-test
+matrix: venv
+	$(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py $(PYTEST_ARGS)
 
 hostile: venv
 	KVMWD_HOSTILE_RESULTS=tests/hostile-results.json $(BIN)/pytest -m hostile

@@ -65,7 +65,7 @@ def summary(seen):
         "host": seen.get("uname"),
         "emulator": seen.get("emulator"),
         "libvirt": seen.get("libvirt"),
-        "kernel_said": [line for line in seen.get("dmesg_kvm", []) if "GIC" in line],
+        "kernel_said": [line for line in seen.get("dmesg_kvm", []) if "kvm [" in line],
         "selftest": {name: {k: v for k, v in c.items() if k in ("ok", "value", "errno", "error")} for name, c in checks.items()},
         "advice": diag.get("advice"),
         "vm_start_error": seen.get("vm_start", {}).get("error"),
@@ -73,6 +73,7 @@ def summary(seen):
         "vm_start_failed_latency_s": seen.get("vm_start_failed_latency_s"),
         "probe_diagnosis": {k: evidence.get("diagnosis", {}).get(k) for k in ("stage", "blocked_in", "cause")},
         "probe_hung_after_s": round(int(hung["__REALTIME_TIMESTAMP"]) / 1e6 - seen["probe_asked_at"], 1) if hung else None,
+        "probe_ended_after_s": round(int(seen["kill_probe"]["__REALTIME_TIMESTAMP"]) / 1e6 - seen["probe_asked_at"], 1) if seen.get("kill_probe") else None,
         "boot_and_job_s": seen.get("boot_and_job_s"),
     }
 
@@ -95,7 +96,8 @@ def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(re
     evidence = json.loads(opened["KVMWD_EVIDENCE"])
     assert opened["KVMWD_SUBJECT"] == "gicv2" or "gicv2" in opened["MESSAGE"], opened
     assert evidence["diagnosis"]["cause"] == "no_in_kernel_vgic", evidence
-    assert "gic-version" in opened["MESSAGE"] or "gic-version" in json.dumps(evidence), opened["MESSAGE"]
+    assert "gic-version" in opened["MESSAGE"], opened["MESSAGE"]
+    assert record["vm_start_failed_latency_s"] is not None, "timed from QEMU's own line (a figure for arm64-results.json, not a bound)"
 
 
 def test_the_real_aarch64_probe_held_at_its_chdir_is_diagnosed_as_the_incidents_and_ended(record):

@@ -184,34 +184,39 @@ def reload_with(box: Box, sed: str) -> None:
 
 
 def disturbs_nothing(box: Box) -> None:
-    """A watchdog must not change what it watches: at the package's shipped config and the distro's own libvirtd unit."""
-    assert "--timeout 120" in box.run(f"systemctl show -p Environment {box.host.daemon}").stdout, "the distro's own unit, not a tuned one"
-    last = healthy_changes_are_no_news(box)
-    idles_out(box, last, timeout=120, interval=5)  # the shipped interval
-    idle_at = libvirtd_state(box)
-    stays_down(box, idle_at, until=time.monotonic() + 3 * 60)  # three of the shipped latency.every
+    """A watchdog must not change what it watches: at the package's shipped config and the distro's own libvirt unit.
 
-    # a latency period shorter than libvirtd's timeout: it still idles out
+    Where the distro's unit gives the daemon an idle timeout (libvirt >= 7.x units: --timeout 120),
+    it idles out on time with the watchdog running and nothing starts it again for three latency
+    periods. Debian 11's unit gives none: there the operator's own --timeout 15 is the test."""
+    timeout = box.host.idle_timeout
+    args = box.run(f"systemctl show -p Environment {box.host.daemon}").stdout
+    assert (f"--timeout {timeout}" in args) if timeout else "--timeout" not in args, f"the distro's own unit, not a tuned one: {args}"
+    last = healthy_changes_are_no_news(box)
+    if timeout:
+        idles_out(box, last, timeout=timeout, interval=5)  # the shipped interval
+        stays_down(box, libvirtd_state(box), until=time.monotonic() + 3 * 60)  # three of the shipped latency.every
+
+    # a latency period shorter than the daemon's timeout: it still idles out
     path, variable = box.host.args_file
     box.run(f"echo '{variable}=\"--timeout 15\"' > {path}", check=True)
+    if not timeout:  # it runs for good until now: restarted to take the operator's timeout
+        box.run(f"systemctl restart {box.host.daemon}", check=True)
     reload_with(box, r"s/^  every: 60s$/  every: 10s/; s/^  timeout: 30s$/  timeout: 10s/")  # every >= timeout: one call in flight
     idles_out(box, last_client_done(box), timeout=15, interval=5)
+    if not timeout:
+        stays_down(box, libvirtd_state(box), until=time.monotonic() + 3 * 10)  # three of the latency.every just set
 
 
 def runs_on_the_hosts_own_python(box: Box) -> None:
     """Every module of the installed package imported and compiled by the host's own python3 (3.9 on Debian 11)."""
-    check = (
-        "import importlib, pkgutil, platform, py_compile, watchdogd; "
-        "names = [m.name for m in pkgutil.walk_packages(watchdogd.__path__, 'watchdogd.')]; "
-        "[importlib.import_module(n) for n in names if not n.endswith('__main__')]; "
-        "[py_compile.compile(importlib.util.find_spec(n).origin, cfile='/dev/null', doraise=True) for n in names]; "
-        "print(platform.python_version(), len(names))"
-    )
-    version, modules = box.run(f'python3 -c "{check}"', check=True).stdout.split()
+    version, modules = box.run("python3 /mnt/harness/import_all.py", check=True).stdout.split()
     assert version.startswith(box.host.python + "."), f"{box.host.name} runs Python {version}, the table says {box.host.python}"
     assert int(modules) >= 40, modules
     checked = box.run("kvm-watchdog config check")
     assert checked.returncode == 0 and checked.stdout.rstrip().endswith("/etc/kvm-watchdog/config.yaml: valid"), checked.stdout + checked.stderr
+    noted = "note: libvirt.cache_dir: /var/cache/libvirt/qemu/capabilities lies in a dir of the qemu user" in checked.stdout
+    assert noted == box.host.qemu_owns_cache, checked.stdout
 
 
 def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Box):

@@ -8,8 +8,10 @@ recorded even when a step fails, so a failure says how far it got.
 Usage (inside): python3 arm64_job.py JOBDIR
 """
 
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -92,8 +94,12 @@ def main():
     save()
     opened = wait_for("vm_start_failed", lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, poll=0.2)
     results["vm_start_failed"] = opened[0]
-    results["vm_start_failed_latency_s"] = round(int(opened[0]["__REALTIME_TIMESTAMP"]) / 1e6 - failed_at, 3)
     results["domain_log"] = sh("cat /var/log/libvirt/qemu/gicv2.log", check=False).stdout[-3000:]
+    # from the moment QEMU wrote its line (its own timestamp in the domain log) to the journal event
+    stamp = re.search(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z qemu-system-aarch64: host does not support", results["domain_log"], re.M)
+    if stamp:
+        written = datetime.datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
+        results["vm_start_failed_latency_s"] = round(int(opened[0]["__REALTIME_TIMESTAMP"]) / 1e6 - written, 3)
     save()
 
     # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was

@@ -14,7 +14,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 CACHE = Path(os.environ.get("KVMWD_IMAGE_CACHE", "/var/cache/kvm-watchdog-test"))
 MIRROR = "http://deb.debian.org/debian"
@@ -36,6 +36,7 @@ class Host:
     extra_packages: Tuple[str, ...] = ()
     # libvirt's daemon that starts the probes: its unit, the units an operator enables, the ones masked
     daemon: str = "libvirtd"
+    idle_timeout: Optional[int] = 120  # the --timeout the distro's own unit gives the daemon (None: it never idles out)
     enable: Tuple[str, ...] = ()
     mask: Tuple[str, ...] = ()
     # a step the image needs after its packages (a name the image builder knows), part of the recipe;
@@ -64,6 +65,11 @@ class Host:
         return f"{self.name}-{hashlib.sha256(self.recipe.encode()).hexdigest()[:12]}"
 
     @property
+    def qemu_owns_cache(self) -> bool:
+        """libvirt before 7.8 makes /var/cache/libvirt/qemu the qemu user's (and re-chowns it at each start)."""
+        return tuple(int(p) for p in self.libvirt.split(".")) < (7, 8)
+
+    @property
     def args_file(self) -> Tuple[str, str]:
         """Where the daemon's own unit reads its arguments (`--timeout 120`) from, and the variable."""
         return f"/etc/default/{self.daemon}", f"{self.daemon.upper()}_ARGS"
@@ -83,7 +89,7 @@ HOSTS: Dict[str, Host] = {
         Host("bookworm", "bookworm", python="3.11", libvirt="9.0"),
         Host("trixie", "trixie", python="3.13", libvirt="11.3"),
         # Debian 11: Python 3.9, libvirt 7.0 (its cache dir is the qemu user's), systemd 247
-        Host("bullseye", "bullseye", python="3.9", libvirt="7.0"),
+        Host("bullseye", "bullseye", python="3.9", libvirt="7.0", idle_timeout=None),
         # the RHEL 9 layout: the modular daemons only, libvirtd disabled and masked
         Host(
             "trixie-modular",

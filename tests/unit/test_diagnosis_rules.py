@@ -68,7 +68,7 @@ def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_v
                         {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"},
                         {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 1}))
     assert r.usable and r.api_version == 12
-    assert r.advice == ["no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>), or QEMU >= 5.0"]
+    assert r.advice == ["no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>); an explicit gic-version=2 fails to start"]
 
 
 def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
@@ -126,3 +126,16 @@ def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system
     assert worth_asking("/usr/bin/python3", os.stat("/usr/bin/python3"))
     assert not worth_asking(str(placed), os.stat(placed)), "one the qemu user placed: never a dpkg-query in the loop"
     assert not worth_asking("/usr/bin/python3", os.stat(placed)), "owned by another uid, even in a system dir"
+
+
+def test_each_qemus_words_for_a_missing_in_kernel_gicv2_are_one_cause():
+    """QEMU 4.1 (the incident's qemu-kvm) and QEMU 7.2 (seen under the real arm64 KVM of make matrix) say it differently."""
+    from watchdogd.diagnose.signatures import SHIPPED, match
+    from watchdogd.sigtable import load_table
+
+    table = load_table(SHIPPED)
+    lines = [
+        "qemu-kvm: PMU: KVM_SET_DEVICE_ATTR: Invalid argument",
+        "2026-12-02T17:41:34.795397Z qemu-system-aarch64: host does not support in-kernel GICv2 emulation",
+    ]
+    assert [m.signature.cause for m in match(lines, table)] == ["no_in_kernel_vgic", "no_in_kernel_vgic"]

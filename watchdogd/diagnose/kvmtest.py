@@ -61,7 +61,7 @@ def decode(raw: Dict[str, Any]) -> KvmResult:
         if not v3.get("ok") and not v2.get("ok"):
             return KvmResult(False, version, checks, "neither an in-kernel vGICv3 nor a vGICv2 can be made: no guest with an interrupt controller can start")
         if not v2.get("ok"):
-            advice.append("no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>), or QEMU >= 5.0")
+            advice.append("no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>); an explicit gic-version=2 fails to start")
         pmu = by.get("KVM_CAP_ARM_PMU_V3", {})
         if not (pmu.get("ok") and pmu.get("value")):
             advice.append("no KVM_CAP_ARM_PMU_V3: guests must run with <pmu state='off'/>")

@@ -131,8 +131,6 @@ class Cli:
             for problem in exc.problems:
                 print(problem, file=self.err)
             return ExitStatus.CRITICAL
-        for note in config.notes:
-            print(f"kvm-watchdog: {path}: note: {note}", file=self.err)
         try:
             lock = hold_run_lock(config.state_dir)
         except AlreadyRunning as exc:

@@ -205,8 +205,9 @@ class Daemon:
                 "started",
                 f"kvm-watchdog {__version__} started: full scan every {self.config.interval:g}s, "
                 f"probe deadlines at {self.config.detect.probe_hung_after:g}s, {watch_how}; "
-                f"config {self.config.source or 'built-in defaults'}.",
+                f"config {self.config.source or 'built-in defaults'}." + "".join(f" Note: {note}." for note in self.config.notes),
                 config=self.config.source or "",
+                notes="\n".join(self.config.notes),
                 version=__version__,
                 watch=watch_how,
             )
@@ -497,7 +498,8 @@ class Daemon:
                 self._report_problems([problem])
         self.sink.mode = config.events
         self.next_latency = self.mono()
-        self.sink.emit(lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.", NOTICE, config=config.source or ""))
+        notes = "".join(f" Note: {note}." for note in config.notes)
+        self.sink.emit(lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.{notes}", NOTICE, config=config.source or ""))
         self.scan()
         self.notifier.ready(self.notifier_line())
 
