@@ -58,7 +58,7 @@ system-test: venv
 
 # the hosts of tests/harness/hosts.py beyond make test's two; images cached in /var/cache/kvm-watchdog-test
 matrix: venv
-	$(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py $(PYTEST_ARGS)
+	KVMWD_ARM64_RESULTS=tests/arm64-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py $(PYTEST_ARGS)
 
 hostile: venv
 	KVMWD_HOSTILE_RESULTS=tests/hostile-results.json $(BIN)/pytest -m hostile

@@ -19,6 +19,7 @@ judges the record:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def record(tmp_path_factory):
     assert path.exists(), f"the job recorded nothing (rc {result.rc}): {result.out[-2000:]}\n{result.console[-3000:]}"
     seen = json.loads(path.read_text())
     seen["job_rc"], seen["job_out"], seen["boot_and_job_s"] = result.rc, result.out, round(result.seconds, 1)
-    (REPO / "tests" / "arm64-results.json").write_text(json.dumps(summary(seen), indent=1) + "\n")
+    if os.environ.get("KVMWD_ARM64_RESULTS"):  # make matrix: the figures committed beside this test
+        Path(os.environ["KVMWD_ARM64_RESULTS"]).write_text(json.dumps(summary(seen), indent=1) + "\n")
     return seen
 
 
@@ -78,14 +80,20 @@ def summary(seen):
     }
 
 
+def answer(check):
+    """A check's answer as the host table spells it: its value where it answers one, "ok" where it only succeeds, its errno where it fails."""
+    if not check["ok"]:
+        return check["errno"]
+    return "ok" if check.get("value") in (0, None) else str(check["value"])
+
+
 def test_on_a_gicv3_only_arm64_host_the_self_test_says_guests_must_use_gic_version_3(record):
     kvm = record["diagnose"]["kvm"]
     checks = {c["name"]: c for c in kvm["checks"]}
     assert any("disabling GICv2 emulation" in line for line in record["dmesg_kvm"]), record["dmesg_kvm"]
-    assert kvm["usable"] is True and kvm["api_version"] == 12, kvm
-    assert checks["KVM_CREATE_DEVICE_TEST vgic_v3"]["ok"] is True, checks
-    assert checks["KVM_CREATE_DEVICE_TEST vgic_v2"]["ok"] is False and checks["KVM_CREATE_DEVICE_TEST vgic_v2"]["errno"] == "ENODEV", checks
-    assert checks["KVM_CAP_ARM_PMU_V3"]["value"] == 1, checks
+    assert kvm["usable"] is True, kvm
+    answered = {name: answer(checks[name]) for name in HOST.expected_selftest if name in checks}
+    assert answered == HOST.expected_selftest, f"the host table expects {HOST.expected_selftest}"
     assert any("gic-version=3" in step for step in kvm["advice"]), kvm["advice"]
     assert any("gic-version=3" in step for step in record["diagnose"]["verdict"]["what_to_do"]), record["diagnose"]["verdict"]
 

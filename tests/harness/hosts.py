@@ -114,7 +114,13 @@ HOSTS: Dict[str, Host] = {
             extra_packages=("udev", "kmod", "linux-image-arm64", "initramfs-tools", "gcc", "libc6-dev"),
             build_step="arm64-kernel",
             boot="qemu-aarch64",
-            expected_selftest={"vgic_v3": "ok", "vgic_v2": "ENODEV", "pmu_v3": "1"},
+            # check -> "ok", the errno it fails with, or the value it answers
+            expected_selftest={
+                "KVM_GET_API_VERSION": "12",
+                "KVM_CREATE_DEVICE_TEST vgic_v3": "ok",
+                "KVM_CREATE_DEVICE_TEST vgic_v2": "ENODEV",
+                "KVM_CAP_ARM_PMU_V3": "1",
+            },
         ),
     )
 }

@@ -7,15 +7,14 @@ escalation) has ended them before this runs.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Union
 
+from ..children import Cancelled, run_with_timeout
 from ..observe.latency import LatencyProbe
 
 UNITS = ("libvirtd.service", "virtqemud.service")
@@ -25,33 +24,6 @@ UNITS = ("libvirtd.service", "virtqemud.service")
 class RestartOutcome:
     ok: bool
     detail: str
-
-
-class Cancelled(Exception):
-    """The daemon is stopping: the command was ended, its outcome is unknown."""
-
-
-def run_with_timeout(argv: Sequence[str], timeout: float, cancel: Optional[threading.Event] = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    """Run argv; at the timeout (or on cancel) its whole process group is killed (no stray children)."""
-    child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
-    deadline = time.monotonic() + timeout
-    while True:
-        step = max(0.0, min(0.2, deadline - time.monotonic()))
-        try:
-            out, _ = child.communicate(timeout=step)  # retrying after a timeout loses no output
-            return subprocess.CompletedProcess(list(argv), child.returncode, out, None)
-        except subprocess.TimeoutExpired:
-            cancelled = cancel is not None and cancel.is_set()
-            if not cancelled and time.monotonic() < deadline:
-                continue
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, _ = child.communicate()
-        if cancelled:
-            raise Cancelled(" ".join(argv))
-        raise subprocess.TimeoutExpired(list(argv), timeout, output=out) from None
 
 
 def auto_command(systemctl: Optional[str] = None) -> Union[List[str], str]:

@@ -13,9 +13,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+from ..children import run_with_timeout
 
 API_VERSION = 12  # KVM_GET_API_VERSION has answered 12 since Linux 2.6.22
 
@@ -69,31 +70,17 @@ def decode(raw: Dict[str, Any]) -> KvmResult:
 
 
 def run_selftest(device: str = "/dev/kvm", timeout: float = 10.0, python: str = sys.executable) -> KvmResult:
-    """Run the child; a child that does not answer in time is killed and reported (never waited on past that)."""
-    child = subprocess.Popen(
-        [python, "-m", "watchdogd.diagnose.kvm_child", device],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd="/",
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if child.poll() is None:
-        child.kill()
-        # a child stuck in the kernel (D) ignores SIGKILL: do not wait on it
-        if child.stdout is not None:
-            child.stdout.close()
-        return KvmResult(False, None, [], f"the KVM self-test did not finish within {timeout:g}s: the kernel's KVM hangs (the child was killed)")
-    assert child.stdout is not None
-    out = child.stdout.read(65536)
-    child.stdout.close()
+    """Run the child; a child that does not answer in time is ended with its group and reported (never waited on past that)."""
     try:
-        return decode(json.loads(out))
+        r = run_with_timeout([python, "-m", "watchdogd.diagnose.kvm_child", device], timeout, stderr=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return KvmResult(False, None, [], f"the KVM self-test did not finish within {timeout:g}s: the kernel's KVM hangs (the child was killed)")
+    except OSError as exc:
+        return KvmResult(False, None, [], f"cannot run the KVM self-test: {exc.strerror or exc}")
+    try:
+        return decode(json.loads(r.stdout[:65536]))
     except ValueError:
-        return KvmResult(False, None, [], f"the KVM self-test exited {child.returncode} without an answer")
+        return KvmResult(False, None, [], f"the KVM self-test exited {r.returncode} without an answer")
 
 
 def device_present(device: str = "/dev/kvm") -> bool:

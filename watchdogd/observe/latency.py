@@ -13,12 +13,12 @@ import errno
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .. import children
 from ..fsafe import try_flock_dir
 from ..model import LatencyResult, Observation
 
@@ -139,15 +139,11 @@ class LatencyProbe:
         env = dict(os.environ)
         env["KVMWD_PARENT_PID"] = str(os.getpid())
         try:
-            self._child = subprocess.Popen(
+            self._child = children.start(
                 [self.python, "-m", "watchdogd.observe.latency_child", self.uri] + (["--connect-only"] if self.connect_only else []),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,  # so that killing it kills all of it
                 pass_fds=pass_fds,
                 env=env,
-                cwd="/",
             )
         except OSError as exc:
             self._release_lock()
@@ -213,17 +209,15 @@ class LatencyProbe:
 
     def _kill(self) -> None:
         assert self._child is not None
-        try:
-            os.killpg(self._child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._reap()
+        children.end(self._child)  # the whole group; one stuck in the kernel is reaped later
+        self._forget()
 
     def _reap(self) -> None:
         assert self._child is not None
-        self._child.wait()
-        if self._child.stdout is not None:
-            self._child.stdout.close()
+        children.reap(self._child, children.KILL_WAIT)  # at EOF it is exiting
+        self._forget()
+
+    def _forget(self) -> None:
         self._child = None
         self._release_lock()
 

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the running daemon saw last; exit 0, or 3 when there is no daemon state")
     status.add_argument("--json", action="store_true", help="print the daemon's status as one JSON object")
 
-    diagnose = sub.add_parser("diagnose", help="why probes hang and VMs fail to start, and what to do; exit 0 healthy, 1 warning, 2 broken, 3 unknown")
+    diagnose = sub.add_parser("diagnose", help="why probes hang and VMs fail to start, what to do; exit 0 healthy, 2 a cause found or KVM unusable, 3 unknown")
     diagnose.add_argument("--json", action="store_true", help="print one JSON object: kvm, kernel, probes, signatures, incidents, verdict")
 
     config = sub.add_parser("config", help="validate or show the config")
