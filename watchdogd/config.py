@@ -18,14 +18,12 @@ import yaml
 
 from .durations import format_duration, parse_duration
 from .fsafe import check_dir_without_links, check_path, non_root_writers, read_capped
-from .model import ACTION_NAMES, ACTIONS, FINDING_KINDS
+from .model import ACTION_NAMES, ACTIONS, DEFAULT_GRACE, FINDING_KINDS, FORGEABLE_KINDS
 from .sigtable import SignatureError, load_table
 
 DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
 ENV_VAR = "KVM_WATCHDOG_CONFIG"
 
-# Kinds whose evidence anyone who can write a probe dir can make: host-wide actions never act on them.
-UNPROVABLE_KINDS = ("probe_dir_stale", "probe_dirs_flood", "probe_dir_missing", "vm_start_failed")
 
 class _Invalid(Exception):
     pass
@@ -145,12 +143,6 @@ def _grace(value: Any) -> Dict[str, float]:
             raise _Invalid(f"unknown finding kind {kind!r} (known: {', '.join(FINDING_KINDS)})")
         out[str(kind)] = _duration(duration)
     return {**DEFAULT_GRACE, **out}  # the operator's on top of the defaults (0s turns one off)
-
-
-# How long a condition must hold before its finding opens, where a moment of it is normal:
-# libvirt's cache is empty until the first probe after a start finishes, and a
-# restarting libvirt does not answer for a few seconds.
-DEFAULT_GRACE = {"cache_empty": 30.0, "libvirt_unreachable": 30.0, "domcaps_failed": 10.0}
 
 
 def key(default: Any, parse: Parser, duration: bool = False) -> Any:
@@ -411,7 +403,7 @@ class _Reader:
                 self.problem(item, here, f"unknown action {name!r} (known: {', '.join(ACTION_NAMES)})")
                 continue
             applies = ACTIONS[name].applies_to
-            if ACTIONS[name].host_wide and kind in UNPROVABLE_KINDS:
+            if ACTIONS[name].host_wide and kind in FORGEABLE_KINDS:
                 self.problem(item, here, f"{name} is host-wide and {kind} is evidence the qemu user can forge; it could never act (see docs/THREAT-MODEL.md)")
                 continue
             if kind in FINDING_KINDS and "*" not in applies and kind not in applies:

@@ -42,28 +42,49 @@ class Severity(enum.IntEnum):
         return self.name.lower()
 
 
-# The stable finding kinds of the contract, with their default severity.
-FINDING_KINDS: Dict[str, Severity] = {
-    "probe_hung": Severity.CRITICAL,
-    "probe_defunct": Severity.WARNING,
-    "probe_dir_stale": Severity.WARNING,
-    "domcaps_slow": Severity.WARNING,
-    "domcaps_hung": Severity.CRITICAL,
-    "libvirt_unreachable": Severity.CRITICAL,
-    "cache_empty": Severity.WARNING,
-    "kernel_changed": Severity.INFO,
+@dataclass(frozen=True)
+class KindSpec:
+    """What a finding kind is: the one table the assessor, the config, the policy, the ledger and the metrics read."""
+
+    severity: Severity
+    # the daemon opens it only once its condition has held this long (seconds; detect.grace overrides):
+    # where a moment of it is normal
+    grace: float = 0.0
+    # only libvirt itself (or root's own state) produces it: proven whatever the qemu user does
+    libvirt_level: bool = False
+    # never proof, whatever is seen: what it rests on is the qemu user's to make (its dirs, its logs)
+    forgeable: bool = False
+
+
+# The stable finding kinds of the contract, and the ones beyond it.
+KINDS: Dict[str, KindSpec] = {
+    "probe_hung": KindSpec(Severity.CRITICAL),
+    "probe_defunct": KindSpec(Severity.WARNING),
+    "probe_dir_stale": KindSpec(Severity.WARNING, forgeable=True),
+    "domcaps_slow": KindSpec(Severity.WARNING, libvirt_level=True),
+    "domcaps_hung": KindSpec(Severity.CRITICAL, libvirt_level=True),
+    # a restarting libvirt does not answer for a few seconds
+    "libvirt_unreachable": KindSpec(Severity.CRITICAL, grace=30.0, libvirt_level=True),
+    # empty until the first probe after a start finishes
+    "cache_empty": KindSpec(Severity.WARNING, grace=30.0),
+    "kernel_changed": KindSpec(Severity.INFO, libvirt_level=True),
     # beyond the contract's list: libvirt answered getDomainCapabilities with an error
     # (the probe crashed rather than hung); VMs cannot start either way
-    "domcaps_failed": Severity.CRITICAL,
+    "domcaps_failed": KindSpec(Severity.CRITICAL, grace=10.0, libvirt_level=True),
     # a configured probe dir has not existed for longer than stale_dir_after
-    "probe_dir_missing": Severity.WARNING,
+    "probe_dir_missing": KindSpec(Severity.WARNING, forgeable=True),
     # more qmp-XXXXXX dirs in one base than detect.max_dirs_per_base: one finding, with the count
-    "probe_dirs_flood": Severity.WARNING,
+    "probe_dirs_flood": KindSpec(Severity.WARNING, forgeable=True),
     # a domain's QEMU log shows a known start-up failure signature (subject: the domain)
-    "vm_start_failed": Severity.WARNING,
+    "vm_start_failed": KindSpec(Severity.WARNING, forgeable=True),
     # the KVM self-test failed
-    "kvm_unusable": Severity.CRITICAL,
+    "kvm_unusable": KindSpec(Severity.CRITICAL, libvirt_level=True),
 }
+# views of the table, for the readers that need only one column
+FINDING_KINDS: Dict[str, Severity] = {kind: spec.severity for kind, spec in KINDS.items()}
+DEFAULT_GRACE: Dict[str, float] = {kind: spec.grace for kind, spec in KINDS.items() if spec.grace}
+LIBVIRT_LEVEL_KINDS = tuple(kind for kind, spec in KINDS.items() if spec.libvirt_level)
+FORGEABLE_KINDS = tuple(kind for kind, spec in KINDS.items() if spec.forgeable)
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -86,8 +107,6 @@ ACTION_NAMES = tuple(ACTIONS)
 # evidence the qemu user cannot forge (see Finding.proven).
 HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)
 
-# Kinds that only libvirt itself (or root's own state) can produce.
-LIBVIRT_LEVEL_KINDS = ("domcaps_hung", "domcaps_failed", "domcaps_slow", "libvirt_unreachable", "kernel_changed", "kvm_unusable")
 
 
 class Role(str, enum.Enum):
