@@ -1,16 +1,44 @@
-"""The hung and stale rules, in one place: assess finds by them, diagnosis and the act stage's re-checks call them."""
+"""The thresholds, in one place: hung, stale, and when each is crossed next.
+
+Assess finds by them, diagnosis and the act stage's re-checks call them, and the
+daemon's loop wakes at the deadlines they give.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from .config import DetectConfig
-from .model import Probe
+from .model import Defunct, Observation, Probe
 
 
 def is_hung(probe: Probe, detect: DetectConfig) -> bool:
     """A probe whose processes are older than detect.probe_hung_after."""
     return bool(probe.live_members) and probe.age_s >= detect.probe_hung_after
+
+
+def is_starting(probe: Probe, detect: DetectConfig) -> bool:
+    """A probe whose processes run and are not hung yet: libvirt is waiting on it, as it should."""
+    return bool(probe.live_members) and probe.age_s < detect.probe_hung_after
+
+
+def is_lasting_zombie(defunct: Defunct, detect: DetectConfig) -> bool:
+    """A zombie older than probe_hung_after: one for a moment is how every probe starts (qemu's double fork)."""
+    return defunct.age_s >= detect.probe_hung_after
+
+
+def deadlines(obs: Observation, detect: DetectConfig, at: float) -> List[float]:
+    """Monotonic times at which some probe (or zombie) crosses a threshold, given obs was taken at `at`.
+
+    >>> from watchdogd.model import PidfileRead
+    >>> obs = Observation(taken_wall=0, probes=(Probe("/d/qmp-aaaaaa", 0, 1.0, PidfileRead(None)),))
+    >>> deadlines(obs, DetectConfig(), 100.0)
+    [159.0, 699.0]
+    """
+    limits = (detect.probe_hung_after, detect.stale_dir_after)
+    out = [at + limit - p.age_s for p in obs.probes for limit in limits if p.age_s < limit]
+    out += [at + detect.probe_hung_after - d.age_s for d in obs.defunct if not is_lasting_zombie(d, detect)]
+    return sorted(out)
 
 
 def why_not_stale(probe: Probe, detect: DetectConfig) -> Optional[str]:

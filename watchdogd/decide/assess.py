@@ -15,7 +15,7 @@ from ..diagnose.kvmtest import KvmResult
 from ..durations import format_duration
 from ..model import FINDING_KINDS, Defunct, Finding, Observation, Probe
 from ..observe.capture import Capture
-from ..rules import is_hung, why_not_stale
+from ..rules import is_hung, is_lasting_zombie, is_starting, why_not_stale
 from ..timefmt import iso_utc
 
 
@@ -148,7 +148,7 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
     groups: Dict[str, List[Defunct]] = {}
     by_path = {p.path: p for p in obs.probes}
     for d in obs.defunct:
-        if d.age_s < config.detect.probe_hung_after or d.parent_kind not in ("probe", "libvirt"):
+        if not is_lasting_zombie(d, config.detect) or d.parent_kind not in ("probe", "libvirt"):
             continue  # a zombie for a moment is how every probe starts
         subject = d.probe_path if d.probe_path else f"libvirt pid {d.zombie.ppid}"
         groups.setdefault(subject, []).append(d)
@@ -301,7 +301,7 @@ def _cache(obs: Observation, config: Config) -> List[Finding]:
     libvirt_up = lat.reachable if lat is not None and not lat.skipped else bool(obs.libvirt_pids)
     if not libvirt_up:
         return []
-    if any(p.live_members and p.age_s < config.detect.probe_hung_after for p in obs.probes):
+    if any(is_starting(p, config.detect) for p in obs.probes):
         return []  # a probe is running and not hung yet: the cache is expected to be empty until it finishes
     return [
         _finding(

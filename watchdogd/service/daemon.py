@@ -45,6 +45,7 @@ from ..report.events import ERR, NOTICE, WARNING, EventSink, action_taken, findi
 from ..report.figures import Figures, Outlet, Snapshot, probe_states
 from ..report.notify import Notifier
 from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document, status_line
+from ..rules import deadlines
 from ..state import StateError
 from ..timefmt import iso_utc
 from .pipeline import Pipeline
@@ -83,20 +84,6 @@ def hold_run_lock(state_dir: str) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
-
-
-def deadlines(obs: Observation, config: Config, at: float) -> List[float]:
-    """Monotonic times at which some probe (or zombie) crosses a threshold, given obs was taken at `at`.
-
-    >>> from watchdogd.model import PidfileRead, Probe
-    >>> obs = Observation(taken_wall=0, probes=(Probe("/d/qmp-aaaaaa", 0, 1.0, PidfileRead(None)),))
-    >>> deadlines(obs, Config(), 100.0)
-    [159.0, 699.0]
-    """
-    limits = (config.detect.probe_hung_after, config.detect.stale_dir_after)
-    out = [at + limit - p.age_s for p in obs.probes for limit in limits if p.age_s < limit]
-    out += [at + config.detect.probe_hung_after - d.age_s for d in obs.defunct if d.age_s < config.detect.probe_hung_after]
-    return sorted(out)
 
 
 @dataclass
@@ -365,7 +352,7 @@ class Daemon:
             problems += self._save_progress(obs)
         wall_due = [*self.ledger.due(grace), *(self.parts.diagnostician.due() if self.parts.diagnostician is not None else ())]
         self.deadlines = sorted(
-            [d for d in deadlines(obs, self.config, taken) if d > taken] + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
+            [d for d in deadlines(obs, self.config.detect, taken) if d > taken] + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
         )
         self.next_scan = taken + self.config.interval
         line = status_line(findings, obs, self.parts.engine.state.paused)
