@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,10 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
     """Boot the arm64 host once, run the job, and return what it recorded (results.json)."""
-    import subprocess
-
     machine = Arm64Machine(ensure_image(HOST), tmp_path_factory.mktemp("arm64"))
     r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(machine.job)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("arm64_job.py", "fake_qemu.py", "chdir_hang.c"):
+    for name in ("arm64_job.py", "wait.py", "fake_qemu.py", "chdir_hang.c"):
         shutil.copy(HARNESS / name, machine.job / name)
     result = machine.run_job("exec python3 /mnt/job/arm64_job.py /mnt/job\n", timeout=2400)
     path = machine.job / "results.json"

@@ -29,12 +29,16 @@ def start(argv: Sequence[str], stdout: Stream = subprocess.PIPE, stderr: Stream 
     return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True, cwd="/", **popen)
 
 
-def end(child: subprocess.Popen[bytes]) -> bool:
-    """SIGKILL the child's whole process group, then reap it if it dies within KILL_WAIT; True when reaped."""
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def end(child: subprocess.Popen[bytes]) -> bool:
+    """SIGKILL the child's whole process group, then reap it if it dies within KILL_WAIT; True when reaped."""
+    _kill_group(child)
     return reap(child, KILL_WAIT)
 
 
@@ -71,10 +75,7 @@ def run_with_timeout(
             if not cancelled and time.monotonic() < deadline:
                 continue
         break
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _kill_group(child)
     try:
         out, _ = child.communicate(timeout=KILL_WAIT)
     except subprocess.TimeoutExpired:  # stuck in the kernel: left to be reaped later

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from wait import wait_for  # the harness's own (harness/wait.py, copied beside this file)
+
 JOB = sys.argv[1] if len(sys.argv) > 1 else "/mnt/job"
 WRAPPER = "/usr/local/bin/qemu-system-aarch64"  # before /usr/bin on libvirtd's PATH
 CONFIG = "/etc/kvm-watchdog/config.yaml"
@@ -54,16 +56,6 @@ def journal(**fields):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def wait_for(what, condition, timeout, poll=1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def main():
     results["uname"] = os.uname().machine + " " + os.uname().release
     results["dmesg_kvm"] = [line for line in sh("dmesg", check=False).stdout.splitlines() if "kvm" in line.lower() or "GIC" in line]
@@ -80,9 +72,9 @@ def main():
 
     # the service at its shipped config (hung after the shipped 60 s)
     sh("systemctl enable --now kvm-watchdog")
-    wait_for("kvm-watchdog active", lambda: sh("systemctl is-active kvm-watchdog", check=False).stdout.strip() == "active", 120)
+    wait_for(lambda: sh("systemctl is-active kvm-watchdog", check=False).stdout.strip() == "active", 120, "kvm-watchdog active", poll=1.0)
     sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600)  # a healthy probe first: the cache filled
-    wait_for("a first scan", lambda: os.path.exists("/var/lib/kvm-watchdog/scan.json"), 120)
+    wait_for(lambda: os.path.exists("/var/lib/kvm-watchdog/scan.json"), 120, "a first scan", poll=1.0)
 
     # 2. a domain with <gic version='2'/>: the real qemu-system-aarch64 under KVM refuses to start it
     with open("/tmp/gicv2.xml", "w") as f:
@@ -92,7 +84,7 @@ def main():
     failed_at = time.time()
     results["vm_start"] = {"rc": start.returncode, "error": start.stderr.strip(), "failed_at": failed_at}
     save()
-    opened = wait_for("vm_start_failed", lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, poll=0.2)
+    opened = wait_for(lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, "vm_start_failed", poll=0.2)
     results["vm_start_failed"] = opened[0]
     results["domain_log"] = sh("cat /var/log/libvirt/qemu/gicv2.log", check=False).stdout[-3000:]
     # from the moment QEMU wrote its line (its own timestamp in the domain log) to the journal event
@@ -105,16 +97,16 @@ def main():
     # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was
     sh(f"echo 'real-hang 1' > {WRAPPER}.fault")
     before = os.stat(WRAPPER).st_ctime
-    wait_for("a new ctime second", lambda: (os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before)), 5, poll=0.1)
+    wait_for(lambda: (os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before)), 5, "a new ctime second", poll=0.1)
     asked = time.time()
     subprocess.Popen(["/bin/sh", "-c", "virsh -c qemu:///system domcapabilities --arch aarch64 > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc"], start_new_session=True)
-    hung = wait_for("probe_hung", lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="open"), 300, poll=0.5)
+    hung = wait_for(lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="open"), 300, "probe_hung", poll=0.5)
     results["probe_hung"] = hung[0]
-    killed = wait_for("kill_probe", lambda: journal(KVMWD_EVENT="action", KVMWD_ACTION="kill_probe"), 120, poll=0.5)
+    killed = wait_for(lambda: journal(KVMWD_EVENT="action", KVMWD_ACTION="kill_probe"), 120, "kill_probe", poll=0.5)
     results["kill_probe"] = killed[0]
     results["probe_asked_at"] = asked
-    wait_for("probe_hung resolved", lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="resolved"), 120, poll=0.5)
-    wait_for("the waiting virsh to return", lambda: os.path.exists("/tmp/waiting.rc"), 300)
+    wait_for(lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="resolved"), 120, "probe_hung resolved", poll=0.5)
+    wait_for(lambda: os.path.exists("/tmp/waiting.rc"), 300, "the waiting virsh to return", poll=1.0)
     results["waiting_virsh_rc"] = open("/tmp/waiting.rc").read().strip()
     results["next_call_rc"] = sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600, check=False).returncode
     results["done"] = True

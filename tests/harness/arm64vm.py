@@ -84,11 +84,9 @@ def ensure_image(host: Host = HOSTS["bookworm-arm64"], log: IO[str] = sys.stderr
         (root / "etc/systemd/system/multi-user.target.wants/kvmwd-job.service").symlink_to("/etc/systemd/system/kvmwd-job.service")
         (root / "etc/udev/rules.d").mkdir(parents=True, exist_ok=True)
         (root / "etc/udev/rules.d/65-kvm.rules").write_text(KVM_RULE)
-        for name in ("vmlinuz", "initrd.img"):
-            target = (root / name).resolve() if (root / name).is_symlink() else root / name
-            if not target.exists():  # the symlink is absolute inside the image
-                target = root / os.readlink(root / name).lstrip("/")
-            shutil.copyfile(target, work / name)
+        for name in ("vmlinuz", "initrd.img"):  # links at the image's /, read inside the image (never the host's /boot)
+            link = root / name
+            shutil.copyfile(root / os.readlink(link).lstrip("/") if link.is_symlink() else link, work / name)
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
         used = int(subprocess.run(["du", "-sxm", str(root)], capture_output=True, text=True, check=True).stdout.split()[0])

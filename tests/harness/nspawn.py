@@ -49,18 +49,17 @@ def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=CACHE))
     try:
-        policy = work / "usr" / "sbin" / "policy-rc.d"
         if host.base:  # the base host's image, copied: its packages are this one's
             work.rmdir()
             subprocess.run(["cp", "-a", "--reflink=auto", str(ensure_image(HOSTS[host.base], log)), str(work)], check=True)
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
         else:
             # two steps: debootstrap's own configure pass cannot set up polkitd (libvirt's
             # dependency); apt in a chroot with /proc, /sys and /dev can, services kept from starting
             subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE)}", host.release, str(work), MIRROR], check=True, stdout=log, stderr=subprocess.STDOUT, env=CHROOT_ENV)
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
+        policy = work / "usr" / "sbin" / "policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        if not host.base:
             in_chroot(work, f"apt-get update -q && apt-get install -y -q --no-install-recommends {' '.join(host.packages)} && apt-get clean", log)
         if host.build_step:
             BUILD_STEPS[host.build_step](work, log)

@@ -86,6 +86,11 @@ def hold_run_lock(state_dir: str) -> int:
     return fd
 
 
+def _noted(config: Config) -> str:
+    """The config's notes (what its load accepted but an operator should know), as sentences for a message."""
+    return "".join(f" Note: {note}." for note in config.notes)
+
+
 @dataclass
 class Wiring:
     """The daemon's long-lived collaborators, made once by the composition root (service.app.build_daemon)."""
@@ -192,7 +197,7 @@ class Daemon:
                 "started",
                 f"kvm-watchdog {__version__} started: full scan every {self.config.interval:g}s, "
                 f"probe deadlines at {self.config.detect.probe_hung_after:g}s, {watch_how}; "
-                f"config {self.config.source or 'built-in defaults'}." + "".join(f" Note: {note}." for note in self.config.notes),
+                f"config {self.config.source or 'built-in defaults'}.{_noted(self.config)}",
                 config=self.config.source or "",
                 notes="\n".join(self.config.notes),
                 version=__version__,
@@ -485,8 +490,8 @@ class Daemon:
                 self._report_problems([problem])
         self.sink.mode = config.events
         self.next_latency = self.mono()
-        notes = "".join(f" Note: {note}." for note in config.notes)
-        self.sink.emit(lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.{notes}", NOTICE, config=config.source or ""))
+        message = f"Config reloaded from {config.source or 'built-in defaults'}.{_noted(config)}"
+        self.sink.emit(lifecycle("config_reloaded", message, NOTICE, config=config.source or ""))
         self.scan()
         self.notifier.ready(self.notifier_line())
 
