@@ -130,7 +130,8 @@ def last_client_done(box: Box) -> float:
 
 def idles_out(box: Box, since: float, timeout: float, interval: float) -> float:
     """libvirtd exits within its --timeout plus one scan after its last client, with the watchdog running."""
-    wait_for(lambda: libvirtd_state(box)[0] != "active", timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
+    # settled, not merely leaving: a "deactivating" snapshot would read as a start when it turns "inactive"
+    wait_for(lambda: libvirtd_state(box)[0] in ("inactive", "failed"), timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
     took = time.monotonic() - since
     assert took <= timeout + interval + 5, f"libvirtd idled out {took:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan and 5 s of slack"
     return took
