@@ -12,7 +12,8 @@ from conftest import REPO, run_cli, run_cli_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchdogd.config import Config, ConfigError, PolicyConfig, load_config, parse_config
+from watchdogd.config import Config, ConfigError, PolicyConfig, parse_config
+from watchdogd.service.preflight import load_config
 
 CONTRACT_EXAMPLE = """\
 interval: 5s
@@ -106,7 +107,8 @@ def test_config_check_prints_file_line_and_exits_2(tmp_path):
     bad.write_text("detect:\n  probe_hung_after: 1 minute\n")
     result = run_cli("config", "check", str(bad))
     assert result.rc == 2
-    assert result.out.strip() == f"{bad}:2: detect.probe_hung_after: '1 minute' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"
+    assert result.out == "", "problems go to stderr"
+    assert result.err.strip() == f"{bad}:2: detect.probe_hung_after: '1 minute' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"
     good = tmp_path / "good.yaml"
     good.write_text(CONTRACT_EXAMPLE)
     assert run_cli("config", "check", str(good)).rc == 0

@@ -295,8 +295,8 @@ def test_python_dash_m_is_the_same_command():
 
 
 def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_proc(own_libvirt, state_dir, write_config):
-    from watchdogd.config import load_config
     from watchdogd.service.app import build
+    from watchdogd.service.preflight import load_config
 
     scanner = build(load_config(write_config(own_libvirt.config(state_dir)), True)).scanner
     first = scanner.observe()

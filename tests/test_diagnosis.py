@@ -118,7 +118,7 @@ def test_a_broken_signature_table_is_a_config_error_with_its_row(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {tmp_path}/state\ndiagnose:\n  signatures: {table}\n")
     r = run_cli("config", "check", str(cfg))
-    assert r.rc == 2 and "diagnose.signatures" in r.out and "signatures[0]: not a valid regex" in r.out, r.out
+    assert r.rc == 2 and "diagnose.signatures" in r.err and "signatures[0]: not a valid regex" in r.err, r.err
 
 
 def test_an_operators_signature_row_is_tried_first(tmp_path):

@@ -218,7 +218,7 @@ def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path, value, m
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  listen: '{value}'\n")
     r = run_cli("config", "check", str(cfg))
-    assert r.rc == 2 and f"{cfg}:3: metrics.listen: {message}" in r.out, r.out
+    assert r.rc == 2 and f"{cfg}:3: metrics.listen: {message}" in r.err, r.err
 
 
 # ---- trust and bounds: the textfile's dir owner and the endpoint's clients ----------------------
@@ -290,7 +290,7 @@ def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  textfile: {tmp_path}/link/kvm-watchdog.prom\n")
     r = run_cli("config", "check", str(cfg))
-    assert r.rc == 2 and f"{cfg}:3: metrics.textfile: {tmp_path}/link is a symbolic link" in r.out, r.out
+    assert r.rc == 2 and f"{cfg}:3: metrics.textfile: {tmp_path}/link is a symbolic link" in r.err, r.err
 
 
 @pytest.mark.hostile

@@ -66,7 +66,7 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
     installed = run("dpkg", "-L", "kvm-watchdog").stdout.split()
     try:
         stages = sorted(p.name for p in (REPO / "watchdogd").iterdir() if (p / "__init__.py").exists())
-        assert stages == ["act", "decide", "diagnose", "observe", "report", "service"]
+        assert stages == ["act", "config", "decide", "diagnose", "observe", "report", "service"], "the stages and the config package"
         assert any(p.endswith("/watchdogd/diagnose/signatures.yaml") for p in installed), "the signature table ships as data"
         for stage in stages:
             assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), f"the .deb lacks watchdogd/{stage}"

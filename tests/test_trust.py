@@ -408,7 +408,7 @@ def test_config_refuses_probe_dirs_a_less_trusted_user_could_redirect(host, setu
     cfg = host / "c.yaml"
     cfg.write_text(text)
     r = run_cli("config", "check", str(cfg))
-    assert r.rc == 2 and f"{cfg}:3: libvirt.probe_dirs: " in r.out and expected in r.out, r.out
+    assert r.rc == 2 and f"{cfg}:3: libvirt.probe_dirs: " in r.err and expected in r.err, r.err
 
 
 def test_repo_default_config_is_accepted_as_it_ships():
@@ -429,7 +429,7 @@ def test_a_cache_dir_the_qemu_user_owns_as_libvirt_before_7_8_makes_it_is_watche
     # the same layout for a user that is not libvirt's qemu user: refused, as before
     cfg.write_text(f"state_dir: {host}/state\nlibvirt:\n  cache_dir: {caps}\n")
     r = run_cli("config", "check", str(cfg))
-    assert r.rc == 2 and f"belongs to uid {NOBODY.pw_uid}, not root" in r.out, r.out
+    assert r.rc == 2 and f"belongs to uid {NOBODY.pw_uid}, not root" in r.err, r.err
 
 
 def test_quarantine_of_a_cache_the_qemu_user_could_fill_moves_only_what_libvirt_could_have_written(host):

@@ -130,8 +130,7 @@ def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system
 
 def test_each_qemus_words_for_a_missing_in_kernel_gicv2_are_one_cause():
     """QEMU 4.1 (the incident's qemu-kvm) and QEMU 7.2 (seen under the real arm64 KVM of make matrix) say it differently."""
-    from watchdogd.diagnose.signatures import SHIPPED, match
-    from watchdogd.sigtable import load_table
+    from watchdogd.diagnose.signatures import SHIPPED, load_table, match
 
     table = load_table(SHIPPED)
     lines = [

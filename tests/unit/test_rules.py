@@ -132,7 +132,7 @@ def test_the_shipped_config_lists_every_key_at_its_default():
     import dataclasses
     from pathlib import Path
 
-    from watchdogd.config import load_config
+    from watchdogd.service.preflight import load_config
 
     shipped = load_config(str(Path(__file__).resolve().parents[2] / "config" / "kvm-watchdog.yaml"), True)
     assert dataclasses.replace(shipped, source=None) == Config(), "the shipped file says what the defaults are, so deleting a line changes nothing"

@@ -24,13 +24,12 @@ from ..model import Observation, Probe
 from ..observe.capture import Capturer
 from ..observe.logs import LogFollower
 from ..rules import is_hung
-from ..sigtable import Signature
 from ..state import StateStore
 from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
 from .kvmtest import KvmResult, device_present, run_selftest
-from .signatures import FAILED, STARTING, match
+from .signatures import FAILED, STARTING, Signature, match
 
 CLEAN_START_AFTER = 5.0  # seconds after a "starting up" line with no failure: the domain started cleanly
 MAX_DOMAINS = 1000

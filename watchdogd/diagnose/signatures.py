@@ -2,7 +2,8 @@
 
 Shipped as data (signatures.yaml beside this file), documented there, extended by the
 operator's own table (`diagnose.signatures: FILE`, tried first). Patterns are
-compiled once at load; a bad one is a clear error naming the file and the row.
+compiled once at load; a bad one is a clear error naming the file and the row (the
+preflight loads the operator's table, so `config check` says so before the daemon runs).
 """
 
 from __future__ import annotations
@@ -12,11 +13,50 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from ..sigtable import Signature, load_table
+import yaml
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "signatures.yaml")
 STARTING = re.compile(r"starting up libvirt version")  # libvirt's first line of each start attempt
 FAILED = re.compile(r"shutting down, reason=failed")
+
+
+class SignatureError(Exception):
+    """A signature table that cannot be used; says which file and row."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    pattern: re.Pattern[str]
+    cause: str
+    what_to_do: str
+    alert: bool = True
+
+
+def load_table(path: str) -> Tuple[Signature, ...]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f.read(1024 * 1024))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"{path}: cannot read the signature table: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("signatures"), list):
+        raise SignatureError(f"{path}: a signature table has a 'signatures' list")
+    causes = data.get("causes") or {}
+    if not isinstance(causes, dict):
+        raise SignatureError(f"{path}: 'causes' must map a cause to what to do")
+    out: List[Signature] = []
+    for index, row in enumerate(data["signatures"]):
+        where = f"{path}: signatures[{index}]"
+        if not isinstance(row, dict) or not isinstance(row.get("match"), str) or not isinstance(row.get("cause"), str):
+            raise SignatureError(f"{where}: needs 'match' (a regex) and 'cause'")
+        try:
+            pattern = re.compile(row["match"])
+        except re.error as exc:
+            raise SignatureError(f"{where}: not a valid regex: {exc}") from None
+        what = row.get("what_to_do") or causes.get(row["cause"])
+        if not isinstance(what, str):
+            raise SignatureError(f"{where}: no what_to_do for cause {row['cause']!r} (give one, or a 'causes' entry)")
+        out.append(Signature(pattern, row["cause"], " ".join(what.split()), bool(row.get("alert", True))))
+    return tuple(out)
 
 
 def load(extra: Optional[str]) -> Tuple[Signature, ...]:

@@ -23,6 +23,7 @@ from ..diagnose import incidents, signatures
 from ..diagnose.history import KernelHistory
 from ..diagnose.insight import Diagnostician
 from ..diagnose.kvmtest import run_selftest
+from ..diagnose.signatures import Signature, SignatureError
 from ..fsafe import BirthTime, read_pid_max
 from ..observe.capture import Capturer
 from ..observe.latency import LatencyProbe, SocketActivation
@@ -36,7 +37,6 @@ from ..report.figures import Figures, NoOutlet, Outlet, restore_counters
 from ..report.notify import Notifier
 from ..report.status import restore
 from ..safety import probe_arg_filter
-from ..sigtable import Signature, SignatureError
 from ..state import StateStore
 from .daemon import ConfigSource, Daemon, Wiring
 from .pipeline import Pipeline, scan_once

@@ -10,7 +10,7 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, TextIO, cast
 
 from .. import __version__
-from ..config import Config, ConfigError, load_config, resolve_path, to_yaml
+from ..config import Config, ConfigError, resolve_path, to_yaml
 from ..printable import PrintableWriter
 from ..report import diagnosis
 from ..report.perfdata import perfdata
@@ -20,6 +20,7 @@ from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
 from .daemon import AlreadyRunning, ConfigSource, hold_run_lock
 from .pipeline import remediate_once, scan_once
+from .preflight import load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,7 +191,7 @@ class Cli:
             checked = load_config(path, required=True)
         except ConfigError as exc:
             for problem in exc.problems:
-                print(problem, file=self.out)
+                print(problem, file=self.err)  # errors on stderr, as every other command's
             return ExitStatus.CRITICAL
         for note in checked.notes:
             print(f"{path}: note: {note}", file=self.out)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set
 
 from .. import __version__
 from ..act.actions import ActionRecord
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError
 from ..decide.ledger import FindingLedger
 from ..decide.policy import BOTH_LANES, BreakerChange
 from ..fsafe import try_flock
@@ -49,6 +49,7 @@ from ..rules import deadlines
 from ..state import StateError
 from ..timefmt import iso_utc
 from .pipeline import Pipeline
+from .preflight import load_config
 from .runner import ActionRunner, Waker
 
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
