@@ -12,7 +12,8 @@ import psutil
 import yaml
 from harness.sandbox import LibvirtSandbox
 
-from watchdogd.config import Config, load_config
+from watchdogd.config import Config
+from watchdogd.service.preflight import load_config
 
 
 def sandbox_config(box: LibvirtSandbox, **overrides: Any) -> Tuple[str, Config, Path]:
