@@ -260,8 +260,7 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
 
     from watchdogd.report.events import EventSink
     from watchdogd.service.app import build, build_daemon
-    from watchdogd.service.daemon import ConfigSource
-    from watchdogd.service.preflight import load_config
+    from watchdogd.service.preflight import ConfigSource, load_config
 
     path = state_dir / "config.yaml"
     import yaml
@@ -317,8 +316,7 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
 
     from watchdogd.report.events import EventSink
     from watchdogd.service.app import build, build_daemon
-    from watchdogd.service.daemon import ConfigSource
-    from watchdogd.service.preflight import load_config
+    from watchdogd.service.preflight import ConfigSource, load_config
 
     path = state_dir / "config.yaml"
     path.write_text(yaml.safe_dump(libvirt.config(state_dir, interval="0.1s", latency={"enabled": False})))

@@ -15,9 +15,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Mapping, Optional, Protocol, TextIO, cast
+from typing import Callable, Deque, Dict, Mapping, Optional, Protocol, Sequence, TextIO, cast
 
+from .. import __version__
 from ..act.actions import ActionRecord
+from ..config import Config, LimitsConfig
 from ..model import Finding, Severity
 from ..printable import printable
 from ..timefmt import iso_utc
@@ -133,6 +135,55 @@ def action_taken(record: ActionRecord, probe_dir: Optional[str]) -> Event:
 def lifecycle(kind: str, message: str, priority: int = INFO, **fields: str) -> Event:
     """started, stopped, config_reloaded, config_error, remediation_paused/resumed."""
     return Event(kind, message, priority, {f"KVMWD_{k.upper()}": v for k, v in fields.items()})
+
+
+def _noted(config: Config) -> str:
+    """The config's notes (what its load accepted but an operator should know), as sentences for a message."""
+    return "".join(f" Note: {note}." for note in config.notes)
+
+
+def started(config: Config, watch_how: str) -> Event:
+    """The daemon's first event: what it watches, how, and from which config."""
+    return lifecycle(
+        "started",
+        f"kvm-watchdog {__version__} started: full scan every {config.interval:g}s, "
+        f"probe deadlines at {config.detect.probe_hung_after:g}s, {watch_how}; "
+        f"config {config.source or 'built-in defaults'}.{_noted(config)}",
+        config=config.source or "",
+        notes="\n".join(config.notes),
+        version=__version__,
+        watch=watch_how,
+    )
+
+
+def stopped(cut_short: bool) -> Event:
+    """The daemon's last event; a warning when an action batch was still running at the stop."""
+    if cut_short:
+        return lifecycle("stopped", "kvm-watchdog stopped. An action was still running and was cut short.", WARNING)
+    return lifecycle("stopped", "kvm-watchdog stopped.", NOTICE)
+
+
+def config_reloaded(config: Config) -> Event:
+    return lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.{_noted(config)}", NOTICE, config=config.source or "")
+
+
+def config_error(path: str, problems: Sequence[str]) -> Event:
+    """A reload refused: the running config is kept."""
+    message = f"The new config {path} was not loaded, the running one is kept: {'; '.join(problems)}"
+    return lifecycle("config_error", message, ERR, config=path, problems="\n".join(problems))
+
+
+def remediation_paused(limits: LimitsConfig) -> Event:
+    return lifecycle(
+        "remediation_paused",
+        f"Remediation paused: {limits.actions} actions within {limits.per:g}s (limits). Findings are still reported; "
+        "actions resume when the window has room again. Something keeps breaking: look at the host.",
+        WARNING,
+    )
+
+
+def remediation_resumed() -> Event:
+    return lifecycle("remediation_resumed", "Remediation resumed: the limits window has room again.", NOTICE)
 
 
 class Sender(Protocol):

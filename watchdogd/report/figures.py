@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
-from ..config import DetectConfig, MetricsConfig
+from ..config import Config, DetectConfig, MetricsConfig
 from ..model import Finding, LatencyResult, Observation
 from ..rules import is_hung, why_not_stale
 from ..state import StateStore
@@ -70,6 +70,21 @@ class Snapshot:
     scan_seconds: float
     interval: float
     up: bool = True
+
+
+def snapshot_of(obs: Observation, findings: Sequence[Finding], config: Config, paused: bool, seconds: float) -> Snapshot:
+    """The gauges of one scan that took `seconds`."""
+    return Snapshot(
+        findings=tuple(findings),
+        probes=probe_states(obs, config.detect),
+        paused=paused,
+        cache_entries=len(obs.cache_entries) if obs.cache_entries is not None else None,
+        kernel_release=obs.kernel_release,
+        kernel_last_good=obs.kernel_last_good or "",
+        last_scan=obs.taken_wall,
+        scan_seconds=seconds,
+        interval=config.interval,
+    )
 
 
 def probe_states(obs: Observation, detect: DetectConfig) -> Dict[str, int]:

@@ -38,8 +38,9 @@ from ..report.notify import Notifier
 from ..report.status import restore
 from ..safety import probe_arg_filter
 from ..state import StateStore
-from .daemon import ConfigSource, Daemon, Wiring
+from .daemon import Daemon, Wiring
 from .pipeline import Pipeline, scan_once
+from .preflight import ConfigSource
 from .runner import ActionRunner, Waker
 
 

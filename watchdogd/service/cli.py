@@ -18,9 +18,9 @@ from ..report.render import ExitStatus, as_json, exit_status, human
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
-from .daemon import AlreadyRunning, ConfigSource, hold_run_lock
 from .pipeline import remediate_once, scan_once
-from .preflight import load_config
+from .preflight import ConfigSource, load_config
+from .runlock import AlreadyRunning, hold_run_lock
 
 
 def _parser() -> argparse.ArgumentParser:

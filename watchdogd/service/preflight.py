@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import os
 import pwd
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, Tuple
 
 from ..config import Config, ConfigError, ConfigProblem, LibvirtConfig, parse_config, read_text
@@ -127,3 +128,14 @@ def prometheus_client_problem() -> Optional[str]:
         want = ".".join(map(str, PROMETHEUS_CLIENT_MIN))
         return f"needs prometheus-client >= {want}, found {found}: install a newer one (pip install 'prometheus-client>={want}'), or turn metrics off"
     return None
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the config comes from, so SIGHUP reads the same place again."""
+
+    path: str
+    required: bool
+
+    def load(self) -> Config:
+        return load_config(self.path, self.required)

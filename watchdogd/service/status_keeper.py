@@ -1,0 +1,71 @@
+"""What `status` and the journal say between scans: status.json when it changed, scan.json every scan, each problem once."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set
+
+from ..act.actions import ActionRecord
+from ..decide.ledger import FindingLedger
+from ..model import Observation, problem_id
+from ..report.events import WARNING, EventSink, lifecycle
+from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document
+from ..state import StateError
+from ..timefmt import iso_utc
+from .pipeline import Pipeline
+
+RECENT_ACTIONS = 50
+
+
+class StatusKeeper:
+    """The daemon's saved view (status.json, scan.json) and its scan_problem events.
+
+    status.json is rewritten only when what it says changes (its ledger, actions, problems);
+    the per-scan figures go to the small scan.json. A problem (an unreadable dir, a full disk)
+    is told once when it starts, not every scan."""
+
+    def __init__(self, sink: EventSink, ledger: FindingLedger, recent: Sequence[Dict[str, Any]], started_wall: float):
+        self.sink = sink
+        self.ledger = ledger
+        self.recent: Deque[Dict[str, Any]] = collections.deque(recent, maxlen=RECENT_ACTIONS)
+        self.started_wall = started_wall
+        self.problems_seen: Set[str] = set()
+        self._saved: Optional[Dict[str, Any]] = None  # what status.json holds now, when we wrote it
+
+    def acted(self, record: ActionRecord) -> None:
+        self.recent.append(dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at)))
+
+    def report(self, problems: Sequence[str], replace: bool = False) -> None:
+        """Each new problem once. replace: these are all the problems of a whole scan; one that is gone may be told again if it comes back."""
+        current = {problem_id(p): p for p in problems}
+        for key in sorted(set(current) - self.problems_seen):
+            text = current[key]
+            self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=str(text)))
+        self.problems_seen = set(current) if replace else self.problems_seen | set(current)
+
+    def write(self, parts: Pipeline, obs: Observation, scans: int, line: str, problems: Sequence[str], stopped_at: Optional[float] = None) -> List[str]:
+        """Save what `status` shows; the problems saving met, if any."""
+        status = DaemonView(
+            started_at=self.started_wall,
+            config=parts.config.source,
+            interval=parts.config.interval,
+            paused=parts.engine.state.paused,
+            ledger=self.ledger,
+            recent_actions=list(self.recent),
+            errors=list(problems),
+            events_sent=dict(self.sink.sent),
+            stopped_at=stopped_at,
+        ).document()
+        out: List[str] = []
+        if status != self._saved:
+            try:
+                parts.state.write_json(STATUS_FILE, status)
+                self._saved = status
+            except StateError as exc:
+                self._saved = None
+                out.append(exc.problem())
+        try:
+            parts.state.write_json(SCAN_FILE, scan_document(obs, scans, line), durable=False)
+        except StateError as exc:
+            out.append(exc.problem())
+        return out
