@@ -26,10 +26,11 @@ from hypothesis import strategies as st
 from watchdogd.act.actions import QuarantineCache
 from watchdogd.act.stale import RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig
-from watchdogd.fsafe import BirthTime, parse_pid, read_pidfile
+from watchdogd.fsafe import BirthTime
 from watchdogd.model import Finding, Severity
 from watchdogd.observe.procfs import ProcFS, parse_stat, split_cmdline
 from watchdogd.observe.scan import Scanner
+from watchdogd.pidfile import parse_pid, read_pidfile
 from watchdogd.service.app import build
 from watchdogd.service.preflight import load_config
 from watchdogd.state import StateStore

@@ -16,24 +16,25 @@ import errno
 import os
 import threading
 import time
-from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..config import Config
-from ..emulators import is_emulator, is_emulator_name, why_not_guest
-from ..fsafe import BirthTime, non_root_writers, open_dir_nofollow, open_path_nofollow, read_pid_max, read_pidfile
-from ..model import Defunct, DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
-from ..safety import QMP_DIR, Protected, probe_dir_named, why_not_member
+from ..emulators import is_emulator_name, why_not_guest
+from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
+from ..model import DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from ..pidfile import read_pid_max, read_pidfile
+from ..safety import QMP_DIR, Protected, why_not_member
 from ..state import StateStore
+from .cache_dir import cache_entries
 from .procfs import ProcFS
+from .provenance import Provenance
+from .view import ProcessView, defunct, role_of
 
 # With no probe dir anywhere, a scan reads only libvirt's own process subtree; the
 # whole of /proc is walked at least this often even then (a safety net: nothing an idle host
 # can show needs it) (and always when a probe
 # dir exists, a known libvirt daemon is gone, or an action is about to act).
 FULL_WALK_EVERY = 600.0
-CACHE_NAMES_KEPT = 256  # cache entries listed by name; past it only counted
-MEMBERS_CHECKED = 8  # members of a probe whose stop and trace state is read (a probe has three)
-DIRS_PER_PROCESS = 2  # probe dirs one process's command line may name and count for
 
 
 class Scanner:
@@ -60,9 +61,7 @@ class Scanner:
         self._last_walk: Optional[float] = None
         self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
-        # without systemd: processes seen as a libvirt daemon's child, (pid, start time) -> how; never a dir:
-        # the qemu user owns every probe dir and could run its own process naming a proven one
-        self._proven: Dict[Tuple[int, float], str] = {}
+        self.provenance = Provenance(config, proc)  # proofs per process, never per dir
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
         self._guests: Dict[int, float] = {}  # libvirt's running guests: pid -> start time; found on full walks, dropped when gone
         self.own_pid = os.getpid() if own_pid is None else own_pid
@@ -76,7 +75,7 @@ class Scanner:
         """After a reload: the old scanner's memory (first sight of each dir, proofs, libvirt's pids, guests)."""
         with old._lock:
             self._first_seen = dict(old._first_seen)
-            self._proven = dict(old._proven)
+            self.provenance.proven = dict(old.provenance.proven)
             self._libvirt = dict(old._libvirt)
             self._guests = dict(old._guests)
             self._missing_since = {k: v for k, v in old._missing_since.items() if k in self.config.libvirt.probe_dirs}
@@ -104,7 +103,7 @@ class Scanner:
         uptime = self.proc.uptime()
         table, walked = self._table(full)
         libvirt_pids = frozenset(self._libvirt)
-        view = _View(table, Protected(self.own_pid, libvirt_pids), now, uptime, self.config.libvirt.probe_dirs)
+        view = ProcessView(table, Protected(self.own_pid, libvirt_pids), now, uptime, self.config.libvirt.probe_dirs)
         probes: List[Probe] = []
         floods: List[DirFlood] = []
         for base in self.config.libvirt.probe_dirs:
@@ -116,8 +115,8 @@ class Scanner:
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         alive = {(m.process.pid, m.process.start_boot_s) for p in probes for m in p.members}
-        self._proven = {k: v for k, v in self._proven.items() if k in alive}
-        cache_entries, cache_owner = self._cache_entries(errors)
+        self.provenance.keep_only(alive)
+        entries, cache_owner = cache_entries(self.config.libvirt.cache_dir, errors)
         kernel_last_good = None
         if with_state:
             kernel_last_good = self.state.last_good_kernel()
@@ -127,10 +126,10 @@ class Scanner:
             taken_wall=now,
             uptime_s=uptime,
             probes=tuple(sorted(probes, key=lambda p: p.path)),
-            defunct=tuple(self._defunct(table, probes, libvirt_pids, uptime)),
+            defunct=tuple(defunct(view, probes, self.config.detect.emulator_names, self.proc)),
             libvirt_pids=tuple(sorted(libvirt_pids)),
             cache_dir=self.config.libvirt.cache_dir,
-            cache_entries=cache_entries,
+            cache_entries=entries,
             kernel_release=os.uname().release,
             kernel_last_good=kernel_last_good,
             latency=latency,
@@ -230,7 +229,7 @@ class Scanner:
         self._missing_since.pop(base, None)
         return fd
 
-    def _probes_in(self, base: str, view: _View, errors: List[str]) -> Tuple[List[Probe], Optional[DirFlood]]:
+    def _probes_in(self, base: str, view: ProcessView, errors: List[str]) -> Tuple[List[Probe], Optional[DirFlood]]:
         base_fd = self._open_or_note(base, errors)
         if base_fd is None:
             return [], None
@@ -261,7 +260,7 @@ class Scanner:
             os.close(base_fd)
         return probes, (DirFlood(base, total, read) if total > read else None)
 
-    def _read_probe(self, base_fd: int, base: str, name: str, view: _View, trusted: AbstractSet[int], errors: List[str]) -> Optional[Probe]:
+    def _read_probe(self, base_fd: int, base: str, name: str, view: ProcessView, trusted: AbstractSet[int], errors: List[str]) -> Optional[Probe]:
         try:
             dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
         except OSError as exc:
@@ -276,7 +275,7 @@ class Scanner:
             os.close(dir_fd)
         return self._probe(os.path.join(base, name), made, owner, pidfile, view, trusted)
 
-    def _probe(self, path: str, made: float, owner: int, pidfile: PidfileRead, view: _View, trusted: AbstractSet[int]) -> Probe:
+    def _probe(self, path: str, made: float, owner: int, pidfile: PidfileRead, view: ProcessView, trusted: AbstractSet[int]) -> Probe:
         names = self.config.detect.emulator_names
         table, protected, boot_wall = view.table, view.protected, view.now - view.uptime
         live = [p for p in view.naming.get(path, ()) if why_not_member(p, path, made, boot_wall, protected, names, owner) is None]
@@ -289,7 +288,7 @@ class Scanner:
             else:
                 why = why_not_member(named, path, made, boot_wall, protected, names, owner)
                 rejected = f"pidfile names pid {named.pid} ({named.comm}), which is not part of this probe: {why}"
-        members = [ProbeMember(p, _role(p, pidfile.pid, live_pids, protected.libvirt_pids)) for p in live]
+        members = [ProbeMember(p, role_of(p, pidfile.pid, live_pids, protected.libvirt_pids)) for p in live]
         daemons = [m for m in members if m.role == Role.DAEMON]
         if len(daemons) > 1:  # only the pidfile can settle which one is the daemon
             members = [ProbeMember(m.process, Role.UNKNOWN) if m.role == Role.DAEMON and m.process.pid != pidfile.pid else m for m in members]
@@ -300,7 +299,7 @@ class Scanner:
             age = max(0.0, view.uptime - min(p.start_boot_s for p in live))
         else:
             age = self._dir_age(path, max(0.0, view.now - made))
-        proof = self._proof(members, trusted, table)
+        proof = self.provenance.proof(members, trusted, table)
         return Probe(
             path=path,
             made_wall=made,
@@ -310,48 +309,8 @@ class Scanner:
             pidfile_rejected=rejected,
             owner_uid=owner,
             proof=proof,
-            held=self._held(members),
+            held=self.provenance.held(members),
         )
-
-    def _held(self, members: Sequence[ProbeMember]) -> Optional[str]:
-        """Why a member is held rather than hung: stopped (SIGSTOP, by its own uid) or traced (a debugger)."""
-        for m in members[:MEMBERS_CHECKED]:
-            p = m.process
-            if p.is_zombie:
-                continue
-            if p.state in ("T", "t"):
-                return f"{m.role.value} process {p.pid} is {'stopped' if p.state == 'T' else 'stopped by its tracer'} (state {p.state})"
-            tracer = self.proc.tracer(p.pid)
-            if tracer:
-                return f"{m.role.value} process {p.pid} is traced by pid {tracer}"
-        return None
-
-    def _proof(self, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]) -> Optional[str]:
-        """How the kernel says a member is libvirt's, per process; None: not proven.
-
-        Where systemd runs (and not for a session libvirt, whose user runs its own units), a member in
-        system.slice/libvirtd.service (or virtqemud.service): libvirt's units use KillMode=process, so
-        its probes stay in its cgroup across a restart, and no unprivileged uid can move a process there.
-        Elsewhere, a member that is (or was seen by an earlier scan as) a libvirt daemon's child."""
-        if self.proc.systemd and not self.config.libvirt.session_dirs:
-            units = {f"{d}.service" for d in self.config.detect.libvirt_daemons}
-            for m in members[:MEMBERS_CHECKED]:
-                if m.process.is_zombie:
-                    continue
-                cgroup = self.proc.cgroup(m.process.pid) or ()
-                if len(cgroup) >= 2 and cgroup[0] == "system.slice" and cgroup[1] in units:
-                    return f"{m.role.value} process {m.process.pid} runs in {cgroup[1]}'s cgroup"
-            return None
-        for m in members:
-            key = (m.process.pid, m.process.start_boot_s)
-            if m.process.ppid in trusted:
-                parent = table[m.process.ppid]
-                proof = f"{m.role.value} process {m.process.pid} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
-                self._proven[key] = proof
-                return proof
-            if key in self._proven:
-                return self._proven[key] + ", seen by an earlier scan"
-        return None
 
     def _dir_age(self, path: str, wall_age: float) -> float:
         """A dir's age from its birth time, but never more than the monotonic clock allows since first seen.
@@ -363,107 +322,3 @@ class Scanner:
         mono = self.mono()
         first = self._first_seen.setdefault(path, (mono, wall_age))
         return min(wall_age, first[1] + (mono - first[0]))
-
-    def _defunct(self, table: Dict[int, Process], probes: Sequence[Probe], libvirt_pids: AbstractSet[int], uptime: float) -> List[Defunct]:
-        owner: Dict[int, str] = {}
-        for probe in probes:
-            for member in probe.members:
-                owner[member.process.pid] = probe.path
-        found: List[Defunct] = []
-        names = self.config.detect.emulator_names
-        for zombie in table.values():
-            if not zombie.is_zombie or not is_emulator(zombie, names):
-                continue
-            parent = table.get(zombie.ppid)
-            if zombie.ppid in owner and zombie.ppid != zombie.pid:
-                kind, probe_path = "probe", owner[zombie.ppid]
-            elif zombie.ppid in libvirt_pids:
-                kind, probe_path = "libvirt", None
-            elif zombie.ppid == 1:
-                kind, probe_path = "init", None
-            else:
-                kind, probe_path = "other", None
-            if parent is None and zombie.ppid > 1:
-                parent = self.proc.process(zombie.ppid)
-            found.append(Defunct(zombie=zombie, parent=parent, parent_kind=kind, probe_path=probe_path, age_s=max(0.0, uptime - zombie.start_boot_s)))
-        return found
-
-    def _cache_entries(self, errors: List[str]) -> Tuple[Optional[Tuple[str, ...]], Optional[int]]:
-        """The cache's entries (the first CACHE_NAMES_KEPT) and its owner; None when unreadable."""
-        path = self.config.libvirt.cache_dir
-        try:
-            fd = open_path_nofollow(path)
-        except FileNotFoundError:
-            return (), None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                errors.append(f"cache dir {path} refused: a part of its path is a symbolic link or not a directory")
-            else:
-                errors.append(f"cannot read cache dir {path}: {exc.strerror}")
-            return None, None
-        try:
-            # who could swap it: its owner, or a qemu user owning a dir on the way (libvirt < 7.8)
-            writers = non_root_writers(path) or ()
-            owner = writers[0] if writers else os.fstat(fd).st_uid
-            names: List[str] = []
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    if entry.name.endswith(".xml") and len(names) < CACHE_NAMES_KEPT:
-                        names.append(entry.name)
-            return tuple(sorted(names)), owner
-        except OSError as exc:
-            errors.append(f"cannot read cache dir {path}: {exc.strerror}")
-            return None, None
-        finally:
-            os.close(fd)
-
-
-class _View:
-    """What one scan saw of the process table, shared by the reads of every probe dir in it.
-
-    Which processes name which probe dir is indexed once a scan (each process counts for at
-    most DIRS_PER_PROCESS dirs: a probe names its own dir twice, -qmp and -pidfile, so a 4 KiB
-    command line naming 80 dirs costs 2), and a dir's members are looked up there, never by
-    walking the whole table once per dir.
-    """
-
-    def __init__(self, table: Dict[int, Process], protected: Protected, now: float, uptime: float, bases: Sequence[str] = ()):
-        self.table = table
-        self.protected = protected
-        self.now = now
-        self.uptime = uptime
-        self.naming: Dict[str, List[Process]] = {}  # probe dir -> the live processes whose command line names it
-        known = frozenset(bases)
-        for p in table.values():
-            if p.is_zombie:
-                continue
-            dirs: List[str] = []
-            for arg in p.cmdline:
-                d = probe_dir_named(arg, known)
-                if d is not None and d not in dirs:
-                    dirs.append(d)
-                    if len(dirs) >= DIRS_PER_PROCESS:
-                        break
-            for d in dirs:
-                self.naming.setdefault(d, []).append(p)
-
-    def named_dirs(self, base: str, cap: int) -> FrozenSet[str]:
-        """Names of the qmp dirs under base that a live process names, always read: at most `cap`, those a libvirt
-        daemon's child names first (a flood of processes naming dirs cannot push a genuine probe out)."""
-        libvirt = self.protected.libvirt_pids
-        named = [(not any(p.ppid in libvirt for p in procs), d) for d, procs in self.naming.items() if os.path.dirname(d) == base]
-        return frozenset(os.path.basename(d) for _, d in sorted(named)[:cap])
-
-    def trusted_parents(self, owner: int) -> FrozenSet[int]:
-        """Live libvirt daemons that run as root or as `owner` (a session's user): their children are libvirt's probes."""
-        return frozenset(pid for pid in self.protected.libvirt_pids if (p := self.table.get(pid)) is not None and not p.is_zombie and p.uid in (0, owner))
-
-
-def _role(proc: Process, pidfile_pid: Optional[int], members: Set[int], libvirt_pids: AbstractSet[int]) -> Role:
-    if proc.pid == pidfile_pid:
-        return Role.DAEMON
-    if proc.ppid in libvirt_pids:
-        return Role.FIRST
-    if proc.ppid in members:
-        return Role.UNKNOWN
-    return Role.DAEMON  # re-parented to init or a subreaper: what the daemon looks like

@@ -24,13 +24,14 @@ from ..diagnose.history import KernelHistory
 from ..diagnose.insight import Diagnostician
 from ..diagnose.kvmtest import run_selftest
 from ..diagnose.signatures import Signature, SignatureError
-from ..fsafe import BirthTime, read_pid_max
+from ..fsafe import BirthTime
 from ..observe.capture import Capturer
 from ..observe.latency import LatencyProbe, SocketActivation
 from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..observe.watch import DirWatch
+from ..pidfile import read_pid_max
 from ..report import diagnosis
 from ..report.events import EventSink, journal_sender
 from ..report.figures import Figures, NoOutlet, Outlet, restore_counters
