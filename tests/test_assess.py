@@ -18,7 +18,7 @@ def test_a_zombie_libvirt_has_not_reaped_is_reported_with_libvirt_as_its_parent(
     [finding] = assess(zombie_under_libvirt(age=120), Config())
     assert finding.kind == "probe_defunct" and finding.subject == "libvirt pid 77"
     assert "only libvirt can reap it" in finding.message
-    assert finding.evidence["zombies"] == [{"pid": 90, "parent_pid": 77, "parent_comm": "libvirtd", "parent_kind": "libvirt", "age_s": 120}]
+    assert finding.to_json()["evidence"]["zombies"] == [{"pid": 90, "parent_pid": 77, "parent_comm": "libvirtd", "parent_kind": "libvirt", "age_s": 120}]
     # kill_probe has nothing it may do about it: only restart_libvirt resolves it
     result, detail, pids = KillProbe(Config(), scanner=None, ender=None).run(finding)  # type: ignore[arg-type]
     assert result == "skipped" and "only restart_libvirt" in detail and pids == ()

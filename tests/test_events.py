@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Dict, List
 
+from harness.findings import hung_probe, stale_dir
+
 from watchdogd.act.actions import ActionRecord
 from watchdogd.decide.ledger import FindingLedger
-from watchdogd.model import Finding, Severity
 from watchdogd.report.events import MESSAGE_IDS, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
 
-HUNG = Finding("probe_hung", Severity.CRITICAL, "/d/qmp-abcdef", 100.0, "hung", {"probe_dir": "/d/qmp-abcdef", "pids": [7, 8], "age_s": 61.0})
-STALE = Finding("probe_dir_stale", Severity.WARNING, "/d/qmp-zzzzzz", 50.0, "stale", {"probe_dir": "/d/qmp-zzzzzz"})
+HUNG = dataclasses.replace(hung_probe("/d/qmp-abcdef", pids=[7, 8], age_s=61.0, since=100.0), message="hung")
+STALE = stale_dir("/d/qmp-zzzzzz", since=50.0)
 
 
 def test_a_condition_seen_on_every_scan_opens_once_and_resolves_once():

@@ -17,13 +17,14 @@ from typing import Any, Dict, Set
 
 import pytest
 import yaml
+from harness.findings import hung_probe
 from harness.prom import PROMTOOL, NodeExporter, Prometheus, free_port, get, samples
 from harness.wait import wait_for
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from watchdogd.config import Config
-from watchdogd.model import FINDING_KINDS, Finding, Severity
+from watchdogd.model import FINDING_KINDS
 from watchdogd.report.figures import Counters, Figures, Snapshot
 from watchdogd.report.metrics import Metrics
 from watchdogd.state import StateStore
@@ -87,8 +88,8 @@ def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     figures = Figures(Counters())
     figures.snapshot = snapshot(
         [
-            Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-AAAAAA", 0.0, "msg", {"pids": [4242], "diagnosis": {"cause": "userspace_deadlock"}, "proven_libvirt": True}),
-            Finding("probe_hung", Severity.CRITICAL, "/var/lib/libvirt/qemu/qmp-BBBBBB", 0.0, "msg", {"pids": [4243], "diagnosis": {"cause": "held"}, "proven_libvirt": False}),
+            hung_probe("/var/lib/libvirt/qemu/qmp-AAAAAA", proven=True, pids=[4242], cause="userspace_deadlock"),
+            hung_probe("/var/lib/libvirt/qemu/qmp-BBBBBB", proven=False, pids=[4243], cause="held"),
         ]
     )
     text = exposition(figures)
@@ -128,7 +129,7 @@ def test_the_textfile_is_never_seen_half_written(tmp_path):
         n = 0
         while not stop.is_set():
             n += 1
-            metrics.publish(snapshot([Finding("probe_hung", Severity.CRITICAL, f"/d/qmp-{i:06d}", 0.0, "m", {}) for i in range(n % 50)]))
+            metrics.publish(snapshot([hung_probe(f"/d/qmp-{i:06d}") for i in range(n % 50)]))
 
     writer = threading.Thread(target=write)
     writer.start()

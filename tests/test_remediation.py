@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
+from harness.findings import hung_probe
 from harness.sandbox import alive, file_tree
 from harness.wait import wait_for
 
@@ -321,13 +322,12 @@ def test_remediate_with_a_broken_config_acts_on_nothing(tmp_path):
 
 def test_policy_state_survives_a_restart_and_a_corrupt_file_is_set_aside(state_dir):
     from watchdogd.decide.policy import PolicyEngine, PolicyState
-    from watchdogd.model import Finding, Severity
     from watchdogd.state import StateStore
 
     config = parse_config(f"state_dir: {state_dir}\n", "c.yaml")
     store = StateStore(str(state_dir))
     engine = PolicyEngine(config)
-    hung = [Finding("probe_hung", Severity.CRITICAL, f"/d/qmp-AAAAA{i}", 0.0, "m", {"probe_dir": f"/d/qmp-AAAAA{i}", "proven_libvirt": True}) for i in range(3)]
+    hung = [hung_probe(f"/d/qmp-AAAAA{i}") for i in range(3)]
     engine.decide(hung[:2], now=100.0)
     store.write_json("policy.json", engine.state.to_json())
     restarted = PolicyEngine(config, PolicyState.from_json(store.read_json("policy.json")))

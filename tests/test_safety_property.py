@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from harness.findings import hung_probe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watchdogd.act.actions import KillProbe
 from watchdogd.act.killer import ProcessEnder
 from watchdogd.config import parse_config
+from watchdogd.decide.evidence import Latency
 from watchdogd.fsafe import BirthTime
 from watchdogd.model import Finding, Process, Severity
 from watchdogd.observe.procfs import ProcFS
@@ -132,11 +134,11 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
         for member in probe.live_members:
             assert allowed(member.process, probe.path, probe.made_wall, boot_wall, uids), (probe.path, member)
         ender.signalled.clear()
-        kill.run(Finding("probe_hung", Severity.CRITICAL, probe.path, 0.0, "", {"probe_dir": probe.path}))
+        kill.run(hung_probe(probe.path))
         for pid in ender.signalled:
             assert allowed(proc.process(pid), probe.path, probe.made_wall, boot_wall, uids), (probe.path, pid, table.get(pid))
     ender.signalled.clear()
-    kill.run(Finding("domcaps_hung", Severity.CRITICAL, "uri", 0.0, "", {}))
+    kill.run(Finding("domcaps_hung", Severity.CRITICAL, "uri", 0.0, "", Latency("uri")))
     made = {p.path: p.made_wall for p in obs.probes}
     for pid in ender.signalled:
         assert any(allowed(proc.process(pid), path, m, boot_wall, uids) for path, m in made.items()), (pid, table.get(pid))

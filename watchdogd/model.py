@@ -6,6 +6,7 @@ into Findings, policy turns those into planned actions. Nothing here does I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
@@ -240,31 +241,88 @@ class Observation:
     errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 
+def _plain(value: object) -> object:
+    """A JSON value from an evidence field: tuples as lists, nested facts as their JSON."""
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return to_json()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+OMIT_IF_NONE = {"omit_if_none": True}  # an evidence field that is left out of the JSON while it is None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a finding rests on: one frozen dataclass per finding family (decide/evidence.py).
+
+    The questions the stages after assess ask of any finding have one answer here each
+    (None or empty where a family has no such thing); everything else is its family's own."""
+
+    def to_json(self) -> Dict[str, object]:
+        out: Dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_if_none"):
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+    def probe_path(self) -> Optional[str]:
+        """The probe dir the finding is about: what kill_probe and remove_stale_dir act on."""
+        return None
+
+    def pid_list(self) -> Tuple[int, ...]:
+        return ()
+
+    def age(self) -> Optional[float]:
+        """Seconds the probe has existed."""
+        return None
+
+    def latency(self) -> Optional[float]:
+        """The getDomainCapabilities latency, ms."""
+        return None
+
+    def diagnosis(self) -> Optional[Dict[str, object]]:
+        """Why, as diagnosed: at least cause and what_to_do."""
+        return None
+
+    def cause(self) -> Optional[str]:
+        found = self.diagnosis()
+        cause = found.get("cause") if found else None
+        return cause if isinstance(cause, str) else None
+
+
 @dataclass(frozen=True)
 class Finding:
+    """One finding of the contract. proven: libvirt's own evidence, beyond what the qemu user could forge.
+
+    Libvirt-level kinds always are; a probe is when the scan proved it libvirt's and it is not
+    held; a cache finding when root owns the cache dir. Host-wide actions act only on proven
+    findings, and actions on the others draw on a budget of their own (docs/THREAT-MODEL.md)."""
+
     kind: str
     severity: Severity
     subject: str
     since: float  # wall time the condition began, as best known
     message: str
-    evidence: Dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=Evidence)
+    proven: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind in LIBVIRT_LEVEL_KINDS and not self.proven:
+            object.__setattr__(self, "proven", True)  # what libvirt itself answers: nobody else can make it
 
     @property
     def key(self) -> Tuple[str, str]:
         return (self.kind, self.subject)
 
-    @property
-    def proven(self) -> bool:
-        """Is this evidence libvirt's own, beyond what the qemu user could forge?
-
-        Libvirt-level kinds are; a probe is when the scan proved it libvirt's
-        (evidence.proven_libvirt); a cache finding when root owns the cache dir.
-        Host-wide actions act only on proven findings, and actions on the others
-        draw on a budget of their own.
-        """
-        if self.kind in LIBVIRT_LEVEL_KINDS:
-            return True
-        return self.evidence.get("proven_libvirt") is True
+    def evidence_json(self) -> Dict[str, object]:
+        return {**self.evidence.to_json(), "proven_libvirt": self.proven}
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -273,5 +331,5 @@ class Finding:
             "subject": self.subject,
             "since": iso_utc(self.since),
             "message": self.message,
-            "evidence": self.evidence,
+            "evidence": self.evidence_json(),
         }

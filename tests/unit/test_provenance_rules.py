@@ -10,12 +10,14 @@ by being libvirtd's child (remembered per process, never per dir).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Dict, List
 
 from watchdogd.config import parse_config
 from watchdogd.decide.assess import assess
+from watchdogd.decide.evidence import HungProbe
 from watchdogd.decide.policy import PolicyEngine, PolicyState
 from watchdogd.fsafe import BirthTime
 from watchdogd.model import Probe
@@ -102,11 +104,12 @@ def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restar
     probe = world.probe()
     assert probe.proof is not None and probe.held == "first process 600 is stopped (state T)"
     [hung] = [f for f in assess(world.scanner.observe(full=True), world.config) if f.kind == "probe_hung"]
-    assert not hung.proven and hung.evidence["held"] == probe.held and "Held, not hung" in hung.message
+    assert not hung.proven and isinstance(hung.evidence, HungProbe) and hung.evidence.held == probe.held and "Held, not hung" in hung.message
     engine = PolicyEngine(world.config, PolicyState())
     planned = []
     for n in range(4):  # four held probes in an hour: the shipped reset policy wants three
-        planned += engine.decide([type(hung)(hung.kind, hung.severity, f"{hung.subject}-{n}", hung.since, hung.message, dict(hung.evidence, probe_dir=f"{hung.subject}-{n}"))], 1000.0 + n)
+        evidence = dataclasses.replace(hung.evidence, probe_dir=f"{hung.subject}-{n}")
+        planned += engine.decide([dataclasses.replace(hung, subject=f"{hung.subject}-{n}", evidence=evidence)], 1000.0 + n)
     assert {p.action for p in planned} == {"kill_probe"}, "ended on the unproven lane; never a quarantine or a restart"
     assert all(not p.proven for p in planned)
 

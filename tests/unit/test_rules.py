@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from harness.findings import hung_probe
+
 from watchdogd.act.actions import Actor, Alert
 from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
 from watchdogd.decide.assess import assess
+from watchdogd.decide.evidence import EmptyCache
 from watchdogd.decide.policy import PolicyEngine
 from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
 from watchdogd.rules import is_hung, why_not_stale
@@ -15,8 +18,8 @@ def probe(age: float, live: bool) -> Probe:
     return Probe("/l/qmp-AAAAAA", 0.0, age, PidfileRead(10 if live else None), members)
 
 
-def finding(subject: str, kind: str = "probe_hung", proven: bool = True) -> Finding:
-    return Finding(kind, Severity.CRITICAL, subject, 0.0, "m", {"probe_dir": subject, "proven_libvirt": proven})
+def finding(subject: str, proven: bool = True) -> Finding:
+    return hung_probe(subject, proven)
 
 
 def test_hung_and_stale_are_one_rule_each_at_their_thresholds():
@@ -35,7 +38,7 @@ def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs(
     assert kinds(kernel_last_good="6.1.0-26") == ["kernel_changed"]
     assert kinds(kernel_last_good="6.1.0-27") == [] and kinds(kernel_last_good=None) == []
     [changed] = assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", kernel_last_good="6.1.0-26", cache_entries=("x.xml",)), config)
-    assert changed.severity == Severity.INFO and changed.evidence == {"release": "6.1.0-27", "last_good": "6.1.0-26"}
+    assert changed.severity == Severity.INFO and changed.evidence.to_json() == {"release": "6.1.0-27", "last_good": "6.1.0-26"}
 
 
 def test_cooldown_is_the_least_time_between_two_firings_of_a_policy():
@@ -68,7 +71,7 @@ def test_alert_is_an_event_only_and_never_spends_the_budget():
     engine = PolicyEngine(config)
     assert engine.admit(0.0), "the one action the window allows"
     actor = Actor({"alert": Alert()}, engine, clock=lambda: 1.0)
-    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "the cache is empty", {"proven_libvirt": True})
+    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "the cache is empty", EmptyCache("/c", 0, 0), proven=True)
     records, breaker = actor.execute(engine.decide([empty], now=1.0))
     assert [(r.action, r.result, r.detail) for r in records] == [("alert", "ok", "alert: the cache is empty")]
     assert breaker is None and engine.state.executed == [0.0], "alerts are not counted by the breaker"
@@ -93,7 +96,7 @@ def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once(
     from watchdogd.decide.ledger import FindingLedger
 
     ledger = FindingLedger()
-    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "m", {})
+    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "m", EmptyCache("/c", 0, 0))
     grace = {"cache_empty": 30.0}
     assert ledger.update([empty], 100.0, grace=grace).opened == (), "a libvirt start: the cache is empty for a moment"
     assert ledger.due(grace) == (130.0,)
@@ -102,7 +105,7 @@ def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once(
     assert ledger.update([empty], 229.0, grace=grace).opened == ()
     assert ledger.update([empty], 230.0, grace=grace).opened == (empty,)
     assert ledger.update([empty], 260.0, grace=grace).opened == (), "opened once"
-    hung = Finding("probe_hung", Severity.CRITICAL, "/l/qmp-AAAAAA", 0.0, "m", {})
+    hung = hung_probe("/l/qmp-AAAAAA")
     assert ledger.update([empty, hung], 261.0, grace=grace).opened == (hung,), "kinds without a grace open at once"
 
 

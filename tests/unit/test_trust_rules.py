@@ -6,16 +6,19 @@ import os
 from pathlib import Path
 from typing import List
 
+from harness.findings import hung_probe, stale_dir
+
 from watchdogd.act.actions import Actor
 from watchdogd.act.quarantine import quarantine_cache
 from watchdogd.config import Config, LimitsConfig
+from watchdogd.decide.evidence import Latency
 from watchdogd.decide.policy import PolicyEngine
 from watchdogd.model import Finding, Severity
 
 
 def hung(n: int, proven: bool) -> List[Finding]:
     tag = "P" if proven else "F"
-    return [Finding("probe_hung", Severity.CRITICAL, f"/l/qmp-{tag}{i:05d}", 0.0, "m", {"probe_dir": f"/l/qmp-{tag}{i:05d}", "proven_libvirt": proven}) for i in range(n)]
+    return [hung_probe(f"/l/qmp-{tag}{i:05d}", proven) for i in range(n)]
 
 
 def test_forged_probes_are_killed_but_never_counted_toward_an_escalation():
@@ -35,12 +38,13 @@ def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_thre
 
 
 def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are():
-    def kind(k: str, **ev: object) -> Finding:
-        return Finding(k, Severity.CRITICAL, "s", 0.0, "m", dict(ev))
+    def kind(k: str) -> Finding:
+        return Finding(k, Severity.CRITICAL, "s", 0.0, "m", Latency("qemu:///system"))
 
     assert kind("domcaps_hung").proven and kind("domcaps_failed").proven and kind("libvirt_unreachable").proven
-    assert not kind("probe_dir_stale").proven and not kind("probe_hung").proven
-    assert kind("probe_hung", proven_libvirt=True).proven
+    assert not stale_dir("/l/qmp-AAAAAA").proven and not hung_probe("/l/qmp-AAAAAA", proven=False).proven
+    assert hung_probe("/l/qmp-AAAAAA", proven=True).proven
+    assert hung_probe("/l/qmp-AAAAAA", proven=True).to_json()["evidence"]["proven_libvirt"] is True, "operators read it in the JSON"
 
 
 class _Ok:
@@ -98,10 +102,10 @@ def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted
     assert [p.action for p in engine.decide([genuine], now=100.0)] == ["kill_probe"]
     assert engine.decide([genuine], now=101.0) == [], "one firing per occurrence while it lasts"
     assert engine.decide([], now=102.0) == [], "it ended"
-    forged = Finding("probe_hung", Severity.CRITICAL, genuine.subject, 110.0, "m", {"probe_dir": genuine.subject, "proven_libvirt": False})
+    forged = hung_probe(genuine.subject, proven=False, since=110.0)
     assert [p.action for p in engine.decide([forged], now=112.0)] == ["kill_probe"], "the qemu user's own process in that dir is ended too"
     assert all(not p.proven for p in engine.decide([], now=113.0) + engine.decide([forged], now=120.0))
-    hang = [Finding("domcaps_hung", Severity.CRITICAL, "qemu:///system", 0.0, "m", {})]
+    hang = [Finding("domcaps_hung", Severity.CRITICAL, "qemu:///system", 0.0, "m", Latency("qemu:///system"))]
     engine = PolicyEngine(Config())
     from watchdogd.config import PolicyConfig
 

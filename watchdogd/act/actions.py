@@ -83,11 +83,11 @@ class KillProbe:
         if finding.kind == "domcaps_hung":
             hung = [p for p in obs.probes if is_hung(p, self.config.detect)]
             return hung, protected, boot_wall
-        path = finding.evidence.get("probe_dir")
+        path = finding.evidence.probe_path()
         return [p for p in obs.probes if p.path == path], protected, boot_wall
 
     def plan(self, finding: Finding) -> str:
-        if finding.kind == "probe_defunct" and not finding.evidence.get("probe_dir"):
+        if finding.kind == "probe_defunct" and finding.evidence.probe_path() is None:
             return "nothing: the zombies' parent is libvirt itself; only restart_libvirt resolves that"
         probes, _, _ = self._probes(finding)
         if not probes:
@@ -95,7 +95,7 @@ class KillProbe:
         return "; ".join(f"SIGTERM then SIGKILL {', '.join(f'{m.role.value} {m.process.pid}' for m in p.live_members)} of {p.path}" for p in probes)
 
     def run(self, finding: Finding) -> Result:
-        if finding.kind == "probe_defunct" and not finding.evidence.get("probe_dir"):
+        if finding.kind == "probe_defunct" and finding.evidence.probe_path() is None:
             return "skipped", "the zombies' parent is libvirt itself; only restart_libvirt resolves that", ()
         probes, protected, boot_wall = self._probes(finding)
         if not probes:

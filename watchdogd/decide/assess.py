@@ -6,17 +6,18 @@ so every rule here is tested directly and the daemon and `check` agree by design
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..config import Config
 from ..diagnose.classify import classify
 from ..diagnose.insight import Insight
 from ..diagnose.kvmtest import KvmResult
 from ..durations import format_duration
-from ..model import FINDING_KINDS, Defunct, Finding, Observation, Probe
+from ..model import FINDING_KINDS, Defunct, Evidence, Finding, Observation, Probe
 from ..observe.capture import Capture
 from ..rules import is_hung, is_lasting_zombie, is_starting, why_not_stale
 from ..timefmt import iso_utc
+from . import evidence as ev
 
 
 def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) -> List[Finding]:
@@ -45,29 +46,29 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
                 obs.taken_wall,
                 f"The running kernel {obs.kernel_release} differs from {obs.kernel_last_good}, the last one on which "
                 "capability probing worked: libvirt re-probes every emulator now, which is when a broken kernel hangs probes.",
-                {"release": obs.kernel_release, "last_good": obs.kernel_last_good},
+                ev.KernelChanged(release=obs.kernel_release, last_good=obs.kernel_last_good),
             )
         )
     return findings
 
 
-def _finding(kind: str, subject: str, since: float, message: str, evidence: Dict[str, Any]) -> Finding:
-    return Finding(kind=kind, severity=FINDING_KINDS[kind], subject=subject, since=since, message=message, evidence=evidence)
+def _finding(kind: str, subject: str, since: float, message: str, evidence: Evidence, proven: bool = False) -> Finding:
+    return Finding(kind, FINDING_KINDS[kind], subject, since, message, evidence, proven)
 
 
-def process_evidence(probe: Probe, obs: Observation) -> List[Dict[str, Any]]:
-    return [
-        {
-            "pid": m.process.pid,
-            "role": m.role.value,
-            "state": m.process.state,
-            "ppid": m.process.ppid,
-            "comm": m.process.comm,
-            "uid": m.process.uid,
-            "age_s": round(max(0.0, obs.uptime_s - m.process.start_boot_s), 1),
-        }
+def process_evidence(probe: Probe, obs: Observation) -> Tuple[ev.ProcessFact, ...]:
+    return tuple(
+        ev.ProcessFact(
+            pid=m.process.pid,
+            role=m.role.value,
+            state=m.process.state,
+            ppid=m.process.ppid,
+            comm=m.process.comm,
+            uid=m.process.uid,
+            age_s=round(max(0.0, obs.uptime_s - m.process.start_boot_s), 1),
+        )
         for m in probe.members
-    ]
+    )
 
 
 def _roles_text(probe: Probe) -> str:
@@ -97,32 +98,22 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight
             f" Not proven libvirt's (no member was seen as a child of a libvirt daemon; its processes run as uid {probe.owner_uid}):"
             " it may be ended, but host-wide actions (cache quarantine, libvirt restart) will not act on it."
         )
-    evidence: Dict[str, Any] = {
-        "probe_dir": probe.path,
-        "age_s": round(probe.age_s, 1),
-        "pids": list(probe.pids()),
-        "processes": process_evidence(probe, obs),
-        "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
-        "diagnosis": diagnosis.to_json(),
-        **_trust(probe),
-    }
-    if insight.history:
-        evidence["kernel_history"] = insight.history
-    if probe.pidfile_rejected:
-        evidence["pidfile_rejected"] = probe.pidfile_rejected
-    if stuck:
-        evidence["uninterruptible"] = stuck
-    return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence)
-
-
-def _trust(probe: Probe) -> Dict[str, Any]:
-    """Evidence of whose probe this is: host-wide actions need proven_libvirt (docs/THREAT-MODEL.md)."""
-    out: Dict[str, Any] = {"owner_uid": probe.owner_uid, "proven_libvirt": probe.proof is not None and probe.held is None}
-    if probe.proof is not None:
-        out["proof"] = probe.proof
-    if probe.held is not None:
-        out["held"] = probe.held  # held by its own uid or a debugger: never host-wide, never counted (docs/THREAT-MODEL.md)
-    return out
+    evidence = ev.HungProbe(
+        probe_dir=probe.path,
+        age_s=round(probe.age_s, 1),
+        pids=tuple(probe.pids()),
+        processes=process_evidence(probe, obs),
+        pidfile=probe.pidfile,
+        found=diagnosis,
+        owner_uid=probe.owner_uid,
+        proof=probe.proof,
+        held=probe.held,  # held by its own uid or a debugger: never host-wide, never counted (docs/THREAT-MODEL.md)
+        kernel_history=insight.history or None,
+        pidfile_rejected=probe.pidfile_rejected or None,
+        uninterruptible=tuple(stuck) or None,
+    )
+    proven = probe.proof is not None and probe.held is None  # host-wide actions need it (docs/THREAT-MODEL.md)
+    return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence, proven)
 
 
 def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
@@ -130,16 +121,15 @@ def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
         f"Probe dir {probe.path} is {format_duration(round(probe.age_s))} old and no process belongs to it: "
         "left behind by a probe that died (or a libvirt that was killed); safe to remove."
     )
-    evidence: Dict[str, Any] = {
-        "probe_dir": probe.path,
-        "age_s": round(probe.age_s, 1),
-        "made": iso_utc(probe.made_wall),
-        "pidfile": {"pid": probe.pidfile.pid, "problem": probe.pidfile.problem},
-        "owner_uid": probe.owner_uid,
-        "proven_libvirt": False,  # a dir no process belongs to proves nothing: anyone who can write the base can make one
-    }
-    if probe.pidfile_rejected:
-        evidence["pidfile_rejected"] = probe.pidfile_rejected
+    evidence = ev.StaleDir(
+        probe_dir=probe.path,
+        age_s=round(probe.age_s, 1),
+        made=iso_utc(probe.made_wall),
+        pidfile=probe.pidfile,
+        owner_uid=probe.owner_uid,
+        pidfile_rejected=probe.pidfile_rejected or None,
+    )
+    # never proven: a dir no process belongs to proves nothing, anyone who can write the base can make one
     return _finding("probe_dir_stale", probe.path, probe.made_wall, message, evidence)
 
 
@@ -164,23 +154,23 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
             f"of {subject}, not reaped by parent {', '.join(map(str, parents))}; {fix}."
         )
         probe = by_path.get(zombies[0].probe_path or "")
-        evidence = {
-            "probe_dir": zombies[0].probe_path,
-            "proven_libvirt": probe.proof is not None if probe is not None else zombies[0].parent_kind == "libvirt" and _root_parent(zombies),
-            "pids": [d.zombie.pid for d in zombies],
-            "zombies": [
-                {
-                    "pid": d.zombie.pid,
-                    "parent_pid": d.zombie.ppid,
-                    "parent_comm": d.parent.comm if d.parent else None,
-                    "parent_kind": d.parent_kind,
-                    "age_s": round(d.age_s, 1),
-                }
+        evidence = ev.Zombies(
+            probe_dir=zombies[0].probe_path,
+            pids=tuple(d.zombie.pid for d in zombies),
+            zombies=tuple(
+                ev.ZombieFact(
+                    pid=d.zombie.pid,
+                    parent_pid=d.zombie.ppid,
+                    parent_comm=d.parent.comm if d.parent else None,
+                    parent_kind=d.parent_kind,
+                    age_s=round(d.age_s, 1),
+                )
                 for d in zombies
-            ],
-        }
+            ),
+        )
+        proven = probe.proof is not None if probe is not None else zombies[0].parent_kind == "libvirt" and _root_parent(zombies)
         since = obs.taken_wall - max(d.age_s for d in zombies)
-        findings.append(_finding("probe_defunct", subject, since, message, evidence))
+        findings.append(_finding("probe_defunct", subject, since, message, evidence, proven))
     return findings
 
 
@@ -198,7 +188,7 @@ def _floods(obs: Observation, config: Config) -> List[Finding]:
             f"{flood.total - flood.tracked} only counted. libvirt makes one at a time; this many is something (or someone) making "
             "dirs without end: find who owns them."
         )
-        evidence = {"base": flood.base, "total": flood.total, "tracked": flood.tracked, "proven_libvirt": False}
+        evidence = ev.Flood(base=flood.base, total=flood.total, tracked=flood.tracked)
         out.append(_finding("probe_dirs_flood", flood.base, obs.taken_wall, message, evidence))
     return out
 
@@ -214,7 +204,7 @@ def _missing_dirs(obs: Observation, config: Config) -> List[Finding]:
             "libvirt.probe_dirs names the wrong place, or it is hidden from the watchdog (the unit's ProtectHome=yes hides "
             "/home, /root and /run/user: add the path with a drop-in)."
         )
-        evidence = {"probe_dir": missing.path, "missing_s": round(missing.missing_s, 1), "proven_libvirt": False}
+        evidence = ev.MissingDir(probe_dir=missing.path, missing_s=round(missing.missing_s, 1))
         out.append(_finding("probe_dir_missing", missing.path, obs.taken_wall - missing.missing_s, message, evidence))
     return out
 
@@ -224,21 +214,15 @@ def _vm_start_failed(obs: Observation, insight: Insight) -> List[Finding]:
     for f in insight.vm_failures:
         seen = next((line.strip() for line in f.lines if line.strip()), "")
         message = f"Domain {f.domain} failed to start: its QEMU log ({f.log}) shows {f.cause} ({seen!r}). What to do: {f.what_to_do}"
-        evidence = {
-            "domain": f.domain,
-            "log": f.log,
-            "lines": f.lines,
-            "diagnosis": {"cause": f.cause, "what_to_do": f.what_to_do},
-            "proven_libvirt": False,  # the lines are QEMU's stderr: the qemu user writes them
-        }
+        # never proven: the lines are QEMU's stderr, and the qemu user writes them
+        evidence = ev.VmStart(domain=f.domain, log=f.log, lines=tuple(f.lines), found=ev.Cause(f.cause, f.what_to_do))
         out.append(_finding("vm_start_failed", f.domain, f.since, message, evidence))
     return out
 
 
 def _kvm_unusable(obs: Observation, kvm: KvmResult) -> Finding:
     message = f"KVM is unusable on this host: {kvm.problem}. No VM can start with KVM acceleration; run `kvm-watchdog diagnose`."
-    evidence = {"kvm": kvm.to_json(), "diagnosis": {"cause": "kvm_unusable", "what_to_do": kvm.problem}}
-    return _finding("kvm_unusable", "/dev/kvm", obs.taken_wall, message, evidence)
+    return _finding("kvm_unusable", "/dev/kvm", obs.taken_wall, message, ev.KvmUnusable(kvm))
 
 
 def _latency(obs: Observation, config: Config) -> List[Finding]:
@@ -247,10 +231,9 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
         return []
     uri = config.libvirt.uri
     timeout = config.latency.timeout
-    base: Dict[str, Any] = {"uri": uri}
     if lat.answered and lat.domcaps_ms is not None:
         if lat.domcaps_ms >= config.latency.slow * 1000:
-            evidence = dict(base, latency_ms=round(lat.domcaps_ms, 1), slow_ms=config.latency.slow * 1000)
+            evidence = ev.Latency(uri, latency_ms=round(lat.domcaps_ms, 1), slow_ms=config.latency.slow * 1000)
             return [
                 _finding(
                     "domcaps_slow",
@@ -263,7 +246,7 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
             ]
         return []
     if lat.timed_out and lat.reachable:
-        evidence = dict(base, latency_ms=round(timeout * 1000, 1), timeout_s=timeout)
+        evidence = ev.Latency(uri, latency_ms=round(timeout * 1000, 1), timeout_s=timeout)
         return [
             _finding(
                 "domcaps_hung",
@@ -276,12 +259,9 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
         ]
     if lat.reachable is False or (lat.timed_out and lat.reachable is None):
         why = lat.error or f"no answer to getLibVersion within {format_duration(timeout)}"
-        evidence = dict(base, error=why)
-        return [_finding("libvirt_unreachable", uri, obs.taken_wall, f"libvirt at {uri} cannot be reached: {why}.", evidence)]
+        return [_finding("libvirt_unreachable", uri, obs.taken_wall, f"libvirt at {uri} cannot be reached: {why}.", ev.Latency(uri, error=why))]
     if lat.reachable and lat.error:
-        evidence = dict(base, error=lat.error)
-        if lat.domcaps_ms is not None:
-            evidence["latency_ms"] = round(lat.domcaps_ms, 1)
+        evidence = ev.Latency(uri, latency_ms=round(lat.domcaps_ms, 1) if lat.domcaps_ms is not None else None, error=lat.error)
         return [
             _finding(
                 "domcaps_failed",
@@ -310,6 +290,7 @@ def _cache(obs: Observation, config: Config) -> List[Finding]:
             obs.taken_wall,
             f"libvirt is up but its capabilities cache {obs.cache_dir} holds no entry: no probe has finished since the "
             "cache was last invalidated (a new kernel, emulator or libvirt), so nothing can start a VM yet.",
-            {"cache_dir": obs.cache_dir, "entries": 0, "owner_uid": obs.cache_owner_uid, "proven_libvirt": obs.cache_owner_uid == 0},
+            ev.EmptyCache(cache_dir=obs.cache_dir, entries=0, owner_uid=obs.cache_owner_uid),
+            proven=obs.cache_owner_uid == 0,
         )
     ]

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import AbstractSet, Any, Dict, List, Mapping, Sequence, Tuple
 
 from ..model import FINDING_KINDS, Finding, Severity
+from .evidence import Recorded
 
 Key = Tuple[str, str]
 
@@ -67,13 +68,15 @@ class FindingLedger:
         for item in data if isinstance(data, list) else []:
             try:
                 kind = str(item["kind"])
+                recorded = dict(item.get("evidence") or {})
                 finding = Finding(
                     kind=kind,
                     severity=FINDING_KINDS.get(kind, Severity.WARNING),
                     subject=str(item["subject"]),
                     since=float(item["since_wall"]),
                     message=str(item.get("message", "")),
-                    evidence=dict(item.get("evidence") or {}),
+                    evidence=Recorded(recorded),
+                    proven=Recorded.proven_in(recorded),
                 )
                 found.append(OpenFinding(finding, float(item["opened_at"])))
             except (KeyError, TypeError, ValueError):

@@ -83,21 +83,22 @@ class Event:
 
 def _finding_fields(finding: Finding, state: str) -> Dict[str, str]:
     ev = finding.evidence
+    probe_dir, pids, age, latency = ev.probe_path(), ev.pid_list(), ev.age(), ev.latency()
     out = {
         "KVMWD_STATE": state,
         "KVMWD_SEVERITY": finding.severity.label,
         "KVMWD_SUBJECT": finding.subject,
         "KVMWD_SINCE": iso_utc(finding.since),
     }
-    if ev.get("probe_dir"):
-        out["KVMWD_PROBE_DIR"] = str(ev["probe_dir"])
-    if ev.get("pids"):
-        out["KVMWD_PIDS"] = ",".join(str(p) for p in ev["pids"])
-    if ev.get("age_s") is not None:
-        out["KVMWD_AGE_S"] = str(ev["age_s"])
-    if ev.get("latency_ms") is not None:
-        out["KVMWD_LATENCY_MS"] = str(ev["latency_ms"])
-    out["KVMWD_EVIDENCE"] = json.dumps(ev, sort_keys=True)
+    if probe_dir:
+        out["KVMWD_PROBE_DIR"] = probe_dir
+    if pids:
+        out["KVMWD_PIDS"] = ",".join(map(str, pids))
+    if age is not None:
+        out["KVMWD_AGE_S"] = str(age)
+    if latency is not None:
+        out["KVMWD_LATENCY_MS"] = str(latency)
+    out["KVMWD_EVIDENCE"] = json.dumps(finding.evidence_json(), sort_keys=True)
     return out
 
 

@@ -98,9 +98,8 @@ class FleetCollector(Collector):
         diag = GaugeMetricFamily("kvmwd_diagnosis", "Open findings by diagnosed cause (hung probes, VM start failures, KVM).", labels=["cause"])
         counts: Dict[str, int] = dict.fromkeys(CAUSES, 0)
         for f in snap.findings if snap else ():
-            diagnosis = f.evidence.get("diagnosis")
-            cause = diagnosis.get("cause") if isinstance(diagnosis, dict) else None
-            if isinstance(cause, str) and (cause in counts or len(counts) < MAX_CAUSES):
+            cause = f.evidence.cause()
+            if cause is not None and (cause in counts or len(counts) < MAX_CAUSES):
                 counts[cause] = counts.get(cause, 0) + 1
         for cause, n in sorted(counts.items()):
             diag.add_metric([cause], n)

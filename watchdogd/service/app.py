@@ -18,6 +18,7 @@ from ..act.actions import Actor, build_actions
 from ..act.killer import ProcessEnder
 from ..act.restart import LibvirtRestarter
 from ..config import Config
+from ..decide.evidence import HungProbe
 from ..decide.policy import STATE_FILE, PolicyEngine, PolicyState
 from ..diagnose import incidents, signatures
 from ..diagnose.history import KernelHistory
@@ -147,14 +148,14 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
     probes = [
         {
             "probe_dir": f.subject,
-            "age_s": f.evidence.get("age_s"),
-            "pids": f.evidence.get("pids"),
-            "diagnosis": f.evidence.get("diagnosis"),
-            "proven_libvirt": f.evidence.get("proven_libvirt"),
-            "kernel_history": f.evidence.get("kernel_history"),
+            "age_s": f.evidence.age_s,
+            "pids": list(f.evidence.pids),
+            "diagnosis": f.evidence.diagnosis(),
+            "proven_libvirt": f.proven,
+            "kernel_history": f.evidence.kernel_history,
         }
         for f in findings
-        if f.kind == "probe_hung"
+        if isinstance(f.evidence, HungProbe)
     ]
     table = signature_table(config)
     seen = []

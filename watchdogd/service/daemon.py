@@ -288,8 +288,7 @@ class Daemon:
 
     def _probe_dir_of(self, record: ActionRecord) -> Optional[str]:
         held = self.ledger.open.get((record.kind, record.subject))  # held open while it was acted on
-        value = held.finding.evidence.get("probe_dir") if held else None
-        return str(value) if value else None
+        return held.finding.evidence.probe_path() if held else None
 
     # ---- reload and stop ---------------------------------------------------------------
     def reload(self) -> None:
