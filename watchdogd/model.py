@@ -254,6 +254,7 @@ def _plain(value: object) -> object:
 
 
 OMIT_IF_NONE = {"omit_if_none": True}  # an evidence field that is left out of the JSON while it is None
+AS_DIAGNOSIS = {"json": "diagnosis"}  # a family's diagnosis field: `diagnosis` in the JSON, `diagnosis()` the question
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ class Evidence:
             value = getattr(self, f.name)
             if value is None and f.metadata.get("omit_if_none"):
                 continue
-            out[f.name] = _plain(value)
+            out[f.metadata.get("json", f.name)] = _plain(value)
         return out
 
     def probe_path(self) -> Optional[str]:

@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from ..diagnose.classify import Diagnosis
 from ..diagnose.kvmtest import KvmResult
-from ..model import OMIT_IF_NONE, Evidence, PidfileRead
+from ..model import AS_DIAGNOSIS, OMIT_IF_NONE, Evidence, PidfileRead
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,13 @@ class HungProbe(Evidence):
     pids: Tuple[int, ...]
     processes: Tuple[ProcessFact, ...]
     pidfile: PidfileRead
-    found: Diagnosis
+    found: Diagnosis = field(metadata=AS_DIAGNOSIS)
     owner_uid: Optional[int]
     proof: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)  # how the kernel says it is libvirt's
     held: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)  # stopped or traced: never host-wide, never counted toward times
     kernel_history: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)
     pidfile_rejected: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)
     uninterruptible: Optional[Tuple[int, ...]] = field(default=None, metadata=OMIT_IF_NONE)  # members in D state
-
-    def to_json(self) -> Dict[str, object]:
-        out = super().to_json()
-        out["diagnosis"] = out.pop("found")  # the field is `found`: `diagnosis` is the question every family answers
-        return out
 
     def probe_path(self) -> Optional[str]:
         return self.probe_dir
@@ -135,12 +130,7 @@ class VmStart(Evidence):
     domain: str
     log: str
     lines: Tuple[str, ...]
-    found: Cause
-
-    def to_json(self) -> Dict[str, object]:
-        out = super().to_json()
-        out["diagnosis"] = out.pop("found")
-        return out
+    found: Cause = field(metadata=AS_DIAGNOSIS)
 
     def diagnosis(self) -> Optional[Dict[str, object]]:
         return {"cause": self.found.cause, "what_to_do": self.found.what_to_do}
