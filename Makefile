@@ -31,6 +31,7 @@ venv: deps $(BIN)/.installed
 # lint and unit install nothing on the system (a venv from PyPI at most): no root needed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check watchdogd tests scripts bench
+	$(BIN)/ruff format --check watchdogd tests scripts bench
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed

@@ -30,7 +30,9 @@ def _domcaps_until_ok(box: LibvirtSandbox, deadline: float) -> float:
 
 
 def measure(box: LibvirtSandbox, trials: int, hung_after: float) -> Dict[str, Any]:
-    path, _, state = sandbox_config(box, interval="30s", events="journal", detect={"probe_hung_after": f"{hung_after:g}s"}, limits={"actions": 1000, "per": "1h"})
+    path, _, state = sandbox_config(
+        box, interval="30s", events="journal", detect={"probe_hung_after": f"{hung_after:g}s"}, limits={"actions": 1000, "per": "1h"}
+    )
     daemon = RunningDaemon(path, state)
     delays: List[float] = []
     recoveries: List[float] = []

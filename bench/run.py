@@ -52,8 +52,12 @@ def table(results: Dict[str, Any]) -> List[str]:
     if "detect" in results:
         d = results["detect"]
         dd, rr = d["detection_delay_s"], d["time_to_recovery_s"]
-        out.append(f"2. detection delay past the deadline, interval 30s, {d['trials']} trials: p50 {dd['p50'] * 1000:.0f} ms, p95 {dd['p95'] * 1000:.0f} ms, max {dd['max'] * 1000:.0f} ms (goal: p95 <= 200 ms)")
-        out.append(f"3. time to recovery, probe_hung_after {d['probe_hung_after_s']:g}s: p50 {rr['p50']:.2f} s, p95 {rr['p95']:.2f} s, max {rr['max']:.2f} s (goal: <= {d['recovery_goal_s']:g} s)")
+        out.append(
+            f"2. detection delay past the deadline, interval 30s, {d['trials']} trials: p50 {dd['p50'] * 1000:.0f} ms, p95 {dd['p95'] * 1000:.0f} ms, max {dd['max'] * 1000:.0f} ms (goal: p95 <= 200 ms)"
+        )
+        out.append(
+            f"3. time to recovery, probe_hung_after {d['probe_hung_after_s']:g}s: p50 {rr['p50']:.2f} s, p95 {rr['p95']:.2f} s, max {rr['max']:.2f} s (goal: <= {d['recovery_goal_s']:g} s)"
+        )
     if "shell" in results:
         s = results["shell"]["time_to_recovery_s"]
         out.append(f"   the cron shell loop (once a minute, timeout 30 s), {results['shell']['trials']} trials: p50 {s['p50']:.1f} s, max {s['max']:.1f} s")
@@ -142,7 +146,9 @@ def main(argv: List[str]) -> int:
         box.destroy()
         journald.close()
     print("\n".join(table(results)))
-    print(f"\nmachine: {results['machine']['cpus']} CPUs ({results['machine']['cpu_model']}), kernel {results['machine']['kernel']}, {results['machine']['libvirt']}")
+    print(
+        f"\nmachine: {results['machine']['cpus']} CPUs ({results['machine']['cpu_model']}), kernel {results['machine']['kernel']}, {results['machine']['libvirt']}"
+    )
     print(f"written: {args.output}")
     return 0
 

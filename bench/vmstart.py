@@ -58,7 +58,9 @@ def measure(box: LibvirtSandbox, trials: int) -> Dict[str, Any]:
             watcher.start()
             box.vm_fault("pmu")
             box.virsh("start", name)
-            events = wait_for(lambda: (e := daemon.journal_events("vm_start_failed", KVMWD_STATE="open")) and len(e) > trial and e, 60, "the vm_start_failed event")
+            events = wait_for(
+                lambda: (e := daemon.journal_events("vm_start_failed", KVMWD_STATE="open")) and len(e) > trial and e, 60, "the vm_start_failed event"
+            )
             stop.set()
             watcher.join(5)
             line_at: Optional[float] = seen[0] if seen else None

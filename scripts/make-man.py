@@ -106,10 +106,14 @@ def page8() -> str:
     ]
     for event, mid in MESSAGE_IDS.items():
         lines += [".TP", f".B KVMWD_EVENT={esc(event)}", f"MESSAGE_ID={mid}"]
-    lines += [".SH METRICS", esc(
-        "With metrics.textfile (node_exporter's textfile collector) or metrics.listen (an HTTP /metrics endpoint), the kvmwd_ "
-        "series; counters survive restarts (state_dir/metrics.json). Rules: /usr/share/kvm-watchdog/kvm-watchdog-rules.yml; "
-        "a Grafana dashboard: /usr/share/kvm-watchdog/kvm-watchdog-fleet.json.")]
+    lines += [
+        ".SH METRICS",
+        esc(
+            "With metrics.textfile (node_exporter's textfile collector) or metrics.listen (an HTTP /metrics endpoint), the kvmwd_ "
+            "series; counters survive restarts (state_dir/metrics.json). Rules: /usr/share/kvm-watchdog/kvm-watchdog-rules.yml; "
+            "a Grafana dashboard: /usr/share/kvm-watchdog/kvm-watchdog-fleet.json."
+        ),
+    ]
     lines += [".SH ALERTS", esc("The shipped Prometheus rules; each alert's runbook_url points here.")]
     rules = yaml.safe_load((REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.yml").read_text())
     for rule in (r for g in rules["groups"] for r in g["rules"]):

@@ -34,7 +34,9 @@ REPO = HARNESS.parent.parent
 
 pytestmark = [
     pytest.mark.matrix,
-    pytest.mark.skipif(not (shutil.which("qemu-system-aarch64") and shutil.which("mmdebstrap")), reason="qemu-system-arm or mmdebstrap missing (scripts/install-deps)"),
+    pytest.mark.skipif(
+        not (shutil.which("qemu-system-aarch64") and shutil.which("mmdebstrap")), reason="qemu-system-arm or mmdebstrap missing (scripts/install-deps)"
+    ),
 ]
 
 

@@ -62,33 +62,55 @@ def test_every_key_is_optional():
 def test_the_contract_example_is_the_default():
     cfg = parse_config(CONTRACT_EXAMPLE, "c.yaml")
     assert cfg == Config(source="c.yaml")
-    assert cfg.policies[1] == PolicyConfig(name="reset-after-repeated-hangs", on="probe_hung", do=("quarantine_cache", "restart_libvirt"), times=3, within=3600.0)
+    assert cfg.policies[1] == PolicyConfig(
+        name="reset-after-repeated-hangs", on="probe_hung", do=("quarantine_cache", "restart_libvirt"), times=3, within=3600.0
+    )
 
 
 def test_a_misspelt_action_is_named_with_its_line_and_path():
     third = "  - name: third\n    on: probe_dir_stale\n    do: [kil_probe]\nlimits:"
     text = CONTRACT_EXAMPLE.replace("limits:", third)
-    assert problems(text) == ["c.yaml:29: policies[2].do[0]: unknown action 'kil_probe' (known: kill_probe, remove_stale_dir, quarantine_cache, restart_libvirt, alert)"]
+    assert problems(text) == [
+        "c.yaml:29: policies[2].do[0]: unknown action 'kil_probe' (known: kill_probe, remove_stale_dir, quarantine_cache, restart_libvirt, alert)"
+    ]
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("intervall: 5s\n", "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)"),
+        (
+            "intervall: 5s\n",
+            "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)",
+        ),
         ("detect:\n  probe_hung_after: soon\n", "c.yaml:2: detect.probe_hung_after: 'soon' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"),
         ("detect:\n  probe_hung_after: 0\n", "c.yaml:2: detect.probe_hung_after: must be longer than 0, not 0"),
-        ("detect:\n  hung_after: 5s\n", "c.yaml:2: detect.hung_after: unknown key (known here: emulator_names, grace, libvirt_daemons, max_dirs_per_base, probe_hung_after, stale_dir_after)"),
+        (
+            "detect:\n  hung_after: 5s\n",
+            "c.yaml:2: detect.hung_after: unknown key (known here: emulator_names, grace, libvirt_daemons, max_dirs_per_base, probe_hung_after, stale_dir_after)",
+        ),
         ("dry_run: maybe\n", "c.yaml:1: dry_run: must be true or false, not 'maybe'"),
         ("state_dir: relative/dir\n", "c.yaml:1: state_dir: must be an absolute path, not 'relative/dir'"),
         ("events: syslog\n", "c.yaml:1: events: must be one of journal, stderr, auto, not 'syslog'"),
         ("limits:\n  actions: many\n", "c.yaml:2: limits.actions: must be a whole number, not 'many'"),
         ("libvirt: qemu:///system\n", "c.yaml:1: libvirt: must be a mapping of keys to values, not 'qemu:///system'"),
-        ("libvirt:\n  restart_command: systemctl restart libvirtd\n", "c.yaml:2: libvirt.restart_command: must be 'auto' or an argv list such as [/bin/systemctl, restart, libvirtd], not 'systemctl restart libvirtd'"),
+        (
+            "libvirt:\n  restart_command: systemctl restart libvirtd\n",
+            "c.yaml:2: libvirt.restart_command: must be 'auto' or an argv list such as [/bin/systemctl, restart, libvirtd], not 'systemctl restart libvirtd'",
+        ),
         ("interval: 5s\ninterval: 6s\n", "c.yaml:2: interval: given twice"),
-        ("policies:\n  - name: x\n    on: probe_stuck\n    do: [alert]\n", "c.yaml:3: policies[0].on: unknown finding kind 'probe_stuck' (known: probe_hung, probe_defunct, probe_dir_stale, domcaps_slow, domcaps_hung, libvirt_unreachable, cache_empty, kernel_changed, domcaps_failed, probe_dir_missing, probe_dirs_flood, vm_start_failed, kvm_unusable)"),
-        ("policies:\n  - name: x\n    on: cache_empty\n    do: [kill_probe]\n", "c.yaml:4: policies[0].do[0]: kill_probe cannot act on cache_empty (it acts on probe_hung, probe_defunct, domcaps_hung)"),
+        (
+            "policies:\n  - name: x\n    on: probe_stuck\n    do: [alert]\n",
+            "c.yaml:3: policies[0].on: unknown finding kind 'probe_stuck' (known: probe_hung, probe_defunct, probe_dir_stale, domcaps_slow, domcaps_hung, libvirt_unreachable, cache_empty, kernel_changed, domcaps_failed, probe_dir_missing, probe_dirs_flood, vm_start_failed, kvm_unusable)",
+        ),
+        (
+            "policies:\n  - name: x\n    on: cache_empty\n    do: [kill_probe]\n",
+            "c.yaml:4: policies[0].do[0]: kill_probe cannot act on cache_empty (it acts on probe_hung, probe_defunct, domcaps_hung)",
+        ),
         ("policies:\n  - name: x\n    do: [alert]\n", "c.yaml:2: policies[0]: missing 'on'"),
-        ("policies:\n  - {name: a, on: probe_hung, do: [alert]}\n  - {name: a, on: probe_hung, do: [alert]}\n", "c.yaml:3: policies[1].name: name 'a' already used by policies[0]"),
+        (
+            "policies:\n  - {name: a, on: probe_hung, do: [alert]}\n  - {name: a, on: probe_hung, do: [alert]}\n",
+            "c.yaml:3: policies[1].name: name 'a' already used by policies[0]",
+        ),
         ("latency:\n  slow: 40s\n", "c.yaml:2: latency.slow: (40s) must be shorter than latency.timeout (30s)"),
         ("=\n", "c.yaml:1: not a usable YAML value: could not determine a constructor for the tag 'tag:yaml.org,2002:value'"),
         ("interval: [5s\n", "c.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'"),
@@ -156,7 +178,9 @@ def test_any_text_is_a_config_or_a_clear_error(text):
 
 
 _keys = st.sampled_from(["interval", "detect", "policies", "latency", "probe_hung_after", "on", "do", "name", "times", "x"])
-_leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=10), st.sampled_from(["5s", "kill_probe", "probe_hung"]))
+_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=10), st.sampled_from(["5s", "kill_probe", "probe_hung"])
+)
 _trees = st.recursive(_leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)), max_leaves=20)
 
 

@@ -63,7 +63,9 @@ def _count_fuzzed(figures):
 # ---- a qemu user plants things in the probe dir ---------------------------------------------
 
 
-def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothing_else(journald, libvirt, state_dir, tmp_path, write_config, start_daemon, bystanders, figures):
+def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothing_else(
+    journald, libvirt, state_dir, tmp_path, write_config, start_daemon, bystanders, figures
+):
     probe_root = libvirt.probe_dir
     victim = tmp_path / "victim"
     (victim / "sub").mkdir(parents=True)
@@ -180,7 +182,9 @@ def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_
     # restart is a normal moment and no finding: the Debian 12/13 system test shows that)
     no_grace = {"libvirt_unreachable": "0s", "domcaps_failed": "0s", "cache_empty": "0s"}
     cfg = write_config(
-        own_libvirt.config(state_dir, interval="1s", events="journal", detect={"grace": no_grace}, latency={"every": "3s", "timeout": "2s", "slow": "1s"}, policies=[])
+        own_libvirt.config(
+            state_dir, interval="1s", events="journal", detect={"grace": no_grace}, latency={"every": "3s", "timeout": "2s", "slow": "1s"}, policies=[]
+        )
     )
     own_libvirt.arm("slow:6", 1)  # the next probe takes 6 s: the latency call is in flight meanwhile
     daemon = start_daemon(cfg)
@@ -188,7 +192,11 @@ def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_
     old = own_libvirt.libvirtd_pid
     own_libvirt.supervisor.send_signal(signal.SIGUSR1)  # restart, as systemctl restart would
     own_libvirt.wait_libvirtd(not_pid=old)
-    seen = wait_for(lambda: [e for e in daemon.journal() if e["KVMWD_EVENT"] in ("domcaps_hung", "domcaps_failed", "libvirt_unreachable", "domcaps_slow")], 60, "the disturbance reported")
+    seen = wait_for(
+        lambda: [e for e in daemon.journal() if e["KVMWD_EVENT"] in ("domcaps_hung", "domcaps_failed", "libvirt_unreachable", "domcaps_slow")],
+        60,
+        "the disturbance reported",
+    )
     kind = seen[0]["KVMWD_EVENT"]
     own_libvirt.kill_leftovers()
     daemon.wait_journal(kind, KVMWD_STATE="resolved", timeout=60)

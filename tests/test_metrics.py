@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.yml"
 RULE_TESTS = REPO / "packaging" / "prometheus" / "kvm-watchdog-rules.test.yml"
 DASHBOARD = REPO / "packaging" / "grafana" / "kvm-watchdog-fleet.json"
-HUNG = 'kind=probe_hung,proven=true,severity=critical'
+HUNG = "kind=probe_hung,proven=true,severity=critical"
 
 
 def snapshot(findings=()) -> Snapshot:  # type: ignore[no-untyped-def]
@@ -96,9 +96,21 @@ def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     hung = samples(text, "kvmwd_findings_open")
     assert len(hung) == 2 * len(FINDING_KINDS) and sum(hung.values()) == 2, "every kind present, proven and not, 0 when none"
     assert hung[HUNG] == 1 and hung["kind=probe_hung,proven=false,severity=critical"] == 1, "what the alerts page on is libvirt's own probe only"
-    for name in ("kvmwd_up", "kvmwd_build_info", "kvmwd_findings_opened_total", "kvmwd_actions_total", "kvmwd_remediation_paused", "kvmwd_probes",
-                 "kvmwd_domcaps_latency_seconds_bucket", "kvmwd_domcaps_timeouts_total", "kvmwd_capabilities_cache_entries", "kvmwd_kernel_info",
-                 "kvmwd_last_scan_timestamp_seconds", "kvmwd_scan_duration_seconds", "kvmwd_diagnosis"):
+    for name in (
+        "kvmwd_up",
+        "kvmwd_build_info",
+        "kvmwd_findings_opened_total",
+        "kvmwd_actions_total",
+        "kvmwd_remediation_paused",
+        "kvmwd_probes",
+        "kvmwd_domcaps_latency_seconds_bucket",
+        "kvmwd_domcaps_timeouts_total",
+        "kvmwd_capabilities_cache_entries",
+        "kvmwd_kernel_info",
+        "kvmwd_last_scan_timestamp_seconds",
+        "kvmwd_scan_duration_seconds",
+        "kvmwd_diagnosis",
+    ):
         assert samples(text, name), name
     causes = samples(text, "kvmwd_diagnosis")
     assert causes["cause=userspace_deadlock"] == 1 and causes["cause=held"] == 1 and causes["cause=no_in_kernel_vgic"] == 0

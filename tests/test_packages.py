@@ -85,8 +85,16 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
             assert mid in listed
         # and `journalctl -x` explains a real event with the catalog's text
         marker = uuid.uuid4().hex
-        run("logger", "--journald", input=f"MESSAGE_ID={MESSAGE_IDS['probe_hung']}\nMESSAGE=package test {marker}\nKVMWD_TEST={marker}\nSYSLOG_IDENTIFIER=kvm-watchdog-pkgtest\n")
-        explained = wait_for(lambda: (out := run("journalctl", "-x", "--no-pager", f"KVMWD_TEST={marker}").stdout) and "capability probe" in out and out, 30, "the catalog text under the event")
+        run(
+            "logger",
+            "--journald",
+            input=f"MESSAGE_ID={MESSAGE_IDS['probe_hung']}\nMESSAGE=package test {marker}\nKVMWD_TEST={marker}\nSYSLOG_IDENTIFIER=kvm-watchdog-pkgtest\n",
+        )
+        explained = wait_for(
+            lambda: (out := run("journalctl", "-x", "--no-pager", f"KVMWD_TEST={marker}").stdout) and "capability probe" in out and out,
+            30,
+            "the catalog text under the event",
+        )
         assert "Subject: kvm-watchdog: capability probe" in explained or "kvm-watchdog: capability probe" in explained
     finally:
         os.makedirs("/var/lib/kvm-watchdog/quarantine/20261124T000000.000000Z", exist_ok=True)  # the operator's data
@@ -124,13 +132,20 @@ def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path
         flags[path] = flag
     files = set(flags)
     assert flags["/etc/kvm-watchdog/config.yaml"] == "cn", "the operator's config: %config(noreplace)"
-    for path in ("/usr/bin/kvm-watchdog", "/usr/lib/systemd/system/kvm-watchdog.service", "/usr/lib/systemd/catalog/kvm-watchdog.catalog", "/var/lib/kvm-watchdog"):
+    for path in (
+        "/usr/bin/kvm-watchdog",
+        "/usr/lib/systemd/system/kvm-watchdog.service",
+        "/usr/lib/systemd/catalog/kvm-watchdog.catalog",
+        "/var/lib/kvm-watchdog",
+    ):
         assert path in files, path
     man_pages = {re.sub(r"\.gz$", "", p) for p in files if "/man/" in p}  # rpm compresses them where its brp scripts run
     assert man_pages >= {"/usr/share/man/man8/kvm-watchdog.8", "/usr/share/man/man5/kvm-watchdog.yaml.5"}, man_pages
     modes = dict(line.split(" ", 1)[::-1] for line in rpm_query(rpm, "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]").splitlines())
     assert modes["/var/lib/kvm-watchdog"] == "drwx------"
-    package = sorted(p.split("/site-packages/", 1)[1] for p in files if "/site-packages/watchdogd/" in p and "__pycache__" not in p and not modes[p].startswith("d"))
+    package = sorted(
+        p.split("/site-packages/", 1)[1] for p in files if "/site-packages/watchdogd/" in p and "__pycache__" not in p and not modes[p].startswith("d")
+    )
     in_tree = sorted(str(p.relative_to(REPO)) for p in (REPO / "watchdogd").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     assert package == in_tree, "the Python package with every subpackage and its signature data"
     assert "watchdogd/diagnose/signatures.yaml" in package
@@ -153,7 +168,14 @@ def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path
 def test_the_rpm_spec_uses_the_rpm_macros_where_a_host_has_them():
     """On RHEL 9 the pyproject and systemd macros build it; here their fallbacks do: both spelled in the one spec."""
     spec = SPEC.read_text()
-    for macro in ("%pyproject_wheel", "%pyproject_install", "%pyproject_save_files watchdogd", "%systemd_post kvm-watchdog.service", "%systemd_preun kvm-watchdog.service", "%systemd_postun_with_restart kvm-watchdog.service"):
+    for macro in (
+        "%pyproject_wheel",
+        "%pyproject_install",
+        "%pyproject_save_files watchdogd",
+        "%systemd_post kvm-watchdog.service",
+        "%systemd_preun kvm-watchdog.service",
+        "%systemd_postun_with_restart kvm-watchdog.service",
+    ):
         assert macro in spec, macro
     for dep in ("python3-libvirt", "python3-systemd", "python3-pyyaml"):
         assert re.search(rf"^Requires:\s+{dep}$", spec, re.M), dep

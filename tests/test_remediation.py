@@ -63,9 +63,7 @@ def test_remediate_kills_a_hung_probe_and_libvirt_works_again(libvirt, state_dir
 
 
 def test_repeated_hangs_escalate_once_then_the_breaker_pauses(libvirt, state_dir, write_config):
-    cfg = write_config(
-        libvirt.config(state_dir, **FAST, libvirt={"restart_command": libvirt.restart_command()}, limits={"actions": 5, "per": "1h"})
-    )
+    cfg = write_config(libvirt.config(state_dir, **FAST, libvirt={"restart_command": libvirt.restart_command()}, limits={"actions": 5, "per": "1h"}))
     libvirt.arm("hang-init", count=3)
     runs = []
     for _ in range(3):
@@ -145,7 +143,12 @@ def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(lib
     (stale / "nested" / "deeper-link").symlink_to(precious_dir / "inside")
     before = file_tree(elsewhere)
     cfg = write_config(
-        libvirt.config(state_dir, detect={"stale_dir_after": "1s"}, latency={"enabled": False}, policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}])
+        libvirt.config(
+            state_dir,
+            detect={"stale_dir_after": "1s"},
+            latency={"enabled": False},
+            policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
+        )
     )
     result = wait_for(lambda: (r := remediate(cfg)) and r.json["actions"] and r, 10, "the stale dir to be acted on")
     [action] = result.json["actions"]
@@ -252,7 +255,10 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
         }
         for who, (pid, d, reason) in cases.items():
             seen = proc.process(pid)
-            outcome = ender.end(seen, lambda p, d=d: why_not_member(p, str(d), made if d == early_dir else os.stat(d).st_mtime, boot_wall, protected, ["qemu"], os.stat(d).st_uid))
+            outcome = ender.end(
+                seen,
+                lambda p, d=d: why_not_member(p, str(d), made if d == early_dir else os.stat(d).st_mtime, boot_wall, protected, ["qemu"], os.stat(d).st_uid),
+            )
             assert not outcome.ended and reason in outcome.how, (who, outcome)
             assert alive(pid), f"{who} was signalled"
     finally:
@@ -307,7 +313,9 @@ def test_pid_1_is_never_signalled_even_when_it_looks_like_a_probe(tmp_path):
     script.write_text(PID1_SCRIPT.format(repo=str(REPO), probe_dir=str(probe_dir)))
     r = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", str(emulator), str(script), "-pidfile", f"{probe_dir}/qmp.pid"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "not signalled: it is PID 1" in r.stdout

@@ -102,7 +102,9 @@ def test_a_probe_hung_across_many_scans_is_one_open_event_and_one_resolved_event
     assert daemon.journal_events("action") == [], "no policy, no action"
 
 
-def test_systemd_hears_ready_status_and_watchdog_pings_which_stop_when_the_daemon_is_frozen(journald, libvirt, state_dir, write_config, start_daemon, notify_socket):
+def test_systemd_hears_ready_status_and_watchdog_pings_which_stop_when_the_daemon_is_frozen(
+    journald, libvirt, state_dir, write_config, start_daemon, notify_socket
+):
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal"))
     daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "1000000"})
 
@@ -159,7 +161,9 @@ def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken
 
 
 def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_no_child(journald, libvirt, state_dir, write_config, start_daemon):
-    cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "10m"}, latency={"every": "10m", "timeout": "5m"}))
+    cfg = write_config(
+        libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "10m"}, latency={"every": "10m", "timeout": "5m"})
+    )
     libvirt.hang("hang-qmp", count=1)  # every getDomainCapabilities now waits
     daemon = start_daemon(cfg)
     children = wait_for(daemon.children, 30, "the latency child to be in flight")
@@ -178,7 +182,16 @@ def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_n
 def test_without_a_journal_socket_events_go_to_stderr_as_json(libvirt, state_dir, write_config, start_daemon):
     # a private mount namespace where /run/systemd/journal is empty: no socket, for this daemon only
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="auto"))
-    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mkdir -p /run/systemd/journal && mount -t tmpfs none /run/systemd/journal && exec "$@"', "-"]
+    wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mkdir -p /run/systemd/journal && mount -t tmpfs none /run/systemd/journal && exec "$@"',
+        "-",
+    ]
     daemon = start_daemon(cfg, wrapper=wrapper)
     [started] = daemon.wait_stderr("started")
     assert started["MESSAGE_ID"] == MESSAGE_IDS["started"]
@@ -248,7 +261,9 @@ def test_a_restarted_daemon_does_not_report_again_what_it_already_reported(journ
 def test_a_config_error_at_start_exits_2_with_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("interval: 5s\nintervall: 6s\n")
-    r = subprocess.run([command(), "-c", str(bad), "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent), env=dict(os.environ))
+    r = subprocess.run(
+        [command(), "-c", str(bad), "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent), env=dict(os.environ)
+    )
     assert r.returncode == 2
     assert f"{bad}:2: " in r.stderr
 

@@ -37,7 +37,10 @@ HARNESS = Path(__file__).resolve().parent / "harness"
 
 pytestmark = [
     pytest.mark.system,
-    pytest.mark.skipif(not (shutil.which("systemd-nspawn") and shutil.which("debootstrap") and shutil.which("dpkg-buildpackage")), reason="systemd-nspawn, debootstrap or dpkg-buildpackage missing (scripts/install-deps)"),
+    pytest.mark.skipif(
+        not (shutil.which("systemd-nspawn") and shutil.which("debootstrap") and shutil.which("dpkg-buildpackage")),
+        reason="systemd-nspawn, debootstrap or dpkg-buildpackage missing (scripts/install-deps)",
+    ),
 ]
 
 
@@ -133,7 +136,9 @@ def idles_out(box: Box, since: float, timeout: float, interval: float) -> float:
     # settled, not merely leaving: a "deactivating" snapshot would read as a start when it turns "inactive"
     wait_for(lambda: libvirtd_state(box)[0] in ("inactive", "failed"), timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
     took = time.monotonic() - since
-    assert took <= timeout + interval + 5, f"libvirtd idled out {took:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan and 5 s of slack"
+    assert took <= timeout + interval + 5, (
+        f"libvirtd idled out {took:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan and 5 s of slack"
+    )
     return took
 
 
@@ -152,6 +157,7 @@ def healthy_changes_are_no_news(box: Box) -> float:
 
 def stays_down(box: Box, idle_at: Tuple[str, str], until: float) -> None:
     """Nothing the watchdog does, and nothing an operator does to it, starts libvirtd again."""
+
     def unchanged(what: str) -> None:
         assert libvirtd_state(box) == idle_at, f"libvirtd was started again by {what}"
 
@@ -251,7 +257,9 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
     assert opened["KVMWD_PROBE_DIR"].startswith("/var/lib/libvirt/qemu/qmp-")
     evidence = json.loads(opened["KVMWD_EVIDENCE"])
-    assert evidence["proven_libvirt"] is True and f"runs in {box.host.daemon}.service's cgroup" in evidence["proof"], "proven by the kernel: libvirt's unit cgroup"
+    assert evidence["proven_libvirt"] is True and f"runs in {box.host.daemon}.service's cgroup" in evidence["proof"], (
+        "proven by the kernel: libvirt's unit cgroup"
+    )
     # the reset policy: the cache quarantined (on libvirt < 7.8 a dir of the qemu user's) and the daemon that owns the probes restarted
     [quarantined] = wait_for(lambda: events(box, "action", KVMWD_ACTION="quarantine_cache"), 60, "quarantine_cache")
     [restarted] = wait_for(lambda: events(box, "action", KVMWD_ACTION="restart_libvirt"), 120, "restart_libvirt")
@@ -269,11 +277,18 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert "libvirt starts a short-lived QEMU process" in explained, "journalctl -x shows the catalog text"
 
     # a frozen daemon: systemd's watchdog restarts it (WatchdogSec shortened for the test)
-    box.run("mkdir -p /etc/systemd/system/kvm-watchdog.service.d && printf '[Service]\\nWatchdogSec=3s\\nRestartSec=1s\\n' > /etc/systemd/system/kvm-watchdog.service.d/test.conf", check=True)
+    box.run(
+        "mkdir -p /etc/systemd/system/kvm-watchdog.service.d && printf '[Service]\\nWatchdogSec=3s\\nRestartSec=1s\\n' > /etc/systemd/system/kvm-watchdog.service.d/test.conf",
+        check=True,
+    )
     box.run("systemctl daemon-reload && systemctl restart kvm-watchdog", check=True)
     frozen = wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and main_pid(box), 60, "the restarted service")
     box.run(f"kill -STOP {frozen}", check=True)
-    wait_for(lambda: main_pid(box) not in (0, frozen) and box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active", 60, "systemd to restart the frozen daemon")
+    wait_for(
+        lambda: main_pid(box) not in (0, frozen) and box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active",
+        60,
+        "systemd to restart the frozen daemon",
+    )
     assert "watchdog timeout" in box.run("journalctl --no-pager -u kvm-watchdog -o cat").stdout.lower()
 
     # a clean stop
@@ -290,9 +305,11 @@ def as_qemu(box: Box) -> str:
 
 def more_than(box: Box, n: int, kind: str, **fields: str) -> Callable[[], List[Dict[str, str]]]:
     """A condition for wait_for: the kind's events, once there are more than n of them."""
+
     def condition() -> List[Dict[str, str]]:
         found = events(box, kind, **fields)
         return found if len(found) > n else []
+
     return condition
 
 
@@ -360,7 +377,7 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
     assert box.run(f"test -d {genuine}").returncode == 0, "the dir is still there: libvirt could not remove it"
     forge = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0); time.sleep(600)"
     for n in range(3):
-        box.run(f"({as_qemu(box)} python3 -c \"{forge}\" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)", check=True)
+        box.run(f'({as_qemu(box)} python3 -c "{forge}" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)', check=True)
         opened = wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the forged probe_hung")
         assert json.loads(opened[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, "a dir proven once proves nothing about the next process in it"
         wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the forged probe ended")

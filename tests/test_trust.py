@@ -178,7 +178,12 @@ def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor
     Seen before: 31.5 s without a WATCHDOG=1 ping and 263 MB (the unit allows 30 s and 256M). The daemon here
     is told to ping every 5 s (WATCHDOG_USEC 10 s), so a gap past 15 s is a loop that stalled for 10 s."""
     logs = nobodys(host / "log", 0o755)
-    lib = {"uri": f"qemu+unix:///system?socket={host}/no-libvirt-here", "probe_dirs": [str(host / "lib")], "cache_dir": str(host / "cache" / "caps"), "log_dir": str(logs)}
+    lib = {
+        "uri": f"qemu+unix:///system?socket={host}/no-libvirt-here",
+        "probe_dirs": [str(host / "lib")],
+        "cache_dir": str(host / "cache" / "caps"),
+        "log_dir": str(logs),
+    }
     cfg = host_config(host, write_config, libvirt=lib)
     daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "10000000"})
     wait_for(lambda: notify_socket.with_key("READY"), 30, "READY=1")
@@ -266,7 +271,9 @@ def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(jou
     wait_for(lambda: time.time() - old > 2.5, 10, "the dir to be older than the slack")
     target = host / "lib" / "qmp-Renam1"
     # a root process, named like qemu, that merely names the path (a root tool, a backup, an admin's shell)
-    root_tool = subprocess.Popen([sys.executable, "-c", "import ctypes,time; ctypes.CDLL(None).prctl(15, b'qemu-img', 0, 0, 0); time.sleep(600)", "-pidfile", f"{target}/qmp.pid"])
+    root_tool = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes,time; ctypes.CDLL(None).prctl(15, b'qemu-img', 0, 0, 0); time.sleep(600)", "-pidfile", f"{target}/qmp.pid"]
+    )
     bystanders.append(root_tool)
     subprocess.run(as_nobody(["sh", "-c", f"mv {attic / 'qmp-Renam1'} {target} && echo {root_tool.pid} > {target}/qmp.pid"]), check=True)
     daemon = start_daemon(host_config(host, write_config, detect={"probe_hung_after": "1s"}))
@@ -340,7 +347,12 @@ def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(journald, host, wri
 
 
 def test_check_and_dry_run_leave_the_state_dir_byte_identical(host, write_config):
-    cfg = host_config(host, write_config, detect={"probe_hung_after": "1s", "stale_dir_after": "1s"}, latency={"enabled": True, "every": "2s", "timeout": "1s", "slow": "0.5s"})
+    cfg = host_config(
+        host,
+        write_config,
+        detect={"probe_hung_after": "1s", "stale_dir_after": "1s"},
+        latency={"enabled": True, "every": "2s", "timeout": "1s", "slow": "0.5s"},
+    )
     state = host / "state"
     state.mkdir(mode=0o700)
     (state / "status.json").write_text("{not json")  # a corrupt file: check must not move it aside
@@ -362,7 +374,12 @@ def test_remediate_refuses_while_a_daemon_holds_the_state_dir(journald, host, wr
 
 
 def test_a_probe_dir_that_does_not_exist_is_a_finding_after_stale_dir_after(journald, host, write_config, start_daemon):
-    cfg = host_config(host, write_config, libvirt={"uri": "qemu:///system", "probe_dirs": [str(host / "home" / "u" / "lib")], "cache_dir": str(host / "cache" / "caps")}, detect={"stale_dir_after": "2s"})
+    cfg = host_config(
+        host,
+        write_config,
+        libvirt={"uri": "qemu:///system", "probe_dirs": [str(host / "home" / "u" / "lib")], "cache_dir": str(host / "cache" / "caps")},
+        detect={"stale_dir_after": "2s"},
+    )
     daemon = start_daemon(cfg)
     [missing] = daemon.wait_journal("probe_dir_missing", timeout=30)
     assert str(host / "home" / "u" / "lib") in missing["MESSAGE"] and "ProtectHome" in missing["MESSAGE"]
@@ -437,7 +454,16 @@ def test_quarantine_of_a_cache_the_qemu_user_could_fill_moves_only_what_libvirt_
     from watchdogd.act.quarantine import MAX_ENTRY_BYTES, quarantine_cache
 
     cache = nobodys(nobodys(host / "cache-qemu", 0o750) / "capabilities", 0o755)
-    subprocess.run(as_nobody(["sh", "-c", f"echo '<qemuCaps/>' > {cache}/x86_64.xml && truncate -s {MAX_ENTRY_BYTES + 1} {cache}/huge.xml && ln -s /etc/shadow {cache}/shadow.xml"]), check=True)
+    subprocess.run(
+        as_nobody(
+            [
+                "sh",
+                "-c",
+                f"echo '<qemuCaps/>' > {cache}/x86_64.xml && truncate -s {MAX_ENTRY_BYTES + 1} {cache}/huge.xml && ln -s /etc/shadow {cache}/shadow.xml",
+            ]
+        ),
+        check=True,
+    )
     result = quarantine_cache(str(cache), str(host / "state" / "quarantine"), keep=5, now=time.time())
     assert result.moved == ["x86_64.xml"], result
     assert [f.split(":")[0] for f in result.failed] == ["huge.xml"] and "larger than any capabilities entry" in result.failed[0], result

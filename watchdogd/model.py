@@ -87,6 +87,7 @@ DEFAULT_GRACE: Dict[str, float] = {kind: spec.grace for kind, spec in KINDS.item
 LIBVIRT_LEVEL_KINDS = tuple(kind for kind, spec in KINDS.items() if spec.libvirt_level)
 FORGEABLE_KINDS = tuple(kind for kind, spec in KINDS.items() if spec.forgeable)
 
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What an action may act on: the one registry the config, the policy and the act stage read."""
@@ -107,7 +108,6 @@ ACTION_NAMES = tuple(ACTIONS)
 # Actions whose effect reaches beyond the processes of one probe: they act only on
 # evidence the qemu user cannot forge (see Finding.proven).
 HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)
-
 
 
 class Role(str, enum.Enum):

@@ -125,7 +125,9 @@ def as_nobody(argv: List[str]) -> List[str]:
 def attacker(mode: str, base: Path, count: int, *extra: str, argv_pad: int = 0) -> subprocess.Popen:
     """The attacker's program, started as nobody; its stdout says what it made."""
     pad = ["x" * 1000] * argv_pad + [f"{base}/qmp-AAAAAA/qmp.pid"] if argv_pad else []
-    return subprocess.Popen(as_nobody([SYSTEM_PYTHON, "-c", ATTACKER, mode, str(base), str(count), *extra, *pad]), stdout=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        as_nobody([SYSTEM_PYTHON, "-c", ATTACKER, mode, str(base), str(count), *extra, *pad]), stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def host_root() -> Path:

@@ -43,7 +43,9 @@ def save():
 def sh(command, timeout=600, check=True):
     started = time.monotonic()
     r = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout)
-    results["steps"].append({"command": command, "rc": r.returncode, "seconds": round(time.monotonic() - started, 2), "out": r.stdout[-4000:], "err": r.stderr[-4000:]})
+    results["steps"].append(
+        {"command": command, "rc": r.returncode, "seconds": round(time.monotonic() - started, 2), "out": r.stdout[-4000:], "err": r.stderr[-4000:]}
+    )
     save()
     if check and r.returncode != 0:
         raise SystemExit(f"`{command}` exited {r.returncode}: {r.stderr[-2000:]}")
@@ -97,9 +99,11 @@ def main():
     # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was
     sh(f"echo 'real-hang 1' > {WRAPPER}.fault")
     before = os.stat(WRAPPER).st_ctime
-    wait_for(lambda: (os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before)), 5, "a new ctime second", poll=0.1)
+    wait_for(lambda: os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before), 5, "a new ctime second", poll=0.1)
     asked = time.time()
-    subprocess.Popen(["/bin/sh", "-c", "virsh -c qemu:///system domcapabilities --arch aarch64 > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc"], start_new_session=True)
+    subprocess.Popen(
+        ["/bin/sh", "-c", "virsh -c qemu:///system domcapabilities --arch aarch64 > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc"], start_new_session=True
+    )
     hung = wait_for(lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="open"), 300, "probe_hung", poll=0.5)
     results["probe_hung"] = hung[0]
     killed = wait_for(lambda: journal(KVMWD_EVENT="action", KVMWD_ACTION="kill_probe"), 120, "kill_probe", poll=0.5)
@@ -117,5 +121,7 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        results["journal_tail"] = subprocess.run(["/bin/sh", "-c", "journalctl --no-pager -u kvm-watchdog -o cat | tail -n 60"], capture_output=True, text=True).stdout
+        results["journal_tail"] = subprocess.run(
+            ["/bin/sh", "-c", "journalctl --no-pager -u kvm-watchdog -o cat | tail -n 60"], capture_output=True, text=True
+        ).stdout
         save()

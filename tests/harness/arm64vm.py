@@ -77,7 +77,10 @@ def ensure_image(host: Host = HOSTS["bookworm-arm64"], log: IO[str] = sys.stderr
         ]
         subprocess.run(
             ["mmdebstrap", f"--architectures={host.arch}", "--variant=apt", f"--include={','.join(host.packages)}", *hooks, host.release, str(root), MIRROR],
-            check=True, stdout=log, stderr=subprocess.STDOUT, env=env,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         unit = root / "etc/systemd/system/kvmwd-job.service"
         unit.write_text(JOB_UNIT)
@@ -90,7 +93,9 @@ def ensure_image(host: Host = HOSTS["bookworm-arm64"], log: IO[str] = sys.stderr
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
         used = int(subprocess.run(["du", "-sxm", str(root)], capture_output=True, text=True, check=True).stdout.split()[0])
-        subprocess.run(["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(work / "root.img"), f"{used + 2048}M"], check=True, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(work / "root.img"), f"{used + 2048}M"], check=True, stdout=log, stderr=subprocess.STDOUT
+        )
         shutil.rmtree(root)
         work.rename(final)
     finally:

@@ -108,7 +108,7 @@ def _write_pidfile(path):
 
 def _listen_qmp(spec):
     # spec: unix:PATH,server=on,wait=off (or older: unix:PATH,server,nowait)
-    path = spec.split(",", 1)[0][len("unix:"):]
+    path = spec.split(",", 1)[0][len("unix:") :]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     sock.listen(4)

@@ -55,7 +55,13 @@ def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
         else:
             # two steps: debootstrap's own configure pass cannot set up polkitd (libvirt's
             # dependency); apt in a chroot with /proc, /sys and /dev can, services kept from starting
-            subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE)}", host.release, str(work), MIRROR], check=True, stdout=log, stderr=subprocess.STDOUT, env=CHROOT_ENV)
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(BASE)}", host.release, str(work), MIRROR],
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=CHROOT_ENV,
+            )
         policy = work / "usr" / "sbin" / "policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
@@ -136,7 +142,17 @@ class Container:
     # ---- life cycle --------------------------------------------------------------------
     def boot(self, timeout: float = 120) -> Container:
         self._make_cgroups()
-        argv = ["systemd-nspawn", "-D", str(self.image), "--volatile=overlay", "--register=no", "--keep-unit", "-b", f"--machine={self.name}", "--console=passive"]
+        argv = [
+            "systemd-nspawn",
+            "-D",
+            str(self.image),
+            "--volatile=overlay",
+            "--register=no",
+            "--keep-unit",
+            "-b",
+            f"--machine={self.name}",
+            "--console=passive",
+        ]
         argv += [f"--bind-ro={src}:{dst}" for src, dst in self.binds_ro]
         # a shell moves itself into our cgroups, then becomes nspawn (no preexec_fn: the test runs threads)
         enter = " ".join(f"echo $$ > '{path}/cgroup.procs' &&" for path in self.cgroups)

@@ -119,7 +119,13 @@ class LibvirtSandbox:
             "state_dir": str(state_dir),
             "events": "stderr",
             # a session libvirt: its dirs are the sandbox user's (libvirt.session_dirs)
-            "libvirt": {"uri": self.uri, "probe_dirs": [str(self.probe_dir)], "cache_dir": str(self.cache_dir), "session_dirs": True, "log_dir": str(self.log_dir)},
+            "libvirt": {
+                "uri": self.uri,
+                "probe_dirs": [str(self.probe_dir)],
+                "cache_dir": str(self.cache_dir),
+                "session_dirs": True,
+                "log_dir": str(self.log_dir),
+            },
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):

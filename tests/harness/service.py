@@ -124,7 +124,9 @@ class RunningDaemon:
         return out
 
     def wait_journal(self, kind: str, timeout: float = 30, count: int = 1, **fields: str) -> List[Dict[str, Any]]:
-        return wait_for(lambda: (e := self.journal_events(kind, **fields)) and len(e) >= count and e, timeout, f"{count} {kind} {fields} event(s) in the journal")
+        return wait_for(
+            lambda: (e := self.journal_events(kind, **fields)) and len(e) >= count and e, timeout, f"{count} {kind} {fields} event(s) in the journal"
+        )
 
     def wait_stderr(self, kind: str, timeout: float = 30, **fields: str) -> List[Dict[str, Any]]:
         def found() -> List[Dict[str, Any]]:

@@ -31,7 +31,9 @@ def test_the_incident_a_futex_before_ready_is_a_userspace_deadlock():
 
 
 def test_a_thread_in_an_ioctl_on_a_kvm_fd_is_the_kernels_kvm():
-    cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", None, "futex"), ThreadState(32, "S", "kvm_vcpu_block", "ioctl", 14), kvm_fds=(11, 14))))
+    cap = Capture(
+        "/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", None, "futex"), ThreadState(32, "S", "kvm_vcpu_block", "ioctl", 14), kvm_fds=(11, 14)))
+    )
     d = classify(probe(first_alive=True), cap)
     assert d.cause == "kvm_ioctl" and "KVM fd 14" in d.detail
 
@@ -59,29 +61,57 @@ def test_without_a_capture_the_stage_is_still_told():
 
 
 def _answers(*checks):  # type: ignore[no-untyped-def]
-    return {"machine": "aarch64", "checks": [{"name": "open", "ok": True, "value": 3}, {"name": "KVM_GET_API_VERSION", "ok": True, "value": 12},
-                                               {"name": "KVM_CREATE_VM", "ok": True, "value": 4}, *checks]}
+    return {
+        "machine": "aarch64",
+        "checks": [
+            {"name": "open", "ok": True, "value": 3},
+            {"name": "KVM_GET_API_VERSION", "ok": True, "value": 12},
+            {"name": "KVM_CREATE_VM", "ok": True, "value": 4},
+            *checks,
+        ],
+    }
 
 
 def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_version_3():
-    r = decode(_answers({"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0},
-                        {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"},
-                        {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 1}))
+    r = decode(
+        _answers(
+            {"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0},
+            {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"},
+            {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 1},
+        )
+    )
     assert r.usable and r.api_version == 12
     assert r.advice == ["no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>); an explicit gic-version=2 fails to start"]
 
 
 def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
-    r = decode(_answers({"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": False, "errno": "ENODEV", "error": "No such device"},
-                        {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"}))
+    r = decode(
+        _answers(
+            {"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": False, "errno": "ENODEV", "error": "No such device"},
+            {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": False, "errno": "ENODEV", "error": "No such device"},
+        )
+    )
     assert not r.usable and "neither an in-kernel vGICv3 nor a vGICv2" in (r.problem or "")
-    ok = decode(_answers({"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0}, {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": True, "value": 0},
-                         {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 0}))
+    ok = decode(
+        _answers(
+            {"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0},
+            {"name": "KVM_CREATE_DEVICE_TEST vgic_v2", "ok": True, "value": 0},
+            {"name": "KVM_CAP_ARM_PMU_V3", "ok": True, "value": 0},
+        )
+    )
     assert ok.usable and ok.advice == ["no KVM_CAP_ARM_PMU_V3: guests must run with <pmu state='off'/>"]
 
 
 def test_a_device_that_is_not_kvm_is_unusable():
-    r = decode({"machine": "x86_64", "checks": [{"name": "open", "ok": True, "value": 3}, {"name": "KVM_GET_API_VERSION", "ok": False, "errno": "ENOTTY", "error": "Inappropriate ioctl for device"}]})
+    r = decode(
+        {
+            "machine": "x86_64",
+            "checks": [
+                {"name": "open", "ok": True, "value": 3},
+                {"name": "KVM_GET_API_VERSION", "ok": False, "errno": "ENOTTY", "error": "Inappropriate ioctl for device"},
+            ],
+        }
+    )
     assert not r.usable and "not KVM" in (r.problem or "")
 
 

@@ -33,8 +33,10 @@ def test_hung_and_stale_are_one_rule_each_at_their_thresholds():
 
 def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs():
     config = Config()
+
     def kinds(**kw: object) -> list:
         return [f.kind for f in assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", cache_entries=("x.xml",), **kw), config)]  # type: ignore[arg-type]
+
     assert kinds(kernel_last_good="6.1.0-26") == ["kernel_changed"]
     assert kinds(kernel_last_good="6.1.0-27") == [] and kinds(kernel_last_good=None) == []
     [changed] = assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", kernel_last_good="6.1.0-26", cache_entries=("x.xml",)), config)
@@ -83,11 +85,14 @@ def test_a_dry_run_plans_every_action_and_does_none():
     planned = engine.decide([finding(f"/l/qmp-D0000{i}") for i in range(3)], now=10.0, dry_run=True)
     assert [p.action for p in planned] == ["kill_probe"] * 3 + ["quarantine_cache", "restart_libvirt"]
     assert all(p.dry_run for p in planned)
+
     class Never:
         def plan(self, f: Finding) -> str:
             return "kill it"
+
         def run(self, f: Finding):  # type: ignore[no-untyped-def]
             raise AssertionError("a dry run ran an action")
+
     records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(planned)
     assert [r.result for r in records] == ["dry_run"] * 5 and all(r.detail == "would kill it" for r in records)
 

@@ -198,4 +198,3 @@ def _check_consistency(config: Config, reader: Reader) -> None:
     if latency.enabled and latency.every < latency.timeout:
         every, timeout = format_duration(latency.every), format_duration(latency.timeout)
         reader.problem_at(at, "latency.every", f"({every}) must be at least latency.timeout ({timeout}): one probe in flight at most")
-

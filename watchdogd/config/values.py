@@ -133,4 +133,3 @@ def grace(value: Any) -> Dict[str, float]:
 def key(default: Any, parse: Parser, duration: bool = False) -> Any:
     """A config key, declared once: its default, its parser, and whether it is a duration (for the dump)."""
     return field(default=default, metadata={"parse": parse, "duration": duration})
-

@@ -78,4 +78,3 @@ def match(lines: Sequence[str], table: Sequence[Signature]) -> List[Match]:
                 found.append(Match(sig, line[:500]))
                 break
     return found
-

@@ -137,8 +137,6 @@ class Figures:
             self.counters.latency_sum += seconds
 
 
-
-
 class Outlet(Protocol):
     """Where the figures go after each scan (report.metrics.Metrics; NoOutlet where none is configured)."""
 

@@ -120,6 +120,7 @@ class FleetCollector(Collector):
         yield _gauge("kvmwd_scan_duration_seconds", "How long the last scan took.", snap.scan_seconds)
         yield _gauge("kvmwd_scan_interval_seconds", "The configured full-scan interval (for the watchdog-stale alert).", snap.interval)
 
+
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 

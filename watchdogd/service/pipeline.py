@@ -92,8 +92,6 @@ class Pipeline:
         return problems
 
 
-
-
 def scan_once(parts: Pipeline, with_latency: bool = True) -> Tuple[Observation, List[Finding]]:
     """One full, read-only scan, the latency probe first (it may fill the cache), where it may go out at all."""
     if not with_latency or parts.latency is None:
