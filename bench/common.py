@@ -1,4 +1,5 @@
-"""What the benchmark sections share: a config on disk for the sandboxed libvirt, percentiles, process readings (psutil)."""
+"""What the benchmark sections share: a config on disk for the sandboxed libvirt, percentiles, process readings
+(psutil)."""
 
 from __future__ import annotations
 

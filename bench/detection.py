@@ -31,7 +31,11 @@ def _domcaps_until_ok(box: LibvirtSandbox, deadline: float) -> float:
 
 def measure(box: LibvirtSandbox, trials: int, hung_after: float) -> Dict[str, Any]:
     path, _, state = sandbox_config(
-        box, interval="30s", events="journal", detect={"probe_hung_after": f"{hung_after:g}s"}, limits={"actions": 1000, "per": "1h"}
+        box,
+        interval="30s",
+        events="journal",
+        detect={"probe_hung_after": f"{hung_after:g}s"},
+        limits={"actions": 1000, "per": "1h"},
     )
     daemon = RunningDaemon(path, state)
     delays: List[float] = []
@@ -41,13 +45,19 @@ def measure(box: LibvirtSandbox, trials: int, hung_after: float) -> Dict[str, An
         for _ in range(trials):
             box.reset()
             box.arm("hang-init", 1)
-            caller = subprocess.Popen(["virsh", "-c", box.uri, "domcapabilities"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            caller = subprocess.Popen(
+                ["virsh", "-c", box.uri, "domcapabilities"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             probe = wait_for(box.hung_probe, 30, "the hung probe")
             probe_dir = str(probe["dir"])
             started = min(process_start_wall(pid) for pid in members_of(probe_dir))
             ok_at = _domcaps_until_ok(box, time.monotonic() + 120)
             caller.wait(60)
-            [event] = wait_for(lambda: daemon.journal_events("probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe_dir), 30, "the probe_hung event")
+            [event] = wait_for(
+                lambda: daemon.journal_events("probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe_dir),
+                30,
+                "the probe_hung event",
+            )
             delays.append(int(event["__REALTIME_TIMESTAMP"]) / 1e6 - (started + hung_after))
             recoveries.append(ok_at - started)
     finally:

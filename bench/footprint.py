@@ -1,4 +1,5 @@
-"""The daemon's footprint at default settings: RSS and CPU over a window, healthy host, with and without 10,000 extra processes.
+"""The daemon's footprint at default settings: RSS and CPU over a window, healthy host, with and without 10,000 extra
+processes.
 
 CPU counts the daemon and its reaped children (the latency probe runs in a child).
 """

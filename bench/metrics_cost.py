@@ -35,7 +35,17 @@ def measure(box: LibvirtSandbox, extra: int) -> Dict[str, Any]:
         obs, findings = parts.look(None)
         figures = Figures(Counters())
         metrics = Metrics(MetricsConfig(textfile=str(textfile)), parts.state, figures)
-        snap = Snapshot(tuple(findings), probe_states(obs, config.detect), False, 1, obs.kernel_release, "", obs.taken_wall, 0.001, config.interval)
+        snap = Snapshot(
+            tuple(findings),
+            probe_states(obs, config.detect),
+            False,
+            1,
+            obs.kernel_release,
+            "",
+            obs.taken_wall,
+            0.001,
+            config.interval,
+        )
 
         def cpu(fn: Any) -> float:
             before = time.process_time()

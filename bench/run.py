@@ -60,9 +60,14 @@ def table(results: Dict[str, Any]) -> List[str]:
         )
     if "shell" in results:
         s = results["shell"]["time_to_recovery_s"]
-        out.append(f"   the cron shell loop (once a minute, timeout 30 s), {results['shell']['trials']} trials: p50 {s['p50']:.1f} s, max {s['max']:.1f} s")
+        out.append(
+            f"   the cron shell loop (once a minute, timeout 30 s), {results['shell']['trials']} trials: p50 {s['p50']:.1f} s, max {s['max']:.1f} s"
+        )
     if "footprint" in results:
-        for label, f in (("healthy host", results["footprint"]["healthy"]), ("+10k processes", results["footprint"]["with_extra_processes"])):
+        for label, f in (
+            ("healthy host", results["footprint"]["healthy"]),
+            ("+10k processes", results["footprint"]["with_extra_processes"]),
+        ):
             out.append(
                 f"4. footprint, {label}, {f['window_s']:.0f} s at defaults: RSS max {f['rss_mb_max']} MB, CPU {f['cpu_percent_of_one_core']}% of one core, "
                 f"{f['open_fds']} fds (goals: 40 MB, 0.2%)"
@@ -110,9 +115,17 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.trials, args.shell_trials, args.footprint_seconds, args.load, args.soak_minutes = "100,1000", 3, 1, 10, 1000, 1
+        args.sizes, args.trials, args.shell_trials, args.footprint_seconds, args.load, args.soak_minutes = (
+            "100,1000",
+            3,
+            1,
+            10,
+            1000,
+            1,
+        )
         if args.output == str(RESULTS):
-            args.output = str(RESULTS.with_name("results-quick.json"))  # a smoke run never overwrites the figures the README quotes
+            # a smoke run never overwrites the figures the README quotes
+            args.output = str(RESULTS.with_name("results-quick.json"))
     wanted = [s for s in args.only.split(",") if s]
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
@@ -141,7 +154,8 @@ def main(argv: List[str]) -> int:
         for section in wanted:
             print(f"-- {section} ...", file=sys.stderr, flush=True)
             results[section] = run[section]()
-            Path(args.output).write_text(json.dumps(results, indent=1) + "\n")  # what is done is kept if a later section fails
+            # what is done is kept if a later section fails
+            Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
     finally:
         box.destroy()
         journald.close()

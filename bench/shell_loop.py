@@ -42,7 +42,9 @@ def measure(box: LibvirtSandbox, trials: int, seed: int = 1) -> Dict[str, Any]:
         try:
             stop.wait(rng.uniform(0, PERIOD))  # the hang comes at a random point of the minute
             box.arm("hang-init", 1)
-            caller = subprocess.Popen(["virsh", "-c", box.uri, "domcapabilities"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            caller = subprocess.Popen(
+                ["virsh", "-c", box.uri, "domcapabilities"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             probe = wait_for(box.hung_probe, 30, "the hung probe")
             started = min(process_start_wall(pid) for pid in members_of(str(probe["dir"])))
             ok_at = _domcaps_until_ok(box, time.monotonic() + 3 * PERIOD)

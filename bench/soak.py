@@ -41,7 +41,9 @@ def measure(box: LibvirtSandbox, minutes: float) -> Dict[str, Any]:
         while time.monotonic() - started < minutes * 60:
             slot = started + (hangs + 1) * EVERY
             box.arm("hang-init", 1)
-            subprocess.Popen(["virsh", "-c", box.uri, "domcapabilities"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                ["virsh", "-c", box.uri, "domcapabilities"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             hangs += 1
             try:
                 wait_for(box.hung_probe, 30, "the hung probe")
@@ -51,7 +53,11 @@ def measure(box: LibvirtSandbox, minutes: float) -> Dict[str, Any]:
                 pass
             samples.append((time.monotonic() - started, rss_mb(daemon.pid), fd_count(daemon.pid)))
             time.sleep(max(0.0, slot - time.monotonic()))  # the bench paces its faults (tests never sleep)
-        wait_for(lambda: len(daemon.journal_events("probe_hung", KVMWD_STATE="resolved")) >= recovered, 60, "the last resolved event")
+        wait_for(
+            lambda: len(daemon.journal_events("probe_hung", KVMWD_STATE="resolved")) >= recovered,
+            60,
+            "the last resolved event",
+        )
         counts = {
             "probe_hung_open": len(daemon.journal_events("probe_hung", KVMWD_STATE="open")),
             "kill_probe_ok": len(daemon.journal_events("action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok")),

@@ -59,7 +59,9 @@ def measure(box: LibvirtSandbox, trials: int) -> Dict[str, Any]:
             box.vm_fault("pmu")
             box.virsh("start", name)
             events = wait_for(
-                lambda: (e := daemon.journal_events("vm_start_failed", KVMWD_STATE="open")) and len(e) > trial and e, 60, "the vm_start_failed event"
+                lambda: (e := daemon.journal_events("vm_start_failed", KVMWD_STATE="open")) and len(e) > trial and e,
+                60,
+                "the vm_start_failed event",
             )
             stop.set()
             watcher.join(5)
@@ -69,7 +71,11 @@ def measure(box: LibvirtSandbox, trials: int) -> Dict[str, Any]:
             delays.append(int(events[trial]["__REALTIME_TIMESTAMP"]) / 1e6 - line_at)
             box.vm_fault("")
             box.virsh("start", name)
-            wait_for(lambda: len(daemon.journal_events("vm_start_failed", KVMWD_STATE="resolved")) > trial, 60, "the clean start to resolve it")
+            wait_for(
+                lambda: len(daemon.journal_events("vm_start_failed", KVMWD_STATE="resolved")) > trial,
+                60,
+                "the clean start to resolve it",
+            )
             box.virsh("destroy", name)
     finally:
         daemon.stop()

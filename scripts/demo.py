@@ -56,7 +56,11 @@ def hang_mode(box: LibvirtSandbox) -> Tuple[str, str]:
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"(the LD_PRELOAD shim could not be built: {exc}; the fake emulator replays the hang instead)")
         return "hang-init", "the fake emulator's replay: first process, zombie, daemon that never reports started"
-    return "real-hang", 'the REAL qemu-system-x86_64, its daemon held at chdir("/") by an LD_PRELOAD shim, as the incident\'s deadlocked'
+    return (
+        "real-hang",
+        'the REAL qemu-system-x86_64, its daemon held at chdir("/") by an LD_PRELOAD shim, as the incident\'s '
+        "deadlocked",
+    )
 
 
 def main() -> int:
@@ -84,7 +88,10 @@ def main() -> int:
             latency={"every": "10s", "timeout": "5s", "slow": "2s"},
         )
         cfg.write_text(yaml.safe_dump(settings, sort_keys=False))
-        print(f"config: full scan every 30s, a probe is hung after {HUNG_AFTER}s (its own timer, not the scan), events to the journal")
+        print(
+            f"config: full scan every 30s, a probe is hung after {HUNG_AFTER}s (its own timer, not the scan), events "
+            "to the journal"
+        )
 
         say("kvm-watchdog run --verbose: the daemon in the foreground, its events echoed here")
         daemon = RunningDaemon(str(cfg), state, args=["--verbose"])
@@ -96,7 +103,10 @@ def main() -> int:
         started = time.monotonic()
         waiting = box.hang(mode, count=1)
         show(["sh", "-c", f"ps -o pid,ppid,stat,etime,args -u {box.user.pw_uid} | grep -v ' libvirtd ' | cut -c1-150"])
-        print(f"(the daemon's timer for this probe fires {HUNG_AFTER}s after it started; watch its lines below)", flush=True)
+        print(
+            f"(the daemon's timer for this probe fires {HUNG_AFTER}s after it started; watch its lines below)",
+            flush=True,
+        )
 
         def echoed() -> str:
             return daemon.stdout_path.read_text(errors="replace") if daemon else ""
@@ -133,14 +143,28 @@ def main() -> int:
 
         say("The journal, as an operator reads it")
         pid = str(daemon.pid)
-        wait_for(lambda: daemon.journal_events("probe_hung", KVMWD_STATE="resolved"), 30, "the resolved event in the journal")
-        show(["journalctl", "--no-pager", "-o", "short-iso", f"_PID={pid}", "SYSLOG_IDENTIFIER=kvm-watchdog", "--since", daemon.started_at])
+        wait_for(
+            lambda: daemon.journal_events("probe_hung", KVMWD_STATE="resolved"), 30, "the resolved event in the journal"
+        )
+        show(
+            [
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "short-iso",
+                f"_PID={pid}",
+                "SYSLOG_IDENTIFIER=kvm-watchdog",
+                "--since",
+                daemon.started_at,
+            ]
+        )
         print(f"\n{DIM}# one event, all its fields:{OFF}")
         show(
             [
                 "sh",
                 "-c",
-                f"journalctl --no-pager -o verbose _PID={pid} KVMWD_EVENT=probe_hung KVMWD_STATE=open --since '{daemon.started_at}'"
+                f"journalctl --no-pager -o verbose _PID={pid} KVMWD_EVENT=probe_hung KVMWD_STATE=open --since "
+                f"'{daemon.started_at}'"
                 " | grep -E '^ *(MESSAGE_ID|PRIORITY|SYSLOG_IDENTIFIER|KVMWD_[A-Z_]+)=' | grep -v KVMWD_EVIDENCE",
             ]
         )
@@ -160,7 +184,11 @@ def main() -> int:
         box.destroy()
         journald.close()
         shutil.rmtree(state, ignore_errors=True)
-        say("Recovered: one open event, one kill_probe ok, one resolved, capabilities back" if recovered else "NOT recovered")
+        say(
+            "Recovered: one open event, one kill_probe ok, one resolved, capabilities back"
+            if recovered
+            else "NOT recovered"
+        )
 
 
 if __name__ == "__main__":

@@ -75,19 +75,31 @@ def page8() -> str:
         ".SH OPTIONS",
         ".TP",
         ".B \\-c, \\-\\-config \\fIFILE\\fR",
-        esc("The config file. Default: $KVM_WATCHDOG_CONFIG, else /etc/kvm-watchdog/config.yaml (see kvm-watchdog.yaml(5))."),
+        esc(
+            "The config file. Default: $KVM_WATCHDOG_CONFIG, else /etc/kvm-watchdog/config.yaml (see "
+            "kvm-watchdog.yaml(5))."
+        ),
         ".TP",
         ".B \\-\\-version",
         "Print the version.",
         ".SH COMMANDS",
         *commands(),
         ".SH EXIT STATUS",
-        esc("check and remediate follow the monitoring-plugin convention: 0 no finding, 1 warning, 2 critical, 3 unknown. "),
-        esc("run: 0 on a clean stop, 2 on a config error at start. status: 0, or 3 when no daemon state exists. config check: 0 valid, 2 invalid."),
+        esc(
+            "check and remediate follow the monitoring-plugin convention: 0 no finding, 1 warning, 2 critical, 3 "
+            "unknown. "
+        ),
+        esc(
+            "run: 0 on a clean stop, 2 on a config error at start. status: 0, or 3 when no daemon state exists. "
+            "config check: 0 valid, 2 invalid."
+        ),
         ".SH SIGNALS",
         ".TP",
         ".B SIGHUP",
-        esc("Reload the config (systemctl reload kvm-watchdog). A broken new config is reported (config_error) and the running one kept."),
+        esc(
+            "Reload the config (systemctl reload kvm-watchdog). A broken new config is reported (config_error) and "
+            "the running one kept."
+        ),
         ".TP",
         ".B SIGTERM, SIGINT",
         esc("Stop cleanly within 5 seconds; no child process is left behind."),
@@ -98,7 +110,8 @@ def page8() -> str:
     lines += [
         ".SH JOURNAL EVENTS",
         esc(
-            "Every event has SYSLOG_IDENTIFIER=kvm-watchdog, MESSAGE, PRIORITY, MESSAGE_ID and KVMWD_EVENT; where they apply "
+            "Every event has SYSLOG_IDENTIFIER=kvm-watchdog, MESSAGE, PRIORITY, MESSAGE_ID and KVMWD_EVENT; where "
+            "they apply "
             "KVMWD_STATE (open/resolved), KVMWD_PROBE_DIR, KVMWD_PIDS, KVMWD_AGE_S, KVMWD_LATENCY_MS, KVMWD_ACTION, "
             "KVMWD_POLICY, KVMWD_RESULT (ok/failed/skipped/dry_run), KVMWD_DRY_RUN and KVMWD_EVIDENCE (JSON). "
             "journalctl -x explains each MESSAGE_ID (catalog in /usr/lib/systemd/catalog/kvm-watchdog.catalog)."
@@ -109,8 +122,10 @@ def page8() -> str:
     lines += [
         ".SH METRICS",
         esc(
-            "With metrics.textfile (node_exporter's textfile collector) or metrics.listen (an HTTP /metrics endpoint), the kvmwd_ "
-            "series; counters survive restarts (state_dir/metrics.json). Rules: /usr/share/kvm-watchdog/kvm-watchdog-rules.yml; "
+            "With metrics.textfile (node_exporter's textfile collector) or metrics.listen (an HTTP /metrics "
+            "endpoint), the kvmwd_ "
+            "series; counters survive restarts (state_dir/metrics.json). Rules: "
+            "/usr/share/kvm-watchdog/kvm-watchdog-rules.yml; "
             "a Grafana dashboard: /usr/share/kvm-watchdog/kvm-watchdog-fleet.json."
         ),
     ]
@@ -154,9 +169,11 @@ def page5() -> str:
         "kvm\\-watchdog.yaml \\- the configuration of kvm\\-watchdog(8)",
         ".SH DESCRIPTION",
         esc(
-            "A YAML file, /etc/kvm-watchdog/config.yaml by default. Every key is optional. Unknown keys are errors, not "
+            "A YAML file, /etc/kvm-watchdog/config.yaml by default. Every key is optional. Unknown keys are errors, "
+            "not "
             "warnings: a typo in a policy must not silently turn remediation off. Durations are written 30s, 5m, 1h, "
-            "250ms, 1h30m or as plain seconds. Check a file with kvm-watchdog config check FILE: each problem is printed "
+            "250ms, 1h30m or as plain seconds. Check a file with kvm-watchdog config check FILE: each problem is "
+            "printed "
             "as FILE:LINE: where: what is wrong. kvm-watchdog config show prints the effective config."
         ),
         ".SH THE SHIPPED FILE",

@@ -157,7 +157,9 @@ class HostileFigures:
     peak_rss_mb: Dict[str, float] = field(default_factory=dict)  # the daemon's VmHWM under each flood
     churn_scans_per_s: Optional[float] = None
     longest_ping_gap_s: Optional[float] = None  # between two WATCHDOG=1 under a flood, pinging every 5 s (goal <= 15 s)
-    raw_controls_in_output: Optional[int] = None  # ESC, BEL or newline bytes of untrusted input in any output (must be 0)
+    raw_controls_in_output: Optional[int] = (
+        None  # ESC, BEL or newline bytes of untrusted input in any output (must be 0)
+    )
     files_changed_outside_state: Optional[int] = None  # modes or owners of files root did not make, changed (must be 0)
 
 
@@ -168,7 +170,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[FIGURES] = HostileFigures()
     config.addinivalue_line("markers", "hostile: faults, bad input and races (make hostile)")
     config.addinivalue_line("markers", "system: the package under a real systemd in a container (make system-test)")
-    config.addinivalue_line("markers", "matrix: the same stories on the other hosts of harness/hosts.py (make matrix; not in make test)")
+    config.addinivalue_line(
+        "markers", "matrix: the same stories on the other hosts of harness/hosts.py (make matrix; not in make test)"
+    )
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -195,21 +199,36 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"bytes lost:         {f.bytes_lost} (must be 0)")
         if f.genuine_kill_delay_s is not None:
             terminalreporter.write_line(f"forged probes that escalated: {f.forged_escalations} (must be 0)")
-            terminalreporter.write_line(f"genuine hung probe killed {f.genuine_kill_delay_s:.2f}s past its deadline under a forged flood (goal <= 1 s)")
+            terminalreporter.write_line(
+                f"genuine hung probe killed {f.genuine_kill_delay_s:.2f}s past its deadline under a forged flood (goal <= 1 s)"
+            )
         for name, mb in sorted(f.peak_rss_mb.items()):
             terminalreporter.write_line(f"peak RSS, {name}: {mb:.1f} MB")
         if f.raw_controls_in_output is not None:
-            terminalreporter.write_line(f"raw ESC/BEL/newline from untrusted input in any output: {f.raw_controls_in_output} (must be 0)")
+            terminalreporter.write_line(
+                f"raw ESC/BEL/newline from untrusted input in any output: {f.raw_controls_in_output} (must be 0)"
+            )
         if f.files_changed_outside_state is not None:
-            terminalreporter.write_line(f"files outside the state dir whose mode or owner root changed: {f.files_changed_outside_state} (must be 0)")
+            terminalreporter.write_line(
+                f"files outside the state dir whose mode or owner root changed: {f.files_changed_outside_state} (must be 0)"
+            )
         if f.longest_ping_gap_s is not None:
-            terminalreporter.write_line(f"longest gap between WATCHDOG=1 pings under the floods: {f.longest_ping_gap_s:.2f}s (pings every 5 s; goal <= 15 s)")
+            terminalreporter.write_line(
+                f"longest gap between WATCHDOG=1 pings under the floods: {f.longest_ping_gap_s:.2f}s (pings every 5 s; goal <= 15 s)"
+            )
         if f.churn_scans_per_s is not None:
-            terminalreporter.write_line(f"scans per second under mkdir/rmdir churn: {f.churn_scans_per_s:.2f} (goal <= 2)")
+            terminalreporter.write_line(
+                f"scans per second under mkdir/rmdir churn: {f.churn_scans_per_s:.2f} (goal <= 2)"
+            )
         results = os.environ.get("KVMWD_HOSTILE_RESULTS")
         if results and not f.failed:
             with open(results, "w") as out:
-                json.dump(dict(asdict(f), machine=f"{os.cpu_count()} cpus, kernel {os.uname().release}"), out, indent=1, sort_keys=True)
+                json.dump(
+                    dict(asdict(f), machine=f"{os.cpu_count()} cpus, kernel {os.uname().release}"),
+                    out,
+                    indent=1,
+                    sort_keys=True,
+                )
                 out.write("\n")
             terminalreporter.write_line(f"figures written to {results}")
 

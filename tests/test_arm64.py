@@ -35,7 +35,8 @@ REPO = HARNESS.parent.parent
 pytestmark = [
     pytest.mark.matrix,
     pytest.mark.skipif(
-        not (shutil.which("qemu-system-aarch64") and shutil.which("mmdebstrap")), reason="qemu-system-arm or mmdebstrap missing (scripts/install-deps)"
+        not (shutil.which("qemu-system-aarch64") and shutil.which("mmdebstrap")),
+        reason="qemu-system-arm or mmdebstrap missing (scripts/install-deps)",
     ),
 ]
 
@@ -44,7 +45,9 @@ pytestmark = [
 def record(tmp_path_factory):
     """Boot the arm64 host once, run the job, and return what it recorded (results.json)."""
     machine = Arm64Machine(ensure_image(HOST), tmp_path_factory.mktemp("arm64"))
-    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(machine.job)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [str(REPO / "scripts" / "build-deb"), str(machine.job)], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("arm64_job.py", "wait.py", "fake_qemu.py", "chdir_hang.c"):
         shutil.copy(HARNESS / name, machine.job / name)
@@ -69,14 +72,22 @@ def summary(seen):
         "emulator": seen.get("emulator"),
         "libvirt": seen.get("libvirt"),
         "kernel_said": [line for line in seen.get("dmesg_kvm", []) if "kvm [" in line],
-        "selftest": {name: {k: v for k, v in c.items() if k in ("ok", "value", "errno", "error")} for name, c in checks.items()},
+        "selftest": {
+            name: {k: v for k, v in c.items() if k in ("ok", "value", "errno", "error")} for name, c in checks.items()
+        },
         "advice": diag.get("advice"),
         "vm_start_error": seen.get("vm_start", {}).get("error"),
-        "vm_start_failed_cause": json.loads(seen["vm_start_failed"]["KVMWD_EVIDENCE"])["diagnosis"].get("cause") if seen.get("vm_start_failed") else None,
+        "vm_start_failed_cause": json.loads(seen["vm_start_failed"]["KVMWD_EVIDENCE"])["diagnosis"].get("cause")
+        if seen.get("vm_start_failed")
+        else None,
         "vm_start_failed_latency_s": seen.get("vm_start_failed_latency_s"),
         "probe_diagnosis": {k: evidence.get("diagnosis", {}).get(k) for k in ("stage", "blocked_in", "cause")},
-        "probe_hung_after_s": round(int(hung["__REALTIME_TIMESTAMP"]) / 1e6 - seen["probe_asked_at"], 1) if hung else None,
-        "probe_ended_after_s": round(int(seen["kill_probe"]["__REALTIME_TIMESTAMP"]) / 1e6 - seen["probe_asked_at"], 1) if seen.get("kill_probe") else None,
+        "probe_hung_after_s": round(int(hung["__REALTIME_TIMESTAMP"]) / 1e6 - seen["probe_asked_at"], 1)
+        if hung
+        else None,
+        "probe_ended_after_s": round(int(seen["kill_probe"]["__REALTIME_TIMESTAMP"]) / 1e6 - seen["probe_asked_at"], 1)
+        if seen.get("kill_probe")
+        else None,
         "boot_and_job_s": seen.get("boot_and_job_s"),
     }
 
@@ -96,7 +107,9 @@ def test_on_a_gicv3_only_arm64_host_the_self_test_says_guests_must_use_gic_versi
     answered = {name: answer(checks[name]) for name in HOST.expected_selftest if name in checks}
     assert answered == HOST.expected_selftest, f"the host table expects {HOST.expected_selftest}"
     assert any("gic-version=3" in step for step in kvm["advice"]), kvm["advice"]
-    assert any("gic-version=3" in step for step in record["diagnose"]["verdict"]["what_to_do"]), record["diagnose"]["verdict"]
+    assert any("gic-version=3" in step for step in record["diagnose"]["verdict"]["what_to_do"]), record["diagnose"][
+        "verdict"
+    ]
 
 
 def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(record):
@@ -106,13 +119,19 @@ def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(re
     assert opened["KVMWD_SUBJECT"] == "gicv2" or "gicv2" in opened["MESSAGE"], opened
     assert evidence["diagnosis"]["cause"] == "no_in_kernel_vgic", evidence
     assert "gic-version" in opened["MESSAGE"], opened["MESSAGE"]
-    assert record["vm_start_failed_latency_s"] is not None, "timed from QEMU's own line (a figure for arm64-results.json, not a bound)"
+    assert record["vm_start_failed_latency_s"] is not None, (
+        "timed from QEMU's own line (a figure for arm64-results.json, not a bound)"
+    )
 
 
 def test_the_real_aarch64_probe_held_at_its_chdir_is_diagnosed_as_the_incidents_and_ended(record):
     hung = record["probe_hung"]
     diagnosis = json.loads(hung["KVMWD_EVIDENCE"])["diagnosis"]
-    assert (diagnosis["stage"], diagnosis["blocked_in"], diagnosis["cause"]) == ("before_ready", "futex", "userspace_deadlock"), diagnosis
+    assert (diagnosis["stage"], diagnosis["blocked_in"], diagnosis["cause"]) == (
+        "before_ready",
+        "futex",
+        "userspace_deadlock",
+    ), diagnosis
     assert record["kill_probe"]["KVMWD_RESULT"] == "ok", record["kill_probe"]["MESSAGE"]
     assert record["next_call_rc"] == 0, "capabilities work again after the kill"
     assert record.get("done"), record.get("journal_tail")

@@ -11,14 +11,21 @@ from watchdogd.model import Defunct, Observation, Process
 def zombie_under_libvirt(age: float) -> Observation:
     libvirtd = Process(pid=77, ppid=1, state="S", comm="libvirtd", start_boot_s=1.0, cmdline=("/usr/sbin/libvirtd",))
     zombie = Process(pid=90, ppid=77, state="Z", comm="qemu-system-x86", start_boot_s=900.0)
-    return Observation(taken_wall=10_000.0, uptime_s=1000.0, libvirt_pids=(77,), defunct=(Defunct(zombie, libvirtd, "libvirt", None, age),))
+    return Observation(
+        taken_wall=10_000.0,
+        uptime_s=1000.0,
+        libvirt_pids=(77,),
+        defunct=(Defunct(zombie, libvirtd, "libvirt", None, age),),
+    )
 
 
 def test_a_zombie_libvirt_has_not_reaped_is_reported_with_libvirt_as_its_parent():
     [finding] = assess(zombie_under_libvirt(age=120), Config())
     assert finding.kind == "probe_defunct" and finding.subject == "libvirt pid 77"
     assert "only libvirt can reap it" in finding.message
-    assert finding.to_json()["evidence"]["zombies"] == [{"pid": 90, "parent_pid": 77, "parent_comm": "libvirtd", "parent_kind": "libvirt", "age_s": 120}]
+    assert finding.to_json()["evidence"]["zombies"] == [
+        {"pid": 90, "parent_pid": 77, "parent_comm": "libvirtd", "parent_kind": "libvirt", "age_s": 120}
+    ]
     # kill_probe has nothing it may do about it: only restart_libvirt resolves it
     result, detail, pids = KillProbe(Config(), scanner=None, ender=None).run(finding)  # type: ignore[arg-type]
     assert result == "skipped" and "only restart_libvirt" in detail and pids == ()

@@ -13,7 +13,11 @@ REPO = Path(__file__).resolve().parent.parent
 def test_the_bench_runs_and_writes_its_results(tmp_path, journald):
     out = tmp_path / "results.json"
     r = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--only", "scan", "--sizes", "20", "--output", str(out)], capture_output=True, text=True, timeout=300, cwd=str(REPO)
+        [sys.executable, "-m", "bench.run", "--only", "scan", "--sizes", "20", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(REPO),
     )
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(out.read_text())

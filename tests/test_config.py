@@ -63,7 +63,11 @@ def test_the_contract_example_is_the_default():
     cfg = parse_config(CONTRACT_EXAMPLE, "c.yaml")
     assert cfg == Config(source="c.yaml")
     assert cfg.policies[1] == PolicyConfig(
-        name="reset-after-repeated-hangs", on="probe_hung", do=("quarantine_cache", "restart_libvirt"), times=3, within=3600.0
+        name="reset-after-repeated-hangs",
+        on="probe_hung",
+        do=("quarantine_cache", "restart_libvirt"),
+        times=3,
+        within=3600.0,
     )
 
 
@@ -82,7 +86,10 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
             "intervall: 5s\n",
             "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)",
         ),
-        ("detect:\n  probe_hung_after: soon\n", "c.yaml:2: detect.probe_hung_after: 'soon' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"),
+        (
+            "detect:\n  probe_hung_after: soon\n",
+            "c.yaml:2: detect.probe_hung_after: 'soon' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)",
+        ),
         ("detect:\n  probe_hung_after: 0\n", "c.yaml:2: detect.probe_hung_after: must be longer than 0, not 0"),
         (
             "detect:\n  hung_after: 5s\n",
@@ -112,7 +119,10 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
             "c.yaml:3: policies[1].name: name 'a' already used by policies[0]",
         ),
         ("latency:\n  slow: 40s\n", "c.yaml:2: latency.slow: (40s) must be shorter than latency.timeout (30s)"),
-        ("=\n", "c.yaml:1: not a usable YAML value: could not determine a constructor for the tag 'tag:yaml.org,2002:value'"),
+        (
+            "=\n",
+            "c.yaml:1: not a usable YAML value: could not determine a constructor for the tag 'tag:yaml.org,2002:value'",
+        ),
         ("interval: [5s\n", "c.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'"),
     ],
 )
@@ -130,7 +140,10 @@ def test_config_check_prints_file_line_and_exits_2(tmp_path):
     result = run_cli("config", "check", str(bad))
     assert result.rc == 2
     assert result.out == "", "problems go to stderr"
-    assert result.err.strip() == f"{bad}:2: detect.probe_hung_after: '1 minute' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"
+    assert (
+        result.err.strip()
+        == f"{bad}:2: detect.probe_hung_after: '1 minute' is not a duration (use e.g. 30s, 5m, 1h or plain seconds)"
+    )
     good = tmp_path / "good.yaml"
     good.write_text(CONTRACT_EXAMPLE)
     assert run_cli("config", "check", str(good)).rc == 0
@@ -143,7 +156,9 @@ def test_the_config_file_comes_from_the_flag_then_the_environment(tmp_path):
     assert "interval: 7s" in shown.out and str(env_cfg) in shown.out
     flag_cfg = tmp_path / "flag.yaml"
     flag_cfg.write_text("interval: 9s\n")
-    assert "interval: 9s" in run_cli("-c", str(flag_cfg), "config", "show", env={"KVM_WATCHDOG_CONFIG": str(env_cfg)}).out
+    assert (
+        "interval: 9s" in run_cli("-c", str(flag_cfg), "config", "show", env={"KVM_WATCHDOG_CONFIG": str(env_cfg)}).out
+    )
     missing = run_cli("-c", str(tmp_path / "nope.yaml"), "config", "show")
     assert missing.rc == 2 and "nope.yaml:0: no such file" in missing.err
 
@@ -177,11 +192,22 @@ def test_any_text_is_a_config_or_a_clear_error(text):
         assert exc.problems and all(str(p).startswith("fuzz.yaml:") for p in exc.problems)
 
 
-_keys = st.sampled_from(["interval", "detect", "policies", "latency", "probe_hung_after", "on", "do", "name", "times", "x"])
-_leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=10), st.sampled_from(["5s", "kill_probe", "probe_hung"])
+_keys = st.sampled_from(
+    ["interval", "detect", "policies", "latency", "probe_hung_after", "on", "do", "name", "times", "x"]
 )
-_trees = st.recursive(_leaves, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)), max_leaves=20)
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=10),
+    st.sampled_from(["5s", "kill_probe", "probe_hung"]),
+)
+_trees = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 @pytest.mark.hostile
@@ -203,9 +229,25 @@ def test_config_check_refuses_metrics_with_a_prometheus_client_too_old_to_run_th
     """Debian 11's python3-prometheus-client is 0.9.0: `run` died at its start with an ImportError, in a restart loop."""
     cache = Path("/var/cache/kvm-watchdog-test/prometheus-client-0.9.0")
     if not (cache / "prometheus_client").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(cache), "prometheus-client==0.9.0"], check=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--target",
+                str(cache),
+                "prometheus-client==0.9.0",
+            ],
+            check=True,
+            timeout=300,
+        )
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  textfile: {tmp_path}/kvm-watchdog.prom\n")
     old = run_cli_process("config", "check", str(cfg), env={"PYTHONPATH": str(cache)})
-    assert old.rc == 2 and f"{cfg}:3: metrics: needs prometheus-client >= 0.16, found 0.9.0" in old.out + old.err, old.out + old.err
+    assert old.rc == 2 and f"{cfg}:3: metrics: needs prometheus-client >= 0.16, found 0.9.0" in old.out + old.err, (
+        old.out + old.err
+    )
     assert run_cli_process("config", "check", str(cfg)).rc == 0, "the client this venv has (>= 0.16) runs them"

@@ -31,7 +31,9 @@ def test_a_healthy_host_has_no_finding(libvirt, state_dir, write_config):
 
 
 # the monitoring-plugin development guidelines: 'label'=value[UOM];[warn];[crit];[min];[max]
-PERFDATA = re.compile(r"'([^'=]+)'=(U|-?[0-9]+(?:\.[0-9]+)?)(us|ms|s|%|B|KB|MB|TB|c)?;(-?[0-9.]*);(-?[0-9.]*);(-?[0-9.]*);(-?[0-9.]*)")
+PERFDATA = re.compile(
+    r"'([^'=]+)'=(U|-?[0-9]+(?:\.[0-9]+)?)(us|ms|s|%|B|KB|MB|TB|c)?;(-?[0-9.]*);(-?[0-9.]*);(-?[0-9.]*);(-?[0-9.]*)"
+)
 
 
 def parse_perfdata(line: str) -> dict:
@@ -42,7 +44,14 @@ def parse_perfdata(line: str) -> dict:
     for item in perf.split(" "):
         m = PERFDATA.fullmatch(item)
         assert m, f"not 'label'=value[UOM];warn;crit;min;max: {item!r}"
-        out[m.group(1)] = {"value": m.group(2), "uom": m.group(3) or "", "warn": m.group(4), "crit": m.group(5), "min": m.group(6), "max": m.group(7)}
+        out[m.group(1)] = {
+            "value": m.group(2),
+            "uom": m.group(3) or "",
+            "warn": m.group(4),
+            "crit": m.group(5),
+            "min": m.group(6),
+            "max": m.group(7),
+        }
     return out
 
 
@@ -53,13 +62,17 @@ def test_check_prints_performance_data_that_monitoring_graphs(libvirt, state_dir
     assert result.rc == 0, result.out + result.err
     perf = parse_perfdata(result.out.splitlines()[0])
     lat = perf["domcaps_latency"]
-    assert lat["uom"] == "ms" and float(lat["value"]) > 0 and (lat["warn"], lat["crit"]) == ("5000", "30000"), "latency in ms, slow and timeout as thresholds"
+    assert lat["uom"] == "ms" and float(lat["value"]) > 0 and (lat["warn"], lat["crit"]) == ("5000", "30000"), (
+        "latency in ms, slow and timeout as thresholds"
+    )
     assert {perf[f"probes_{s}"]["value"] for s in ("running", "hung", "stale")} == {"0"}
     assert int(perf["cache_entries"]["value"]) >= 1 and perf["findings_critical"]["value"] == "0"
     assert perf["scan_duration"]["uom"] == "s" and float(perf["scan_duration"]["value"]) > 0
     hung = libvirt.hang("hang-init")
     try:
-        cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"enabled": False}))
+        cfg = write_config(
+            libvirt.config(state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"enabled": False})
+        )
         wait_for(lambda: run_cli("-c", cfg, "check").rc == 2, 30, "the probe to be hung")
         perf = parse_perfdata(run_cli_process("-c", cfg, "check").out.splitlines()[0])
         assert perf["probes_hung"]["value"] == "1" and int(perf["findings_critical"]["value"]) >= 1
@@ -73,8 +86,16 @@ def test_check_prints_performance_data_that_monitoring_graphs(libvirt, state_dir
 def test_a_hung_probe_is_critical_and_names_each_process_by_role(libvirt, state_dir, write_config, mode):
     waiting = libvirt.hang(mode)
     probe = libvirt.hung_probe()
-    cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"timeout": "3s", "slow": "1s", "every": "3s"}))
-    result = wait_for(lambda: (r := run_cli("-c", cfg, "check", "--json")).rc == 2 and "probe_hung" in r.kinds() and r, 30, "probe_hung")
+    cfg = write_config(
+        libvirt.config(
+            state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"timeout": "3s", "slow": "1s", "every": "3s"}
+        )
+    )
+    result = wait_for(
+        lambda: (r := run_cli("-c", cfg, "check", "--json")).rc == 2 and "probe_hung" in r.kinds() and r,
+        30,
+        "probe_hung",
+    )
 
     hung = result.finding("probe_hung")
     assert hung["severity"] == "critical"
@@ -110,7 +131,11 @@ def test_a_slow_probe_is_not_a_hung_one(libvirt, state_dir, write_config):
     libvirt.arm("slow:3", count=1)
     waiting = libvirt.domcaps_async()
     wait_for(libvirt.qmp_dirs, 20, "the slow probe's dir")
-    cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": "10s"}, latency={"timeout": "15s", "slow": "1s", "every": "15s"}))
+    cfg = write_config(
+        libvirt.config(
+            state_dir, detect={"probe_hung_after": "10s"}, latency={"timeout": "15s", "slow": "1s", "every": "15s"}
+        )
+    )
     result = run_cli("-c", cfg, "check", "--json")
     assert "probe_hung" not in result.kinds()
     slow = result.finding("domcaps_slow")
@@ -124,7 +149,11 @@ def test_a_dir_no_process_belongs_to_is_stale(libvirt, state_dir, write_config):
     stale.mkdir(mode=0o700)
     (stale / "qmp.monitor").write_text("")
     cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s"}))
-    result = wait_for(lambda: (r := run_cli("-c", cfg, "check", "--json", "--no-latency")) and "probe_dir_stale" in r.kinds() and r, 10, "probe_dir_stale")
+    result = wait_for(
+        lambda: (r := run_cli("-c", cfg, "check", "--json", "--no-latency")) and "probe_dir_stale" in r.kinds() and r,
+        10,
+        "probe_dir_stale",
+    )
     finding = result.finding("probe_dir_stale")
     assert finding["subject"] == str(stale) and finding["severity"] == "warning"
     assert finding["evidence"]["pidfile"]["problem"] == "missing"
@@ -141,8 +170,18 @@ def _bystanders(libvirt: LibvirtSandbox, tmp_path: Path):
     fake_bin.chmod(0o755)
     other_dir = libvirt.probe_dir / "qmp-OTHER1"
     other = subprocess.Popen([str(fake_bin), "-pidfile", f"{other_dir}/qmp.pid"], start_new_session=True)
-    wait_for(lambda: alive(other.pid) and "qmp-OTHER1" in Path(f"/proc/{other.pid}/cmdline").read_text(), 10, "the other-dir process")
-    return {"sleep": sleeper.pid, "pid1": 1, "libvirtd": libvirt.libvirtd_pid, "test runner": os.getpid(), "other dir": other.pid}, [sleeper, other]
+    wait_for(
+        lambda: alive(other.pid) and "qmp-OTHER1" in Path(f"/proc/{other.pid}/cmdline").read_text(),
+        10,
+        "the other-dir process",
+    )
+    return {
+        "sleep": sleeper.pid,
+        "pid1": 1,
+        "libvirtd": libvirt.libvirtd_pid,
+        "test runner": os.getpid(),
+        "other dir": other.pid,
+    }, [sleeper, other]
 
 
 def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(libvirt, state_dir, write_config, tmp_path):
@@ -156,7 +195,11 @@ def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(libvirt, st
             dirs[who] = d
         cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s", "probe_hung_after": "1s"}))
         result = wait_for(
-            lambda: (r := run_cli("-c", cfg, "check", "--json", "--no-latency")) and r.kinds().count("probe_dir_stale") == len(dirs) and r,
+            lambda: (
+                (r := run_cli("-c", cfg, "check", "--json", "--no-latency"))
+                and r.kinds().count("probe_dir_stale") == len(dirs)
+                and r
+            ),
             10,
             "every bystander dir to be reported stale",
         )
@@ -167,7 +210,10 @@ def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(libvirt, st
         rejected = {f["subject"]: f["evidence"].get("pidfile_rejected", "") for f in result.json["findings"]}
         assert "not an emulator's" in rejected[str(dirs["sleep"])]
         assert "libvirt daemon" in rejected[str(dirs["libvirtd"])]
-        assert "not an emulator's" in rejected[str(dirs["test runner"])] or "watchdog itself" in rejected[str(dirs["test runner"])]
+        assert (
+            "not an emulator's" in rejected[str(dirs["test runner"])]
+            or "watchdog itself" in rejected[str(dirs["test runner"])]
+        )
         assert "does not name this probe's dir" in rejected[str(dirs["other dir"])]
         # PID 1 is refused by the pidfile reader itself
         pid1 = [f for f in result.json["findings"] if f["subject"] == str(dirs["pid1"])][0]
@@ -211,7 +257,11 @@ def test_malformed_pidfiles_never_crash_or_block_check(libvirt, state_dir, write
         cfg = write_config(libvirt.config(state_dir, detect={"stale_dir_after": "1s"}))
         # a separate process with a deadline: a blocked read on the fifo would show as a timeout here
         result = wait_for(
-            lambda: (r := run_cli_process("-c", cfg, "check", "--json", "--no-latency", timeout=20)) and r.kinds().count("probe_dir_stale") == len(made) and r,
+            lambda: (
+                (r := run_cli_process("-c", cfg, "check", "--json", "--no-latency", timeout=20))
+                and r.kinds().count("probe_dir_stale") == len(made)
+                and r
+            ),
             15,
             "every malformed-pidfile dir to be reported",
         )
@@ -260,11 +310,18 @@ def test_libvirt_stopped_is_unreachable_within_the_timeout(own_libvirt, state_di
 
 def test_check_changes_nothing(libvirt, state_dir, write_config):
     waiting = libvirt.hang("hang-init")
-    cfg = write_config(libvirt.config(state_dir, detect={"probe_hung_after": "1s"}, latency={"timeout": "2s", "every": "2s", "slow": "1s"}))
+    cfg = write_config(
+        libvirt.config(
+            state_dir, detect={"probe_hung_after": "1s"}, latency={"timeout": "2s", "every": "2s", "slow": "1s"}
+        )
+    )
     wait_for(lambda: run_cli("-c", cfg, "check", "--no-latency").rc == 2, 20, "the probe to count as hung")
 
     def processes():
-        return {pid: (Path(f"/proc/{pid}/stat").read_bytes().split()[2]) for pid in libvirt.sandbox_pids() + [libvirt.libvirtd_pid]}
+        return {
+            pid: (Path(f"/proc/{pid}/stat").read_bytes().split()[2])
+            for pid in libvirt.sandbox_pids() + [libvirt.libvirtd_pid]
+        }
 
     def files():
         return {**file_tree(libvirt.probe_dir), **file_tree(libvirt.cache_dir), **file_tree(state_dir)}
@@ -294,7 +351,9 @@ def test_python_dash_m_is_the_same_command():
     assert r.returncode == 0 and r.stdout.startswith("kvm-watchdog ")
 
 
-def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_proc(own_libvirt, state_dir, write_config):
+def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_proc(
+    own_libvirt, state_dir, write_config
+):
     from watchdogd.service.app import build
     from watchdogd.service.preflight import load_config
 

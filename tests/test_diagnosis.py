@@ -21,12 +21,16 @@ DOMAIN = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><
 
 
 def daemon_config(libvirt, state_dir, **overrides):  # type: ignore[no-untyped-def]
-    cfg = libvirt.config(state_dir, interval="1s", events="journal", detect={"probe_hung_after": "3s"}, latency={"enabled": False})
+    cfg = libvirt.config(
+        state_dir, interval="1s", events="journal", detect={"probe_hung_after": "3s"}, latency={"enabled": False}
+    )
     cfg.update(overrides)
     return cfg
 
 
-def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_before_the_kill(journald, libvirt, state_dir, write_config, start_daemon):
+def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_before_the_kill(
+    journald, libvirt, state_dir, write_config, start_daemon
+):
     libvirt.build_hang_shim()
     daemon = start_daemon(write_config(daemon_config(libvirt, state_dir)))
     daemon.wait_journal("started")
@@ -43,13 +47,21 @@ def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_b
     [bundle] = list((state_dir / "incidents").glob("*.json"))
     kept = json.loads(bundle.read_text())
     assert kept["diagnosis"]["cause"] == "userspace_deadlock" and kept["capture"]["processes"]
-    daemon_thread = [t for p in kept["capture"]["processes"] if p["role"] == "daemon" for t in p["threads"] if t["tid"] == p["pid"]]
+    daemon_thread = [
+        t for p in kept["capture"]["processes"] if p["role"] == "daemon" for t in p["threads"] if t["tid"] == p["pid"]
+    ]
     assert daemon_thread and daemon_thread[0]["syscall"] == "futex"
-    assert kept["packages"] and any("qemu-system" in (v or "") for v in kept["packages"].values()), "the emulator's package version"
+    assert kept["packages"] and any("qemu-system" in (v or "") for v in kept["packages"].values()), (
+        "the emulator's package version"
+    )
 
 
 def test_a_daemon_that_never_answers_qmp_is_after_ready(journald, libvirt, state_dir, write_config, start_daemon):
-    daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}])))
+    daemon = start_daemon(
+        write_config(
+            daemon_config(libvirt, state_dir, policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}])
+        )
+    )
     daemon.wait_journal("started")
     libvirt.hang("hang-qmp", count=1)
     [opened] = daemon.wait_journal("probe_hung", timeout=60, KVMWD_STATE="open")
@@ -58,8 +70,13 @@ def test_a_daemon_that_never_answers_qmp_is_after_ready(journald, libvirt, state
     assert diagnosis["blocked_in"] in ("accept", "accept4"), "the fake daemon sits in accept() on its QMP socket"
 
 
-@pytest.mark.parametrize("fault, line", [("pmu", "PMU: KVM_SET_DEVICE_ATTR: Invalid argument"), ("irq", "kvm_set_irq: No such device or address")])
-def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(journald, libvirt, state_dir, write_config, start_daemon, fault, line):
+@pytest.mark.parametrize(
+    "fault, line",
+    [("pmu", "PMU: KVM_SET_DEVICE_ATTR: Invalid argument"), ("irq", "kvm_set_irq: No such device or address")],
+)
+def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(
+    journald, libvirt, state_dir, write_config, start_daemon, fault, line
+):
     name = f"t-{fault}"
     xml = state_dir / f"{name}.xml"
     xml.write_text(DOMAIN.format(name=name))
@@ -80,8 +97,12 @@ def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(j
         evidence = json.loads(failed["KVMWD_EVIDENCE"])
         assert evidence["diagnosis"]["cause"] == "no_in_kernel_vgic" and "gic-version" in failed["MESSAGE"]
         assert any(line in ln for ln in evidence["lines"]) and evidence["log"] == str(log)
-        assert int(failed["__REALTIME_TIMESTAMP"]) / 1e6 - written < 1, "within 1 s of the log line, whatever the interval"
-        assert not [e for e in daemon.journal_events("vm_start_failed") if "dirty_log" in e["MESSAGE"]], "the dirty-log fallback is noted, never alerted"
+        assert int(failed["__REALTIME_TIMESTAMP"]) / 1e6 - written < 1, (
+            "within 1 s of the log line, whatever the interval"
+        )
+        assert not [e for e in daemon.journal_events("vm_start_failed") if "dirty_log" in e["MESSAGE"]], (
+            "the dirty-log fallback is noted, never alerted"
+        )
         libvirt.vm_fault("")  # the next start is clean (the real emulator): the finding resolves
         assert libvirt.virsh("start", name).returncode == 0
         daemon.wait_journal("vm_start_failed", timeout=30, KVMWD_STATE="resolved")
@@ -105,11 +126,21 @@ def test_diagnose_says_kvm_is_usable_here(state_dir, write_config, libvirt):
 def test_diagnose_says_kvm_is_unusable_and_exits_2_when_dev_kvm_is_masked(state_dir, write_config, libvirt):
     cfg = write_config(libvirt.config(state_dir, latency={"enabled": False}))
     script = f"mount --bind /dev/null /dev/kvm && exec {command()} -c {cfg} diagnose --json"
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(REPO),
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["kvm"]["usable"] is False and report["verdict"]["cause"] == "kvm_unusable"
-    assert "not KVM" in report["kvm"]["problem"] or "cannot open" in report["kvm"]["problem"] or "KVM_" in report["kvm"]["problem"]
+    assert (
+        "not KVM" in report["kvm"]["problem"]
+        or "cannot open" in report["kvm"]["problem"]
+        or "KVM_" in report["kvm"]["problem"]
+    )
 
 
 def test_a_broken_signature_table_is_a_config_error_with_its_row(tmp_path):
@@ -125,6 +156,8 @@ def test_an_operators_signature_row_is_tried_first(tmp_path):
     from watchdogd.diagnose.signatures import load, match
 
     table = tmp_path / "sigs.yaml"
-    table.write_text("signatures:\n  - match: 'failed to set irq'\n    cause: site_specific\n    what_to_do: call the on-call\n")
+    table.write_text(
+        "signatures:\n  - match: 'failed to set irq'\n    cause: site_specific\n    what_to_do: call the on-call\n"
+    )
     [found] = match(["qemu: failed to set irq for PMU"], load(str(table)))
     assert found.signature.cause == "site_specific"

@@ -19,9 +19,18 @@ STALE = stale_dir("/d/qmp-zzzzzz", since=50.0)
 
 def test_a_condition_seen_on_every_scan_opens_once_and_resolves_once():
     ledger = FindingLedger()
-    changes = [ledger.update(findings, now) for now, findings in [(1, [HUNG]), (2, [HUNG]), (3, [HUNG, STALE]), (4, [STALE]), (5, [])]]
+    changes = [
+        ledger.update(findings, now)
+        for now, findings in [(1, [HUNG]), (2, [HUNG]), (3, [HUNG, STALE]), (4, [STALE]), (5, [])]
+    ]
     assert [c.opened for c in changes] == [(HUNG,), (), (STALE,), (), ()]
-    assert [[(f.kind, round(t)) for f, t in c.resolved] for c in changes] == [[], [], [], [("probe_hung", 3)], [("probe_dir_stale", 2)]]
+    assert [[(f.kind, round(t)) for f, t in c.resolved] for c in changes] == [
+        [],
+        [],
+        [],
+        [("probe_hung", 3)],
+        [("probe_dir_stale", 2)],
+    ]
 
 
 def test_a_finding_being_acted_on_stays_open_until_the_action_is_reported():
@@ -44,11 +53,20 @@ def test_events_carry_the_contract_fields():
     opened = finding_opened(HUNG).journal_fields(0)
     assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
     assert opened["SYSLOG_IDENTIFIER"] == "kvm-watchdog" and opened["KVMWD_STATE"] == "open"
-    assert opened["KVMWD_PIDS"] == "7,8" and opened["KVMWD_AGE_S"] == "61.0" and opened["KVMWD_PROBE_DIR"] == "/d/qmp-abcdef"
+    assert (
+        opened["KVMWD_PIDS"] == "7,8"
+        and opened["KVMWD_AGE_S"] == "61.0"
+        and opened["KVMWD_PROBE_DIR"] == "/d/qmp-abcdef"
+    )
     assert finding_resolved(HUNG, 5).journal_fields(0)["KVMWD_STATE"] == "resolved"
     record = ActionRecord("kill_probe", "p", HUNG.subject, HUNG.kind, "failed", False, "still there", (8,))
     action = action_taken(record, "/d/qmp-abcdef").journal_fields(0)
-    assert (action["KVMWD_RESULT"], action["PRIORITY"], action["KVMWD_DRY_RUN"], action["KVMWD_PIDS"]) == ("failed", "3", "false", "8")
+    assert (action["KVMWD_RESULT"], action["PRIORITY"], action["KVMWD_DRY_RUN"], action["KVMWD_PIDS"]) == (
+        "failed",
+        "3",
+        "false",
+        "8",
+    )
 
 
 class FlakyStream(io.StringIO):

@@ -39,7 +39,11 @@ pytestmark = pytest.mark.hostile
 
 
 def tree_digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def sleeper() -> subprocess.Popen:
@@ -74,7 +78,8 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
     before = tree_digest(victim)
 
     bystander = sleeper()
-    named_like_probe = subprocess.Popen(["sh", "-c", "sleep 1000", str(probe_root / "qmp-Byst4r")])  # names a dir, but is no emulator
+    # names a dir, but is no emulator
+    named_like_probe = subprocess.Popen(["sh", "-c", "sleep 1000", str(probe_root / "qmp-Byst4r")])
     bystanders += [bystander, named_like_probe]
 
     def plant(name: str) -> Path:
@@ -108,7 +113,9 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
     wait_for(lambda: not any((probe_root / n).exists() for n in planted), 60, "the planted dirs to be removed as stale")
     removed = daemon.wait_journal("action", count=len(planted), KVMWD_ACTION="remove_stale_dir", KVMWD_RESULT="ok")
     assert sorted(os.path.basename(e["KVMWD_SUBJECT"]) for e in removed) == sorted(planted)
-    assert daemon.journal_events("action", KVMWD_ACTION="kill_probe") == [], "no planted pidfile made anything a probe member"
+    assert daemon.journal_events("action", KVMWD_ACTION="kill_probe") == [], (
+        "no planted pidfile made anything a probe member"
+    )
     assert (probe_root / "qmp-Sym1ink").is_symlink(), "a symlink in place of a probe dir is not a probe dir"
     assert (probe_root / "qmp-\nnewline").is_dir()
     assert tree_digest(victim) == before, "nothing behind a link was touched"
@@ -139,8 +146,13 @@ def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(
     base = tmp_path / "lib"
     (base / "qmp-Fresh1").mkdir(parents=True)
     offset = [0.0]
-    config = Config(state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(base),), cache_dir=str(tmp_path)))
-    scanner = Scanner(config, ProcFS(), BirthTime(), StateStore(config.state_dir), clock=lambda: time.time() + offset[0])  # the wall clock, passed in
+    config = Config(
+        state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(base),), cache_dir=str(tmp_path))
+    )
+    # the wall clock, passed in
+    scanner = Scanner(
+        config, ProcFS(), BirthTime(), StateStore(config.state_dir), clock=lambda: time.time() + offset[0]
+    )
     [seen] = scanner.observe().probes
     assert seen.age_s < 5
     offset[0] = 3600.0  # someone sets the clock (or NTP steps it) forward an hour
@@ -151,7 +163,9 @@ def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(
 # ---- the host fails under the watchdog -------------------------------------------------------
 
 
-def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_is_cleaned(journald, own_libvirt, state_dir, write_config, start_daemon):
+def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_is_cleaned(
+    journald, own_libvirt, state_dir, write_config, start_daemon
+):
     cfg = write_config(
         own_libvirt.config(
             state_dir,
@@ -183,7 +197,12 @@ def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_
     no_grace = {"libvirt_unreachable": "0s", "domcaps_failed": "0s", "cache_empty": "0s"}
     cfg = write_config(
         own_libvirt.config(
-            state_dir, interval="1s", events="journal", detect={"grace": no_grace}, latency={"every": "3s", "timeout": "2s", "slow": "1s"}, policies=[]
+            state_dir,
+            interval="1s",
+            events="journal",
+            detect={"grace": no_grace},
+            latency={"every": "3s", "timeout": "2s", "slow": "1s"},
+            policies=[],
         )
     )
     own_libvirt.arm("slow:6", 1)  # the next probe takes 6 s: the latency call is in flight meanwhile
@@ -193,7 +212,11 @@ def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_
     own_libvirt.supervisor.send_signal(signal.SIGUSR1)  # restart, as systemctl restart would
     own_libvirt.wait_libvirtd(not_pid=old)
     seen = wait_for(
-        lambda: [e for e in daemon.journal() if e["KVMWD_EVENT"] in ("domcaps_hung", "domcaps_failed", "libvirt_unreachable", "domcaps_slow")],
+        lambda: [
+            e
+            for e in daemon.journal()
+            if e["KVMWD_EVENT"] in ("domcaps_hung", "domcaps_failed", "libvirt_unreachable", "domcaps_slow")
+        ],
         60,
         "the disturbance reported",
     )
@@ -217,7 +240,9 @@ def tiny_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_full_state_dir_is_reported_once_and_the_daemon_goes_on(journald, libvirt, tiny_tmpfs, write_config, start_daemon):
+def test_a_full_state_dir_is_reported_once_and_the_daemon_goes_on(
+    journald, libvirt, tiny_tmpfs, write_config, start_daemon
+):
     cfg = write_config(libvirt.config(tiny_tmpfs, interval="0.5s", events="journal"))
     filler = tiny_tmpfs / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
@@ -242,7 +267,9 @@ def test_a_full_state_dir_is_reported_once_and_the_daemon_goes_on(journald, libv
     assert not [p for p in tiny_tmpfs.iterdir() if p.name.startswith(".status.json.")], "no temp file left behind"
 
 
-def test_a_read_only_state_dir_is_reported_and_the_daemon_goes_on(journald, libvirt, tiny_tmpfs, write_config, start_daemon):
+def test_a_read_only_state_dir_is_reported_and_the_daemon_goes_on(
+    journald, libvirt, tiny_tmpfs, write_config, start_daemon
+):
     cfg = write_config(libvirt.config(tiny_tmpfs, interval="0.5s", events="journal"))
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
     daemon = start_daemon(cfg)
@@ -298,7 +325,9 @@ def test_processes_exiting_between_listdir_and_read_never_break_a_scan(tmp_path)
                 p.wait()
 
     (tmp_path / "qmp-Churn1").mkdir()
-    config = Config(state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(tmp_path),), cache_dir=str(tmp_path)))
+    config = Config(
+        state_dir=str(tmp_path / "state"), libvirt=LibvirtConfig(probe_dirs=(str(tmp_path),), cache_dir=str(tmp_path))
+    )
     scanner = build(config).scanner
     worker = threading.Thread(target=churn)
     worker.start()
@@ -335,12 +364,17 @@ def test_thousands_of_probe_dirs_are_one_flood_finding_and_their_cleanup_spends_
         [flood] = daemon.wait_journal("probe_dirs_flood", timeout=60)
         assert "3000 qmp-XXXXXX dirs" in flood["MESSAGE"] and "500 are tracked" in flood["MESSAGE"]
         [held] = daemon.wait_journal("action", KVMWD_RESULT="skipped", timeout=120)
-        assert "unproven budget spent" in held["KVMWD_DETAIL"] and "remediation of proven probes goes on" in held["KVMWD_DETAIL"]
+        assert (
+            "unproven budget spent" in held["KVMWD_DETAIL"]
+            and "remediation of proven probes goes on" in held["KVMWD_DETAIL"]
+        )
         oks = daemon.journal_events("action", KVMWD_RESULT="ok")
         assert len(oks) == 20, "the unproven budget stops a cleanup storm at limits.unproven_actions"
         assert daemon.journal_events("remediation_paused") == [], "forgeable dirs never pause remediation"
         stale = daemon.journal_events("probe_dir_stale", KVMWD_STATE="open")
-        assert 500 <= len(stale) <= 500 + 20, "at most max_dirs_per_base dirs are tracked (and those that replace the removed ones)"
+        assert 500 <= len(stale) <= 500 + 20, (
+            "at most max_dirs_per_base dirs are tracked (and those that replace the removed ones)"
+        )
         assert len([d for d in libvirt.probe_dir.iterdir() if d.name.startswith("qmp-")]) == 2980
         assert daemon.alive()
     finally:

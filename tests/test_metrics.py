@@ -37,7 +37,17 @@ HUNG = "kind=probe_hung,proven=true,severity=critical"
 
 
 def snapshot(findings=()) -> Snapshot:  # type: ignore[no-untyped-def]
-    return Snapshot(tuple(findings), {"running": 0, "hung": len(findings), "stale": 0}, False, 1, "6.1.0-27", "6.1.0-26", 1_700_000_000.0, 0.002, 5.0)
+    return Snapshot(
+        tuple(findings),
+        {"running": 0, "hung": len(findings), "stale": 0},
+        False,
+        1,
+        "6.1.0-27",
+        "6.1.0-26",
+        1_700_000_000.0,
+        0.002,
+        5.0,
+    )
 
 
 def exposition(figures: Figures) -> str:
@@ -81,7 +91,12 @@ def test_every_dashboard_and_rule_query_names_only_metrics_that_exist():
     exprs += [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
     used = {m for e in exprs for m in re.findall(r"\bkvmwd_[a-z_]+", e)}
     assert used and used <= names, f"named but never exposed: {sorted(used - names)}"
-    assert len(dash["panels"]) >= 6 and {p["type"] for p in dash["panels"]} >= {"heatmap", "timeseries", "table", "stat"}
+    assert len(dash["panels"]) >= 6 and {p["type"] for p in dash["panels"]} >= {
+        "heatmap",
+        "timeseries",
+        "table",
+        "stat",
+    }
 
 
 def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
@@ -94,8 +109,12 @@ def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     )
     text = exposition(figures)
     hung = samples(text, "kvmwd_findings_open")
-    assert len(hung) == 2 * len(FINDING_KINDS) and sum(hung.values()) == 2, "every kind present, proven and not, 0 when none"
-    assert hung[HUNG] == 1 and hung["kind=probe_hung,proven=false,severity=critical"] == 1, "what the alerts page on is libvirt's own probe only"
+    assert len(hung) == 2 * len(FINDING_KINDS) and sum(hung.values()) == 2, (
+        "every kind present, proven and not, 0 when none"
+    )
+    assert hung[HUNG] == 1 and hung["kind=probe_hung,proven=false,severity=critical"] == 1, (
+        "what the alerts page on is libvirt's own probe only"
+    )
     for name in (
         "kvmwd_up",
         "kvmwd_build_info",
@@ -113,8 +132,12 @@ def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     ):
         assert samples(text, name), name
     causes = samples(text, "kvmwd_diagnosis")
-    assert causes["cause=userspace_deadlock"] == 1 and causes["cause=held"] == 1 and causes["cause=no_in_kernel_vgic"] == 0
-    assert "qmp-AAAAAA" not in text and "4242" not in text and "msg" not in text, "labels never carry a path, a pid or a message"
+    assert (
+        causes["cause=userspace_deadlock"] == 1 and causes["cause=held"] == 1 and causes["cause=no_in_kernel_vgic"] == 0
+    )
+    assert "qmp-AAAAAA" not in text and "4242" not in text and "msg" not in text, (
+        "labels never carry a path, a pid or a message"
+    )
 
 
 def test_the_latency_histogram_separates_milliseconds_from_seconds_from_a_timeout():
@@ -133,7 +156,11 @@ def test_the_latency_histogram_separates_milliseconds_from_seconds_from_a_timeou
 def test_the_textfile_is_never_seen_half_written(tmp_path):
     path = tmp_path / "kvm-watchdog.prom"
     figures = Figures(Counters())
-    metrics = Metrics(Config(metrics=Config().metrics.__class__(textfile=str(path))).metrics, StateStore(str(tmp_path / "state")), figures)
+    metrics = Metrics(
+        Config(metrics=Config().metrics.__class__(textfile=str(path))).metrics,
+        StateStore(str(tmp_path / "state")),
+        figures,
+    )
     stop = threading.Event()
     reads = [0]
 
@@ -173,7 +200,9 @@ def _config(libvirt, state_dir: Path, **metrics: Any) -> Dict[str, Any]:  # type
     )
 
 
-def test_node_exporter_serves_a_replayed_hang_found_then_fixed(journald, libvirt, state_dir, tmp_path, write_config, start_daemon):
+def test_node_exporter_serves_a_replayed_hang_found_then_fixed(
+    journald, libvirt, state_dir, tmp_path, write_config, start_daemon
+):
     textdir = tmp_path / "textfile"
     textdir.mkdir()
     exporter = NodeExporter(textdir, tmp_path)
@@ -181,30 +210,44 @@ def test_node_exporter_serves_a_replayed_hang_found_then_fixed(journald, libvirt
         cfg = _config(libvirt, state_dir, textfile=str(textdir / "kvm-watchdog.prom"))
         path = Path(write_config(cfg))
         daemon = start_daemon(str(path))
-        scrape = wait_for(lambda: (t := exporter.scrape()) and "kvmwd_up" in t and t, 30, "node_exporter to serve the kvmwd_ series")
+        scrape = wait_for(
+            lambda: (t := exporter.scrape()) and "kvmwd_up" in t and t, 30, "node_exporter to serve the kvmwd_ series"
+        )
         assert samples(scrape, "kvmwd_findings_open")[HUNG] == 0
         kills_before = samples(scrape, "kvmwd_actions_total").get("action=kill_probe,result=ok", 0)
         check = subprocess.run([PROMTOOL, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stdout + check.stderr
         libvirt.hang("hang-init", count=1)
-        wait_for(lambda: samples(exporter.scrape(), "kvmwd_findings_open")[HUNG] == 1, 30, "probe_hung 0 -> 1 in node_exporter")
+        wait_for(
+            lambda: samples(exporter.scrape(), "kvmwd_findings_open")[HUNG] == 1,
+            30,
+            "probe_hung 0 -> 1 in node_exporter",
+        )
         cfg["policies"] = [{"name": "kill", "on": "probe_hung", "do": ["kill_probe"]}]
         path.write_text(yaml.safe_dump(cfg))
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: samples(exporter.scrape(), "kvmwd_findings_open")[HUNG] == 0, 30, "probe_hung 1 -> 0 once killed")
+        wait_for(
+            lambda: samples(exporter.scrape(), "kvmwd_findings_open")[HUNG] == 0, 30, "probe_hung 1 -> 0 once killed"
+        )
         after = exporter.scrape()
         assert samples(after, "kvmwd_actions_total")["action=kill_probe,result=ok"] == kills_before + 1
         assert samples(after, "kvmwd_findings_opened_total")["kind=probe_hung"] >= 1
         daemon.stop()
         # counters survive a restart: the next daemon starts from what the last one counted
         again = start_daemon(str(path))
-        wait_for(lambda: (s := samples(exporter.scrape(), "kvmwd_up")) and s[""] == 1 and again.alive(), 30, "the restarted daemon's textfile")
+        wait_for(
+            lambda: (s := samples(exporter.scrape(), "kvmwd_up")) and s[""] == 1 and again.alive(),
+            30,
+            "the restarted daemon's textfile",
+        )
         assert samples(exporter.scrape(), "kvmwd_actions_total")["action=kill_probe,result=ok"] == kills_before + 1
     finally:
         exporter.stop()
 
 
-def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(journald, libvirt, state_dir, tmp_path, write_config, start_daemon):
+def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(
+    journald, libvirt, state_dir, tmp_path, write_config, start_daemon
+):
     port = free_port()
     daemon = start_daemon(write_config(_config(libvirt, state_dir, listen=f"127.0.0.1:{port}")))
     wait_for(lambda: "kvmwd_up 1.0" in get(f"http://127.0.0.1:{port}/metrics"), 30, "the /metrics endpoint")
@@ -215,16 +258,29 @@ def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(journald, l
         wait_for(lambda: prom.api("query?query=kvmwd_up")["result"], 60, "Prometheus to scrape the watchdog")
         assert prom.alerts("firing") == [], "a healthy host fires nothing"
         libvirt.hang("hang-init", count=1)
-        [alert] = wait_for(lambda: [a for a in prom.alerts("firing") if a["labels"]["alertname"] == "KvmWatchdogProbeHung"], 60, "KvmWatchdogProbeHung to fire")
-        assert alert["labels"]["severity"] == "critical" and "capability probe is hung" in alert["annotations"]["summary"]
+        [alert] = wait_for(
+            lambda: [a for a in prom.alerts("firing") if a["labels"]["alertname"] == "KvmWatchdogProbeHung"],
+            60,
+            "KvmWatchdogProbeHung to fire",
+        )
+        assert (
+            alert["labels"]["severity"] == "critical" and "capability probe is hung" in alert["annotations"]["summary"]
+        )
         libvirt.release()
-        wait_for(lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == "KvmWatchdogProbeHung"], 60, "the alert to clear")
+        wait_for(
+            lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == "KvmWatchdogProbeHung"],
+            60,
+            "the alert to clear",
+        )
         assert daemon.alive()
     finally:
         prom.stop()
 
 
-@pytest.mark.parametrize("value, message", [("9877", "must be HOST:PORT"), (":0", "must be HOST:PORT"), ("::1:9877", "an IPv6 address goes in brackets")])
+@pytest.mark.parametrize(
+    "value, message",
+    [("9877", "must be HOST:PORT"), (":0", "must be HOST:PORT"), ("::1:9877", "an IPv6 address goes in brackets")],
+)
 def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path, value, message):
     from conftest import run_cli
 
@@ -276,7 +332,11 @@ def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(fi
         victim.write_text("root's own\n")
         os.chmod(victim, 0o600)
         path = textfile_dir / "kvm-watchdog.prom"
-        metrics = Metrics(Config(metrics=Config().metrics.__class__(textfile=str(path))).metrics, StateStore(str(root / "state")), Figures(Counters()))
+        metrics = Metrics(
+            Config(metrics=Config().metrics.__class__(textfile=str(path))).metrics,
+            StateStore(str(root / "state")),
+            Figures(Counters()),
+        )
         swapper = subprocess.Popen(as_nobody([SYSTEM_PYTHON, "-c", SWAPPER, str(textfile_dir), str(victim), "30"]))
         try:
             for _ in range(3000):  # the old chmod-by-path lost this race within 3,000 writes, every time of three
@@ -285,11 +345,22 @@ def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(fi
             swapper.kill()
             swapper.wait(10)
         st = victim.stat()
-        figures.files_changed_outside_state = int((st.st_mode & 0o777, st.st_uid, victim.read_text()) != (0o600, 0, "root's own\n"))
-        assert (st.st_mode & 0o777, st.st_uid, victim.read_text()) == (0o600, 0, "root's own\n"), "root changed a file it did not make"
-        assert not path.is_symlink() or path.resolve() == victim, "whatever the name holds, root wrote nothing through it"
+        figures.files_changed_outside_state = int(
+            (st.st_mode & 0o777, st.st_uid, victim.read_text()) != (0o600, 0, "root's own\n")
+        )
+        assert (st.st_mode & 0o777, st.st_uid, victim.read_text()) == (0o600, 0, "root's own\n"), (
+            "root changed a file it did not make"
+        )
+        assert not path.is_symlink() or path.resolve() == victim, (
+            "whatever the name holds, root wrote nothing through it"
+        )
         metrics.publish(snapshot())  # the last write: with no swapper left, the textfile is root's own again
-        assert path.is_file() and not path.is_symlink() and "kvmwd_up" in path.read_text() and (path.stat().st_mode & 0o777) == 0o644
+        assert (
+            path.is_file()
+            and not path.is_symlink()
+            and "kvmwd_up" in path.read_text()
+            and (path.stat().st_mode & 0o777) == 0o644
+        )
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
@@ -313,11 +384,15 @@ def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds():
     from watchdogd.config import MetricsConfig
 
     port = free_port()
-    metrics = Metrics(MetricsConfig(listen=f"127.0.0.1:{port}"), StateStore("/nonexistent", read_only=True), Figures(Counters()))
+    metrics = Metrics(
+        MetricsConfig(listen=f"127.0.0.1:{port}"), StateStore("/nonexistent", read_only=True), Figures(Counters())
+    )
     assert metrics.start() is None
     try:
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # connect, send nothing
-        assert "kvmwd_up" in get(f"http://127.0.0.1:{port}/metrics", timeout=4), "served beside the idle ones, before their 5 s timeout"
+        assert "kvmwd_up" in get(f"http://127.0.0.1:{port}/metrics", timeout=4), (
+            "served beside the idle ones, before their 5 s timeout"
+        )
         for s in idle:
             s.close()
     finally:
@@ -325,7 +400,9 @@ def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds():
     with socket.socket(socket.AF_INET6) as s:
         s.bind(("::1", 0))
         port6 = s.getsockname()[1]
-    v6 = Metrics(MetricsConfig(listen=f"[::1]:{port6}"), StateStore("/nonexistent", read_only=True), Figures(Counters()))
+    v6 = Metrics(
+        MetricsConfig(listen=f"[::1]:{port6}"), StateStore("/nonexistent", read_only=True), Figures(Counters())
+    )
     assert v6.start() is None, "the bracketed IPv6 address config check accepts is one the endpoint binds"
     try:
         assert "kvmwd_up" in get(f"http://[::1]:{port6}/metrics")

@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "packaging" / "rpm" / "kvm-watchdog.spec"
 SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
-pytestmark = pytest.mark.skipif(not shutil.which("dpkg-buildpackage"), reason="Debian packaging tools are not installed (scripts/install-deps)")
+pytestmark = pytest.mark.skipif(
+    not shutil.which("dpkg-buildpackage"), reason="Debian packaging tools are not installed (scripts/install-deps)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +64,28 @@ def test_the_deb_is_named_for_its_version_and_lintian_finds_no_error(deb: Path):
 def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: Path, journald):
     if run("dpkg-query", "-W", "-f=${Status}", "kvm-watchdog", check=False).stdout.startswith("install ok"):
         pytest.skip("kvm-watchdog is already installed on this machine; not ours to replace")
-    run("apt-get", "install", "-y", "-q", "--no-install-recommends", str(deb), env={**SYSTEM_ENV, "DEBIAN_FRONTEND": "noninteractive"})
+    run(
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        str(deb),
+        env={**SYSTEM_ENV, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     installed = run("dpkg", "-L", "kvm-watchdog").stdout.split()
     try:
         stages = sorted(p.name for p in (REPO / "watchdogd").iterdir() if (p / "__init__.py").exists())
-        assert stages == ["act", "config", "decide", "diagnose", "observe", "report", "service"], "the stages and the config package"
-        assert any(p.endswith("/watchdogd/diagnose/signatures.yaml") for p in installed), "the signature table ships as data"
+        assert stages == ["act", "config", "decide", "diagnose", "observe", "report", "service"], (
+            "the stages and the config package"
+        )
+        assert any(p.endswith("/watchdogd/diagnose/signatures.yaml") for p in installed), (
+            "the signature table ships as data"
+        )
         for stage in stages:
-            assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), f"the .deb lacks watchdogd/{stage}"
+            assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), (
+                f"the .deb lacks watchdogd/{stage}"
+            )
         for shared in ("kvm-watchdog-rules.yml", "kvm-watchdog-fleet.json"):
             assert f"/usr/share/kvm-watchdog/{shared}" in installed, f"the .deb ships {shared}"
         assert run("/usr/bin/kvm-watchdog", "--version").stdout.strip() == f"kvm-watchdog {__version__}"
@@ -91,7 +107,11 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
             input=f"MESSAGE_ID={MESSAGE_IDS['probe_hung']}\nMESSAGE=package test {marker}\nKVMWD_TEST={marker}\nSYSLOG_IDENTIFIER=kvm-watchdog-pkgtest\n",
         )
         explained = wait_for(
-            lambda: (out := run("journalctl", "-x", "--no-pager", f"KVMWD_TEST={marker}").stdout) and "capability probe" in out and out,
+            lambda: (
+                (out := run("journalctl", "-x", "--no-pager", f"KVMWD_TEST={marker}").stdout)
+                and "capability probe" in out
+                and out
+            ),
             30,
             "the catalog text under the event",
         )
@@ -139,21 +159,33 @@ def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path
         "/var/lib/kvm-watchdog",
     ):
         assert path in files, path
-    man_pages = {re.sub(r"\.gz$", "", p) for p in files if "/man/" in p}  # rpm compresses them where its brp scripts run
+    man_pages = {
+        re.sub(r"\.gz$", "", p) for p in files if "/man/" in p
+    }  # rpm compresses them where its brp scripts run
     assert man_pages >= {"/usr/share/man/man8/kvm-watchdog.8", "/usr/share/man/man5/kvm-watchdog.yaml.5"}, man_pages
-    modes = dict(line.split(" ", 1)[::-1] for line in rpm_query(rpm, "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]").splitlines())
+    modes = dict(
+        line.split(" ", 1)[::-1] for line in rpm_query(rpm, "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]").splitlines()
+    )
     assert modes["/var/lib/kvm-watchdog"] == "drwx------"
     package = sorted(
-        p.split("/site-packages/", 1)[1] for p in files if "/site-packages/watchdogd/" in p and "__pycache__" not in p and not modes[p].startswith("d")
+        p.split("/site-packages/", 1)[1]
+        for p in files
+        if "/site-packages/watchdogd/" in p and "__pycache__" not in p and not modes[p].startswith("d")
     )
-    in_tree = sorted(str(p.relative_to(REPO)) for p in (REPO / "watchdogd").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    in_tree = sorted(
+        str(p.relative_to(REPO))
+        for p in (REPO / "watchdogd").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
     assert package == in_tree, "the Python package with every subpackage and its signature data"
     assert "watchdogd/diagnose/signatures.yaml" in package
     # everything the .deb installs outside the Python package is in the RPM too (at RHEL's paths)
     for path in deb_files(deb):
         if "/dist-packages/" in path or path.startswith("/usr/share/doc/"):
             continue  # the module (above) and Debian's own doc files
-        rpm_path = path.replace("/lib/systemd/system/", "/usr/lib/systemd/system/") if path.startswith("/lib/") else path
+        rpm_path = (
+            path.replace("/lib/systemd/system/", "/usr/lib/systemd/system/") if path.startswith("/lib/") else path
+        )
         assert rpm_path in files or re.sub(r"\.gz$", "", rpm_path) in files, f"{path} is in the .deb but not in the RPM"
     requires = rpm_query(rpm, "--requires")
     for dep in ("python3-libvirt", "python3-systemd", "python3-pyyaml"):

@@ -26,7 +26,22 @@ RAW = ("\x1b", "\x07")
 def write_as(uid: int, gid: int, path: str, text: str) -> None:
     """Create a file as that user (setpriv), as a session's guest would."""
     code = "import os, sys; os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True); open(sys.argv[1], 'w').write(sys.argv[2])"
-    subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", "/usr/bin/python3", "-c", code, path, text], check=True, timeout=30)
+    subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            code,
+            path,
+            text,
+        ],
+        check=True,
+        timeout=30,
+    )
 
 
 SEEN: List[int] = []  # raw control characters of untrusted input found, all outputs together
@@ -39,7 +54,9 @@ def no_raw_control(text: str, where: str) -> None:
 
 
 @pytest.mark.hostile
-def test_a_guests_log_name_and_lines_reach_no_output_raw(journald, libvirt, state_dir, write_config, start_daemon, notify_socket, figures):
+def test_a_guests_log_name_and_lines_reach_no_output_raw(
+    journald, libvirt, state_dir, write_config, start_daemon, notify_socket, figures
+):
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", latency={"enabled": False}))
     daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path)})
     wait_for(lambda: notify_socket.with_key("READY"), 30, "READY=1")
@@ -54,20 +71,30 @@ def test_a_guests_log_name_and_lines_reach_no_output_raw(journald, libvirt, stat
         statuses: List[Dict[str, str]] = [m for _, m in notify_socket.with_key("STATUS")]
         assert any("vm_start_failed" in m["STATUS"] for m in statuses), statuses[-3:]
         fields = {k for _, m in notify_socket.messages for k in m}
-        assert fields <= {"READY", "STATUS", "MAINPID", "WATCHDOG", "RELOADING", "STOPPING"} and "STOPPING" not in fields, fields
-        assert not [m for _, m in notify_socket.messages if "WATCHDOG" in m and m["WATCHDOG"] != "1"], "no forged WATCHDOG=trigger"
+        assert (
+            fields <= {"READY", "STATUS", "MAINPID", "WATCHDOG", "RELOADING", "STOPPING"} and "STOPPING" not in fields
+        ), fields
+        assert not [m for _, m in notify_socket.messages if "WATCHDOG" in m and m["WATCHDOG"] != "1"], (
+            "no forged WATCHDOG=trigger"
+        )
 
         status = run_cli_process("-c", cfg, "status")
         no_raw_control(status.out, "kvm-watchdog status")
         assert "vm_start_failed" in status.out
         diagnose = run_cli_process("-c", cfg, "diagnose")
         no_raw_control(diagnose.out + diagnose.err, "kvm-watchdog diagnose")
-        assert not [ln for ln in diagnose.out.splitlines() if ln.startswith("VERDICT: healthy")], "no forged verdict line"
+        assert not [ln for ln in diagnose.out.splitlines() if ln.startswith("VERDICT: healthy")], (
+            "no forged verdict line"
+        )
         report = json.loads(run_cli_process("-c", cfg, "diagnose", "--json").out)
         assert any("PMU" in s["line"] for s in report["signatures"]), "the line is still there, escaped"
         no_raw_control(run_cli_process("-c", cfg, "check").out, "kvm-watchdog check")
         no_raw_control(daemon.stdout_path.read_text() + daemon.stderr_path.read_text(), "the daemon's own output")
-        forged_lines = [m for _, m in notify_socket.messages if set(m) - {"READY", "STATUS", "MAINPID", "WATCHDOG", "RELOADING", "STOPPING"}]
+        forged_lines = [
+            m
+            for _, m in notify_socket.messages
+            if set(m) - {"READY", "STATUS", "MAINPID", "WATCHDOG", "RELOADING", "STOPPING"}
+        ]
         figures.raw_controls_in_output = sum(SEEN) + len(forged_lines)
     finally:
         (libvirt.log_dir / (EVIL_NAME + ".log")).unlink(missing_ok=True)

@@ -63,7 +63,14 @@ def test_remediate_kills_a_hung_probe_and_libvirt_works_again(libvirt, state_dir
 
 
 def test_repeated_hangs_escalate_once_then_the_breaker_pauses(libvirt, state_dir, write_config):
-    cfg = write_config(libvirt.config(state_dir, **FAST, libvirt={"restart_command": libvirt.restart_command()}, limits={"actions": 5, "per": "1h"}))
+    cfg = write_config(
+        libvirt.config(
+            state_dir,
+            **FAST,
+            libvirt={"restart_command": libvirt.restart_command()},
+            limits={"actions": 5, "per": "1h"},
+        )
+    )
     libvirt.arm("hang-init", count=3)
     runs = []
     for _ in range(3):
@@ -117,7 +124,9 @@ def test_dry_run_reports_every_decision_and_changes_nothing(libvirt, state_dir, 
     assert result.rc == 2
     # dry_run in the config does the same
     cfg_dry = write_config(libvirt.config(state_dir, **FAST, dry_run=True))
-    assert [a["result"] for a in remediate(cfg_dry).json["actions"]] == ["dry_run"], "the --dry-run before saved nothing, so the policy fires again"
+    assert [a["result"] for a in remediate(cfg_dry).json["actions"]] == ["dry_run"], (
+        "the --dry-run before saved nothing, so the policy fires again"
+    )
     assert alive(probe["daemon"])
     libvirt.release()
     waiting.wait(30)
@@ -127,7 +136,9 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(libvirt, state_dir, write_config, tmp_path):
+def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(
+    libvirt, state_dir, write_config, tmp_path
+):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     precious_file = elsewhere / "precious.txt"
@@ -239,7 +250,11 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
     early = subprocess.Popen([str(fake), "-pidfile", f"{early_dir}/qmp.pid"], start_new_session=True)
     other = subprocess.Popen([str(fake), "-pidfile", f"{libvirt.probe_dir}/qmp-OTHER2/qmp.pid"], start_new_session=True)
     sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    wait_for(lambda: proc.uptime() - proc.process(early.pid).start_boot_s > 1.5, 10, "the early process to be older than the slack")
+    wait_for(
+        lambda: proc.uptime() - proc.process(early.pid).start_boot_s > 1.5,
+        10,
+        "the early process to be older than the slack",
+    )
     early_dir.mkdir(mode=0o700)
     made = os.stat(early_dir).st_mtime
     try:
@@ -257,7 +272,15 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
             seen = proc.process(pid)
             outcome = ender.end(
                 seen,
-                lambda p, d=d: why_not_member(p, str(d), made if d == early_dir else os.stat(d).st_mtime, boot_wall, protected, ["qemu"], os.stat(d).st_uid),
+                lambda p, d=d: why_not_member(
+                    p,
+                    str(d),
+                    made if d == early_dir else os.stat(d).st_mtime,
+                    boot_wall,
+                    protected,
+                    ["qemu"],
+                    os.stat(d).st_uid,
+                ),
             )
             assert not outcome.ended and reason in outcome.how, (who, outcome)
             assert alive(pid), f"{who} was signalled"
@@ -275,7 +298,14 @@ def test_a_recycled_pid_is_never_signalled(tmp_path):
     try:
         now = proc.process(victim.pid)
         # what the scan saw was an earlier process with the same PID: another start time
-        seen = Process(pid=now.pid, ppid=now.ppid, state="S", comm="qemu-system-x86", start_boot_s=now.start_boot_s - 5, cmdline=now.cmdline)
+        seen = Process(
+            pid=now.pid,
+            ppid=now.ppid,
+            state="S",
+            comm="qemu-system-x86",
+            start_boot_s=now.start_boot_s - 5,
+            cmdline=now.cmdline,
+        )
         for use_pidfd in (True, False):
             outcome = ProcessEnder(proc, grace=1, use_pidfd=use_pidfd).end(seen, lambda _p: None)
             assert "its PID now names another process" in outcome.how

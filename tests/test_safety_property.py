@@ -83,7 +83,14 @@ def write_proc(root: Path, table) -> None:  # type: ignore[no-untyped-def]
     (root / "uptime").write_text(f"{UPTIME:.2f} 0.00\n")
     ticks = os.sysconf("SC_CLK_TCK")
     table = dict(table)
-    table[LIBVIRTD] = {"ppid": 1, "comm": "libvirtd", "state": "S", "start": 5.0, "cmdline": ["/usr/sbin/libvirtd"], "uid": 0}
+    table[LIBVIRTD] = {
+        "ppid": 1,
+        "comm": "libvirtd",
+        "state": "S",
+        "start": 5.0,
+        "cmdline": ["/usr/sbin/libvirtd"],
+        "uid": 0,
+    }
     for pid, p in table.items():
         d = root / str(pid)
         d.mkdir()
@@ -107,7 +114,9 @@ def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float, uids
 
 
 @pytest.mark.hostile
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("world")
@@ -119,9 +128,15 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
         (base / name).mkdir()
         owner = data.draw(st.sampled_from([0, 65534]))
         os.chown(base / name, owner, owner)
-        pidfile = data.draw(st.one_of(st.sampled_from(list(table) + [1, LIBVIRTD, OWN_PID]).map(lambda p: f"{p}\n"), st.text(max_size=8)))
+        pidfile = data.draw(
+            st.one_of(
+                st.sampled_from(list(table) + [1, LIBVIRTD, OWN_PID]).map(lambda p: f"{p}\n"), st.text(max_size=8)
+            )
+        )
         (base / name / "qmp.pid").write_text(pidfile)
-    config = parse_config(f"state_dir: {root / 'state'}\nlibvirt:\n  probe_dirs: [{base}]\ndetect:\n  probe_hung_after: 1s\n", "c.yaml")
+    config = parse_config(
+        f"state_dir: {root / 'state'}\nlibvirt:\n  probe_dirs: [{base}]\ndetect:\n  probe_hung_after: 1s\n", "c.yaml"
+    )
     proc = ProcFS(str(root / "proc"))
     scanner = Scanner(config, proc, BirthTime(), StateStore(str(root / "state")), own_pid=OWN_PID)
     ender = RecordingEnder(proc)
@@ -136,9 +151,16 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
         ender.signalled.clear()
         kill.run(hung_probe(probe.path))
         for pid in ender.signalled:
-            assert allowed(proc.process(pid), probe.path, probe.made_wall, boot_wall, uids), (probe.path, pid, table.get(pid))
+            assert allowed(proc.process(pid), probe.path, probe.made_wall, boot_wall, uids), (
+                probe.path,
+                pid,
+                table.get(pid),
+            )
     ender.signalled.clear()
     kill.run(Finding("domcaps_hung", Severity.CRITICAL, "uri", 0.0, "", Latency("uri")))
     made = {p.path: p.made_wall for p in obs.probes}
     for pid in ender.signalled:
-        assert any(allowed(proc.process(pid), path, m, boot_wall, uids) for path, m in made.items()), (pid, table.get(pid))
+        assert any(allowed(proc.process(pid), path, m, boot_wall, uids) for path, m in made.items()), (
+            pid,
+            table.get(pid),
+        )

@@ -29,7 +29,9 @@ HUNG_AFTER = 3.0
 def status_of(state_dir: Path) -> dict:
     """What `kvm-watchdog status --json` shows: status.json with the latest scan.json laid over it."""
     scan = state_dir / "scan.json"
-    return merged(json.loads((state_dir / "status.json").read_text()), json.loads(scan.read_text()) if scan.exists() else None)
+    return merged(
+        json.loads((state_dir / "status.json").read_text()), json.loads(scan.read_text()) if scan.exists() else None
+    )
 
 
 def scans(state_dir: Path) -> int:
@@ -39,8 +41,12 @@ def scans(state_dir: Path) -> int:
         return 0
 
 
-def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_its_deadline(journald, libvirt, state_dir, write_config, start_daemon):
-    cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": f"{HUNG_AFTER:g}s"}))
+def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_its_deadline(
+    journald, libvirt, state_dir, write_config, start_daemon
+):
+    cfg = write_config(
+        libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": f"{HUNG_AFTER:g}s"})
+    )
     daemon = start_daemon(cfg)
     daemon.wait_journal("started")
     wait_for(lambda: scans(state_dir) >= 1, 30, "the first scan")
@@ -76,7 +82,11 @@ def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_it
 
     assert resolved["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"]
     assert resolved["KVMWD_PROBE_DIR"] == probe_dir
-    order = [e["KVMWD_EVENT"] + "/" + e.get("KVMWD_STATE", "") for e in daemon.journal() if e["KVMWD_EVENT"] in ("probe_hung", "action")]
+    order = [
+        e["KVMWD_EVENT"] + "/" + e.get("KVMWD_STATE", "")
+        for e in daemon.journal()
+        if e["KVMWD_EVENT"] in ("probe_hung", "action")
+    ]
     assert order == ["probe_hung/open", "action/", "probe_hung/resolved"]
 
     # a few more scans later, still one of each
@@ -87,8 +97,12 @@ def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_it
     assert daemon.stop() == 0
 
 
-def test_a_probe_hung_across_many_scans_is_one_open_event_and_one_resolved_event(journald, libvirt, state_dir, write_config, start_daemon):
-    cfg = write_config(libvirt.config(state_dir, interval="0.2s", events="journal", detect={"probe_hung_after": "1s"}, policies=[]))
+def test_a_probe_hung_across_many_scans_is_one_open_event_and_one_resolved_event(
+    journald, libvirt, state_dir, write_config, start_daemon
+):
+    cfg = write_config(
+        libvirt.config(state_dir, interval="0.2s", events="journal", detect={"probe_hung_after": "1s"}, policies=[])
+    )
     daemon = start_daemon(cfg)
     libvirt.hang("hang-qmp", count=1)
     daemon.wait_journal("probe_hung", KVMWD_STATE="open")
@@ -113,7 +127,11 @@ def test_systemd_hears_ready_status_and_watchdog_pings_which_stop_when_the_daemo
     assert ready["MAINPID"] == str(daemon.pid)
     assert ready["STATUS"].startswith("OK | "), ready["STATUS"]
     assert scans(state_dir) >= 1, "READY=1 comes after the first scan"
-    wait_for(lambda: any("domcapabilities in" in m["STATUS"] for _, m in notify_socket.with_key("STATUS")), 30, "a STATUS line with the latency")
+    wait_for(
+        lambda: any("domcapabilities in" in m["STATUS"] for _, m in notify_socket.with_key("STATUS")),
+        30,
+        "a STATUS line with the latency",
+    )
 
     wait_for(lambda: len(notify_socket.with_key("WATCHDOG")) >= 4, 30, "WATCHDOG=1 pings at half of WATCHDOG_USEC")
     daemon.signal(signal.SIGSTOP)
@@ -130,7 +148,9 @@ def test_systemd_hears_ready_status_and_watchdog_pings_which_stop_when_the_daemo
     assert notify_socket.with_key("STOPPING")
 
 
-def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken(journald, libvirt, state_dir, tmp_path, start_daemon, notify_socket):
+def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken(
+    journald, libvirt, state_dir, tmp_path, start_daemon, notify_socket
+):
     import yaml
 
     path = tmp_path / "config.yaml"
@@ -146,7 +166,9 @@ def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken
     wait_for(lambda: status_of(state_dir)["interval"] == 7.0, 30, "the new interval in effect")
     assert notify_socket.with_key("RELOADING")
 
-    path.write_text("interval: 7s\nlatency:\n  timeout: soon\npolicies:\n  - name: x\n    on: probe_hung\n    do: [kil_probe]\n")
+    path.write_text(
+        "interval: 7s\nlatency:\n  timeout: soon\npolicies:\n  - name: x\n    on: probe_hung\n    do: [kil_probe]\n"
+    )
     daemon.signal(signal.SIGHUP)
     [error] = daemon.wait_journal("config_error")
     assert error["PRIORITY"] == "3"
@@ -160,9 +182,17 @@ def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken
     assert daemon.stop() == 0
 
 
-def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_no_child(journald, libvirt, state_dir, write_config, start_daemon):
+def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_no_child(
+    journald, libvirt, state_dir, write_config, start_daemon
+):
     cfg = write_config(
-        libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "10m"}, latency={"every": "10m", "timeout": "5m"})
+        libvirt.config(
+            state_dir,
+            interval="30s",
+            events="journal",
+            detect={"probe_hung_after": "10m"},
+            latency={"every": "10m", "timeout": "5m"},
+        )
     )
     libvirt.hang("hang-qmp", count=1)  # every getDomainCapabilities now waits
     daemon = start_daemon(cfg)
@@ -203,7 +233,9 @@ def test_without_a_journal_socket_events_go_to_stderr_as_json(libvirt, state_dir
 
 
 @pytest.mark.hostile
-def test_events_resume_in_the_journal_when_journald_comes_back(journald, libvirt, state_dir, write_config, start_daemon):
+def test_events_resume_in_the_journal_when_journald_comes_back(
+    journald, libvirt, state_dir, write_config, start_daemon
+):
     if not journald.owned:
         pytest.skip("the running journald was not started by this suite, so it is not ours to restart")
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal"))
@@ -224,7 +256,9 @@ def test_events_resume_in_the_journal_when_journald_comes_back(journald, libvirt
 
 
 def test_status_tells_what_the_daemon_saw_last(journald, libvirt, state_dir, write_config, start_daemon):
-    cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "1s"}, policies=[]))
+    cfg = write_config(
+        libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "1s"}, policies=[])
+    )
     assert run_cli("-c", cfg, "status").rc == 3, "no daemon state yet"
     daemon = start_daemon(cfg)
     libvirt.hang("hang-qmp", count=1)
@@ -244,8 +278,12 @@ def test_status_tells_what_the_daemon_saw_last(journald, libvirt, state_dir, wri
     assert "NOT running" in run_cli("-c", cfg, "status").out
 
 
-def test_a_restarted_daemon_does_not_report_again_what_it_already_reported(journald, libvirt, state_dir, write_config, start_daemon):
-    cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "1s"}, policies=[]))
+def test_a_restarted_daemon_does_not_report_again_what_it_already_reported(
+    journald, libvirt, state_dir, write_config, start_daemon
+):
+    cfg = write_config(
+        libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "1s"}, policies=[])
+    )
     first = start_daemon(cfg)
     libvirt.hang("hang-qmp", count=1)
     first.wait_journal("probe_hung", KVMWD_STATE="open")
@@ -262,7 +300,12 @@ def test_a_config_error_at_start_exits_2_with_file_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("interval: 5s\nintervall: 6s\n")
     r = subprocess.run(
-        [command(), "-c", str(bad), "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent), env=dict(os.environ)
+        [command(), "-c", str(bad), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(Path(__file__).parent.parent),
+        env=dict(os.environ),
     )
     assert r.returncode == 2
     assert f"{bad}:2: " in r.stderr
@@ -302,7 +345,13 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
 
     env = {"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "400000"}
     config = load_config(str(path), True)
-    daemon = build_daemon(ConfigSource(str(path), True), config, env, io.StringIO(), builder=sticky_build, sink=EventSink("stderr", None, stream=io.StringIO()))
+    daemon = build_daemon(
+        ConfigSource(str(path), True),
+        config,
+        env,
+        EventSink("stderr", None, stream=io.StringIO()),
+        builder=sticky_build,
+    )
     loop = threading.Thread(target=daemon.run)
     loop.start()
     try:
@@ -355,7 +404,13 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
         return parts
 
     out = io.StringIO()
-    daemon = build_daemon(ConfigSource(str(path), True), load_config(str(path), True), {}, out, builder=flaky_build, sink=EventSink("stderr", None, stream=out))
+    daemon = build_daemon(
+        ConfigSource(str(path), True),
+        load_config(str(path), True),
+        {},
+        EventSink("stderr", None, stream=out),
+        builder=flaky_build,
+    )
     loop = threading.Thread(target=daemon.run)
     loop.start()
     try:
@@ -373,7 +428,9 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(libvirt, state_d
     cfg = write_config(libvirt.config(state_dir, interval="30s"))
     first = start_daemon(cfg)
     wait_for(lambda: scans(state_dir) >= 1, 30, "the first daemon's first scan")
-    second = subprocess.run([command(), "-c", cfg, "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent))
+    second = subprocess.run(
+        [command(), "-c", cfg, "run"], capture_output=True, text=True, timeout=30, cwd=str(Path(__file__).parent.parent)
+    )
     assert second.returncode == 2
     assert f"another kvm-watchdog run (pid {first.pid}) is using {state_dir}" in second.stderr
     assert first.alive() and first.stop() == 0

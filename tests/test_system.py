@@ -53,7 +53,9 @@ def dist(tmp_path_factory):
 
 
 NSPAWN_HOSTS = [pytest.param(HOSTS[name], id=name) for name in SYSTEM_HOSTS] + [
-    pytest.param(HOSTS[name], id=name, marks=pytest.mark.matrix) for name in MATRIX_HOSTS if HOSTS[name].boot == "nspawn"
+    pytest.param(HOSTS[name], id=name, marks=pytest.mark.matrix)
+    for name in MATRIX_HOSTS
+    if HOSTS[name].boot == "nspawn"
 ]
 
 
@@ -66,7 +68,11 @@ class Box(Container):
 @pytest.fixture(params=NSPAWN_HOSTS)
 def container(request, dist, tmp_path_factory):
     host: Host = request.param
-    box = Box(ensure_image(host), binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")], workdir=tmp_path_factory.mktemp("nspawn"))
+    box = Box(
+        ensure_image(host),
+        binds_ro=[(str(dist), "/mnt/pkg"), (str(HARNESS), "/mnt/harness")],
+        workdir=tmp_path_factory.mktemp("nspawn"),
+    )
     box.host = host
     box.boot()
     try:
@@ -79,8 +85,13 @@ def install(box: Box) -> None:
     """The package as an operator installs it (apt, its Depends from the distro), and the fault-injecting emulator."""
     box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
     fake = box.host.emulator_wrapper  # before /usr/bin on the daemon's PATH
-    box.run(f"install -m 755 /mnt/harness/fake_qemu.py {fake} && echo none > {fake}.fault && chmod 666 {fake}.fault", check=True)
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "a healthy libvirt to start from"
+    box.run(
+        f"install -m 755 /mnt/harness/fake_qemu.py {fake} && echo none > {fake}.fault && chmod 666 {fake}.fault",
+        check=True,
+    )
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, (
+        "a healthy libvirt to start from"
+    )
 
 
 def journal(box: Box, *matches: str) -> List[Dict[str, str]]:
@@ -115,7 +126,12 @@ def arm(box: Box, mode: str) -> None:
     fake = box.host.emulator_wrapper
     box.run(f"echo '{mode}' > {fake}.fault", check=True)
     before = box.run(f"stat -c %Z {fake}").stdout.strip()
-    wait_for(lambda: box.run(f"chmod 755 {fake} && stat -c %Z {fake}").stdout.strip() != before, 5, "a new ctime second", poll=0.1)
+    wait_for(
+        lambda: box.run(f"chmod 755 {fake} && stat -c %Z {fake}").stdout.strip() != before,
+        5,
+        "a new ctime second",
+        poll=0.1,
+    )
 
 
 def libvirtd_state(box: Box) -> Tuple[str, str]:
@@ -133,20 +149,46 @@ def last_client_done(box: Box) -> float:
 
 def idles_out(box: Box, since: float, timeout: float, interval: float) -> float:
     """libvirtd exits within its --timeout plus one scan after its last client, with the watchdog running."""
+    seen: List[Tuple[float, str]] = []
+
+    def settled() -> bool:
+        state = libvirtd_state(box)[0]
+        if not seen or seen[-1][1] != state:
+            seen.append((time.monotonic() - since, state))
+        return state in ("inactive", "failed")
+
     # settled, not merely leaving: a "deactivating" snapshot would read as a start when it turns "inactive"
-    wait_for(lambda: libvirtd_state(box)[0] in ("inactive", "failed"), timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
+    wait_for(settled, timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
     took = time.monotonic() - since
     assert took <= timeout + interval + 5, (
-        f"libvirtd idled out {took:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan and 5 s of slack"
+        f"libvirtd idled out {took:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan and 5 s of slack\n"
+        + what_kept_libvirtd_up(box, seen, took)
     )
     return took
+
+
+def what_kept_libvirtd_up(box: Box, seen: List[Tuple[float, str]], took: float) -> str:
+    """For a late idle-out: the states seen, systemd's timestamps, and both daemons' journal over the wait."""
+    since = f"-{int(took) + 30}s"
+    states = ", ".join(f"{at:.1f}s {state}" for at, state in seen)
+    stamps = box.run(
+        f"systemctl show -p ExecMainStartTimestamp -p ExecMainExitTimestamp -p InactiveEnterTimestamp -p NRestarts {box.host.daemon}"
+    ).stdout
+    logs = box.run(
+        f"journalctl --no-pager -o short-monotonic --since={since} -u {box.host.daemon} -u kvm-watchdog -u '*.socket' | tail -n 80"
+    ).stdout
+    return f"states after the last client: {states}\n{stamps}\n{logs}"
 
 
 def healthy_changes_are_no_news(box: Box) -> float:
     """At the shipped defaults, a libvirt restart and an emulator upgrade on a healthy host are no finding."""
     findings_before = len(opened_findings(box))
     box.run(f"systemctl restart {box.host.daemon}", check=True)
-    wait_for(lambda: box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, 60, "libvirt back")
+    wait_for(
+        lambda: box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0,
+        60,
+        "libvirt back",
+    )
     arm(box, "none")  # the emulator's ctime moves: an upgrade, libvirt re-probes at the next call
     last = last_client_done(box)
     scans_seen = scans(box)
@@ -168,10 +210,22 @@ def stays_down(box: Box, idle_at: Tuple[str, str], until: float) -> None:
     box.run("systemctl reload kvm-watchdog", check=True)
     wait_for(lambda: len(events(box, "config_reloaded")) > before, 30, "config_reloaded")
     unchanged("systemctl reload kvm-watchdog")
-    box.run("apt-get install -y -q --reinstall --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
-    wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and scans(box) >= 2, 60, "the reinstalled watchdog's scans")
+    box.run(
+        "apt-get install -y -q --reinstall --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb",
+        check=True,
+        timeout=300,
+    )
+    wait_for(
+        lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and scans(box) >= 2,
+        60,
+        "the reinstalled watchdog's scans",
+    )
     unchanged("apt-get install --reinstall of the package")
-    wait_for(lambda: "libvirt idle" in box.run("systemctl show -p StatusText --value kvm-watchdog").stdout, 30, "the STATUS line to say libvirt is idle")
+    wait_for(
+        lambda: "libvirt idle" in box.run("systemctl show -p StatusText --value kvm-watchdog").stdout,
+        30,
+        "the STATUS line to say libvirt is idle",
+    )
     while time.monotonic() < until:
         unchanged("the watchdog, while libvirt was idle")
         time.sleep(min(10.0, max(0.0, until - time.monotonic())))
@@ -186,7 +240,11 @@ def reload_with(box: Box, sed: str) -> None:
     box.run(f"sed -i '{sed}' /etc/kvm-watchdog/config.yaml", check=True)
     assert box.run("cat /etc/kvm-watchdog/config.yaml").stdout != shipped, sed
     box.run("systemctl reload kvm-watchdog", check=True)
-    wait_for(lambda: len(events(box, "config_reloaded")) > before or len(events(box, "config_error")) > errors, 30, "the reload")
+    wait_for(
+        lambda: len(events(box, "config_reloaded")) > before or len(events(box, "config_error")) > errors,
+        30,
+        "the reload",
+    )
     assert len(events(box, "config_error")) == errors, events(box, "config_error")[-1]["MESSAGE"]
 
 
@@ -198,7 +256,9 @@ def disturbs_nothing(box: Box) -> None:
     periods. Debian 11's unit gives none: there the operator's own --timeout 15 is the test."""
     timeout = box.host.idle_timeout
     args = box.run(f"systemctl show -p Environment {box.host.daemon}").stdout
-    assert (f"--timeout {timeout}" in args) if timeout else "--timeout" not in args, f"the distro's own unit, not a tuned one: {args}"
+    assert (f"--timeout {timeout}" in args) if timeout else "--timeout" not in args, (
+        f"the distro's own unit, not a tuned one: {args}"
+    )
     last = healthy_changes_are_no_news(box)
     if timeout:
         idles_out(box, last, timeout=timeout, interval=5)  # the shipped interval
@@ -209,7 +269,8 @@ def disturbs_nothing(box: Box) -> None:
     box.run(f"echo '{variable}=\"--timeout 15\"' > {path}", check=True)
     if not timeout:  # it runs for good until now: restarted to take the operator's timeout
         box.run(f"systemctl restart {box.host.daemon}", check=True)
-    reload_with(box, r"s/^  every: 60s$/  every: 10s/; s/^  timeout: 30s$/  timeout: 10s/")  # every >= timeout: one call in flight
+    # every >= timeout: one call in flight
+    reload_with(box, r"s/^  every: 60s$/  every: 10s/; s/^  timeout: 30s$/  timeout: 10s/")
     idles_out(box, last_client_done(box), timeout=15, interval=5)
     if not timeout:
         stays_down(box, libvirtd_state(box), until=time.monotonic() + 3 * 10)  # three of the latency.every just set
@@ -218,11 +279,17 @@ def disturbs_nothing(box: Box) -> None:
 def runs_on_the_hosts_own_python(box: Box) -> None:
     """Every module of the installed package imported and compiled by the host's own python3 (3.9 on Debian 11)."""
     version, modules = box.run("python3 /mnt/harness/import_all.py", check=True).stdout.split()
-    assert version.startswith(box.host.python + "."), f"{box.host.name} runs Python {version}, the table says {box.host.python}"
+    assert version.startswith(box.host.python + "."), (
+        f"{box.host.name} runs Python {version}, the table says {box.host.python}"
+    )
     assert int(modules) >= 40, modules
     checked = box.run("kvm-watchdog config check")
-    assert checked.returncode == 0 and checked.stdout.rstrip().endswith("/etc/kvm-watchdog/config.yaml: valid"), checked.stdout + checked.stderr
-    noted = "note: libvirt.cache_dir: /var/cache/libvirt/qemu/capabilities lies in a dir of the qemu user" in checked.stdout
+    assert checked.returncode == 0 and checked.stdout.rstrip().endswith("/etc/kvm-watchdog/config.yaml: valid"), (
+        checked.stdout + checked.stderr
+    )
+    noted = (
+        "note: libvirt.cache_dir: /var/cache/libvirt/qemu/capabilities lies in a dir of the qemu user" in checked.stdout
+    )
     assert noted == box.host.qemu_owns_cache, checked.stdout
 
 
@@ -234,7 +301,11 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     # systemctl enable --now: active (running), with its STATUS line
     box.run("systemctl enable --now kvm-watchdog", check=True)
     wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active", 60, "kvm-watchdog active")
-    status = wait_for(lambda: box.run("systemctl show -p StatusText --value kvm-watchdog").stdout.strip(), 60, "a STATUS line")  # noqa: PLW0108 (a fresh run each poll)
+    status = wait_for(
+        lambda: box.run("systemctl show -p StatusText --value kvm-watchdog").stdout.strip(),  # noqa: PLW0108 (a fresh run each poll)
+        60,
+        "a STATUS line",
+    )
     assert status.startswith(("OK", "WARNING", "CRITICAL", "INFO")) and "probe dir" in status, status
     assert "Active: active (running)" in box.run("systemctl status --no-pager kvm-watchdog").stdout
     assert box.run("test -d /var/lib/kvm-watchdog && stat -c %a /var/lib/kvm-watchdog").stdout.strip() == "700"
@@ -247,13 +318,17 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
 
     # the incident: the next probe hangs, and virsh waits behind it
     arm(box, "hang-init 1")
-    box.run("(virsh -c qemu:///system domcapabilities > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc) > /dev/null 2>&1 &")
+    box.run(
+        "(virsh -c qemu:///system domcapabilities > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc) > /dev/null 2>&1 &"
+    )
     [opened] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open"), 60, "probe_hung open")
     [action] = wait_for(lambda: events(box, "action", KVMWD_ACTION="kill_probe"), 60, "kill_probe")
     assert action["KVMWD_RESULT"] == "ok", action["MESSAGE"]
     wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="resolved"), 60, "probe_hung resolved")
     wait_for(lambda: box.run("cat /tmp/waiting.rc").stdout.strip(), 60, "the waiting virsh to return")  # noqa: PLW0108 (a fresh run each poll)
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "capabilities work again"
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, (
+        "capabilities work again"
+    )
     assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
     assert opened["KVMWD_PROBE_DIR"].startswith("/var/lib/libvirt/qemu/qmp-")
     evidence = json.loads(opened["KVMWD_EVIDENCE"])
@@ -263,10 +338,15 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     # the reset policy: the cache quarantined (on libvirt < 7.8 a dir of the qemu user's) and the daemon that owns the probes restarted
     [quarantined] = wait_for(lambda: events(box, "action", KVMWD_ACTION="quarantine_cache"), 60, "quarantine_cache")
     [restarted] = wait_for(lambda: events(box, "action", KVMWD_ACTION="restart_libvirt"), 120, "restart_libvirt")
-    assert quarantined["KVMWD_RESULT"] == "ok" and restarted["KVMWD_RESULT"] == "ok", (quarantined["MESSAGE"], restarted["MESSAGE"])
+    assert quarantined["KVMWD_RESULT"] == "ok" and restarted["KVMWD_RESULT"] == "ok", (
+        quarantined["MESSAGE"],
+        restarted["MESSAGE"],
+    )
     assert f"{box.host.daemon}.service" in restarted["MESSAGE"] + restarted.get("KVMWD_DETAIL", ""), restarted
     assert libvirtd_state(box)[1] != daemon_before[1], f"{box.host.daemon} restarted"
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "capabilities work after the reset"
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, (
+        "capabilities work after the reset"
+    )
     # CAP_SYS_PTRACE is for reading: inside the unit, no process's memory can be opened for writing
     pid = main_pid(box)
     denied = box.run(f"nsenter -t {pid} -m -- sh -c 'exec 3>/proc/1/mem' 2>&1").stdout
@@ -282,10 +362,16 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
         check=True,
     )
     box.run("systemctl daemon-reload && systemctl restart kvm-watchdog", check=True)
-    frozen = wait_for(lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and main_pid(box), 60, "the restarted service")
+    frozen = wait_for(
+        lambda: box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active" and main_pid(box),
+        60,
+        "the restarted service",
+    )
     box.run(f"kill -STOP {frozen}", check=True)
     wait_for(
-        lambda: main_pid(box) not in (0, frozen) and box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active",
+        lambda: (
+            main_pid(box) not in (0, frozen) and box.run("systemctl is-active kvm-watchdog").stdout.strip() == "active"
+        ),
         60,
         "systemd to restart the frozen daemon",
     )
@@ -357,32 +443,55 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
     install(box)
     box.run("systemctl enable --now kvm-watchdog", check=True)
     wait_for(lambda: scans(box) >= 1, 60, "the watchdog's first scan")
-    reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/")  # the shipped policies otherwise: 3 hangs in 1h reset libvirt
+    # the shipped policies otherwise: 3 hangs in 1h reset libvirt
+    reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/")
 
     # 1. held: the qemu uid SIGSTOPs the first process of each genuine probe (it may: they are its own)
     for n in range(3):
         probe, first = new_probe(box, "slow:60 1")  # its first process waits a minute before it runs the real emulator
         box.run(f"{as_qemu(box)} kill -STOP {first}", check=True)
         assert box.run(f"ps -o stat= -p {first}").stdout.strip().startswith("T"), "held"
-        [opened] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe), 30, "the held probe's probe_hung")  # noqa: B023
+        [opened] = wait_for(
+            lambda probe=probe: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe),  # type: ignore[misc]
+            30,
+            "the held probe's probe_hung",
+        )
         evidence = json.loads(opened["KVMWD_EVIDENCE"])
         assert evidence["diagnosis"]["cause"] == "held" and evidence["proven_libvirt"] is False, evidence
         wait_for(more_than(box, n, "action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok"), 30, "the held probe ended")
     # 2. forged proof: a genuine probe (proven by libvirtd.service's cgroup) whose dir the qemu uid keeps, then names from its own process
     genuine, _ = new_probe(box, "hang-init 1")
     box.run(f"{as_qemu(box)} touch {genuine}/keep", check=True)  # libvirt's rmdir of it will fail
-    [proven] = wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe_hung")
+    [proven] = wait_for(
+        lambda: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe_hung"
+    )
     assert json.loads(proven["KVMWD_EVIDENCE"])["proven_libvirt"] is True
-    wait_for(lambda: events(box, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the genuine probe ended")
+    wait_for(
+        lambda: events(box, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine),
+        30,
+        "the genuine probe ended",
+    )
     assert box.run(f"test -d {genuine}").returncode == 0, "the dir is still there: libvirt could not remove it"
     forge = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0); time.sleep(600)"
     for n in range(3):
         box.run(f'({as_qemu(box)} python3 -c "{forge}" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)', check=True)
-        opened = wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine), 30, "the forged probe_hung")
-        assert json.loads(opened[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, "a dir proven once proves nothing about the next process in it"
-        wait_for(more_than(box, n + 1, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine), 30, "the forged probe ended")
+        opened = wait_for(
+            more_than(box, n + 1, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine),
+            30,
+            "the forged probe_hung",
+        )
+        assert json.loads(opened[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, (
+            "a dir proven once proves nothing about the next process in it"
+        )
+        wait_for(
+            more_than(box, n + 1, "probe_hung", KVMWD_STATE="resolved", KVMWD_PROBE_DIR=genuine),
+            30,
+            "the forged probe ended",
+        )
 
     host_wide = [e for e in events(box, "action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")]
     assert host_wide == [], [e["MESSAGE"] for e in host_wide]
     assert events(box, "remediation_paused") == []
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, "libvirt still answers"
+    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, (
+        "libvirt still answers"
+    )

@@ -30,12 +30,19 @@ def unit_here(tmp_path: Path) -> Path:
 
 def test_systemd_analyze_verify_finds_nothing_wrong_with_the_unit(unit_here: Path) -> None:
     # the man pages ship with the packages; --man=no until they are installed
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit_here)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit_here)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
 
 
 def test_the_unit_is_locked_down_to_2_or_lower_in_systemd_analyze_security(unit_here: Path) -> None:
-    r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit_here)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit_here)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
     assert score, r.stdout[-2000:] + r.stderr
     assert float(score.group(1)) <= 2.0, r.stdout
@@ -63,10 +70,14 @@ def test_the_unit_orders_after_libvirt_and_never_pulls_it_in_in_the_deb_and_the_
     """A watchdog must not start what it watches: every start of it (boot, upgrade, restart) would start libvirt."""
     assert not PULLING.search(UNIT.read_text()), PULLING.search(UNIT.read_text())
     spec = (REPO / "packaging" / "rpm" / "kvm-watchdog.spec").read_text()
-    assert "kvm-watchdog.service" in spec and not re.search(r"sed .*kvm-watchdog\.service", spec), "the RPM installs the unit as it is"
+    assert "kvm-watchdog.service" in spec and not re.search(r"sed .*kvm-watchdog\.service", spec), (
+        "the RPM installs the unit as it is"
+    )
     assert not PULLING.search(spec)
     # build-deb lays packaging/debian out as the source tree's debian/: the link names systemd/ beside it
-    assert os.readlink(REPO / "packaging" / "debian" / "kvm-watchdog.service") == "../systemd/kvm-watchdog.service", "the .deb ships the same unit"
+    assert os.readlink(REPO / "packaging" / "debian" / "kvm-watchdog.service") == "../systemd/kvm-watchdog.service", (
+        "the .deb ships the same unit"
+    )
 
 
 def catalog_ids() -> list:
@@ -85,6 +96,8 @@ def test_journalctl_builds_the_catalog_and_explains_each_event(tmp_path: Path) -
     shutil.copy(CATALOG, root / "usr/lib/systemd/catalog/kvm-watchdog.catalog")
     r = subprocess.run(["journalctl", f"--root={root}", "--update-catalog"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    listed = subprocess.run(["journalctl", f"--root={root}", "--list-catalog"], capture_output=True, text=True, timeout=60).stdout
+    listed = subprocess.run(
+        ["journalctl", f"--root={root}", "--list-catalog"], capture_output=True, text=True, timeout=60
+    ).stdout
     for kind, mid in MESSAGE_IDS.items():
         assert re.search(rf"^{mid} kvm-watchdog", listed, re.M), f"{kind} ({mid}) is not in the built catalog"

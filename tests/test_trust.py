@@ -47,7 +47,11 @@ def host_config(root: Path, write_config: Any, **overrides: Any) -> str:
         "state_dir": str(root / "state"),
         "events": "journal",
         "interval": "1s",
-        "libvirt": {"uri": f"qemu+unix:///system?socket={root}/no-libvirt-here", "probe_dirs": [str(root / "lib")], "cache_dir": str(root / "cache" / "caps")},
+        "libvirt": {
+            "uri": f"qemu+unix:///system?socket={root}/no-libvirt-here",
+            "probe_dirs": [str(root / "lib")],
+            "cache_dir": str(root / "cache" / "caps"),
+        },
         "detect": {"probe_hung_after": f"{HUNG_AFTER:g}s"},
         "latency": {"enabled": False},
     }
@@ -56,7 +60,11 @@ def host_config(root: Path, write_config: Any, **overrides: Any) -> str:
 
 
 def digest(root: Path) -> Dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -87,7 +95,9 @@ def end_attacker(p: subprocess.Popen) -> None:  # type: ignore[type-arg]
 # ---- forged evidence ---------------------------------------------------------------------
 
 
-def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(journald, host, write_config, start_daemon, figures):
+def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(
+    journald, host, write_config, start_daemon, figures
+):
     """The attack that made root restart libvirt 4 times and then skip a genuine hung probe, tried again under the shipped policies."""
     cfg = host_config(host, write_config)  # no policies key: the shipped defaults
     daemon = start_daemon(cfg)
@@ -112,10 +122,16 @@ def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(journa
         # round 2: more forged probes, past the unproven budget (20 an hour)
         forgers.append(attacker("forge", host / "lib", 12, "quick", "Twoo"))
         daemon.wait_journal("action", timeout=90, KVMWD_RESULT="skipped")
-        forged = [e for e in daemon.journal_events("probe_hung", KVMWD_STATE="open") if any(f"qmp-{t}" in e["KVMWD_SUBJECT"] for t in ("Slow", "Fast", "Twoo"))]
+        forged = [
+            e
+            for e in daemon.journal_events("probe_hung", KVMWD_STATE="open")
+            if any(f"qmp-{t}" in e["KVMWD_SUBJECT"] for t in ("Slow", "Fast", "Twoo"))
+        ]
         assert len(forged) >= 20 and all(json.loads(e["KVMWD_EVIDENCE"])["proven_libvirt"] is False for e in forged)
         assert "host-wide actions" in forged[0]["MESSAGE"], "the message says why it will not escalate"
-        host_wide = [e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")]
+        host_wide = [
+            e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")
+        ]
         figures.forged_escalations += len(host_wide)
         assert host_wide == [], "forged probes caused a host-wide action"
         assert daemon.journal_events("remediation_paused") == [], "forged probes paused remediation"
@@ -136,7 +152,9 @@ def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(journa
 # ---- links and renames -------------------------------------------------------------------
 
 
-def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_escalate(journald, host, write_config, start_daemon, figures):
+def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_escalate(
+    journald, host, write_config, start_daemon, figures
+):
     """The attack that made root restart libvirt 4 times: SIGSTOP the first process of each genuine probe and leave it."""
     cfg = host_config(host, write_config)  # the shipped policies: three hangs in an hour reset libvirt
     daemon = start_daemon(cfg)
@@ -147,16 +165,22 @@ def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_esc
         for _ in range(4):
             probe = genuine.probe(host / "lib", as_uid=NOBODY.pw_uid)
             assert genuine.first is not None
-            subprocess.run(as_nobody(["kill", "-STOP", str(genuine.first)]), check=True, timeout=10)  # its own process: it may
+            # its own process: it may
+            subprocess.run(as_nobody(["kill", "-STOP", str(genuine.first)]), check=True, timeout=10)
             [opened] = daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="open")
             evidence = json.loads(opened["KVMWD_EVIDENCE"])
-            assert evidence["diagnosis"]["cause"] == "held" and f"first process {genuine.first} is stopped" in evidence["held"]
+            assert (
+                evidence["diagnosis"]["cause"] == "held"
+                and f"first process {genuine.first} is stopped" in evidence["held"]
+            )
             assert evidence["proven_libvirt"] is False and "Held, not hung" in opened["MESSAGE"]
             [killed] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe", KVMWD_SUBJECT=str(probe))
             assert killed["KVMWD_RESULT"] == "ok", killed["MESSAGE"]
             daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="resolved")
             genuine.stop()
-        host_wide = [e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")]
+        host_wide = [
+            e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")
+        ]
         figures.forged_escalations += len(host_wide)
         assert host_wide == [], "held probes caused a host-wide action"
         assert daemon.journal_events("remediation_paused") == []
@@ -172,7 +196,9 @@ def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_esc
         genuine.stop()
 
 
-def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor_grow_it(journald, host, write_config, start_daemon, notify_socket, figures):
+def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor_grow_it(
+    journald, host, write_config, start_daemon, notify_socket, figures
+):
     """150 processes x 64 threads, each argv naming 80 dirs (respawned when ended), and 100 QEMU logs fed 64 KiB of blank lines a second.
 
     Seen before: 31.5 s without a WATCHDOG=1 ping and 263 MB (the unit allows 30 s and 256M). The daemon here
@@ -204,10 +230,14 @@ def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor
     assert daemon.alive()
     assert max(gaps) <= 15, f"the loop went {max(gaps):.1f}s without a WATCHDOG=1 ping"
     assert rss <= 128, f"peak RSS {rss:.1f} MB under the flood"
-    assert [e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")] == []
+    assert [
+        e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")
+    ] == []
 
 
-def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(journald, host, write_config, start_daemon, figures):
+def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
+    journald, host, write_config, start_daemon, figures
+):
     home = nobodys(host / "home", 0o700)
     cache = nobodys(home / "caps", 0o755)
     (cache / "entry.xml").write_text("<qemuCaps/>")
@@ -222,10 +252,17 @@ def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
     cfg = host_config(
         host,
         write_config,
-        libvirt={"uri": f"qemu+unix:///system?socket={host}/silent.sock", "probe_dirs": [str(home / "lib")], "cache_dir": str(cache), "session_dirs": True},
+        libvirt={
+            "uri": f"qemu+unix:///system?socket={host}/silent.sock",
+            "probe_dirs": [str(home / "lib")],
+            "cache_dir": str(cache),
+            "session_dirs": True,
+        },
         latency={"enabled": True, "every": "10s", "timeout": "3s", "slow": "1s"},
         detect={"probe_hung_after": f"{HUNG_AFTER:g}s", "grace": {"libvirt_unreachable": "0s"}},
-        policies=[{"name": "reset", "on": "libvirt_unreachable", "do": ["quarantine_cache"]}],  # libvirt-level evidence: it acts
+        policies=[
+            {"name": "reset", "on": "libvirt_unreachable", "do": ["quarantine_cache"]}
+        ],  # libvirt-level evidence: it acts
     )
     daemon = start_daemon(cfg)
     wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
@@ -239,7 +276,9 @@ def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
     silent.close()
 
 
-def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(journald, host, write_config, start_daemon, figures):
+def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(
+    journald, host, write_config, start_daemon, figures
+):
     home = nobodys(host / "home", 0o700)
     base = nobodys(home / "lib", 0o700)
     elsewhere = host / "root-only"
@@ -249,7 +288,12 @@ def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(
     cfg = host_config(
         host,
         write_config,
-        libvirt={"uri": f"qemu+unix:///system?socket={host}/nothing", "probe_dirs": [str(base)], "cache_dir": str(home / "cache"), "session_dirs": True},
+        libvirt={
+            "uri": f"qemu+unix:///system?socket={host}/nothing",
+            "probe_dirs": [str(base)],
+            "cache_dir": str(home / "cache"),
+            "session_dirs": True,
+        },
         detect={"probe_hung_after": "1s", "stale_dir_after": "1s"},
         policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
     )
@@ -264,7 +308,9 @@ def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(
     figures.bytes_lost += len(set(before) - set(digest(elsewhere)))
 
 
-def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(journald, host, write_config, start_daemon, bystanders):
+def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(
+    journald, host, write_config, start_daemon, bystanders
+):
     attic = nobodys(host / "attic", 0o755)
     subprocess.run(as_nobody(["mkdir", str(attic / "qmp-Renam1")]), check=True)
     old = os.stat(attic / "qmp-Renam1").st_mtime
@@ -272,10 +318,19 @@ def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(jou
     target = host / "lib" / "qmp-Renam1"
     # a root process, named like qemu, that merely names the path (a root tool, a backup, an admin's shell)
     root_tool = subprocess.Popen(
-        [sys.executable, "-c", "import ctypes,time; ctypes.CDLL(None).prctl(15, b'qemu-img', 0, 0, 0); time.sleep(600)", "-pidfile", f"{target}/qmp.pid"]
+        [
+            sys.executable,
+            "-c",
+            "import ctypes,time; ctypes.CDLL(None).prctl(15, b'qemu-img', 0, 0, 0); time.sleep(600)",
+            "-pidfile",
+            f"{target}/qmp.pid",
+        ]
     )
     bystanders.append(root_tool)
-    subprocess.run(as_nobody(["sh", "-c", f"mv {attic / 'qmp-Renam1'} {target} && echo {root_tool.pid} > {target}/qmp.pid"]), check=True)
+    subprocess.run(
+        as_nobody(["sh", "-c", f"mv {attic / 'qmp-Renam1'} {target} && echo {root_tool.pid} > {target}/qmp.pid"]),
+        check=True,
+    )
     daemon = start_daemon(host_config(host, write_config, detect={"probe_hung_after": "1s"}))
     wait_for(lambda: scans(host / "state") >= 4, 30, "scans past probe_hung_after")
     assert daemon.journal_events("probe_hung") == [], "a dir of the qemu user never makes a root process a probe member"
@@ -302,7 +357,9 @@ def test_a_thousand_processes_with_fat_argv_cost_bounded_memory(journald, host, 
         end_attacker(fat)
 
 
-def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_back(journald, host, write_config, start_daemon, figures):
+def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_back(
+    journald, host, write_config, start_daemon, figures
+):
     flood = attacker("dirs", host / "lib", 20000)
     assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
     flood.wait(60)
@@ -323,9 +380,15 @@ def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_bac
     assert rss < 150, f"peak RSS {rss:.1f} MB"
     daemon.stop()
     again = start_daemon(cfg)
-    wait_for(lambda: json.loads((host / "state" / "scan.json").read_text()).get("pid") == again.pid, 60, "the restarted daemon's first scan")
+    wait_for(
+        lambda: json.loads((host / "state" / "scan.json").read_text()).get("pid") == again.pid,
+        60,
+        "the restarted daemon's first scan",
+    )
     assert again.journal_events("probe_dir_stale") == [], "after a restart nothing is reported again"
-    assert not [e for e in again.journal_events("scan_problem") if "corrupt" in e["MESSAGE"]], "its state read back whole"
+    assert not [e for e in again.journal_events("scan_problem") if "corrupt" in e["MESSAGE"]], (
+        "its state read back whole"
+    )
 
 
 def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(journald, host, write_config, start_daemon, figures):
@@ -377,7 +440,11 @@ def test_a_probe_dir_that_does_not_exist_is_a_finding_after_stale_dir_after(jour
     cfg = host_config(
         host,
         write_config,
-        libvirt={"uri": "qemu:///system", "probe_dirs": [str(host / "home" / "u" / "lib")], "cache_dir": str(host / "cache" / "caps")},
+        libvirt={
+            "uri": "qemu:///system",
+            "probe_dirs": [str(host / "home" / "u" / "lib")],
+            "cache_dir": str(host / "cache" / "caps"),
+        },
         detect={"stale_dir_after": "2s"},
     )
     daemon = start_daemon(cfg)
@@ -393,7 +460,10 @@ def test_a_notify_socket_nobody_reads_never_blocks_the_loop(journald, host, writ
     deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     deaf.bind(str(path))  # bound, never read: its queue fills and stays full
     try:
-        daemon = start_daemon(host_config(host, write_config, interval="0.1s"), env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"})
+        daemon = start_daemon(
+            host_config(host, write_config, interval="0.1s"),
+            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"},
+        )
         wait_for(lambda: scans(host / "state") >= 50, 60, "fifty scans with the notify queue full")
         started = time.monotonic()
         assert daemon.stop(10) == 0
@@ -439,10 +509,15 @@ def test_a_cache_dir_the_qemu_user_owns_as_libvirt_before_7_8_makes_it_is_watche
     caps = qemu_dir / "capabilities"
     caps.mkdir()  # libvirtd (root) makes the cache itself
     cfg = host / "c.yaml"
-    cfg.write_text(f"state_dir: {host}/state\nlibvirt:\n  cache_dir: {caps}\n  qemu_users: [libvirt-qemu, qemu, nobody]\n")
+    cfg.write_text(
+        f"state_dir: {host}/state\nlibvirt:\n  cache_dir: {caps}\n  qemu_users: [libvirt-qemu, qemu, nobody]\n"
+    )
     r = run_cli("config", "check", str(cfg))
     assert r.rc == 0, r.out
-    assert f"{cfg}: note: libvirt.cache_dir: {caps} lies in a dir of the qemu user (uid {NOBODY.pw_uid};" in r.out and "never proof" in r.out, r.out
+    assert (
+        f"{cfg}: note: libvirt.cache_dir: {caps} lies in a dir of the qemu user (uid {NOBODY.pw_uid};" in r.out
+        and "never proof" in r.out
+    ), r.out
     # the same layout for a user that is not libvirt's qemu user: refused, as before
     cfg.write_text(f"state_dir: {host}/state\nlibvirt:\n  cache_dir: {caps}\n")
     r = run_cli("config", "check", str(cfg))
@@ -466,6 +541,8 @@ def test_quarantine_of_a_cache_the_qemu_user_could_fill_moves_only_what_libvirt_
     )
     result = quarantine_cache(str(cache), str(host / "state" / "quarantine"), keep=5, now=time.time())
     assert result.moved == ["x86_64.xml"], result
-    assert [f.split(":")[0] for f in result.failed] == ["huge.xml"] and "larger than any capabilities entry" in result.failed[0], result
+    assert [f.split(":")[0] for f in result.failed] == [
+        "huge.xml"
+    ] and "larger than any capabilities entry" in result.failed[0], result
     assert (cache / "shadow.xml").is_symlink() and (cache / "huge.xml").exists(), "left in place"
     assert json.loads((Path(result.dest) / "MANIFEST.json").read_text())["files"].keys() == {"x86_64.xml"}

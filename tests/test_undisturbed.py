@@ -60,16 +60,37 @@ def qemus() -> Iterator[List[subprocess.Popen]]:  # type: ignore[type-arg]
 
 def start_qemu(qemus: List[subprocess.Popen], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
-    argv = [str(QEMU), *extra, "-machine", f"pc,accel={accel}", "-m", "64", "-S", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none"]
+    argv = [
+        str(QEMU),
+        *extra,
+        "-machine",
+        f"pc,accel={accel}",
+        "-m",
+        "64",
+        "-S",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+    ]
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     qemus.append(p)
     return p
 
 
-def test_the_installed_daemon_counts_libvirts_guests_and_never_itself_nor_the_kernels_threads(libvirt, state_dir, write_config, start_daemon, qemus):
+def test_the_installed_daemon_counts_libvirts_guests_and_never_itself_nor_the_kernels_threads(
+    libvirt, state_dir, write_config, start_daemon, qemus
+):
     guest = start_qemu(qemus, "-name", "guest=vm1,debug-threads=on")
     by_hand = start_qemu(qemus)
-    wait_for(lambda: comm_of(guest.pid) == "qemu-system-x86" and comm_of(by_hand.pid) == "qemu-system-x86", 30, "both QEMUs running")
+    wait_for(
+        lambda: comm_of(guest.pid) == "qemu-system-x86" and comm_of(by_hand.pid) == "qemu-system-x86",
+        30,
+        "both QEMUs running",
+    )
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         wait_for(lambda: kernel_threads_named(f"kvm-pit/{guest.pid}"), 30, "the kernel's kvm-pit thread for the VM")
 
@@ -78,7 +99,9 @@ def test_the_installed_daemon_counts_libvirts_guests_and_never_itself_nor_the_ke
     assert comm_of(daemon.pid) == "kvm-watchdog", "the daemon runs as installed: the console script"
     seen = scan_json(state_dir)
     assert seen["libvirt_running"] is True
-    assert seen["guests"] == 1, f"only libvirt's guest (-name guest=...) counts; not the watchdog, kvm-pit or a QEMU by hand: {seen}"
+    assert seen["guests"] == 1, (
+        f"only libvirt's guest (-name guest=...) counts; not the watchdog, kvm-pit or a QEMU by hand: {seen}"
+    )
 
     # the last guest stops: the host is idle at the next scan, not at the next full walk minutes later
     guest.kill()

@@ -24,9 +24,13 @@ class Cancelled(Exception):
     """The daemon is stopping: the child was ended, its outcome is unknown."""
 
 
-def start(argv: Sequence[str], stdout: Stream = subprocess.PIPE, stderr: Stream = subprocess.STDOUT, **popen: Any) -> subprocess.Popen[bytes]:
+def start(
+    argv: Sequence[str], stdout: Stream = subprocess.PIPE, stderr: Stream = subprocess.STDOUT, **popen: Any
+) -> subprocess.Popen[bytes]:
     """A child in its own session (so its whole group can be ended), stdin closed, cwd /."""
-    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True, cwd="/", **popen)
+    return subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True, cwd="/", **popen
+    )
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:

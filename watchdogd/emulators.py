@@ -105,8 +105,10 @@ def cgroup_path(text: str) -> Tuple[str, ...]:
 
 def in_machine_slice(components: Sequence[str]) -> bool:
     """
-    >>> in_machine_slice(("machine.slice", "machine-qemu\\\\x2d1\\\\x2dvm1.scope")), in_machine_slice(("system.slice", "x.service"))
-    (True, False)
+    >>> in_machine_slice(("machine.slice", "machine-qemu\\\\x2d1\\\\x2dvm1.scope"))
+    True
+    >>> in_machine_slice(("system.slice", "x.service"))
+    False
     """
     return MACHINE_SLICE in components
 

@@ -90,7 +90,9 @@ def _lstat_chain(path: str) -> Tuple[List[Tuple[str, os.stat_result]], Optional[
     return chain, None
 
 
-def _judge_step(here: str, st: os.stat_result, nxt: Optional[int], owner: Optional[int], session_owner_ok: bool) -> Optional[str]:
+def _judge_step(
+    here: str, st: os.stat_result, nxt: Optional[int], owner: Optional[int], session_owner_ok: bool
+) -> Optional[str]:
     """Why the dir `here` (holding a component owned by `nxt`; None: it is the last) is unsafe, or None."""
     if nxt is not None and st.st_uid != 0 and not session_owner_ok:
         why = f"{here} belongs to uid {st.st_uid}, not root: that user could swap what lies below it"
@@ -119,7 +121,9 @@ def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
     owner = chain[-1][1].st_uid if exists else None
     users = sorted({st.st_uid for _, st in chain[1:] if st.st_uid != 0})
     if len(users) > 1:
-        return PathVerdict(False, f"{path} passes through dirs of more than one user (uids {', '.join(map(str, users))})")
+        return PathVerdict(
+            False, f"{path} passes through dirs of more than one user (uids {', '.join(map(str, users))})"
+        )
     for index, (here, st) in enumerate(chain):
         nxt = chain[index + 1][1].st_uid if index + 1 < len(chain) else None
         why = _judge_step(here, st, nxt, owner, session_owner_ok)
@@ -127,12 +131,17 @@ def check_path(path: str, session_owner_ok: bool) -> PathVerdict:
             return PathVerdict(False, why)
     last_here, last = chain[-1]
     if not exists and last.st_uid != 0 and not session_owner_ok:
-        return PathVerdict(False, f"{last_here} belongs to uid {last.st_uid}, not root, and {path} does not exist yet: that user could make it a link")
+        return PathVerdict(
+            False,
+            f"{last_here} belongs to uid {last.st_uid}, not root, and {path} does not exist yet: that user could make "
+            "it a link",
+        )
     return PathVerdict(True, owner=owner)
 
 
 def non_root_writers(path: str) -> Optional[Tuple[int, ...]]:
-    """The uids besides root that could change what lies at or below `path` (-1: any user); None when a part is a link or no dir.
+    """The uids besides root that could change what lies at or below `path` (-1: any user); None when a part is a link
+    or no dir.
 
     Judged on the deepest part that exists: whoever may write there could make the rest.
     For a dir root opens only one component at a time without following links, and whose
@@ -149,7 +158,8 @@ def non_root_writers(path: str) -> Optional[Tuple[int, ...]]:
 
 
 def check_dir_without_links(path: str) -> Optional[str]:
-    """Why root may not write files in the dir `path` through a dir fd, or None: every component a real dir, none a link.
+    """Why root may not write files in the dir `path` through a dir fd, or None: every component a real dir, none a
+    link.
 
     Who may write the dir does not matter to a writer that never follows a link: a temp file
     made with O_EXCL|O_NOFOLLOW, fchmod on its fd, renameat within the dir fd (the metrics

@@ -85,7 +85,8 @@ def probe_dir_named(arg: str, bases: AbstractSet[str]) -> Optional[str]:
 
 
 def probe_arg_filter(bases: Iterable[str]) -> Callable[[str], bool]:
-    """Keep only the command-line arguments that name a probe dir under one of `bases`, or a guest (``-name guest=``)."""
+    """Keep only the command-line arguments that name a probe dir under one of `bases`, or a guest (``-name
+    guest=``)."""
     known = frozenset(bases)
     return lambda arg: keep_guest_arg(arg) or probe_dir_named(arg, known) is not None
 

@@ -60,7 +60,10 @@ class StateStore:
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_STATE_BYTES:
-                text = f"{path} is {size} bytes, more than any state file is written ({MAX_STATE_BYTES}); not read, left as it is"
+                text = (
+                    f"{path} is {size} bytes, more than any state file is written ({MAX_STATE_BYTES}); "
+                    "not read, left as it is"
+                )
                 self.problems.append(Problem(text, id=f"state-large:{path}"))
                 return None
             try:
@@ -72,14 +75,23 @@ class StateStore:
             return json.loads(raw)
         except ValueError as exc:
             if self.read_only:
-                self.problems.append(Problem(f"{path} is corrupt ({exc}); left as it is (a read-only look)", id=f"state-corrupt:{path}"))
+                self.problems.append(
+                    Problem(f"{path} is corrupt ({exc}); left as it is (a read-only look)", id=f"state-corrupt:{path}")
+                )
                 return None
             aside = f"{path}.corrupt-{compact_utc(self.clock())}"
             try:
                 os.replace(path, aside)
-                self.problems.append(Problem(f"{path} was corrupt ({exc}); moved aside to {aside}", id=f"state-corrupt:{path}"))
+                self.problems.append(
+                    Problem(f"{path} was corrupt ({exc}); moved aside to {aside}", id=f"state-corrupt:{path}")
+                )
             except OSError as move_exc:
-                self.problems.append(Problem(f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}", id=f"state-corrupt:{path}"))
+                self.problems.append(
+                    Problem(
+                        f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}",
+                        id=f"state-corrupt:{path}",
+                    )
+                )
             return None
 
     def write_json(self, name: str, obj: Any, durable: bool = True) -> None:
@@ -92,7 +104,9 @@ class StateStore:
             raise StateError(f"not writing {path}: this is a read-only look", path)
         data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
         if len(data) > MAX_STATE_BYTES:
-            raise StateError(f"not writing {path}: {len(data)} bytes is more than a state file may hold ({MAX_STATE_BYTES})", path)
+            raise StateError(
+                f"not writing {path}: {len(data)} bytes is more than a state file may hold ({MAX_STATE_BYTES})", path
+            )
         tmp = None
         try:
             directory = os.path.dirname(path)  # the state dir, or a dir of its own (incidents/)

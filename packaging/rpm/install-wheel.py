@@ -17,8 +17,16 @@ from installer.sources import WheelFile
 
 def main(wheel: str, buildroot: str, prefix: str, interpreter: str) -> None:
     paths = sysconfig.get_paths("posix_prefix", vars={"base": prefix, "platbase": prefix})
-    scheme = {"purelib": paths["purelib"], "platlib": paths["platlib"], "headers": paths["include"], "scripts": paths["scripts"], "data": paths["data"]}
-    dest = SchemeDictionaryDestination(scheme, interpreter=interpreter, script_kind="posix", destdir=buildroot, bytecode_optimization_levels=())
+    scheme = {
+        "purelib": paths["purelib"],
+        "platlib": paths["platlib"],
+        "headers": paths["include"],
+        "scripts": paths["scripts"],
+        "data": paths["data"],
+    }
+    dest = SchemeDictionaryDestination(
+        scheme, interpreter=interpreter, script_kind="posix", destdir=buildroot, bytecode_optimization_levels=()
+    )
     with WheelFile.open(wheel) as source:
         install(source, dest, {"INSTALLER": b"rpm"})
 

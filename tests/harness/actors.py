@@ -126,7 +126,10 @@ def attacker(mode: str, base: Path, count: int, *extra: str, argv_pad: int = 0) 
     """The attacker's program, started as nobody; its stdout says what it made."""
     pad = ["x" * 1000] * argv_pad + [f"{base}/qmp-AAAAAA/qmp.pid"] if argv_pad else []
     return subprocess.Popen(
-        as_nobody([SYSTEM_PYTHON, "-c", ATTACKER, mode, str(base), str(count), *extra, *pad]), stdout=subprocess.PIPE, text=True, start_new_session=True
+        as_nobody([SYSTEM_PYTHON, "-c", ATTACKER, mode, str(base), str(count), *extra, *pad]),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -191,7 +194,9 @@ class RootLibvirt:
         fault = Path(str(self.emulator) + ".fault")
         fault.write_text(mode + "\n")
         fault.chmod(0o666)  # the emulator (run as the qemu user) takes its fault from it
-        argv = [sys.executable, "-c", ROOT_LIBVIRT, str(self.emulator), str(base)] + ([str(as_uid)] if as_uid is not None else [])
+        argv = [sys.executable, "-c", ROOT_LIBVIRT, str(self.emulator), str(base)] + (
+            [str(as_uid)] if as_uid is not None else []
+        )
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()

@@ -44,7 +44,13 @@ def sh(command, timeout=600, check=True):
     started = time.monotonic()
     r = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout)
     results["steps"].append(
-        {"command": command, "rc": r.returncode, "seconds": round(time.monotonic() - started, 2), "out": r.stdout[-4000:], "err": r.stderr[-4000:]}
+        {
+            "command": command,
+            "rc": r.returncode,
+            "seconds": round(time.monotonic() - started, 2),
+            "out": r.stdout[-4000:],
+            "err": r.stderr[-4000:],
+        }
     )
     save()
     if check and r.returncode != 0:
@@ -54,13 +60,17 @@ def sh(command, timeout=600, check=True):
 
 def journal(**fields):
     matches = " ".join(f"{k}={v}" for k, v in fields.items())
-    out = subprocess.run(["/bin/sh", "-c", f"journalctl --no-pager -o json -u kvm-watchdog {matches}"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["/bin/sh", "-c", f"journalctl --no-pager -o json -u kvm-watchdog {matches}"], capture_output=True, text=True
+    ).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def main():
     results["uname"] = os.uname().machine + " " + os.uname().release
-    results["dmesg_kvm"] = [line for line in sh("dmesg", check=False).stdout.splitlines() if "kvm" in line.lower() or "GIC" in line]
+    results["dmesg_kvm"] = [
+        line for line in sh("dmesg", check=False).stdout.splitlines() if "kvm" in line.lower() or "GIC" in line
+    ]
     sh("dpkg -i " + " ".join(os.path.join(JOB, n) for n in os.listdir(JOB) if n.endswith("_all.deb")))
     sh(f"install -m 755 {JOB}/fake_qemu.py {WRAPPER} && echo none > {WRAPPER}.fault && chmod 666 {WRAPPER}.fault")
     sh(f"gcc -shared -fPIC -O2 -o {WRAPPER}.hang.so {JOB}/chdir_hang.c -ldl")
@@ -69,13 +79,21 @@ def main():
 
     # 1. the self-test against the real arm64 KVM
     diag = sh("kvm-watchdog diagnose --json", check=False, timeout=300)
-    results["diagnose"] = json.loads(diag.stdout) if diag.stdout.strip().startswith("{") else {"raw": diag.stdout, "err": diag.stderr}
+    results["diagnose"] = (
+        json.loads(diag.stdout) if diag.stdout.strip().startswith("{") else {"raw": diag.stdout, "err": diag.stderr}
+    )
     save()
 
     # the service at its shipped config (hung after the shipped 60 s)
     sh("systemctl enable --now kvm-watchdog")
-    wait_for(lambda: sh("systemctl is-active kvm-watchdog", check=False).stdout.strip() == "active", 120, "kvm-watchdog active", poll=1.0)
-    sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600)  # a healthy probe first: the cache filled
+    wait_for(
+        lambda: sh("systemctl is-active kvm-watchdog", check=False).stdout.strip() == "active",
+        120,
+        "kvm-watchdog active",
+        poll=1.0,
+    )
+    # a healthy probe first: the cache filled
+    sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600)
     wait_for(lambda: os.path.exists("/var/lib/kvm-watchdog/scan.json"), 120, "a first scan", poll=1.0)
 
     # 2. a domain with <gic version='2'/>: the real qemu-system-aarch64 under KVM refuses to start it
@@ -86,23 +104,43 @@ def main():
     failed_at = time.time()
     results["vm_start"] = {"rc": start.returncode, "error": start.stderr.strip(), "failed_at": failed_at}
     save()
-    opened = wait_for(lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, "vm_start_failed", poll=0.2)
+    opened = wait_for(
+        lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, "vm_start_failed", poll=0.2
+    )
     results["vm_start_failed"] = opened[0]
     results["domain_log"] = sh("cat /var/log/libvirt/qemu/gicv2.log", check=False).stdout[-3000:]
     # from the moment QEMU wrote its line (its own timestamp in the domain log) to the journal event
-    stamp = re.search(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z qemu-system-aarch64: host does not support", results["domain_log"], re.M)
+    stamp = re.search(
+        r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z qemu-system-aarch64: host does not support",
+        results["domain_log"],
+        re.M,
+    )
     if stamp:
-        written = datetime.datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
+        written = (
+            datetime.datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+            .replace(tzinfo=datetime.timezone.utc)
+            .timestamp()
+        )
         results["vm_start_failed_latency_s"] = round(int(opened[0]["__REALTIME_TIMESTAMP"]) / 1e6 - written, 3)
     save()
 
     # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was
     sh(f"echo 'real-hang 1' > {WRAPPER}.fault")
     before = os.stat(WRAPPER).st_ctime
-    wait_for(lambda: os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before), 5, "a new ctime second", poll=0.1)
+    wait_for(
+        lambda: os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before),
+        5,
+        "a new ctime second",
+        poll=0.1,
+    )
     asked = time.time()
     subprocess.Popen(
-        ["/bin/sh", "-c", "virsh -c qemu:///system domcapabilities --arch aarch64 > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc"], start_new_session=True
+        [
+            "/bin/sh",
+            "-c",
+            "virsh -c qemu:///system domcapabilities --arch aarch64 > /tmp/waiting.out 2>&1; echo $? > /tmp/waiting.rc",
+        ],
+        start_new_session=True,
     )
     hung = wait_for(lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="open"), 300, "probe_hung", poll=0.5)
     results["probe_hung"] = hung[0]
@@ -112,7 +150,9 @@ def main():
     wait_for(lambda: journal(KVMWD_EVENT="probe_hung", KVMWD_STATE="resolved"), 120, "probe_hung resolved", poll=0.5)
     wait_for(lambda: os.path.exists("/tmp/waiting.rc"), 300, "the waiting virsh to return", poll=1.0)
     results["waiting_virsh_rc"] = open("/tmp/waiting.rc").read().strip()
-    results["next_call_rc"] = sh("virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600, check=False).returncode
+    results["next_call_rc"] = sh(
+        "virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600, check=False
+    ).returncode
     results["done"] = True
     save()
 
@@ -122,6 +162,8 @@ if __name__ == "__main__":
         main()
     finally:
         results["journal_tail"] = subprocess.run(
-            ["/bin/sh", "-c", "journalctl --no-pager -u kvm-watchdog -o cat | tail -n 60"], capture_output=True, text=True
+            ["/bin/sh", "-c", "journalctl --no-pager -u kvm-watchdog -o cat | tail -n 60"],
+            capture_output=True,
+            text=True,
         ).stdout
         save()

@@ -76,7 +76,16 @@ def ensure_image(host: Host = HOSTS["bookworm-arm64"], log: IO[str] = sys.stderr
             "--customize-hook=rm -f $1/etc/systemd/system/getty.target.wants/*",
         ]
         subprocess.run(
-            ["mmdebstrap", f"--architectures={host.arch}", "--variant=apt", f"--include={','.join(host.packages)}", *hooks, host.release, str(root), MIRROR],
+            [
+                "mmdebstrap",
+                f"--architectures={host.arch}",
+                "--variant=apt",
+                f"--include={','.join(host.packages)}",
+                *hooks,
+                host.release,
+                str(root),
+                MIRROR,
+            ],
             check=True,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -84,7 +93,9 @@ def ensure_image(host: Host = HOSTS["bookworm-arm64"], log: IO[str] = sys.stderr
         )
         unit = root / "etc/systemd/system/kvmwd-job.service"
         unit.write_text(JOB_UNIT)
-        (root / "etc/systemd/system/multi-user.target.wants/kvmwd-job.service").symlink_to("/etc/systemd/system/kvmwd-job.service")
+        (root / "etc/systemd/system/multi-user.target.wants/kvmwd-job.service").symlink_to(
+            "/etc/systemd/system/kvmwd-job.service"
+        )
         (root / "etc/udev/rules.d").mkdir(parents=True, exist_ok=True)
         (root / "etc/udev/rules.d/65-kvm.rules").write_text(KVM_RULE)
         for name in ("vmlinuz", "initrd.img"):  # links at the image's /, read inside the image (never the host's /boot)
@@ -92,9 +103,14 @@ def ensure_image(host: Host = HOSTS["bookworm-arm64"], log: IO[str] = sys.stderr
             shutil.copyfile(root / os.readlink(link).lstrip("/") if link.is_symlink() else link, work / name)
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-        used = int(subprocess.run(["du", "-sxm", str(root)], capture_output=True, text=True, check=True).stdout.split()[0])
+        used = int(
+            subprocess.run(["du", "-sxm", str(root)], capture_output=True, text=True, check=True).stdout.split()[0]
+        )
         subprocess.run(
-            ["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(work / "root.img"), f"{used + 2048}M"], check=True, stdout=log, stderr=subprocess.STDOUT
+            ["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(work / "root.img"), f"{used + 2048}M"],
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         shutil.rmtree(root)
         work.rename(final)
@@ -123,7 +139,10 @@ class Arm64Machine:
             (self.job / name).unlink(missing_ok=True)
         overlay = self.workdir / "overlay.qcow2"
         overlay.unlink(missing_ok=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image / "root.img"), "-F", "raw", str(overlay)], check=True)
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image / "root.img"), "-F", "raw", str(overlay)],
+            check=True,
+        )
         argv = [
             "qemu-system-aarch64", "-M", "virt,virtualization=on,gic-version=3", "-cpu", "max", "-smp", "2", "-m", "2048",
             "-nographic", "-no-reboot", "-nic", "none",
@@ -140,7 +159,9 @@ class Arm64Machine:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(30)
-                raise AssertionError(f"the arm64 machine did not power off in {timeout:.0f}s: {self.console_text()[-3000:]}") from None
+                raise AssertionError(
+                    f"the arm64 machine did not power off in {timeout:.0f}s: {self.console_text()[-3000:]}"
+                ) from None
         overlay.unlink(missing_ok=True)
         rc: Optional[int] = int((self.job / "rc").read_text().strip()) if (self.job / "rc").exists() else None
         out = (self.job / "out.log").read_text(errors="replace") if (self.job / "out.log").exists() else ""

@@ -17,7 +17,13 @@ def in_chroot(root: Path, command: str, log: IO[str]) -> None:
             subprocess.run(["mount", "--rbind", f"/{fs}", str(root / fs)], check=True)
             subprocess.run(["mount", "--make-rslave", str(root / fs)], check=True)
             mounts.append(root / fs)
-        subprocess.run(["chroot", str(root), "/bin/sh", "-c", command], check=True, stdout=log, stderr=subprocess.STDOUT, env=CHROOT_ENV)
+        subprocess.run(
+            ["chroot", str(root), "/bin/sh", "-c", command],
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=CHROOT_ENV,
+        )
     finally:
         for m in reversed(mounts):
             subprocess.run(["umount", "-R", "-l", str(m)], check=False)

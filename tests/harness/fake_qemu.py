@@ -35,7 +35,11 @@ import time
 # the real emulator this one stands in for: the one of its own name in /usr/bin (qemu-system-aarch64
 # on the arm64 host), qemu-system-x86_64 where this file has another name
 _OWN = "/usr/bin/" + os.path.basename(__file__)
-REAL_EMULATOR = _OWN if os.path.basename(__file__).startswith("qemu-system-") and os.path.exists(_OWN) else "/usr/bin/qemu-system-x86_64"
+REAL_EMULATOR = (
+    _OWN
+    if os.path.basename(__file__).startswith("qemu-system-") and os.path.exists(_OWN)
+    else "/usr/bin/qemu-system-x86_64"
+)
 
 
 def _arg_after(argv, flag):

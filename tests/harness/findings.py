@@ -9,7 +9,14 @@ from watchdogd.diagnose.classify import Diagnosis
 from watchdogd.model import FINDING_KINDS, Finding, PidfileRead
 
 
-def hung_probe(subject: str, proven: bool = True, pids: Sequence[int] = (), age_s: float = 61.0, cause: str = "unknown", since: float = 0.0) -> Finding:
+def hung_probe(
+    subject: str,
+    proven: bool = True,
+    pids: Sequence[int] = (),
+    age_s: float = 61.0,
+    cause: str = "unknown",
+    since: float = 0.0,
+) -> Finding:
     """A probe_hung finding about `subject`, proven libvirt's or not."""
     found = Diagnosis("before_ready", None, cause, "look at the probe", "a test's probe")
     evidence = HungProbe(subject, age_s, tuple(pids), (), PidfileRead(None, "missing"), found, owner_uid=0)

@@ -19,7 +19,16 @@ from typing import Dict, Optional, Tuple
 CACHE = Path(os.environ.get("KVMWD_IMAGE_CACHE", "/var/cache/kvm-watchdog-test"))
 MIRROR = "http://deb.debian.org/debian"
 BASE = ("systemd", "systemd-sysv", "dbus", "python3", "procps")
-RUNTIME = ("libvirt-daemon-system", "libvirt-clients", "python3-libvirt", "python3-systemd", "python3-psutil", "python3-yaml", "man-db", "less")
+RUNTIME = (
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "python3-libvirt",
+    "python3-systemd",
+    "python3-psutil",
+    "python3-yaml",
+    "man-db",
+    "less",
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,14 @@ HOSTS: Dict[str, Host] = {
             libvirt="11.3",
             daemon="virtqemud",
             enable=("virtqemud.socket", "virtqemud-ro.socket", "virtqemud-admin.socket", "virtlogd.socket"),
-            mask=("libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket", "libvirtd-tcp.socket", "libvirtd-tls.socket"),
+            mask=(
+                "libvirtd.service",
+                "libvirtd.socket",
+                "libvirtd-ro.socket",
+                "libvirtd-admin.socket",
+                "libvirtd-tcp.socket",
+                "libvirtd-tls.socket",
+            ),
             build_step="virtqemud",
             base="trixie",
         ),

@@ -16,7 +16,10 @@ from typing import Any, Dict, List, Optional
 
 from .wait import wait_for
 
-JOURNALD = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald") if os.path.exists(p)), "/lib/systemd/systemd-journald")
+JOURNALD = next(
+    (p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald") if os.path.exists(p)),
+    "/lib/systemd/systemd-journald",
+)
 SOCKET = "/run/systemd/journal/socket"
 
 
@@ -45,7 +48,13 @@ class Journald:
     def start(self, timeout: float = 20) -> None:
         assert self.owned, "never start a second journald next to one that is not ours"
         os.makedirs(os.path.dirname(SOCKET), exist_ok=True)
-        self.child = subprocess.Popen([JOURNALD], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.child = subprocess.Popen(
+            [JOURNALD],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for(journal_answers, timeout, "journald to answer on its socket")
 
     def stop(self, timeout: float = 20) -> None:

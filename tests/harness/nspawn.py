@@ -51,7 +51,9 @@ def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
     try:
         if host.base:  # the base host's image, copied: its packages are this one's
             work.rmdir()
-            subprocess.run(["cp", "-a", "--reflink=auto", str(ensure_image(HOSTS[host.base], log)), str(work)], check=True)
+            subprocess.run(
+                ["cp", "-a", "--reflink=auto", str(ensure_image(HOSTS[host.base], log)), str(work)], check=True
+            )
         else:
             # two steps: debootstrap's own configure pass cannot set up polkitd (libvirt's
             # dependency); apt in a chroot with /proc, /sys and /dev can, services kept from starting
@@ -66,13 +68,19 @@ def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
         if not host.base:
-            in_chroot(work, f"apt-get update -q && apt-get install -y -q --no-install-recommends {' '.join(host.packages)} && apt-get clean", log)
+            in_chroot(
+                work,
+                f"apt-get update -q && apt-get install -y -q --no-install-recommends {' '.join(host.packages)} && apt-get clean",
+                log,
+            )
         if host.build_step:
             BUILD_STEPS[host.build_step](work, log)
         # the host's libvirt layout, as its operator sets it up (libvirt's docs/daemons.rst for the modular one)
         for verb, units in (("mask", host.mask), ("enable", host.enable)):
             if units:
-                subprocess.run(["systemctl", f"--root={work}", verb, *units], check=True, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.run(
+                    ["systemctl", f"--root={work}", verb, *units], check=True, stdout=log, stderr=subprocess.STDOUT
+                )
         policy.unlink()
         (work / "etc" / "hostname").write_text("kvmwd-systest\n")
         # only what the test needs: no getty on a console nobody reads
@@ -86,7 +94,9 @@ def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
     finally:
         if work.exists():
             if mounts_below(work):  # never walk into a bind of the host's /dev or /sys
-                raise RuntimeError(f"{work} still has mounts below it: {mounts_below(work)}; left for a person to look at")
+                raise RuntimeError(
+                    f"{work} still has mounts below it: {mounts_below(work)}; left for a person to look at"
+                )
             shutil.rmtree(work, ignore_errors=True)
     return final
 
@@ -161,14 +171,20 @@ class Container:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.pid1 = wait_for(self._find_pid1, timeout, "the container's PID 1")
-        state = wait_for(lambda: self._state() in ("running", "degraded") and self._state(), timeout, "systemctl is-system-running: running or degraded")
+        state = wait_for(
+            lambda: self._state() in ("running", "degraded") and self._state(),
+            timeout,
+            "systemctl is-system-running: running or degraded",
+        )
         assert state
         return self
 
     def _find_pid1(self) -> Optional[int]:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"systemd-nspawn exited {self.proc.returncode}: {self.log_path.read_text(errors='replace')[-2000:]}")
+            raise AssertionError(
+                f"systemd-nspawn exited {self.proc.returncode}: {self.log_path.read_text(errors='replace')[-2000:]}"
+            )
         for pid in self._cgroup_pids():
             try:
                 with open(f"/proc/{pid}/status") as f:
@@ -184,10 +200,24 @@ class Container:
 
     def run(self, command: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
         assert self.pid1 is not None
-        argv = ["nsenter", "-t", str(self.pid1), "-a", "env", "-i", INNER_PATH, "LANG=C.UTF-8", "/bin/sh", "-c", command]
+        argv = [
+            "nsenter",
+            "-t",
+            str(self.pid1),
+            "-a",
+            "env",
+            "-i",
+            INNER_PATH,
+            "LANG=C.UTF-8",
+            "/bin/sh",
+            "-c",
+            command,
+        ]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check:
-            assert r.returncode == 0, f"in the container, `{command}` exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+            assert r.returncode == 0, (
+                f"in the container, `{command}` exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+            )
         return r
 
     def poweroff(self, timeout: float = 60) -> None:

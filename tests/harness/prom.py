@@ -48,7 +48,9 @@ def samples(exposition: str, name: str) -> Dict[str, float]:
 class _Child:
     def __init__(self, argv: List[str], log: Path):
         self.log = open(log, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -105,7 +107,12 @@ class Prometheus(_Child):
         )
         (workdir / "tsdb").mkdir()
         super().__init__(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
             workdir / "prometheus.log",
         )
         wait_for(self._ready, 60, "Prometheus to be ready")

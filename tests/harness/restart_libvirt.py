@@ -35,7 +35,9 @@ def main(root: str) -> int:
         now = pidfile.read_text().strip()
         if now not in (old, "0") and socket.exists():
             try:
-                r = subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, timeout=max(1, deadline - time.monotonic()))
+                r = subprocess.run(
+                    ["virsh", "-c", uri, "version"], capture_output=True, timeout=max(1, deadline - time.monotonic())
+                )
             except subprocess.TimeoutExpired:
                 break
             if r.returncode == 0:

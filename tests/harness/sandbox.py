@@ -38,7 +38,16 @@ def ensure_user() -> pwd.struct_passwd:
         return pwd.getpwnam(USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ],
             check=True,
         )
         return pwd.getpwnam(USER)
@@ -46,7 +55,12 @@ def ensure_user() -> pwd.struct_passwd:
 
 # The harness reads processes through psutil, not through the package's own /proc code:
 # a test must not share the code it checks.
-_STATES = {psutil.STATUS_ZOMBIE: "Z", psutil.STATUS_DISK_SLEEP: "D", psutil.STATUS_RUNNING: "R", psutil.STATUS_STOPPED: "T"}
+_STATES = {
+    psutil.STATUS_ZOMBIE: "Z",
+    psutil.STATUS_DISK_SLEEP: "D",
+    psutil.STATUS_RUNNING: "R",
+    psutil.STATUS_STOPPED: "T",
+}
 
 
 def children_of(pid: int) -> List[int]:
@@ -160,9 +174,23 @@ class LibvirtSandbox:
         ]
         uid, gid = self.user.pw_uid, self.user.pw_gid
         argv = [sys.executable, str(HERE / "supervisor.py"), str(self.supervisor_pidfile), "--"]
-        argv += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", "env", "-i", *env, LIBVIRTD, "--timeout", "0"]
+        argv += [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--init-groups",
+            "--",
+            "env",
+            "-i",
+            *env,
+            LIBVIRTD,
+            "--timeout",
+            "0",
+        ]
         self._log = open(self.root / "libvirtd.log", "ab")
-        self.supervisor = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True)
+        self.supervisor = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True
+        )
         self.wait_libvirtd(timeout)
         return self
 
@@ -179,7 +207,9 @@ class LibvirtSandbox:
 
     def wait_libvirtd(self, timeout: float = 30.0, not_pid: Optional[int] = None) -> int:
         """Wait for a (new) libvirtd to answer; its pid."""
-        self.libvirtd_pid = wait_for(lambda: (p := self.current_libvirtd()) and p != not_pid and p, timeout, "libvirtd to start")
+        self.libvirtd_pid = wait_for(
+            lambda: (p := self.current_libvirtd()) and p != not_pid and p, timeout, "libvirtd to start"
+        )
         wait_for(self.answers, timeout, f"libvirtd at {self.socket} to answer")
         return self.libvirtd_pid
 
@@ -276,7 +306,9 @@ class LibvirtSandbox:
         """Compile the LD_PRELOAD shim that makes the real qemu's daemon hang at chdir("/") (mode real-hang)."""
         shim = Path(str(self.emulator) + ".hang.so")
         if not shim.exists():
-            subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(HERE / "chdir_hang.c"), "-ldl"], check=True)
+            subprocess.run(
+                ["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(HERE / "chdir_hang.c"), "-ldl"], check=True
+            )
             os.chmod(shim, 0o755)
         return shim
 
@@ -289,10 +321,14 @@ class LibvirtSandbox:
 
     # ---- libvirt calls ---------------------------------------------------------------
     def domcaps(self, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(["virsh", "-c", self.uri, "domcapabilities"], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["virsh", "-c", self.uri, "domcapabilities"], capture_output=True, text=True, timeout=timeout
+        )
 
     def domcaps_async(self) -> subprocess.Popen:
-        return subprocess.Popen(["virsh", "-c", self.uri, "domcapabilities"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["virsh", "-c", self.uri, "domcapabilities"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     # ---- what a probe looks like ----------------------------------------------------------
     def qmp_dirs(self) -> List[Path]:

@@ -28,7 +28,9 @@ COMMAND = str(Path(sys.executable).parent / "kvm-watchdog")
 def command() -> str:
     """The installed console script; an error that says how to get it when it is missing."""
     if not os.access(COMMAND, os.X_OK):
-        raise RuntimeError(f"{COMMAND} is missing: install the package into this Python (make venv, or pip install -e .)")
+        raise RuntimeError(
+            f"{COMMAND} is missing: install the package into this Python (make venv, or pip install -e .)"
+        )
     return COMMAND
 
 
@@ -68,7 +70,14 @@ class NotifyListener:
 class RunningDaemon:
     """kvm-watchdog run -c CONFIG, with its stdout and stderr kept in files."""
 
-    def __init__(self, config: str, workdir: Path, env: Optional[Dict[str, str]] = None, wrapper: Sequence[str] = (), args: Sequence[str] = ()):
+    def __init__(
+        self,
+        config: str,
+        workdir: Path,
+        env: Optional[Dict[str, str]] = None,
+        wrapper: Sequence[str] = (),
+        args: Sequence[str] = (),
+    ):
         self.config = config
         self.stdout_path = workdir / "daemon.out"
         self.stderr_path = workdir / "daemon.err"
@@ -125,12 +134,18 @@ class RunningDaemon:
 
     def wait_journal(self, kind: str, timeout: float = 30, count: int = 1, **fields: str) -> List[Dict[str, Any]]:
         return wait_for(
-            lambda: (e := self.journal_events(kind, **fields)) and len(e) >= count and e, timeout, f"{count} {kind} {fields} event(s) in the journal"
+            lambda: (e := self.journal_events(kind, **fields)) and len(e) >= count and e,
+            timeout,
+            f"{count} {kind} {fields} event(s) in the journal",
         )
 
     def wait_stderr(self, kind: str, timeout: float = 30, **fields: str) -> List[Dict[str, Any]]:
         def found() -> List[Dict[str, Any]]:
-            return [e for e in self.stderr_events() if e.get("KVMWD_EVENT") == kind and all(e.get(k) == v for k, v in fields.items())]
+            return [
+                e
+                for e in self.stderr_events()
+                if e.get("KVMWD_EVENT") == kind and all(e.get(k) == v for k, v in fields.items())
+            ]
 
         return wait_for(found, timeout, f"a {kind} {fields} event on stderr")
 

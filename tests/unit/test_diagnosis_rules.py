@@ -25,14 +25,27 @@ def first() -> ProcessCapture:
 
 
 def test_the_incident_a_futex_before_ready_is_a_userspace_deadlock():
-    cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", "futex_do_wait", "futex"), ThreadState(31, "S", None, "ppoll"))))
+    cap = Capture(
+        "/l/qmp-AAAAAA",
+        "x86_64",
+        (first(), daemon(ThreadState(30, "S", "futex_do_wait", "futex"), ThreadState(31, "S", None, "ppoll"))),
+    )
     d = classify(probe(first_alive=True), cap)
     assert (d.stage, d.blocked_in, d.cause) == ("before_ready", "futex", "userspace_deadlock")
 
 
 def test_a_thread_in_an_ioctl_on_a_kvm_fd_is_the_kernels_kvm():
     cap = Capture(
-        "/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", None, "futex"), ThreadState(32, "S", "kvm_vcpu_block", "ioctl", 14), kvm_fds=(11, 14)))
+        "/l/qmp-AAAAAA",
+        "x86_64",
+        (
+            first(),
+            daemon(
+                ThreadState(30, "S", None, "futex"),
+                ThreadState(32, "S", "kvm_vcpu_block", "ioctl", 14),
+                kvm_fds=(11, 14),
+            ),
+        ),
     )
     d = classify(probe(first_alive=True), cap)
     assert d.cause == "kvm_ioctl" and "KVM fd 14" in d.detail
@@ -44,7 +57,11 @@ def test_an_ioctl_on_another_fd_is_not_kvms():
 
 
 def test_d_state_is_uninterruptible_whatever_else_is_seen():
-    cap = Capture("/l/qmp-AAAAAA", "aarch64", (daemon(ThreadState(30, "D", "kvm_arch_vcpu_ioctl_run", "ioctl", 14), kvm_fds=(14,)),))
+    cap = Capture(
+        "/l/qmp-AAAAAA",
+        "aarch64",
+        (daemon(ThreadState(30, "D", "kvm_arch_vcpu_ioctl_run", "ioctl", 14), kvm_fds=(14,)),),
+    )
     d = classify(probe(first_alive=False), cap)
     assert d.cause == "uninterruptible" and "reboot" in d.what_to_do and "kvm_arch_vcpu_ioctl_run" in d.detail
 
@@ -81,7 +98,9 @@ def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_v
         )
     )
     assert r.usable and r.api_version == 12
-    assert r.advice == ["no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>); an explicit gic-version=2 fails to start"]
+    assert r.advice == [
+        "no in-kernel GICv2 here: guests must use gic-version=3 (<gic version='3'/>); an explicit gic-version=2 fails to start"
+    ]
 
 
 def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
@@ -108,7 +127,12 @@ def test_a_device_that_is_not_kvm_is_unusable():
             "machine": "x86_64",
             "checks": [
                 {"name": "open", "ok": True, "value": 3},
-                {"name": "KVM_GET_API_VERSION", "ok": False, "errno": "ENOTTY", "error": "Inappropriate ioctl for device"},
+                {
+                    "name": "KVM_GET_API_VERSION",
+                    "ok": False,
+                    "errno": "ENOTTY",
+                    "error": "Inappropriate ioctl for device",
+                },
             ],
         }
     )
@@ -121,11 +145,17 @@ def test_a_probe_held_by_sigstop_or_a_debugger_is_held_whatever_it_sits_in():
     cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", "futex_do_wait", "futex"))))
     held = dataclasses.replace(probe(first_alive=True), held="first process 10 is stopped (state T)")
     d = classify(held, cap)
-    assert (d.stage, d.blocked_in, d.cause) == ("before_ready", "futex", "held") and d.detail == "first process 10 is stopped (state T)"
+    assert (d.stage, d.blocked_in, d.cause) == (
+        "before_ready",
+        "futex",
+        "held",
+    ) and d.detail == "first process 10 is stopped (state T)"
     assert "never counts toward a libvirt restart" in d.what_to_do
 
 
-def test_a_capture_reads_at_most_its_caps_of_members_and_threads_and_a_probe_past_the_scans_budget_is_not_captured(tmp_path):
+def test_a_capture_reads_at_most_its_caps_of_members_and_threads_and_a_probe_past_the_scans_budget_is_not_captured(
+    tmp_path,
+):
     from watchdogd.observe.capture import MAX_MEMBERS, MAX_THREADS, Capturer
 
     root = tmp_path / "proc"

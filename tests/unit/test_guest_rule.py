@@ -22,8 +22,12 @@ MACHINE = ("machine.slice", "machine-qemu\\x2d1\\x2dvm1.scope", "libvirt", "emul
 SERVICE = ("system.slice", "kvm-watchdog.service")
 
 
-def proc(pid: int, comm: str, cmdline: Tuple[str, ...] = (), kthread: bool = False, ppid: int = 1, state: str = "S") -> Process:
-    return Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=10.0, uid=64055, cmdline=cmdline, kthread=kthread)
+def proc(
+    pid: int, comm: str, cmdline: Tuple[str, ...] = (), kthread: bool = False, ppid: int = 1, state: str = "S"
+) -> Process:
+    return Process(
+        pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=10.0, uid=64055, cmdline=cmdline, kthread=kthread
+    )
 
 
 def guest(p: Process, cgroup: Optional[Tuple[str, ...]] = None, members: frozenset = frozenset()) -> bool:
@@ -31,11 +35,19 @@ def guest(p: Process, cgroup: Optional[Tuple[str, ...]] = None, members: frozens
 
 
 def test_the_watchdog_kernel_threads_and_interpreters_are_not_guests():
-    assert not guest(proc(OWN, "kvm-watchdog", ("/usr/bin/python3", "/usr/bin/kvm-watchdog", "run"))), "the daemon itself"
-    assert not guest(proc(777, "kvm-watchdog", ("/usr/bin/python3", "/usr/bin/kvm-watchdog", "check"))), "a check from cron: no -name guest="
-    assert not guest(proc(777, "kvm-watchdog", GUEST_ARGV), SERVICE), "where systemd runs, only machine.slice holds guests"
+    assert not guest(proc(OWN, "kvm-watchdog", ("/usr/bin/python3", "/usr/bin/kvm-watchdog", "run"))), (
+        "the daemon itself"
+    )
+    assert not guest(proc(777, "kvm-watchdog", ("/usr/bin/python3", "/usr/bin/kvm-watchdog", "check"))), (
+        "a check from cron: no -name guest="
+    )
+    assert not guest(proc(777, "kvm-watchdog", GUEST_ARGV), SERVICE), (
+        "where systemd runs, only machine.slice holds guests"
+    )
     assert not guest(proc(501, "python3", GUEST_ARGV, ppid=OWN)), "the watchdog's own child (its latency probe)"
-    assert not guest(proc(12, "kvm-pit/1234", kthread=True)) and not guest(proc(13, "kvm-nx-lpage-recovery", kthread=True))
+    assert not guest(proc(12, "kvm-pit/1234", kthread=True)) and not guest(
+        proc(13, "kvm-nx-lpage-recovery", kthread=True)
+    )
     assert not guest(proc(14, "python3", GUEST_ARGV)), "python3 is no emulator's name"
     assert not guest(proc(15, "myqemuish", GUEST_ARGV)), "a name is matched as a word, not a substring"
 
@@ -46,7 +58,9 @@ def test_a_qemu_started_by_libvirt_for_a_domain_is_a_guest():
     assert guest(vm, MACHINE), "with systemd: and in machine.slice"
     assert not guest(vm, SERVICE)
     assert guest(proc(901, "qemu-kvm", GUEST_ARGV), MACHINE), "RHEL's /usr/libexec/qemu-kvm"
-    assert not guest(proc(902, "qemu-system-x86", ())), "a qemu started by hand is no domain of libvirt's: it keeps libvirt up no more than any process"
+    assert not guest(proc(902, "qemu-system-x86", ())), (
+        "a qemu started by hand is no domain of libvirt's: it keeps libvirt up no more than any process"
+    )
     assert not guest(proc(903, "qemu-system-x86", GUEST_ARGV, state="Z")), "a zombie runs nothing"
 
 
@@ -63,8 +77,12 @@ def test_the_same_word_rule_decides_probe_membership_and_zombies():
     nobody = Protected(OWN, frozenset())
     assert why_not_member(proc(20, "qemu-system-x86", argv), d, 0.0, 0.0, nobody, NAMES, 64055) is None
     assert "not an emulator's" in str(why_not_member(proc(21, "myqemuish", argv), d, 0.0, 0.0, nobody, NAMES, 64055))
-    assert "kernel thread" in str(why_not_member(proc(22, "kvm-pit/1", argv, kthread=True), d, 0.0, 0.0, nobody, NAMES, 64055))
-    assert is_emulator(proc(23, "qemu-kvm", state="Z"), NAMES) and not is_emulator(proc(24, "kvm-pit/9", kthread=True), NAMES)
+    assert "kernel thread" in str(
+        why_not_member(proc(22, "kvm-pit/1", argv, kthread=True), d, 0.0, 0.0, nobody, NAMES, 64055)
+    )
+    assert is_emulator(proc(23, "qemu-kvm", state="Z"), NAMES) and not is_emulator(
+        proc(24, "kvm-pit/9", kthread=True), NAMES
+    )
 
 
 def _fake_proc(root: Path, pid: int, comm: str, flags: int, cmdline: bytes, cgroup: str) -> None:
@@ -78,9 +96,20 @@ def _fake_proc(root: Path, pid: int, comm: str, flags: int, cmdline: bytes, cgro
 def test_the_process_table_never_reads_a_kernel_threads_cmdline_and_keeps_a_guests_name(tmp_path: Path):
     _fake_proc(tmp_path, 2, "kvm-pit/1234", PF_KTHREAD | 0x40, b"", "0::/\n")
     argv = b"/usr/bin/qemu-system-x86_64\0-name\0guest=vm1,debug-threads=on\0-S\0-m\x001024\0"
-    _fake_proc(tmp_path, 900, "qemu-system-x86", 0x400100, argv, "0::/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator\n")
-    table = ProcFS(str(tmp_path), keep_arg=probe_arg_filter(["/var/lib/libvirt/qemu"]), systemd=True).scan(lambda comm: "kvm" in comm or "qemu" in comm)
+    _fake_proc(
+        tmp_path,
+        900,
+        "qemu-system-x86",
+        0x400100,
+        argv,
+        "0::/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator\n",
+    )
+    table = ProcFS(str(tmp_path), keep_arg=probe_arg_filter(["/var/lib/libvirt/qemu"]), systemd=True).scan(
+        lambda comm: "kvm" in comm or "qemu" in comm
+    )
     assert set(table) == {900}, "the kernel's kvm-pit thread is never in the table"
-    assert table[900].cmdline == ("-name", "guest=vm1,debug-threads=on"), "only what tells a guest (or names a probe dir) is kept"
+    assert table[900].cmdline == ("-name", "guest=vm1,debug-threads=on"), (
+        "only what tells a guest (or names a probe dir) is kept"
+    )
     cgroup = ProcFS(str(tmp_path), systemd=True).cgroup(900)
     assert cgroup is not None and guest(table[900], cgroup)

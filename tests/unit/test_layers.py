@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[2] / "watchdogd"
-LAYERS = ["", "observe", "diagnose", "decide", "act", "report", "service"]  # "" is the shared layer: config, model, safety, fsafe, state, ...
+LAYERS = [
+    "",
+    "observe",
+    "diagnose",
+    "decide",
+    "act",
+    "report",
+    "service",
+]  # "" is the shared layer: config, model, safety, fsafe, state, ...
 
 
 def layer_of(module: str) -> int:
@@ -38,7 +46,13 @@ def imports() -> Iterator[Tuple[str, str, int]]:
                     if target == "watchdogd" or not node.module:  # from . import x: x may be a module
                         for alias in node.names:
                             full = f"{target}.{alias.name}"
-                            yield module, full if (PACKAGE.parent / full.replace(".", "/")).with_suffix(".py").exists() else target, node.lineno
+                            yield (
+                                module,
+                                full
+                                if (PACKAGE.parent / full.replace(".", "/")).with_suffix(".py").exists()
+                                else target,
+                                node.lineno,
+                            )
                     else:
                         yield module, target, node.lineno
             elif isinstance(node, ast.Import):

@@ -16,7 +16,9 @@ def test_a_log_dir_made_later_is_watched_from_its_making_and_its_logs_wake_the_l
     try:
         assert watch.why_polling is None and not watch.watching_logs
         logs.mkdir()
-        assert watch.changed().logs and watch.watching_logs, "the log dir's making is seen, and it is watched from then on"
+        assert watch.changed().logs and watch.watching_logs, (
+            "the log dir's making is seen, and it is watched from then on"
+        )
         (logs / "vm1.log").write_text("starting up\n")
         first = watch.changed()
         assert first.logs and not first.probes

@@ -46,10 +46,15 @@ class World:
         os.chown(self.base / DIR, QEMU_UID, QEMU_UID)
         self.systemd = systemd
         self.add(LIBVIRTD, "libvirtd", ppid=1, uid=0, start=5.0, cgroup="0::/system.slice/libvirtd.service\n")
-        config = parse_config(f"state_dir: {root / 'state'}\nlibvirt:\n  probe_dirs: [{self.base}]\ndetect:\n  probe_hung_after: 0.5\n", "c.yaml")
+        config = parse_config(
+            f"state_dir: {root / 'state'}\nlibvirt:\n  probe_dirs: [{self.base}]\ndetect:\n  probe_hung_after: 0.5\n",
+            "c.yaml",
+        )
         assert config is not None
         self.config = config
-        self.scanner = Scanner(config, ProcFS(str(self.proc), systemd=systemd), BirthTime(), StateStore(str(root / "state")), own_pid=99999)
+        self.scanner = Scanner(
+            config, ProcFS(str(self.proc), systemd=systemd), BirthTime(), StateStore(str(root / "state")), own_pid=99999
+        )
 
     def add(self, pid: int, comm: str, ppid: int, **seen: Any) -> None:
         """seen: uid, state, start, args, cgroup, tracer (what the kernel would show; defaults: a fresh qemu-uid probe process)."""
@@ -59,7 +64,12 @@ class World:
         ticks = os.sysconf("SC_CLK_TCK")
         fields = [state, str(ppid)] + ["0"] * 17 + [str(int(start * ticks))] + ["0", "0"]
         (d / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
-        argv: List[str] = seen.get("args") or ["/usr/bin/qemu-system-x86_64", "-pidfile", f"{self.base}/{DIR}/qmp.pid", "-daemonize"]
+        argv: List[str] = seen.get("args") or [
+            "/usr/bin/qemu-system-x86_64",
+            "-pidfile",
+            f"{self.base}/{DIR}/qmp.pid",
+            "-daemonize",
+        ]
         (d / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
         (d / "cgroup").write_text(seen.get("cgroup", "0::/\n"))
         (d / "status").write_text(f"Name:\t{comm}\nState:\t{state}\nTracerPid:\t{seen.get('tracer', 0)}\nUid:\t{uid}\n")
@@ -88,14 +98,24 @@ def test_a_probe_is_proven_by_its_own_processes_never_by_a_dir_proven_before(tmp
 
 def test_where_systemd_runs_libvirts_unit_cgroup_is_the_proof_and_nothing_else_is(tmp_path: Path):
     world = World(tmp_path, systemd=True)
-    world.add(600, "qemu-system-x86", ppid=1, cgroup="0::/system.slice/libvirtd.service\n")  # re-parented, but in libvirt's unit
+    # re-parented, but in libvirt's unit
+    world.add(600, "qemu-system-x86", ppid=1, cgroup="0::/system.slice/libvirtd.service\n")
     assert world.probe().proof == "daemon process 600 runs in libvirtd.service's cgroup"
     world.remove(600)
-    world.add(601, "qemu-system-x86", ppid=LIBVIRTD, cgroup="0::/user.slice/user-64055.slice/user@64055.service/app.slice/libvirtd.service\n")
-    assert world.probe().proof is None, "a unit of the user's own manager named libvirtd.service proves nothing; nor does parentage where cgroups tell"
+    world.add(
+        601,
+        "qemu-system-x86",
+        ppid=LIBVIRTD,
+        cgroup="0::/user.slice/user-64055.slice/user@64055.service/app.slice/libvirtd.service\n",
+    )
+    assert world.probe().proof is None, (
+        "a unit of the user's own manager named libvirtd.service proves nothing; nor does parentage where cgroups tell"
+    )
     world.remove(601)
     world.add(602, "qemu-system-x86", ppid=1, cgroup="1:name=systemd:/system.slice/virtqemud.service\n0::/\n")
-    assert world.probe().proof == "daemon process 602 runs in virtqemud.service's cgroup", "the modular daemons, on a hybrid (v1) host"
+    assert world.probe().proof == "daemon process 602 runs in virtqemud.service's cgroup", (
+        "the modular daemons, on a hybrid (v1) host"
+    )
 
 
 def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restart(tmp_path: Path):
@@ -104,12 +124,19 @@ def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restar
     probe = world.probe()
     assert probe.proof is not None and probe.held == "first process 600 is stopped (state T)"
     [hung] = [f for f in assess(world.scanner.observe(full=True), world.config) if f.kind == "probe_hung"]
-    assert not hung.proven and isinstance(hung.evidence, HungProbe) and hung.evidence.held == probe.held and "Held, not hung" in hung.message
+    assert (
+        not hung.proven
+        and isinstance(hung.evidence, HungProbe)
+        and hung.evidence.held == probe.held
+        and "Held, not hung" in hung.message
+    )
     engine = PolicyEngine(world.config, PolicyState())
     planned = []
     for n in range(4):  # four held probes in an hour: the shipped reset policy wants three
         evidence = dataclasses.replace(hung.evidence, probe_dir=f"{hung.subject}-{n}")
-        planned += engine.decide([dataclasses.replace(hung, subject=f"{hung.subject}-{n}", evidence=evidence)], 1000.0 + n)
+        planned += engine.decide(
+            [dataclasses.replace(hung, subject=f"{hung.subject}-{n}", evidence=evidence)], 1000.0 + n
+        )
     assert {p.action for p in planned} == {"kill_probe"}, "ended on the unproven lane; never a quarantine or a restart"
     assert all(not p.proven for p in planned)
 
@@ -126,6 +153,8 @@ def test_a_process_of_another_uid_named_libvirtd_is_no_libvirt(tmp_path: Path):
     world.add(LIBVIRTD, "libvirtd", ppid=1, uid=65534, args=["/tmp/libvirtd"])
     world.add(600, "qemu-system-x86", ppid=LIBVIRTD)
     obs = world.scanner.observe(full=True)
-    assert obs.libvirt_pids == () and obs.probes[0].proof is None, "libvirt is not running, and nobody's libvirtd proves nothing"
+    assert obs.libvirt_pids == () and obs.probes[0].proof is None, (
+        "libvirt is not running, and nobody's libvirtd proves nothing"
+    )
     kinds: Dict[str, bool] = {f.kind: f.proven for f in assess(obs, world.config)}
     assert "cache_empty" not in kinds or not kinds["cache_empty"]

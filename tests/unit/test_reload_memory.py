@@ -19,7 +19,9 @@ def test_a_reload_loses_no_log_line_written_since_the_last_read_nor_reads_one_tw
         f.write("PMU: KVM_SET_DEVICE_ATTR: Invalid argument\n")  # written between the last read and the reload
     new = build(parse_config(text.replace("state_dir", "interval: 9s\nstate_dir"), "c.yaml"), read_only=True)  # type: ignore[arg-type]
     new.carry_over(old)
-    assert new.diagnostician is not None and new.diagnostician.follow_logs(1.0), "the line is read by the reloaded daemon"
+    assert new.diagnostician is not None and new.diagnostician.follow_logs(1.0), (
+        "the line is read by the reloaded daemon"
+    )
     [failure] = new.diagnostician.vm_failures(1.0)
     assert failure.domain == "vm1" and failure.cause == "no_in_kernel_vgic"
     assert not new.diagnostician.follow_logs(2.0), "and only once"

@@ -35,12 +35,23 @@ def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs(
     config = Config()
 
     def kinds(**kw: object) -> list:
-        return [f.kind for f in assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", cache_entries=("x.xml",), **kw), config)]  # type: ignore[arg-type]
+        return [
+            f.kind
+            for f in assess(
+                Observation(taken_wall=0.0, kernel_release="6.1.0-27", cache_entries=("x.xml",), **kw), config
+            )
+        ]  # type: ignore[arg-type]
 
     assert kinds(kernel_last_good="6.1.0-26") == ["kernel_changed"]
     assert kinds(kernel_last_good="6.1.0-27") == [] and kinds(kernel_last_good=None) == []
-    [changed] = assess(Observation(taken_wall=0.0, kernel_release="6.1.0-27", kernel_last_good="6.1.0-26", cache_entries=("x.xml",)), config)
-    assert changed.severity == Severity.INFO and changed.evidence.to_json() == {"release": "6.1.0-27", "last_good": "6.1.0-26"}
+    [changed] = assess(
+        Observation(taken_wall=0.0, kernel_release="6.1.0-27", kernel_last_good="6.1.0-26", cache_entries=("x.xml",)),
+        config,
+    )
+    assert changed.severity == Severity.INFO and changed.evidence.to_json() == {
+        "release": "6.1.0-27",
+        "last_good": "6.1.0-26",
+    }
 
 
 def test_cooldown_is_the_least_time_between_two_firings_of_a_policy():
@@ -49,7 +60,9 @@ def test_cooldown_is_the_least_time_between_two_firings_of_a_policy():
     assert [p.finding.subject for p in engine.decide([finding("/l/qmp-A00000")], now=0.0)] == ["/l/qmp-A00000"]
     both = [finding("/l/qmp-A00000"), finding("/l/qmp-B00000")]
     assert engine.decide(both, now=59.0) == [], "B waits out the cooldown"
-    assert [p.finding.subject for p in engine.decide(both, now=60.0)] == ["/l/qmp-B00000"], "and fires once it is over, A only once"
+    assert [p.finding.subject for p in engine.decide(both, now=60.0)] == ["/l/qmp-B00000"], (
+        "and fires once it is over, A only once"
+    )
 
 
 def test_the_breaker_pauses_once_then_resumes_once_when_the_window_has_room():
@@ -73,7 +86,9 @@ def test_alert_is_an_event_only_and_never_spends_the_budget():
     engine = PolicyEngine(config)
     assert engine.admit(0.0), "the one action the window allows"
     actor = Actor({"alert": Alert()}, engine, clock=lambda: 1.0)
-    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "the cache is empty", EmptyCache("/c", 0, 0), proven=True)
+    empty = Finding(
+        "cache_empty", Severity.WARNING, "/c", 0.0, "the cache is empty", EmptyCache("/c", 0, 0), proven=True
+    )
     records, breaker = actor.execute(engine.decide([empty], now=1.0))
     assert [(r.action, r.result, r.detail) for r in records] == [("alert", "ok", "alert: the cache is empty")]
     assert breaker is None and engine.state.executed == [0.0], "alerts are not counted by the breaker"
@@ -93,7 +108,9 @@ def test_a_dry_run_plans_every_action_and_does_none():
         def run(self, f: Finding):  # type: ignore[no-untyped-def]
             raise AssertionError("a dry run ran an action")
 
-    records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(planned)
+    records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(
+        planned
+    )
     assert [r.result for r in records] == ["dry_run"] * 5 and all(r.detail == "would kill it" for r in records)
 
 
@@ -105,7 +122,9 @@ def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once(
     grace = {"cache_empty": 30.0}
     assert ledger.update([empty], 100.0, grace=grace).opened == (), "a libvirt start: the cache is empty for a moment"
     assert ledger.due(grace) == (130.0,)
-    assert ledger.update([], 101.5, grace=grace).opened == () and ledger.pending == {}, "gone within its grace: never news"
+    assert ledger.update([], 101.5, grace=grace).opened == () and ledger.pending == {}, (
+        "gone within its grace: never news"
+    )
     ledger.update([empty], 200.0, grace=grace)
     assert ledger.update([empty], 229.0, grace=grace).opened == ()
     assert ledger.update([empty], 230.0, grace=grace).opened == (empty,)
@@ -143,7 +162,9 @@ def test_the_shipped_config_lists_every_key_at_its_default():
     from watchdogd.service.preflight import load_config
 
     shipped = load_config(str(Path(__file__).resolve().parents[2] / "config" / "kvm-watchdog.yaml"), True)
-    assert dataclasses.replace(shipped, source=None) == Config(), "the shipped file says what the defaults are, so deleting a line changes nothing"
+    assert dataclasses.replace(shipped, source=None) == Config(), (
+        "the shipped file says what the defaults are, so deleting a line changes nothing"
+    )
     text = (Path(__file__).resolve().parents[2] / "config" / "kvm-watchdog.yaml").read_text()
     for section in ("libvirt", "detect", "latency", "limits", "actions", "diagnose", "metrics"):
         for f in dataclasses.fields(getattr(Config(), section)):
@@ -157,5 +178,7 @@ def test_report_once_goes_by_a_problems_id_not_its_words():
     first = StateError("cannot write /s/status.json: No space left on device", "/s/status.json").problem()
     later = StateError("cannot write /s/status.json: Disk quota exceeded", "/s/status.json").problem()
     assert first != later and problem_id(first) == problem_id(later) == "state-write:/s/status.json"
-    assert problem_id("cannot read /d: Permission denied") == "cannot read /d: Permission denied", "a plain str is its own id"
+    assert problem_id("cannot read /d: Permission denied") == "cannot read /d: Permission denied", (
+        "a plain str is its own id"
+    )
     assert isinstance(Problem("x", id="y"), str) and str(Problem("x", id="y")) == "x"

@@ -31,7 +31,9 @@ def test_forged_probes_are_killed_but_never_counted_toward_an_escalation():
 def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_three():
     engine = PolicyEngine(Config())
     findings = hung(2, proven=True) + hung(5, proven=False)
-    assert "restart_libvirt" not in {p.action for p in engine.decide(findings, now=100.0)}, "2 proven + 5 forged is not 3"
+    assert "restart_libvirt" not in {p.action for p in engine.decide(findings, now=100.0)}, (
+        "2 proven + 5 forged is not 3"
+    )
     findings += hung(3, proven=True)[2:]
     escalated = [p for p in engine.decide(findings, now=101.0) if p.action in ("quarantine_cache", "restart_libvirt")]
     assert [(p.action, p.proven) for p in escalated] == [("quarantine_cache", True), ("restart_libvirt", True)]
@@ -44,7 +46,9 @@ def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are():
     assert kind("domcaps_hung").proven and kind("domcaps_failed").proven and kind("libvirt_unreachable").proven
     assert not stale_dir("/l/qmp-AAAAAA").proven and not hung_probe("/l/qmp-AAAAAA", proven=False).proven
     assert hung_probe("/l/qmp-AAAAAA", proven=True).proven
-    assert hung_probe("/l/qmp-AAAAAA", proven=True).to_json()["evidence"]["proven_libvirt"] is True, "operators read it in the JSON"
+    assert hung_probe("/l/qmp-AAAAAA", proven=True).to_json()["evidence"]["proven_libvirt"] is True, (
+        "operators read it in the JSON"
+    )
 
 
 class _Ok:
@@ -82,7 +86,9 @@ def test_prune_never_removes_the_set_just_made_even_after_the_clock_stepped_back
         (cache / "entry.xml").write_text(str(t))
         quarantine_cache(str(cache), str(root), keep=1, now=t)  # the second "now" is earlier: a backward step
     [kept] = os.listdir(root)
-    assert (root / kept / "entry.xml").read_text() == "1700000200", "the newest set (made last) is kept, whatever its name"
+    assert (root / kept / "entry.xml").read_text() == "1700000200", (
+        "the newest set (made last) is kept, whatever its name"
+    )
 
 
 def test_a_second_quarantine_in_the_same_second_gets_its_own_set(tmp_path: Path):
@@ -103,7 +109,9 @@ def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted
     assert engine.decide([genuine], now=101.0) == [], "one firing per occurrence while it lasts"
     assert engine.decide([], now=102.0) == [], "it ended"
     forged = hung_probe(genuine.subject, proven=False, since=110.0)
-    assert [p.action for p in engine.decide([forged], now=112.0)] == ["kill_probe"], "the qemu user's own process in that dir is ended too"
+    assert [p.action for p in engine.decide([forged], now=112.0)] == ["kill_probe"], (
+        "the qemu user's own process in that dir is ended too"
+    )
     assert all(not p.proven for p in engine.decide([], now=113.0) + engine.decide([forged], now=120.0))
     hang = [Finding("domcaps_hung", Severity.CRITICAL, "qemu:///system", 0.0, "m", Latency("qemu:///system"))]
     engine = PolicyEngine(Config())

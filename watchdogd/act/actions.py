@@ -92,7 +92,10 @@ class KillProbe:
         probes, _, _ = self._probes(finding)
         if not probes:
             return "nothing: the probe has ended"
-        return "; ".join(f"SIGTERM then SIGKILL {', '.join(f'{m.role.value} {m.process.pid}' for m in p.live_members)} of {p.path}" for p in probes)
+        return "; ".join(
+            f"SIGTERM then SIGKILL {', '.join(f'{m.role.value} {m.process.pid}' for m in p.live_members)} of {p.path}"
+            for p in probes
+        )
 
     def run(self, finding: Finding) -> Result:
         if finding.kind == "probe_defunct" and finding.evidence.probe_path() is None:
@@ -107,7 +110,9 @@ class KillProbe:
         for probe in probes:
 
             def verify(current: Any, probe: Probe = probe) -> Optional[str]:
-                return why_not_member(current, probe.path, probe.made_wall, boot_wall, protected, names, probe.owner_uid)
+                return why_not_member(
+                    current, probe.path, probe.made_wall, boot_wall, protected, names, probe.owner_uid
+                )
 
             # the daemon first: ending it is what releases libvirt (the first process only waits on it)
             daemons = [m for m in probe.live_members if m.role == Role.DAEMON]
@@ -174,10 +179,17 @@ class QuarantineCache:
 
     def run(self, finding: Finding) -> Result:
         try:
-            result = quarantine_cache(self.config.libvirt.cache_dir, self.root, self.config.actions.quarantine_keep, self.clock())
+            result = quarantine_cache(
+                self.config.libvirt.cache_dir, self.root, self.config.actions.quarantine_keep, self.clock()
+            )
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                return "failed", f"refused: {self.config.libvirt.cache_dir} (or a part of its path) is a symbolic link or not a directory; nothing moved", ()
+                return (
+                    "failed",
+                    f"refused: {self.config.libvirt.cache_dir} (or a part of its path) is a symbolic link or not a "
+                    "directory; nothing moved",
+                    (),
+                )
             return "failed", f"cannot quarantine: {exc.strerror or exc}; the cache is untouched", ()
         if not result.moved and not result.failed:
             return "ok", "the cache was already empty", ()
@@ -210,7 +222,9 @@ class Alert:
         return "ok", f"alert: {finding.message}", ()
 
 
-def build_actions(config: Config, scanner: Scanner, ender: ProcessEnder, birth: BirthTime, restarter: LibvirtRestarter) -> Dict[str, Action]:
+def build_actions(
+    config: Config, scanner: Scanner, ender: ProcessEnder, birth: BirthTime, restarter: LibvirtRestarter
+) -> Dict[str, Action]:
     """The registry: every action of model.ACTIONS by its config name, with the collaborators the root made."""
     actions: Dict[str, Action] = {
         "kill_probe": KillProbe(config, scanner, ender),
@@ -258,7 +272,11 @@ class Actor:
                 except Exception as exc:  # an action must never take the daemon down
                     outcome = ("failed", f"internal error: {type(exc).__name__}: {exc}", ())
             result, detail, pids = outcome
-            records.append(ActionRecord(p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, pids, now))
+            records.append(
+                ActionRecord(
+                    p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, pids, now
+                )
+            )
         for proven, held in refused.items():
             if held:
                 records.append(self._held_back(held, proven))
@@ -271,7 +289,18 @@ class Actor:
             detail = f"remediation paused: {self.engine.limit} actions within {self.engine.per:g}s (limits){more}"
         else:
             detail = (
-                f"unproven budget spent: {self.engine.unproven_limit} actions on evidence the qemu user could have made, within "
+                f"unproven budget spent: {self.engine.unproven_limit} actions on evidence the qemu user could have "
+                "made, within "
                 f"{self.engine.per:g}s (limits.unproven_actions){more}; remediation of proven probes goes on"
             )
-        return ActionRecord(first.action, first.policy, first.finding.subject, first.finding.kind, "skipped", False, detail, (), self.clock())
+        return ActionRecord(
+            first.action,
+            first.policy,
+            first.finding.subject,
+            first.finding.kind,
+            "skipped",
+            False,
+            detail,
+            (),
+            self.clock(),
+        )

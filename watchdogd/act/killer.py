@@ -42,7 +42,9 @@ def _pidfd_supported() -> bool:
 class ProcessEnder:
     """Signals one verified process: SIGTERM, a grace period, then SIGKILL."""
 
-    def __init__(self, proc: ProcFS, grace: float, use_pidfd: Optional[bool] = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, proc: ProcFS, grace: float, use_pidfd: Optional[bool] = None, clock: Callable[[], float] = time.monotonic
+    ):
         self.proc = proc
         self.grace = grace
         self.use_pidfd = _pidfd_supported() if use_pidfd is None else use_pidfd

@@ -89,9 +89,13 @@ class LibvirtRestarter:
             left = deadline - self.clock()
             result = self.connector(max(1.0, min(10.0, left))).run()
             if result.reachable:
-                return RestartOutcome(True, f"ran {' '.join(argv)}; libvirt answers again after {self.clock() - started:.1f}s")
+                return RestartOutcome(
+                    True, f"ran {' '.join(argv)}; libvirt answers again after {self.clock() - started:.1f}s"
+                )
             last = result.error or "no answer"
             if self.clock() >= deadline:
                 return RestartOutcome(False, f"ran {' '.join(argv)}, but libvirt does not answer: {last}")
             if self.cancel.wait(0.2):
-                return RestartOutcome(False, f"ran {' '.join(argv)}; the watchdog is stopping, so libvirt was not seen to answer")
+                return RestartOutcome(
+                    False, f"ran {' '.join(argv)}; the watchdog is stopping, so libvirt was not seen to answer"
+                )

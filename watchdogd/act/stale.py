@@ -46,7 +46,9 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str], birth: BirthTime, mad
         base_fd = open_path_nofollow(base)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RefusedError(f"{base} is reached through a symbolic link (or is not a directory); nothing under it is removed") from None
+            raise RefusedError(
+                f"{base} is reached through a symbolic link (or is not a directory); nothing under it is removed"
+            ) from None
         raise
     try:
         try:

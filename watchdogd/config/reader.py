@@ -73,7 +73,9 @@ class Reader:
             items[key] = (key_node, value_node)
         return items
 
-    def fields(self, items: Mapping[str, Tuple[yaml.Node, yaml.Node]], where: str, parsers: Mapping[str, Parser]) -> Dict[str, Any]:
+    def fields(
+        self, items: Mapping[str, Tuple[yaml.Node, yaml.Node]], where: str, parsers: Mapping[str, Parser]
+    ) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         for key, (key_node, value_node) in items.items():
             path = _join(where, key)
@@ -103,12 +105,20 @@ class Reader:
                 if required not in items and isinstance(item, yaml.MappingNode):
                     self.problem(item, where, f"missing '{required}'")
             if "on" in values and values["on"] not in FINDING_KINDS:
-                self.problem(items["on"][1], f"{where}.on", f"unknown finding kind {values['on']!r} (known: {', '.join(FINDING_KINDS)})")
+                self.problem(
+                    items["on"][1],
+                    f"{where}.on",
+                    f"unknown finding kind {values['on']!r} (known: {', '.join(FINDING_KINDS)})",
+                )
             if "do" in values:
                 values["do"] = self._actions(items["do"][1], f"{where}.do", values.get("on"))
             if "name" in values:
                 if values["name"] in seen:
-                    self.problem(items["name"][1], f"{where}.name", f"name {values['name']!r} already used by policies[{seen[values['name']]}]")
+                    self.problem(
+                        items["name"][1],
+                        f"{where}.name",
+                        f"name {values['name']!r} already used by policies[{seen[values['name']]}]",
+                    )
                 seen.setdefault(values["name"], index)
             if len(self.problems) == before:
                 policies.append(PolicyConfig(**values))
@@ -127,7 +137,12 @@ class Reader:
                 continue
             applies = ACTIONS[name].applies_to
             if ACTIONS[name].host_wide and kind in FORGEABLE_KINDS:
-                self.problem(item, here, f"{name} is host-wide and {kind} is evidence the qemu user can forge; it could never act (see docs/THREAT-MODEL.md)")
+                self.problem(
+                    item,
+                    here,
+                    f"{name} is host-wide and {kind} is evidence the qemu user can forge; it could never act (see "
+                    "docs/THREAT-MODEL.md)",
+                )
                 continue
             if kind in FINDING_KINDS and "*" not in applies and kind not in applies:
                 self.problem(item, here, f"{name} cannot act on {kind} (it acts on {', '.join(applies)})")
@@ -157,7 +172,9 @@ def parse_config(text: str, filename: str) -> Config:
     except yaml.YAMLError as exc:  # e.g. a tag the safe loader cannot construct
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         reason = getattr(exc, "problem", None) or str(exc)
-        reader.problems.append(ConfigProblem(filename, mark.line + 1 if mark else 0, "", f"not a usable YAML value: {reason}"))
+        reader.problems.append(
+            ConfigProblem(filename, mark.line + 1 if mark else 0, "", f"not a usable YAML value: {reason}")
+        )
     if reader.problems:
         raise ConfigError(reader.problems)
     assert config is not None
@@ -194,7 +211,14 @@ def _check_consistency(config: Config, reader: Reader) -> None:
     latency = config.latency
     at = config.lines.get("latency")
     if latency.slow >= latency.timeout:
-        reader.problem_at(at, "latency.slow", f"({format_duration(latency.slow)}) must be shorter than latency.timeout ({format_duration(latency.timeout)})")
+        reader.problem_at(
+            at,
+            "latency.slow",
+            f"({format_duration(latency.slow)}) must be shorter than latency.timeout "
+            f"({format_duration(latency.timeout)})",
+        )
     if latency.enabled and latency.every < latency.timeout:
         every, timeout = format_duration(latency.every), format_duration(latency.timeout)
-        reader.problem_at(at, "latency.every", f"({every}) must be at least latency.timeout ({timeout}): one probe in flight at most")
+        reader.problem_at(
+            at, "latency.every", f"({every}) must be at least latency.timeout ({timeout}): one probe in flight at most"
+        )

@@ -45,7 +45,9 @@ class DetectConfig:
     max_dirs_per_base: int = v.key(1000, v.int_at_least(1))
     # kind -> duration: the daemon opens a finding only once its condition has held this long
     # (check and remediate report what they see at once); the rest open at once
-    grace: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GRACE), metadata={"parse": v.grace, "duration": False})
+    grace: Dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_GRACE), metadata={"parse": v.grace, "duration": False}
+    )
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,15 @@ class ActionsConfig:
 
 @dataclass(frozen=True)
 class DiagnoseConfig:
-    signatures: Optional[str] = v.key(None, v.optional(v.abs_path))  # an extra signature table, tried before the shipped one
+    # an extra signature table, tried before the shipped one
+    signatures: Optional[str] = v.key(None, v.optional(v.abs_path))
     kvm_selftest: str = v.key("auto", v.choice("auto", "off"))  # auto: at start, where /dev/kvm exists
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    textfile: Optional[str] = v.key(None, v.optional(v.abs_path))  # node_exporter's textfile collector, written atomically
+    # node_exporter's textfile collector, written atomically
+    textfile: Optional[str] = v.key(None, v.optional(v.abs_path))
     listen: Optional[str] = v.key(None, v.optional(v.listen))  # HOST:PORT of an HTTP /metrics endpoint
 
     @property
@@ -156,11 +160,18 @@ _SECTION_CLASSES: Dict[str, type] = {
     "diagnose": DiagnoseConfig,
     "metrics": MetricsConfig,
 }
-SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {name: (cls, _parsers(cls)) for name, cls in _SECTION_CLASSES.items()}
-assert set(SECTIONS) == {f.name for f in dataclasses.fields(Config) if f.default_factory is not dataclasses.MISSING} - {"lines"}
+SECTIONS: Dict[str, Tuple[type, Dict[str, Parser]]] = {
+    name: (cls, _parsers(cls)) for name, cls in _SECTION_CLASSES.items()
+}
+assert set(SECTIONS) == {f.name for f in dataclasses.fields(Config) if f.default_factory is not dataclasses.MISSING} - {
+    "lines"
+}
 POLICY_KEYS: Dict[str, Parser] = _parsers(PolicyConfig)
 DURATION_KEYS = frozenset(
-    f.name for cls in (Config, PolicyConfig, *(c for c, _ in SECTIONS.values())) for f in dataclasses.fields(cls) if f.metadata.get("duration")
+    f.name
+    for cls in (Config, PolicyConfig, *(c for c, _ in SECTIONS.values()))
+    for f in dataclasses.fields(cls)
+    if f.metadata.get("duration")
 )
 
 
@@ -169,7 +180,11 @@ def to_yaml(config: Config) -> str:
 
     def plain(obj: Any, name: str = "") -> Any:
         if dataclasses.is_dataclass(obj):
-            return {f.name: plain(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj) if f.name not in ("source", "notes", "lines")}
+            return {
+                f.name: plain(getattr(obj, f.name), f.name)
+                for f in dataclasses.fields(obj)
+                if f.name not in ("source", "notes", "lines")
+            }
         if isinstance(obj, tuple):
             return [plain(v, name) for v in obj]
         if isinstance(obj, float) and name in DURATION_KEYS:

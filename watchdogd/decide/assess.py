@@ -45,7 +45,8 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
                 obs.kernel_release,
                 obs.taken_wall,
                 f"The running kernel {obs.kernel_release} differs from {obs.kernel_last_good}, the last one on which "
-                "capability probing worked: libvirt re-probes every emulator now, which is when a broken kernel hangs probes.",
+                "capability probing worked: libvirt re-probes every emulator now, which is when a broken kernel hangs "
+                "probes.",
                 ev.KernelChanged(release=obs.kernel_release, last_good=obs.kernel_last_good),
             )
         )
@@ -95,7 +96,8 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight
         )
     elif probe.proof is None:
         message += (
-            f" Not proven libvirt's (no member was seen as a child of a libvirt daemon; its processes run as uid {probe.owner_uid}):"
+            " Not proven libvirt's (no member was seen as a child of a libvirt daemon; its processes run as uid "
+            f"{probe.owner_uid}):"
             " it may be ended, but host-wide actions (cache quarantine, libvirt restart) will not act on it."
         )
     evidence = ev.HungProbe(
@@ -150,7 +152,8 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
         else:
             fix = "only libvirt can reap it: restart libvirt if it does not go away"
         message = (
-            f"Zombie emulator process{'es' if len(zombies) > 1 else ''} {', '.join(str(d.zombie.pid) for d in zombies)} "
+            f"Zombie emulator process{'es' if len(zombies) > 1 else ''} "
+            f"{', '.join(str(d.zombie.pid) for d in zombies)} "
             f"of {subject}, not reaped by parent {', '.join(map(str, parents))}; {fix}."
         )
         probe = by_path.get(zombies[0].probe_path or "")
@@ -168,7 +171,11 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
                 for d in zombies
             ),
         )
-        proven = probe.proof is not None if probe is not None else zombies[0].parent_kind == "libvirt" and _root_parent(zombies)
+        proven = (
+            probe.proof is not None
+            if probe is not None
+            else zombies[0].parent_kind == "libvirt" and _root_parent(zombies)
+        )
         since = obs.taken_wall - max(d.age_s for d in zombies)
         findings.append(_finding("probe_defunct", subject, since, message, evidence, proven))
     return findings
@@ -184,8 +191,10 @@ def _floods(obs: Observation, config: Config) -> List[Finding]:
     for flood in obs.floods:
         message = (
             f"Probe dir {flood.base} holds {flood.total} qmp-XXXXXX dirs, more than detect.max_dirs_per_base "
-            f"({config.detect.max_dirs_per_base}): {flood.tracked} are tracked (every one a live emulator names among them), "
-            f"{flood.total - flood.tracked} only counted. libvirt makes one at a time; this many is something (or someone) making "
+            f"({config.detect.max_dirs_per_base}): {flood.tracked} are tracked (every one a live emulator names among "
+            "them), "
+            f"{flood.total - flood.tracked} only counted. libvirt makes one at a time; this many is something (or "
+            "someone) making "
             "dirs without end: find who owns them."
         )
         evidence = ev.Flood(base=flood.base, total=flood.total, tracked=flood.tracked)
@@ -199,9 +208,11 @@ def _missing_dirs(obs: Observation, config: Config) -> List[Finding]:
         if missing.missing_s < config.detect.stale_dir_after:
             continue
         message = (
-            f"Probe dir {missing.path} has not existed for {format_duration(round(missing.missing_s))}: hung probes there cannot be seen. "
+            f"Probe dir {missing.path} has not existed for {format_duration(round(missing.missing_s))}: hung probes "
+            "there cannot be seen. "
             "Either libvirt has not made it (not installed, not started yet, or a session libvirt that has not run), "
-            "libvirt.probe_dirs names the wrong place, or it is hidden from the watchdog (the unit's ProtectHome=yes hides "
+            "libvirt.probe_dirs names the wrong place, or it is hidden from the watchdog (the unit's ProtectHome=yes "
+            "hides "
             "/home, /root and /run/user: add the path with a drop-in)."
         )
         evidence = ev.MissingDir(probe_dir=missing.path, missing_s=round(missing.missing_s, 1))
@@ -213,7 +224,10 @@ def _vm_start_failed(obs: Observation, insight: Insight) -> List[Finding]:
     out = []
     for f in insight.vm_failures:
         seen = next((line.strip() for line in f.lines if line.strip()), "")
-        message = f"Domain {f.domain} failed to start: its QEMU log ({f.log}) shows {f.cause} ({seen!r}). What to do: {f.what_to_do}"
+        message = (
+            f"Domain {f.domain} failed to start: its QEMU log ({f.log}) shows {f.cause} ({seen!r}). "
+            f"What to do: {f.what_to_do}"
+        )
         # never proven: the lines are QEMU's stderr, and the qemu user writes them
         evidence = ev.VmStart(domain=f.domain, log=f.log, lines=tuple(f.lines), found=ev.Cause(f.cause, f.what_to_do))
         out.append(_finding("vm_start_failed", f.domain, f.since, message, evidence))
@@ -221,7 +235,10 @@ def _vm_start_failed(obs: Observation, insight: Insight) -> List[Finding]:
 
 
 def _kvm_unusable(obs: Observation, kvm: KvmResult) -> Finding:
-    message = f"KVM is unusable on this host: {kvm.problem}. No VM can start with KVM acceleration; run `kvm-watchdog diagnose`."
+    message = (
+        f"KVM is unusable on this host: {kvm.problem}. "
+        "No VM can start with KVM acceleration; run `kvm-watchdog diagnose`."
+    )
     return _finding("kvm_unusable", "/dev/kvm", obs.taken_wall, message, ev.KvmUnusable(kvm))
 
 
@@ -239,7 +256,8 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
                     "domcaps_slow",
                     uri,
                     obs.taken_wall,
-                    f"getDomainCapabilities on {uri} took {lat.domcaps_ms / 1000:.1f}s (slow is {format_duration(config.latency.slow)}): "
+                    f"getDomainCapabilities on {uri} took {lat.domcaps_ms / 1000:.1f}s (slow is "
+                    f"{format_duration(config.latency.slow)}): "
                     "libvirt is probing or busy; VM starts are delayed.",
                     evidence,
                 )
@@ -252,22 +270,34 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
                 "domcaps_hung",
                 uri,
                 obs.taken_wall,
-                f"getDomainCapabilities on {uri} did not answer within {format_duration(timeout)}: libvirt answers, but "
+                f"getDomainCapabilities on {uri} did not answer within {format_duration(timeout)}: libvirt answers, "
+                "but "
                 "its capabilities are stuck (usually behind a hung probe); VMs cannot be started or defined.",
                 evidence,
             )
         ]
     if lat.reachable is False or (lat.timed_out and lat.reachable is None):
         why = lat.error or f"no answer to getLibVersion within {format_duration(timeout)}"
-        return [_finding("libvirt_unreachable", uri, obs.taken_wall, f"libvirt at {uri} cannot be reached: {why}.", ev.Latency(uri, error=why))]
+        return [
+            _finding(
+                "libvirt_unreachable",
+                uri,
+                obs.taken_wall,
+                f"libvirt at {uri} cannot be reached: {why}.",
+                ev.Latency(uri, error=why),
+            )
+        ]
     if lat.reachable and lat.error:
-        evidence = ev.Latency(uri, latency_ms=round(lat.domcaps_ms, 1) if lat.domcaps_ms is not None else None, error=lat.error)
+        evidence = ev.Latency(
+            uri, latency_ms=round(lat.domcaps_ms, 1) if lat.domcaps_ms is not None else None, error=lat.error
+        )
         return [
             _finding(
                 "domcaps_failed",
                 uri,
                 obs.taken_wall,
-                f"getDomainCapabilities on {uri} failed: {lat.error}. VMs cannot be started until capabilities can be probed.",
+                f"getDomainCapabilities on {uri} failed: {lat.error}. VMs cannot be started until capabilities can be "
+                "probed.",
                 evidence,
             )
         ]

@@ -40,7 +40,8 @@ class HungProbe(Evidence):
     found: Diagnosis = field(metadata=AS_DIAGNOSIS)
     owner_uid: Optional[int]
     proof: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)  # how the kernel says it is libvirt's
-    held: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)  # stopped or traced: never host-wide, never counted toward times
+    # stopped or traced: never host-wide, never counted toward times
+    held: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)
     kernel_history: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)
     pidfile_rejected: Optional[str] = field(default=None, metadata=OMIT_IF_NONE)
     uninterruptible: Optional[Tuple[int, ...]] = field(default=None, metadata=OMIT_IF_NONE)  # members in D state

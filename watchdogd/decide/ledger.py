@@ -36,7 +36,11 @@ class FindingLedger:
         self.pending: Dict[Key, float] = {}  # seen, not open yet: wall time first seen (detect.grace)
 
     def update(
-        self, findings: Sequence[Finding], now: float, hold: AbstractSet[Key] = frozenset(), grace: Mapping[str, float] = MappingProxyType({})
+        self,
+        findings: Sequence[Finding],
+        now: float,
+        hold: AbstractSet[Key] = frozenset(),
+        grace: Mapping[str, float] = MappingProxyType({}),
     ) -> Change:
         """`hold`: keys being acted on right now; they stay open until the action is reported.
 
@@ -59,7 +63,9 @@ class FindingLedger:
         return tuple(first + grace.get(k[0], 0.0) for k, first in self.pending.items())
 
     def to_json(self) -> List[Dict[str, Any]]:
-        return [dict(o.finding.to_json(), since_wall=o.finding.since, opened_at=o.opened_at) for o in self.open.values()]
+        return [
+            dict(o.finding.to_json(), since_wall=o.finding.since, opened_at=o.opened_at) for o in self.open.values()
+        ]
 
     @classmethod
     def from_json(cls, data: Any) -> FindingLedger:

@@ -104,7 +104,9 @@ class PolicyState:
             occurrences=nested(data.get("occurrences")),
             proven=nested(data.get("proven")),
             fired=nested(data.get("fired")),
-            last_fired={str(k): float(v) for k, v in last.items() if isinstance(v, (int, float))} if isinstance(last, dict) else {},
+            last_fired={str(k): float(v) for k, v in last.items() if isinstance(v, (int, float))}
+            if isinstance(last, dict)
+            else {},
             executed=times(data.get("executed")),
             executed_unproven=times(data.get("executed_unproven")),
             paused=bool(data.get("paused", False)),
@@ -159,7 +161,9 @@ class PolicyEngine:
         return sum(1 for t in book.get(policy.on, {}).values() if t > since)
 
     # ---- deciding ----------------------------------------------------------------------
-    def decide(self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES) -> List[PlannedAction]:
+    def decide(
+        self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES
+    ) -> List[PlannedAction]:
         """The actions to take now, in policy order (so a kill comes before a restart).
 
         lanes: which budgets may take actions now (True: proven, False: unproven);
@@ -179,7 +183,13 @@ class PolicyEngine:
             return planned
 
     def _fire(
-        self, policy: PolicyConfig, findings: Sequence[Finding], now: float, dry_run: bool, lanes: AbstractSet[bool], held: Dict[bool, bool]
+        self,
+        policy: PolicyConfig,
+        findings: Sequence[Finding],
+        now: float,
+        dry_run: bool,
+        lanes: AbstractSet[bool],
+        held: Dict[bool, bool],
     ) -> List[PlannedAction]:
         fired = self.state.fired.setdefault(policy.name, {})
         planned: List[PlannedAction] = []

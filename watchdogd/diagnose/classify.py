@@ -57,7 +57,13 @@ class Diagnosis:
     detail: str  # a sentence of what was seen
 
     def to_json(self) -> Dict[str, object]:
-        return {"stage": self.stage, "blocked_in": self.blocked_in, "cause": self.cause, "what_to_do": self.what_to_do, "detail": self.detail}
+        return {
+            "stage": self.stage,
+            "blocked_in": self.blocked_in,
+            "cause": self.cause,
+            "what_to_do": self.what_to_do,
+            "detail": self.detail,
+        }
 
 
 def _daemon(probe: Probe, capture: Capture) -> Optional[ProcessCapture]:
@@ -75,25 +81,49 @@ def classify(probe: Probe, capture: Capture) -> Diagnosis:
     threads = [t for p in capture.processes for t in p.threads]
     stuck = [t for t in threads if t.state == "D"]
     kvm_fds = {(p.pid, fd) for p in capture.processes for fd in p.kvm_fds}
-    in_kvm = [(p.pid, t) for p in capture.processes for t in p.threads if t.syscall == "ioctl" and (p.pid, t.syscall_fd) in kvm_fds]
+    in_kvm = [
+        (p.pid, t)
+        for p in capture.processes
+        for t in p.threads
+        if t.syscall == "ioctl" and (p.pid, t.syscall_fd) in kvm_fds
+    ]
     if probe.held:
         return Diagnosis(stage, blocked_in, "held", WHAT_TO_DO["held"], probe.held)
     if stuck:
         where = ", ".join(f"thread {t.tid} at {t.wchan or 'an unreadable wchan'}" for t in stuck[:3])
-        return Diagnosis(stage, blocked_in, "uninterruptible", WHAT_TO_DO["uninterruptible"], f"in uninterruptible sleep: {where}")
+        return Diagnosis(
+            stage, blocked_in, "uninterruptible", WHAT_TO_DO["uninterruptible"], f"in uninterruptible sleep: {where}"
+        )
     if in_kvm:
         pid, t = in_kvm[0]
-        return Diagnosis(stage, blocked_in, "kvm_ioctl", WHAT_TO_DO["kvm_ioctl"], f"thread {t.tid} of {pid} is blocked in an ioctl on KVM fd {t.syscall_fd}")
+        return Diagnosis(
+            stage,
+            blocked_in,
+            "kvm_ioctl",
+            WHAT_TO_DO["kvm_ioctl"],
+            f"thread {t.tid} of {pid} is blocked in an ioctl on KVM fd {t.syscall_fd}",
+        )
     if stage == "before_ready" and blocked_in == "futex":
         return Diagnosis(
             stage,
             blocked_in,
             "userspace_deadlock",
             WHAT_TO_DO["userspace_deadlock"],
-            "the first process waits for the daemon's \"started\"; the daemon's main thread waits on a futex, no KVM ioctl in flight",
+            "the first process waits for the daemon's \"started\"; the daemon's main thread waits on a futex, no KVM "
+            "ioctl in flight",
         )
     if stage == "after_ready":
         return Diagnosis(
-            stage, blocked_in, "qmp_unanswered", WHAT_TO_DO["qmp_unanswered"], f"the daemon reported ready and sits in {blocked_in or 'an unknown call'}"
+            stage,
+            blocked_in,
+            "qmp_unanswered",
+            WHAT_TO_DO["qmp_unanswered"],
+            f"the daemon reported ready and sits in {blocked_in or 'an unknown call'}",
         )
-    return Diagnosis(stage, blocked_in, "unknown", WHAT_TO_DO["unknown"], f"the daemon's main thread sits in {blocked_in or 'an unknown call'}")
+    return Diagnosis(
+        stage,
+        blocked_in,
+        "unknown",
+        WHAT_TO_DO["unknown"],
+        f"the daemon's main thread sits in {blocked_in or 'an unknown call'}",
+    )

@@ -38,7 +38,10 @@ class KernelHistory:
                 if isinstance(r, dict):
                     try:
                         records[str(release)] = KernelRecord(
-                            int(r.get("ok", 0)), int(r.get("hung", 0)), float(r.get("first_seen", 0)), float(r.get("last_seen", 0))
+                            int(r.get("ok", 0)),
+                            int(r.get("hung", 0)),
+                            float(r.get("first_seen", 0)),
+                            float(r.get("last_seen", 0)),
                         )
                     except (TypeError, ValueError):
                         continue
@@ -77,7 +80,9 @@ class KernelHistory:
         if here is None or here.hung == 0:
             return None
         text = f"{here.hung} of {here.ok + here.hung} probes hung on {release}"
-        others = sorted(((k, r) for k, r in self.records.items() if k != release and r.ok), key=lambda kv: -kv[1].last_seen)
+        others = sorted(
+            ((k, r) for k, r in self.records.items() if k != release and r.ok), key=lambda kv: -kv[1].last_seen
+        )
         if others:
             k, r = others[0]
             text += f"; {r.ok} of {r.ok + r.hung} worked on {k}"

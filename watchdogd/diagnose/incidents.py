@@ -31,7 +31,9 @@ def package_of(path: Optional[str], timeout: float = 2.0) -> Optional[str]:
             owner = subprocess.run(["dpkg-query", "-S", path], capture_output=True, text=True, timeout=timeout)
             if owner.returncode == 0 and ":" in owner.stdout:
                 name = owner.stdout.split(":", 1)[0].split(",")[0].strip()
-                ver = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True, timeout=timeout)
+                ver = subprocess.run(
+                    ["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True, timeout=timeout
+                )
                 return f"{name} {ver.stdout.strip()}" if ver.returncode == 0 else name
         if shutil.which("rpm"):
             r = subprocess.run(["rpm", "-qf", path], capture_output=True, text=True, timeout=timeout)

@@ -39,10 +39,12 @@ SYSTEM_DIRS = ("/usr/", "/opt/", "/bin/", "/sbin/", "/lib/")
 
 
 def worth_asking(exe: str, st: os.stat_result) -> bool:
-    """Is dpkg/rpm asked which package owns this emulator? Only a root-owned binary nobody else can write, in a system dir.
+    """Is dpkg/rpm asked which package owns this emulator? Only a root-owned binary nobody else can write, in a system
+    dir.
 
     >>> import os
-    >>> worth_asking("/usr/bin/python3", os.stat("/usr/bin/python3")), worth_asking("/tmp/qemu-system-x86_64", os.stat("/"))
+    >>> trusted_binary = worth_asking("/usr/bin/python3", os.stat("/usr/bin/python3"))
+    >>> trusted_binary, worth_asking("/tmp/qemu-system-x86_64", os.stat("/"))
     (True, False)
     """
     return st.st_uid == 0 and not st.st_mode & 0o022 and exe.startswith(SYSTEM_DIRS)
@@ -72,37 +74,52 @@ class Insight:
     kvm: Optional[KvmResult] = None
 
 
+@dataclass
+class Readers:
+    """What the diagnostician reads of the host: a hung probe's stacks, libvirt's per-domain logs, /dev/kvm's
+    answers."""
+
+    capturer: Capturer
+    follower: LogFollower
+    selftest: Callable[[], KvmResult] = run_selftest
+
+
 class Diagnostician:
     def __init__(
         self,
         config: Config,
         state: StateStore,
-        capturer: Capturer,
-        follower: LogFollower,
+        readers: Readers,
         table: Tuple[Signature, ...],
         history: KernelHistory,
-        selftest: Callable[[], KvmResult] = run_selftest,
         clock: Callable[[], float] = time.time,
     ):
         self.config = config
         self.state = state
-        self.capturer = capturer
-        self.follower = follower
+        self.capturer = readers.capturer
+        self.follower = readers.follower
         self.table = table
         self.history = history
-        self.selftest = selftest
+        self.selftest = readers.selftest
         self.clock = clock
-        self._diagnosed: Dict[str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]] = {}  # probe dir -> ((birth, members), the diagnosis)
+        self._diagnosed: Dict[
+            str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]
+        ] = {}  # probe dir -> ((birth, members), the diagnosis)
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
-        self._packages: Dict[Tuple[str, float], Optional[str]] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
-        self._unsaved: List[Tuple[str, Dict[str, object], float]] = []  # incident bundles to keep once the scan has acted
+        self._packages: Dict[
+            Tuple[str, float], Optional[str]
+        ] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
+        self._unsaved: List[
+            Tuple[str, Dict[str, object], float]
+        ] = []  # incident bundles to keep once the scan has acted
         self._log_problems: List[str] = []
         self.problems: List[str] = []
 
     def adopt(self, old: Diagnostician) -> None:
-        """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read twice."""
+        """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read
+        twice."""
         if old.config.libvirt.log_dir == self.config.libvirt.log_dir:
             self.follower = old.follower
             self._failures = old._failures
@@ -161,7 +178,9 @@ class Diagnostician:
         for name, bundle, taken in self._unsaved:
             if not self.state.read_only:
                 exes = bundle.get("emulator")
-                bundle["packages"] = {exe: self._package(exe, lookups) for exe in exes} if isinstance(exes, list) else {}
+                bundle["packages"] = (
+                    {exe: self._package(exe, lookups) for exe in exes} if isinstance(exes, list) else {}
+                )
                 problems += incidents.save(self.state, name, bundle, taken)
         self._unsaved = []
         return problems
@@ -248,7 +267,9 @@ class Diagnostician:
             if hits or (FAILED.search(line) and domain in self._failures):
                 current = self._failures.get(domain)
                 if hits and (current is None or current.restarted_at is not None):
-                    context = [line[:300]] + [raw[:300] for raw in lines[index + 1 : index + 4]]  # the matched line first
+                    context = [line[:300]] + [
+                        raw[:300] for raw in lines[index + 1 : index + 4]
+                    ]  # the matched line first
                     sig = hits[0].signature
                     self._failures[domain] = VmFailure(domain, log, sig.cause, sig.what_to_do, context, now)
                 elif current is not None:

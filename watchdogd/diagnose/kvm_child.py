@@ -32,7 +32,14 @@ def _try(checks: List[Dict[str, Any]], name: str, fn: Any) -> Any:
         checks.append({"name": name, "ok": True, "value": value})
         return value
     except OSError as exc:
-        checks.append({"name": name, "ok": False, "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno)), "error": exc.strerror})
+        checks.append(
+            {
+                "name": name,
+                "ok": False,
+                "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                "error": exc.strerror,
+            }
+        )
         return None
 
 
@@ -50,7 +57,11 @@ def run(path: str = "/dev/kvm") -> Dict[str, Any]:
         elif machine == "aarch64":
             for name, kind in (("vgic_v3", KVM_DEV_TYPE_ARM_VGIC_V3), ("vgic_v2", KVM_DEV_TYPE_ARM_VGIC_V2)):
                 arg = struct.pack("III", kind, 0, KVM_CREATE_DEVICE_TEST)
-                _try(checks, f"KVM_CREATE_DEVICE_TEST {name}", lambda arg=arg: fcntl.ioctl(vm, KVM_CREATE_DEVICE, arg) and 0)
+                _try(
+                    checks,
+                    f"KVM_CREATE_DEVICE_TEST {name}",
+                    lambda arg=arg: fcntl.ioctl(vm, KVM_CREATE_DEVICE, arg) and 0,
+                )
             _try(checks, "KVM_CAP_ARM_PMU_V3", lambda: fcntl.ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_PMU_V3))
         os.close(vm)
     os.close(kvm)

@@ -1,4 +1,5 @@
-"""The capabilities cache, read-only: its entries and who could swap it, through one fd opened without following links."""
+"""The capabilities cache, read-only: its entries and who could swap it, through one fd opened without following
+links."""
 
 from __future__ import annotations
 

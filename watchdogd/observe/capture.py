@@ -117,7 +117,16 @@ class Capture:
                     "exe": p.exe,
                     "threads_total": p.threads_total,
                     "kvm_fds": list(p.kvm_fds),
-                    "threads": [{"tid": t.tid, "state": t.state, "wchan": t.wchan, "syscall": t.syscall, "syscall_fd": t.syscall_fd} for t in p.threads],
+                    "threads": [
+                        {
+                            "tid": t.tid,
+                            "state": t.state,
+                            "wchan": t.wchan,
+                            "syscall": t.syscall,
+                            "syscall_fd": t.syscall_fd,
+                        }
+                        for t in p.threads
+                    ],
                 }
                 for p in self.processes
             ],
@@ -170,7 +179,8 @@ class Capturer:
         return ThreadState(tid, state, wchan if wchan and wchan != "0" else None, syscall, fd)
 
     def _names(self, path: str, cap: int) -> List[str]:
-        """The first `cap` entries of a /proc dir, read by a listing that stops there (a 100,000-fd table costs `cap`)."""
+        """The first `cap` entries of a /proc dir, read by a listing that stops there (a 100,000-fd table costs
+        `cap`)."""
         try:
             with os.scandir(path) as entries:
                 return [e.name for e in itertools.islice(entries, cap)]
@@ -218,5 +228,6 @@ class Capturer:
 
     @staticmethod
     def skipped(probe: Probe) -> Capture:
-        """No capture: past the scan's budget of captures (the probe's diagnosis says only what its members' states say)."""
+        """No capture: past the scan's budget of captures (the probe's diagnosis says only what its members' states
+        say)."""
         return Capture(probe.path, platform.machine(), ())

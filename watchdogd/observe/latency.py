@@ -46,11 +46,14 @@ def why_not_connect(obs: Optional[Observation], when: str) -> Optional[str]:
 
 
 class SocketActivation:
-    """Is libvirt socket-activated here (libvirtd.socket or virtqemud.socket active)? Asked of systemd at most once a minute."""
+    """Is libvirt socket-activated here (libvirtd.socket or virtqemud.socket active)? Asked of systemd at most once a
+    minute."""
 
     UNITS = ("libvirtd.socket", "virtqemud.socket", "libvirtd-ro.socket", "virtqemud-ro.socket")
 
-    def __init__(self, systemd_dir: str = "/run/systemd/system", every: float = 60.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, systemd_dir: str = "/run/systemd/system", every: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.systemd_dir = systemd_dir
         self.every = every
         self.clock = clock
@@ -69,7 +72,13 @@ class SocketActivation:
     def _any_active(self) -> bool:
         """One `systemctl is-active` for all the units: it prints one state a line, in order."""
         try:
-            r = subprocess.run(["systemctl", "is-active", *self.UNITS], timeout=5, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            r = subprocess.run(
+                ["systemctl", "is-active", *self.UNITS],
+                timeout=5,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return True  # cannot tell: assume an idle timer to respect
         return any(line.strip() == "active" for line in r.stdout.splitlines())
@@ -140,7 +149,8 @@ class LatencyProbe:
         env["KVMWD_PARENT_PID"] = str(os.getpid())
         try:
             self._child = children.start(
-                [self.python, "-m", "watchdogd.observe.latency_child", self.uri] + (["--connect-only"] if self.connect_only else []),
+                [self.python, "-m", "watchdogd.observe.latency_child", self.uri]
+                + (["--connect-only"] if self.connect_only else []),
                 stderr=subprocess.DEVNULL,
                 pass_fds=pass_fds,
                 env=env,
@@ -234,14 +244,31 @@ class LatencyProbe:
         if self.connect_only and connected:
             return LatencyResult(reachable=True, answered=False, connect_ms=connect_ms, libvirt_version=version)
         if "domcaps" in stages:
-            return LatencyResult(reachable=True, answered=True, connect_ms=connect_ms, domcaps_ms=stages["domcaps"]["ms"], libvirt_version=version)
+            return LatencyResult(
+                reachable=True,
+                answered=True,
+                connect_ms=connect_ms,
+                domcaps_ms=stages["domcaps"]["ms"],
+                libvirt_version=version,
+            )
         error = stages.get("error")
         if error is not None:
             if error.get("where") == "connect":
                 return LatencyResult(reachable=False, answered=False, error=error.get("message"))
             return LatencyResult(
-                reachable=True, answered=False, connect_ms=connect_ms, domcaps_ms=error.get("ms"), error=error.get("message"), libvirt_version=version
+                reachable=True,
+                answered=False,
+                connect_ms=connect_ms,
+                domcaps_ms=error.get("ms"),
+                error=error.get("message"),
+                libvirt_version=version,
             )
         if timed_out:
-            return LatencyResult(reachable=True if connected else None, answered=False, connect_ms=connect_ms, timed_out=True, libvirt_version=version)
+            return LatencyResult(
+                reachable=True if connected else None,
+                answered=False,
+                connect_ms=connect_ms,
+                timed_out=True,
+                libvirt_version=version,
+            )
         return LatencyResult(reachable=None, answered=False, error="the latency probe exited without an answer")

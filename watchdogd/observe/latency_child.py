@@ -68,7 +68,13 @@ def main(argv: List[str]) -> int:
     try:
         conn.getDomainCapabilities(None, None, None, None, 0)
     except libvirt.libvirtError as exc:
-        _say(stage="error", where="domcaps", message=str(exc), code=exc.get_error_code(), ms=(time.monotonic() - start) * 1000)
+        _say(
+            stage="error",
+            where="domcaps",
+            message=str(exc),
+            code=exc.get_error_code(),
+            ms=(time.monotonic() - start) * 1000,
+        )
         return 1
     _say(stage="domcaps", ms=(time.monotonic() - start) * 1000)
     try:

@@ -84,7 +84,8 @@ class LogFollower:
                     break
                 names.append(entry.name)
         if more:
-            self.problem = f"more than {MAX_FILES} QEMU logs in {self.log_dir}: only {MAX_FILES} are followed for start-up failures"
+            followed = f"only {MAX_FILES} are followed for start-up failures"
+            self.problem = f"more than {MAX_FILES} QEMU logs in {self.log_dir}: {followed}"
         return sorted(names)
 
     def _new_lines(self, dir_fd: int, name: str, budget: int) -> Tuple[List[str], int]:
@@ -100,7 +101,8 @@ class LogFollower:
             if not stat.S_ISREG(st.st_mode):
                 return [], 0
             tail = max(0, st.st_size - READ_CAP)
-            first = (tail if self.from_tail else st.st_size) if self._baseline else tail  # there before us: from the end; new: from its start
+            # there before us: from the end; new: from its start
+            first = (tail if self.from_tail else st.st_size) if self._baseline else tail
             inode, offset = self._at.get(name, (st.st_ino, first))
             if inode != st.st_ino or st.st_size < offset:
                 offset = 0  # rotated or truncated: the new file from its start
@@ -117,4 +119,5 @@ class LogFollower:
             return [], len(data)
         used = complete or len(data)
         self._at[name] = (st.st_ino, offset + used)
-        return [line for line in data[:used].decode("utf-8", "replace").splitlines() if line.strip()], len(data)  # a blank line says nothing
+        # a blank line says nothing
+        return [line for line in data[:used].decode("utf-8", "replace").splitlines() if line.strip()], len(data)

@@ -135,7 +135,16 @@ class ProcFS:
             uid = os.stat(base).st_uid
         except OSError:
             return None
-        return Process(pid=pid, ppid=ppid, state=state, comm=comm, start_boot_s=start / self._ticks, uid=uid, cmdline=cmdline, kthread=kthread)
+        return Process(
+            pid=pid,
+            ppid=ppid,
+            state=state,
+            comm=comm,
+            start_boot_s=start / self._ticks,
+            uid=uid,
+            cmdline=cmdline,
+            kthread=kthread,
+        )
 
     def scan(self, interesting: Callable[[str], bool]) -> Dict[int, Process]:
         """Every process whose comm is interesting, with its command line; never a kernel thread.
@@ -175,7 +184,9 @@ class ProcFS:
                 found.extend(int(x) for x in data.split())
         return tuple(found)
 
-    def descendants(self, roots: Tuple[int, ...], interesting: Callable[[str], bool], depth: int = 3) -> Dict[int, Process]:
+    def descendants(
+        self, roots: Tuple[int, ...], interesting: Callable[[str], bool], depth: int = 3
+    ) -> Dict[int, Process]:
         """The roots and their interesting descendants, `depth` generations down.
 
         What the probe processes look like from libvirt: its child (the first process),

@@ -30,7 +30,9 @@ class Provenance:
         """Forget the proofs of processes no probe has any more."""
         self.proven = {k: v for k, v in self.proven.items() if k in alive}
 
-    def proof(self, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]) -> Optional[str]:
+    def proof(
+        self, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]
+    ) -> Optional[str]:
         """How the kernel says a member is libvirt's, per process; None: not proven.
 
         Where systemd runs (and not for a session libvirt, whose user runs its own units), a member in
@@ -50,7 +52,8 @@ class Provenance:
             key = (m.process.pid, m.process.start_boot_s)
             if m.process.ppid in trusted:
                 parent = table[m.process.ppid]
-                proof = f"{m.role.value} process {m.process.pid} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
+                child = f"{m.role.value} process {m.process.pid}"
+                proof = f"{child} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
                 self.proven[key] = proof
                 return proof
             if key in self.proven:
@@ -64,7 +67,8 @@ class Provenance:
             if p.is_zombie:
                 continue
             if p.state in ("T", "t"):
-                return f"{m.role.value} process {p.pid} is {'stopped' if p.state == 'T' else 'stopped by its tracer'} (state {p.state})"
+                how = "stopped" if p.state == "T" else "stopped by its tracer"
+                return f"{m.role.value} process {p.pid} is {how} (state {p.state})"
             tracer = self.proc.tracer(p.pid)
             if tracer:
                 return f"{m.role.value} process {p.pid} is traced by pid {tracer}"

@@ -16,16 +16,17 @@ import errno
 import os
 import threading
 import time
-from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from ..config import Config
-from ..emulators import is_emulator_name, why_not_guest
+from ..emulators import is_emulator_name
 from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
 from ..model import DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 from ..pidfile import read_pid_max, read_pidfile
 from ..safety import QMP_DIR, Protected, why_not_member
 from ..state import StateStore
 from .cache_dir import cache_entries
+from .guests import Guests
 from .procfs import ProcFS
 from .provenance import Provenance
 from .view import ProcessView, defunct, role_of
@@ -46,26 +47,27 @@ class Scanner:
         state: StateStore,
         clock: Callable[[], float] = time.time,
         own_pid: Optional[int] = None,
-        mono: Callable[[], float] = time.monotonic,
-        pid_max: Optional[int] = None,
     ):
         """One scanner serves the loop and the action lanes (threads): what it remembers
-        (first sight of a dir, proof of parentage, libvirt's pids) is one memory, behind a lock."""
+        (first sight of a dir, proof of parentage, libvirt's pids) is one memory, behind a lock.
+
+        clock is the wall clock (a test moves it to show the clock-jump guard); ages
+        between scans are on the monotonic one."""
         self.config = config
         self.proc = proc
         self.birth = birth
         self.state = state
         self.clock = clock
-        self.mono = mono
+        self.mono: Callable[[], float] = time.monotonic
         self.full_walks = 0
         self._last_walk: Optional[float] = None
         self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
         self.provenance = Provenance(config, proc)  # proofs per process, never per dir
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
-        self._guests: Dict[int, float] = {}  # libvirt's running guests: pid -> start time; found on full walks, dropped when gone
         self.own_pid = os.getpid() if own_pid is None else own_pid
-        self._pid_max = pid_max
+        self.guests = Guests(proc, config.detect.emulator_names, self.own_pid)
+        self._pid_max: Optional[int] = None  # read from proc's root when first needed
         self._lock = threading.Lock()
         names = config.detect.emulator_names
         daemons = set(config.detect.libvirt_daemons)
@@ -77,7 +79,7 @@ class Scanner:
             self._first_seen = dict(old._first_seen)
             self.provenance.proven = dict(old.provenance.proven)
             self._libvirt = dict(old._libvirt)
-            self._guests = dict(old._guests)
+            self.guests.known = dict(old.guests.known)
             self._missing_since = {k: v for k, v in old._missing_since.items() if k in self.config.libvirt.probe_dirs}
             self._last_walk = old._last_walk
 
@@ -111,7 +113,7 @@ class Scanner:
             probes.extend(found)
             if flood is not None:
                 floods.append(flood)
-        self._count_guests(table, walked, probes, libvirt_pids)
+        self.guests.update(table, walked, probes, libvirt_pids)
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         alive = {(m.process.pid, m.process.start_boot_s) for p in probes for m in p.members}
@@ -136,50 +138,41 @@ class Scanner:
             floods=tuple(floods),
             missing_dirs=self._missing(),
             cache_owner_uid=cache_owner,
-            guests=len(self._guests),
+            guests=len(self.guests.known),
             errors=tuple(errors),
         )
-
-    def _count_guests(self, table: Dict[int, Process], walked: bool, probes: Sequence[Probe], libvirt_pids: AbstractSet[int]) -> None:
-        """libvirt's running guests (emulators.why_not_guest): found on full walks (guests live long), and
-        between them the known ones dropped as soon as they are gone, so a host whose last guest stopped is idle at once."""
-        if not walked:
-            for pid, start in list(self._guests.items()):
-                p = table.get(pid) or self.proc.process(pid)
-                if p is None or p.is_zombie or p.start_boot_s != start:
-                    del self._guests[pid]
-            return
-        excluded = {m.process.pid for p in probes for m in p.members} | set(libvirt_pids)
-        names = self.config.detect.emulator_names
-        guests: Dict[int, float] = {}
-        for p in table.values():
-            if why_not_guest(p, names, excluded, self.own_pid, None) is not None:
-                continue  # the cheap checks first: the cgroup is read only for what passes them
-            if self.proc.systemd and why_not_guest(p, names, excluded, self.own_pid, self.proc.cgroup(p.pid) or ()) is not None:
-                continue
-            guests[p.pid] = p.start_boot_s
-        self._guests = guests
 
     def _missing(self) -> Tuple[MissingDir, ...]:
         mono = self.mono()
         return tuple(MissingDir(path, mono - since) for path, since in sorted(self._missing_since.items()))
 
     def _table(self, full: Optional[bool]) -> Tuple[Dict[int, Process], bool]:
-        """The interesting processes, and whether all of /proc was walked (else only libvirt's subtree: nothing needed more)."""
+        """The interesting processes, and whether all of /proc was walked (else only libvirt's subtree: nothing needed
+        more)."""
         now = self.mono()
         if full is None:
-            full = self._last_walk is None or not self._libvirt or now - self._last_walk >= FULL_WALK_EVERY or self._any_probe_dir()
+            full = (
+                self._last_walk is None
+                or not self._libvirt
+                or now - self._last_walk >= FULL_WALK_EVERY
+                or self._any_probe_dir()
+            )
         table: Dict[int, Process] = {}
         if not full:
             table = self.proc.descendants(tuple(self._libvirt), self._interesting)
-            full = any((p := table.get(pid)) is None or p.is_zombie or p.start_boot_s != start for pid, start in self._libvirt.items())
+            full = any(
+                (p := table.get(pid)) is None or p.is_zombie or p.start_boot_s != start
+                for pid, start in self._libvirt.items()
+            )
         if full:
             table = self.proc.scan(self._interesting)
             self._last_walk = now
             self.full_walks += 1
         daemons = set(self.config.detect.libvirt_daemons)
         uids = self._daemon_uids()
-        self._libvirt = {p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie and p.uid in uids}
+        self._libvirt = {
+            p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie and p.uid in uids
+        }
         return table, bool(full)
 
     def _daemon_uids(self) -> FrozenSet[int]:
@@ -222,7 +215,10 @@ class Scanner:
         except OSError as exc:
             self._missing_since.pop(base, None)
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                errors.append(f"probe dir {base} refused: a part of its path is a symbolic link or not a directory; nothing under it is read or touched")
+                errors.append(
+                    f"probe dir {base} refused: a part of its path is a symbolic link or not a directory; nothing "
+                    "under it is read or touched"
+                )
             else:
                 errors.append(f"cannot read probe dir {base}: {exc.strerror}")
             return None
@@ -260,7 +256,9 @@ class Scanner:
             os.close(base_fd)
         return probes, (DirFlood(base, total, read) if total > read else None)
 
-    def _read_probe(self, base_fd: int, base: str, name: str, view: ProcessView, trusted: AbstractSet[int], errors: List[str]) -> Optional[Probe]:
+    def _read_probe(
+        self, base_fd: int, base: str, name: str, view: ProcessView, trusted: AbstractSet[int], errors: List[str]
+    ) -> Optional[Probe]:
         try:
             dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
         except OSError as exc:
@@ -275,10 +273,16 @@ class Scanner:
             os.close(dir_fd)
         return self._probe(os.path.join(base, name), made, owner, pidfile, view, trusted)
 
-    def _probe(self, path: str, made: float, owner: int, pidfile: PidfileRead, view: ProcessView, trusted: AbstractSet[int]) -> Probe:
+    def _probe(
+        self, path: str, made: float, owner: int, pidfile: PidfileRead, view: ProcessView, trusted: AbstractSet[int]
+    ) -> Probe:
         names = self.config.detect.emulator_names
         table, protected, boot_wall = view.table, view.protected, view.now - view.uptime
-        live = [p for p in view.naming.get(path, ()) if why_not_member(p, path, made, boot_wall, protected, names, owner) is None]
+        live = [
+            p
+            for p in view.naming.get(path, ())
+            if why_not_member(p, path, made, boot_wall, protected, names, owner) is None
+        ]
         live_pids = {p.pid for p in live}
         rejected: Optional[str] = None
         if pidfile.pid is not None and pidfile.pid not in live_pids:
@@ -291,7 +295,10 @@ class Scanner:
         members = [ProbeMember(p, role_of(p, pidfile.pid, live_pids, protected.libvirt_pids)) for p in live]
         daemons = [m for m in members if m.role == Role.DAEMON]
         if len(daemons) > 1:  # only the pidfile can settle which one is the daemon
-            members = [ProbeMember(m.process, Role.UNKNOWN) if m.role == Role.DAEMON and m.process.pid != pidfile.pid else m for m in members]
+            members = [
+                ProbeMember(m.process, Role.UNKNOWN) if m.role == Role.DAEMON and m.process.pid != pidfile.pid else m
+                for m in members
+            ]
         firsts = {m.process.pid for m in members if m.role == Role.FIRST}
         members.extend(ProbeMember(z, Role.INTERMEDIATE) for z in table.values() if z.is_zombie and z.ppid in firsts)
         members.sort(key=lambda m: m.process.pid)

@@ -22,7 +22,9 @@ class ProcessView:
     walking the whole table once per dir.
     """
 
-    def __init__(self, table: Dict[int, Process], protected: Protected, now: float, uptime: float, bases: Sequence[str] = ()):
+    def __init__(
+        self, table: Dict[int, Process], protected: Protected, now: float, uptime: float, bases: Sequence[str] = ()
+    ):
         self.table = table
         self.protected = protected
         self.now = now
@@ -46,12 +48,21 @@ class ProcessView:
         """Names of the qmp dirs under base that a live process names, always read: at most `cap`, those a libvirt
         daemon's child names first (a flood of processes naming dirs cannot push a genuine probe out)."""
         libvirt = self.protected.libvirt_pids
-        named = [(not any(p.ppid in libvirt for p in procs), d) for d, procs in self.naming.items() if os.path.dirname(d) == base]
+        named = [
+            (not any(p.ppid in libvirt for p in procs), d)
+            for d, procs in self.naming.items()
+            if os.path.dirname(d) == base
+        ]
         return frozenset(os.path.basename(d) for _, d in sorted(named)[:cap])
 
     def trusted_parents(self, owner: int) -> FrozenSet[int]:
-        """Live libvirt daemons that run as root or as `owner` (a session's user): their children are libvirt's probes."""
-        return frozenset(pid for pid in self.protected.libvirt_pids if (p := self.table.get(pid)) is not None and not p.is_zombie and p.uid in (0, owner))
+        """Live libvirt daemons that run as root or as `owner` (a session's user): their children are libvirt's
+        probes."""
+        return frozenset(
+            pid
+            for pid in self.protected.libvirt_pids
+            if (p := self.table.get(pid)) is not None and not p.is_zombie and p.uid in (0, owner)
+        )
 
 
 def role_of(proc: Process, pidfile_pid: Optional[int], members: Set[int], libvirt_pids: AbstractSet[int]) -> Role:
@@ -87,5 +98,13 @@ def defunct(view: ProcessView, probes: Sequence[Probe], names: Sequence[str], pr
             kind, probe_path = "other", None
         if parent is None and zombie.ppid > 1:
             parent = proc.process(zombie.ppid)
-        found.append(Defunct(zombie=zombie, parent=parent, parent_kind=kind, probe_path=probe_path, age_s=max(0.0, view.uptime - zombie.start_boot_s)))
+        found.append(
+            Defunct(
+                zombie=zombie,
+                parent=parent,
+                parent_kind=kind,
+                probe_path=probe_path,
+                age_s=max(0.0, view.uptime - zombie.start_boot_s),
+            )
+        )
     return found

@@ -1,4 +1,5 @@
-"""A cheap wake-up when a qmp-XXXXXX dir appears or goes, or a domain's QEMU log grows: inotify, else a 1 s listdir poll.
+"""A cheap wake-up when a qmp-XXXXXX dir appears or goes, or a domain's QEMU log grows: inotify, else a 1 s listdir
+poll.
 
 The daemon's full scan runs every `interval`; this is what lets it see a new probe
 (and set that probe's deadline timer) or a finished one (and resolve its finding)

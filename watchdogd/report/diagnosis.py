@@ -15,12 +15,17 @@ from .render import ExitStatus
 HEALTHY = "healthy"
 
 
-def verdict(kvm: Dict[str, Any], probes: Sequence[Dict[str, Any]], signatures: Sequence[Dict[str, Any]], errors: Sequence[str]) -> Dict[str, Any]:
+def verdict(
+    kvm: Dict[str, Any], probes: Sequence[Dict[str, Any]], signatures: Sequence[Dict[str, Any]], errors: Sequence[str]
+) -> Dict[str, Any]:
     """The most serious cause found, and the steps in order (the fix first, then what to look at)."""
     steps: List[str] = []
     if not kvm.get("usable", False):
         steps.append(f"KVM is unusable: {kvm.get('problem')}")
-        steps += ["load the KVM module (kvm-intel / kvm-amd) and check virtualization in the firmware", "after a kernel upgrade: boot the last good kernel"]
+        steps += [
+            "load the KVM module (kvm-intel / kvm-amd) and check virtualization in the firmware",
+            "after a kernel upgrade: boot the last good kernel",
+        ]
         return {"cause": "kvm_unusable", "what_to_do": steps}
     for p in probes:
         d = p.get("diagnosis") or {}
@@ -28,12 +33,18 @@ def verdict(kvm: Dict[str, Any], probes: Sequence[Dict[str, Any]], signatures: S
             steps.append(f"probe {p.get('probe_dir')}: {d.get('what_to_do')}")
     if probes:
         cause = (probes[0].get("diagnosis") or {}).get("cause", "unknown")
-        steps.append("`kvm-watchdog remediate` (or the running daemon) ends hung probes; `journalctl KVMWD_EVENT=probe_hung -x` for the history")
+        steps.append(
+            "`kvm-watchdog remediate` (or the running daemon) ends hung probes; `journalctl KVMWD_EVENT=probe_hung "
+            "-x` for the history"
+        )
         return {"cause": cause, "what_to_do": steps}
     alerting = [s for s in signatures if s.get("alert")]
     if alerting:
         s = alerting[0]
-        return {"cause": s["cause"], "what_to_do": [f"domain {s['domain']}: {s['what_to_do']}"] + [a for a in kvm.get("advice", [])]}
+        return {
+            "cause": s["cause"],
+            "what_to_do": [f"domain {s['domain']}: {s['what_to_do']}"] + [a for a in kvm.get("advice", [])],
+        }
     if errors:
         return {"cause": "unknown", "what_to_do": [f"could not see everything: {e}" for e in errors]}
     return {"cause": HEALTHY, "what_to_do": list(kvm.get("advice", []))}
@@ -56,7 +67,10 @@ def render(report: Dict[str, Any]) -> str:
     state = "usable" if kvm.get("usable") else f"UNUSABLE ({kvm.get('problem')})"
     lines.append(f"KVM: {state}; API version {kvm.get('api_version')}")
     for c in kvm.get("checks", []):
-        lines.append(f"  {'ok ' if c.get('ok') else 'FAIL'} {c.get('name')}" + ("" if c.get("ok") else f": {c.get('error')} ({c.get('errno')})"))
+        lines.append(
+            f"  {'ok ' if c.get('ok') else 'FAIL'} {c.get('name')}"
+            + ("" if c.get("ok") else f": {c.get('error')} ({c.get('errno')})")
+        )
     for advice in kvm.get("advice", []):
         lines.append(f"  note: {advice}")
     lines.append(f"kernel: {kernel['release']} (last good: {kernel.get('last_good') or 'not known yet'})")
@@ -65,7 +79,10 @@ def render(report: Dict[str, Any]) -> str:
     lines.append(f"probes hung now: {len(report['probes'])}")
     for p in report["probes"]:
         d = p.get("diagnosis") or {}
-        lines.append(f"  {p['probe_dir']} ({p.get('age_s')} s): {d.get('cause')}, {d.get('stage')}, blocked in {d.get('blocked_in')}: {d.get('detail')}")
+        lines.append(
+            f"  {p['probe_dir']} ({p.get('age_s')} s): {d.get('cause')}, {d.get('stage')}, blocked in "
+            f"{d.get('blocked_in')}: {d.get('detail')}"
+        )
     lines.append(f"start-up failure signatures in the domains' logs: {len(report['signatures'])}")
     for s in report["signatures"]:
         lines.append(f"  {s['domain']}: {s['cause']}{'' if s.get('alert') else ' (noted only)'}: {s['line'].strip()}")

@@ -165,7 +165,12 @@ def stopped(cut_short: bool) -> Event:
 
 
 def config_reloaded(config: Config) -> Event:
-    return lifecycle("config_reloaded", f"Config reloaded from {config.source or 'built-in defaults'}.{_noted(config)}", NOTICE, config=config.source or "")
+    return lifecycle(
+        "config_reloaded",
+        f"Config reloaded from {config.source or 'built-in defaults'}.{_noted(config)}",
+        NOTICE,
+        config=config.source or "",
+    )
 
 
 def config_error(path: str, problems: Sequence[str]) -> Event:
@@ -219,7 +224,6 @@ class EventSink:
         stream: TextIO = sys.stderr,
         socket_path: str = JOURNAL_SOCKET,
         echo: Optional[TextIO] = None,
-        clock: Callable[[], float] = time.time,
         backlog: int = 10000,
     ):
         self.mode = mode
@@ -227,7 +231,7 @@ class EventSink:
         self.stream = stream
         self.socket_path = socket_path
         self.echo = echo
-        self.clock = clock
+        self.clock: Callable[[], float] = time.time
         self.pending: Deque[Dict[str, str]] = collections.deque(maxlen=backlog)
         self.dropped = 0
         self.journal_error: Optional[str] = None  # why the last journal send failed, while it fails
@@ -278,12 +282,16 @@ class EventSink:
 
     def _echo(self, fields: Mapping[str, str]) -> None:
         """A readable line for a person watching `kvm-watchdog run --verbose` in a terminal."""
-        label = {CRIT: "CRIT", ERR: "ERROR", WARNING: "WARN", NOTICE: "NOTE", INFO: "INFO"}.get(int(fields["PRIORITY"]), "INFO")
+        label = {CRIT: "CRIT", ERR: "ERROR", WARNING: "WARN", NOTICE: "NOTE", INFO: "INFO"}.get(
+            int(fields["PRIORITY"]), "INFO"
+        )
         state = fields.get("KVMWD_STATE") or fields.get("KVMWD_RESULT") or ""
         what = fields["KVMWD_EVENT"] + (f"/{state}" if state else "")
         try:
             assert self.echo is not None
-            self.echo.write(f"{time.strftime('%H:%M:%S', time.localtime(self.clock()))} {label:5} {what:24} {fields['MESSAGE']}\n")
+            self.echo.write(
+                f"{time.strftime('%H:%M:%S', time.localtime(self.clock()))} {label:5} {what:24} {fields['MESSAGE']}\n"
+            )
             self.echo.flush()
         except (OSError, ValueError):
             pass

@@ -36,7 +36,13 @@ class Counters:
     latency_sum: float = 0.0
 
     def to_json(self) -> Dict[str, object]:
-        return {"opened": self.opened, "actions": self.actions, "timeouts": self.timeouts, "buckets": self.buckets, "latency_sum": self.latency_sum}
+        return {
+            "opened": self.opened,
+            "actions": self.actions,
+            "timeouts": self.timeouts,
+            "buckets": self.buckets,
+            "latency_sum": self.latency_sum,
+        }
 
     @classmethod
     def from_json(cls, data: object) -> Counters:
@@ -50,7 +56,11 @@ class Counters:
                 setattr(out, name, {str(k): int(v) for k, v in value.items() if isinstance(v, int) and v >= 0})
         timeouts, buckets, total = data.get("timeouts"), data.get("buckets"), data.get("latency_sum")
         out.timeouts = timeouts if isinstance(timeouts, int) and timeouts >= 0 else 0
-        if isinstance(buckets, list) and len(buckets) == len(BUCKETS) + 1 and all(isinstance(b, int) and b >= 0 for b in buckets):
+        if (
+            isinstance(buckets, list)
+            and len(buckets) == len(BUCKETS) + 1
+            and all(isinstance(b, int) and b >= 0 for b in buckets)
+        ):
             out.buckets = list(buckets)
         out.latency_sum = float(total) if isinstance(total, (int, float)) and total >= 0 else 0.0
         return out
@@ -72,7 +82,9 @@ class Snapshot:
     up: bool = True
 
 
-def snapshot_of(obs: Observation, findings: Sequence[Finding], config: Config, paused: bool, seconds: float) -> Snapshot:
+def snapshot_of(
+    obs: Observation, findings: Sequence[Finding], config: Config, paused: bool, seconds: float
+) -> Snapshot:
     """The gauges of one scan that took `seconds`."""
     return Snapshot(
         findings=tuple(findings),

@@ -54,28 +54,41 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self.figures.snapshot
         c = self.figures.copy_counters()
-        yield _gauge("kvmwd_up", "1 while the watchdog runs and scans; 0 once it stopped cleanly.", int(snap.up) if snap else 0)
+        yield _gauge(
+            "kvmwd_up", "1 while the watchdog runs and scans; 0 once it stopped cleanly.", int(snap.up) if snap else 0
+        )
         info = GaugeMetricFamily("kvmwd_build_info", "The running kvm-watchdog's version.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
         yield from self._findings(snap)
         yield from self._causes(snap)
-        opened = CounterMetricFamily("kvmwd_findings_opened", "Findings opened (each occurrence once), by kind.", labels=["kind"])
+        opened = CounterMetricFamily(
+            "kvmwd_findings_opened", "Findings opened (each occurrence once), by kind.", labels=["kind"]
+        )
         for kind in FINDING_KINDS:
             opened.add_metric([kind], c.opened.get(kind, 0))
         yield opened
-        actions = CounterMetricFamily("kvmwd_actions", "Actions taken, by action and result.", labels=["action", "result"])
+        actions = CounterMetricFamily(
+            "kvmwd_actions", "Actions taken, by action and result.", labels=["action", "result"]
+        )
         for action in ACTION_NAMES:
             for result in RESULTS:
                 actions.add_metric([action, result], c.actions.get(f"{action}/{result}", 0))
         yield actions
-        yield CounterMetricFamily("kvmwd_domcaps_timeouts", "getDomainCapabilities calls that did not answer within latency.timeout.", value=c.timeouts)
+        yield CounterMetricFamily(
+            "kvmwd_domcaps_timeouts",
+            "getDomainCapabilities calls that did not answer within latency.timeout.",
+            value=c.timeouts,
+        )
         cumulative, running = [], 0
         for le, count in zip([*(f"{b:g}" for b in BUCKETS), "+Inf"], c.buckets):
             running += count
             cumulative.append((le, running))
         yield HistogramMetricFamily(
-            "kvmwd_domcaps_latency_seconds", "getDomainCapabilities latency (a timeout counts as latency.timeout).", buckets=cumulative, sum_value=c.latency_sum
+            "kvmwd_domcaps_latency_seconds",
+            "getDomainCapabilities latency (a timeout counts as latency.timeout).",
+            buckets=cumulative,
+            sum_value=c.latency_sum,
         )
         if snap is not None:
             yield from self._host(snap)
@@ -83,7 +96,8 @@ class FleetCollector(Collector):
     def _findings(self, snap: Optional[Snapshot]) -> Iterator[Metric]:
         open_now = GaugeMetricFamily(
             "kvmwd_findings_open",
-            "Findings open now, by kind, severity and whether the qemu user could have made it (proven=false); every kind, 0 when none.",
+            "Findings open now, by kind, severity and whether the qemu user could have made it (proven=false); every "
+            "kind, 0 when none.",
             labels=["kind", "severity", "proven"],
         )
         counts: Dict[Tuple[str, bool], int] = {}
@@ -91,11 +105,17 @@ class FleetCollector(Collector):
             counts[(f.kind, f.proven)] = counts.get((f.kind, f.proven), 0) + 1
         for kind, severity in FINDING_KINDS.items():
             for proven in (True, False):
-                open_now.add_metric([kind, severity.label, "true" if proven else "false"], counts.get((kind, proven), 0))
+                open_now.add_metric(
+                    [kind, severity.label, "true" if proven else "false"], counts.get((kind, proven), 0)
+                )
         yield open_now
 
     def _causes(self, snap: Optional[Snapshot]) -> Iterator[Metric]:
-        diag = GaugeMetricFamily("kvmwd_diagnosis", "Open findings by diagnosed cause (hung probes, VM start failures, KVM).", labels=["cause"])
+        diag = GaugeMetricFamily(
+            "kvmwd_diagnosis",
+            "Open findings by diagnosed cause (hung probes, VM start failures, KVM).",
+            labels=["cause"],
+        )
         counts: Dict[str, int] = dict.fromkeys(CAUSES, 0)
         for f in snap.findings if snap else ():
             cause = f.evidence.cause()
@@ -106,19 +126,37 @@ class FleetCollector(Collector):
         yield diag
 
     def _host(self, snap: Snapshot) -> Iterator[Metric]:
-        yield _gauge("kvmwd_remediation_paused", "1 while the circuit breaker holds remediation (limits.actions reached).", int(snap.paused))
-        probes = GaugeMetricFamily("kvmwd_probes", "Capability probes by state: running (not hung yet), hung, stale (dir left behind).", labels=["state"])
+        yield _gauge(
+            "kvmwd_remediation_paused",
+            "1 while the circuit breaker holds remediation (limits.actions reached).",
+            int(snap.paused),
+        )
+        probes = GaugeMetricFamily(
+            "kvmwd_probes",
+            "Capability probes by state: running (not hung yet), hung, stale (dir left behind).",
+            labels=["state"],
+        )
         for state in PROBE_STATES:
             probes.add_metric([state], snap.probes.get(state, 0))
         yield probes
         if snap.cache_entries is not None:
-            yield _gauge("kvmwd_capabilities_cache_entries", "Entries in libvirt's QEMU capabilities cache.", snap.cache_entries)
-        kernel = GaugeMetricFamily("kvmwd_kernel_info", "The running kernel, and the last one on which probing worked.", labels=["release", "last_good"])
+            yield _gauge(
+                "kvmwd_capabilities_cache_entries", "Entries in libvirt's QEMU capabilities cache.", snap.cache_entries
+            )
+        kernel = GaugeMetricFamily(
+            "kvmwd_kernel_info",
+            "The running kernel, and the last one on which probing worked.",
+            labels=["release", "last_good"],
+        )
         kernel.add_metric([snap.kernel_release, snap.kernel_last_good], 1)
         yield kernel
         yield _gauge("kvmwd_last_scan_timestamp_seconds", "When the last scan was taken (Unix time).", snap.last_scan)
         yield _gauge("kvmwd_scan_duration_seconds", "How long the last scan took.", snap.scan_seconds)
-        yield _gauge("kvmwd_scan_interval_seconds", "The configured full-scan interval (for the watchdog-stale alert).", snap.interval)
+        yield _gauge(
+            "kvmwd_scan_interval_seconds",
+            "The configured full-scan interval (for the watchdog-stale alert).",
+            snap.interval,
+        )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -181,7 +219,9 @@ class Metrics:
             return None
         host, port = self.config.listen_address
         try:
-            self._server = make_server(host, port, make_wsgi_app(self.registry), server_class=_Server, handler_class=_Quiet)
+            self._server = make_server(
+                host, port, make_wsgi_app(self.registry), server_class=_Server, handler_class=_Quiet
+            )
         except OSError as exc:
             return f"cannot serve metrics on {self.config.listen}: {exc.strerror or exc}"
         threading.Thread(target=self._server.serve_forever, name="kvm-watchdog-metrics", daemon=True).start()
@@ -217,6 +257,7 @@ class Metrics:
 
 
 def _replace(path: str, data: bytes) -> None:
-    """Write path whole or not at all, through its dir's fd (fsafe.write_file_in); 0644: node_exporter runs as its own user."""
+    """Write path whole or not at all, through its dir's fd (fsafe.write_file_in); 0644: node_exporter runs as its own
+    user."""
     directory, name = os.path.split(path)
     write_file_in(directory, name, data, 0o644)

@@ -47,7 +47,9 @@ class Notifier:
         message = "\n".join(f"{k}={printable(v)}" for k, v in pending.items()).encode("utf-8", "replace")
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(message, self.address)
         except OSError:  # EAGAIN: the reader is slow; ENOENT/ECONNREFUSED: systemd is not there
             self._unsent = {k: v for k, v in pending.items() if k != "WATCHDOG"}

@@ -14,8 +14,12 @@ from ..model import Finding, Observation, Severity
 from .figures import probe_states
 
 
-def _item(label: str, value: Optional[float], uom: str = "", warn: str = "", crit: str = "", low: str = "0", high: str = "") -> str:
-    shown = "U" if value is None else (f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value))
+def _item(
+    label: str, value: Optional[float], uom: str = "", warn: str = "", crit: str = "", low: str = "0", high: str = ""
+) -> str:
+    shown = (
+        "U" if value is None else (f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value))
+    )
     return f"'{label}'={shown}{uom if value is not None else ''};{warn};{crit};{low};{high}"
 
 
@@ -42,7 +46,9 @@ def perfdata(findings: Sequence[Finding], obs: Observation, config: Config, scan
     elif lat is not None and lat.timed_out:
         latency_ms = config.latency.timeout * 1000.0  # it took at least the timeout: graphed at the critical line
     slow, timeout = f"{config.latency.slow * 1000:g}", f"{config.latency.timeout * 1000:g}"
-    items: List[str] = [_item("domcaps_latency", latency_ms if latency_ms is None else round(latency_ms, 3), "ms", slow, timeout)]
+    items: List[str] = [
+        _item("domcaps_latency", latency_ms if latency_ms is None else round(latency_ms, 3), "ms", slow, timeout)
+    ]
     states = probe_states(obs, config.detect)
     items += [_item(f"probes_{state}", states[state]) for state in ("running", "hung", "stale")]
     items.append(_item("cache_entries", len(obs.cache_entries) if obs.cache_entries is not None else None))

@@ -76,7 +76,9 @@ def restore(state: StateStore) -> Tuple[FindingLedger, List[Dict[str, Any]]]:
     if not isinstance(previous, dict):
         return FindingLedger(), []
     recent = previous.get("recent_actions")
-    return FindingLedger.from_json(previous.get("open")), [a for a in recent if isinstance(a, dict)] if isinstance(recent, list) else []
+    return FindingLedger.from_json(previous.get("open")), [a for a in recent if isinstance(a, dict)] if isinstance(
+        recent, list
+    ) else []
 
 
 def merged(status: Dict[str, Any], scan: Any) -> Dict[str, Any]:
@@ -125,18 +127,25 @@ def render(status: Dict[str, Any], now: float) -> str:
     last = status.get("last_scan")
     age = f" ({format_duration(max(0, round(now - last)))} ago)" if isinstance(last, (int, float)) else ""
     running = "running" if is_running(status) else "NOT running"
-    lines.append(f"kvm-watchdog {status.get('version', '?')}, pid {pid}: {running}; last scan {status.get('last_scan_utc', '?')}{age}")
+    lines.append(
+        f"kvm-watchdog {status.get('version', '?')}, pid {pid}: {running}; last scan "
+        f"{status.get('last_scan_utc', '?')}{age}"
+    )
     lines.append(f"status: {status.get('status_line', '')}")
     lines.append("remediation: " + ("PAUSED (the limits were reached)" if status.get("paused") else "active"))
     findings = status.get("open") or []
     lines.append(f"open findings: {len(findings)}")
     for f in findings:
-        lines.append(f"  {str(f.get('severity', '')).upper()} {f.get('kind')} since {f.get('since')}: {f.get('message')}")
+        lines.append(
+            f"  {str(f.get('severity', '')).upper()} {f.get('kind')} since {f.get('since')}: {f.get('message')}"
+        )
     actions = status.get("recent_actions") or []
     lines.append(f"recent actions: {len(actions)}")
     for a in actions[-10:]:
         detail = f" ({a.get('detail')})" if a.get("detail") else ""
-        lines.append(f"  {a.get('at_utc')} {a.get('action')} [{a.get('policy')}] {a.get('subject')}: {a.get('result')}{detail}")
+        lines.append(
+            f"  {a.get('at_utc')} {a.get('action')} [{a.get('policy')}] {a.get('subject')}: {a.get('result')}{detail}"
+        )
     for e in status.get("errors") or []:
         lines.append(f"problem: {e}")
     return "\n".join(lines)

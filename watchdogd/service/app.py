@@ -12,7 +12,7 @@ dir, pass a fake where a seam's Protocol allows, and nothing reaches for globals
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 from ..act.actions import Actor, build_actions
 from ..act.killer import ProcessEnder
@@ -22,7 +22,7 @@ from ..decide.evidence import HungProbe
 from ..decide.policy import STATE_FILE, PolicyEngine, PolicyState
 from ..diagnose import incidents, signatures
 from ..diagnose.history import KernelHistory
-from ..diagnose.insight import Diagnostician
+from ..diagnose.insight import Diagnostician, Readers
 from ..diagnose.kvmtest import run_selftest
 from ..diagnose.signatures import Signature, SignatureError
 from ..fsafe import BirthTime
@@ -32,18 +32,18 @@ from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..observe.watch import DirWatch
-from ..pidfile import read_pid_max
 from ..report import diagnosis
-from ..report.events import EventSink, journal_sender
+from ..report.events import EventSink
 from ..report.figures import Figures, NoOutlet, Outlet, restore_counters
 from ..report.notify import Notifier
 from ..report.status import restore
 from ..safety import probe_arg_filter
 from ..state import StateStore
-from .daemon import Daemon, Wiring
+from .daemon import Daemon
 from .pipeline import Pipeline, scan_once
 from .preflight import ConfigSource
 from .runner import ActionRunner, Waker
+from .wiring import Wiring
 
 
 def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> Pipeline:
@@ -53,7 +53,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     # one scanner for the loop and for the actions' re-checks (it locks): one memory of
     # what was seen, so the re-check before a removal has the same clock-jump guard
     birth = BirthTime()
-    scanner = Scanner(config, proc, birth, state, pid_max=read_pid_max(proc_root))
+    scanner = Scanner(config, proc, birth, state)
     cancel = threading.Event()
     latency = None
     if config.latency.enabled:
@@ -68,7 +68,8 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     actions = build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace), birth, restarter)
     actor = Actor(actions, engine)
     activated = SocketActivation()
-    diagnostician = Diagnostician(config, state, Capturer(proc_root), LogFollower(lib.log_dir), signature_table(config), KernelHistory.load(state))
+    readers = Readers(Capturer(proc_root), LogFollower(lib.log_dir), run_selftest)
+    diagnostician = Diagnostician(config, state, readers, signature_table(config), KernelHistory.load(state))
     return Pipeline(
         config=config,
         proc=proc,
@@ -84,7 +85,8 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
 
 
 def signature_table(config: Config) -> Tuple[Signature, ...]:
-    """The operator's table and the shipped one; the shipped one alone if the operator's broke since the config was checked."""
+    """The operator's table and the shipped one; the shipped one alone if the operator's broke since the config was
+    checked."""
     try:
         return signatures.load(config.diagnose.signatures)
     except SignatureError:
@@ -104,13 +106,12 @@ def build_daemon(
     source: ConfigSource,
     config: Config,
     environ: Mapping[str, str],
-    stream: TextIO,
-    echo: Optional[TextIO] = None,
+    sink: EventSink,
     use_inotify: bool = True,
     builder: Callable[[Config], Pipeline] = build,
-    sink: Optional[EventSink] = None,
 ) -> Daemon:
-    """`kvm-watchdog run`'s long-lived parts, each made once, and the daemon that drives them."""
+    """`kvm-watchdog run`'s long-lived parts, each made once, and the daemon that drives them (the sink is the
+    caller's)."""
     parts = builder(config)
     waker = Waker()
     ledger, recent = restore(parts.state)
@@ -124,7 +125,7 @@ def build_daemon(
         return outlet(cfg, parts.state, figures)
 
     wiring = Wiring(
-        sink=sink or EventSink(config.events, journal_sender(), stream=stream, echo=echo),
+        sink=sink,
         notifier=Notifier(environ),
         waker=waker,
         lanes={True: ActionRunner(waker), False: ActionRunner(waker)},  # proven, unproven
@@ -161,7 +162,15 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
     seen = []
     for domain, lines in sorted(LogFollower(config.libvirt.log_dir, from_tail=True).poll().items()):
         for m in signatures.match(lines, table)[-10:]:
-            seen.append({"domain": domain, "cause": m.signature.cause, "alert": m.signature.alert, "what_to_do": m.signature.what_to_do, "line": m.line})
+            seen.append(
+                {
+                    "domain": domain,
+                    "cause": m.signature.cause,
+                    "alert": m.signature.alert,
+                    "what_to_do": m.signature.what_to_do,
+                    "line": m.line,
+                }
+            )
     history = KernelHistory.load(parts.state)
     report: Dict[str, Any] = {
         "kvm": kvm.to_json(),
@@ -169,7 +178,8 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
         "probes": probes,
         "signatures": seen,
         "incidents": [
-            {k: i.get(k) for k in ("file", "probe_dir", "taken", "diagnosis", "kernel", "emulator", "packages")} for i in incidents.recent(parts.state)
+            {k: i.get(k) for k in ("file", "probe_dir", "taken", "diagnosis", "kernel", "emulator", "packages")}
+            for i in incidents.recent(parts.state)
         ],
         "errors": list(obs.errors),
     }

@@ -10,16 +10,17 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, TextIO, cast
 
 from .. import __version__
-from ..config import Config, ConfigError, resolve_path, to_yaml
+from ..config import Config, resolve_path, to_yaml
 from ..printable import PrintableWriter
 from ..report import diagnosis
+from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
 from ..report.render import ExitStatus, as_json, exit_status, human
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
 from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
 from .pipeline import remediate_once, scan_once
-from .preflight import ConfigSource, load_config
+from .preflight import ConfigSource
 from .runlock import AlreadyRunning, hold_run_lock
 
 
@@ -29,28 +30,47 @@ def _parser() -> argparse.ArgumentParser:
         description="Watch libvirt's QEMU capability probes; find and fix hung ones.",
     )
     parser.add_argument("--version", action="version", version=f"kvm-watchdog {__version__}")
-    parser.add_argument("-c", "--config", metavar="FILE", help="config file (default: $KVM_WATCHDOG_CONFIG or /etc/kvm-watchdog/config.yaml)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="config file (default: $KVM_WATCHDOG_CONFIG or /etc/kvm-watchdog/config.yaml)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    check = sub.add_parser("check", help="one full scan that changes nothing; exit 0 ok, 1 warning, 2 critical, 3 unknown")
+    check = sub.add_parser(
+        "check", help="one full scan that changes nothing; exit 0 ok, 1 warning, 2 critical, 3 unknown"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--no-latency", action="store_true", help="skip the getDomainCapabilities probe")
 
-    remediate = sub.add_parser("remediate", help="one scan, then the policies applied once; exit status as check, for what is left")
+    remediate = sub.add_parser(
+        "remediate", help="one scan, then the policies applied once; exit status as check, for what is left"
+    )
     remediate.add_argument("--dry-run", action="store_true", help="decide and report, act on nothing")
     remediate.add_argument("--json", action="store_true", help="print one JSON object")
     remediate.add_argument("--no-latency", action="store_true", help="skip the getDomainCapabilities probe")
 
-    run = sub.add_parser("run", help="the daemon, in the foreground (systemd Type=notify); exit 0 on a clean stop, 2 on a config error")
+    run = sub.add_parser(
+        "run", help="the daemon, in the foreground (systemd Type=notify); exit 0 on a clean stop, 2 on a config error"
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="also print each event as a readable line on stdout")
     run.add_argument("--poll", action="store_true", help="watch the probe dirs by polling, not inotify")
 
-    status = sub.add_parser("status", help="what the running daemon saw last; exit 0, or 3 when there is no daemon state")
+    status = sub.add_parser(
+        "status", help="what the running daemon saw last; exit 0, or 3 when there is no daemon state"
+    )
     status.add_argument("--json", action="store_true", help="print the daemon's status as one JSON object")
 
-    diagnose = sub.add_parser("diagnose", help="why probes hang and VMs fail to start, what to do; exit 0 healthy, 2 a cause found or KVM unusable, 3 unknown")
-    diagnose.add_argument("--json", action="store_true", help="print one JSON object: kvm, kernel, probes, signatures, incidents, verdict")
+    diagnose = sub.add_parser(
+        "diagnose",
+        help="why probes hang and VMs fail to start, what to do; "
+        "exit 0 healthy, 2 a cause found or KVM unusable, 3 unknown",
+    )
+    diagnose.add_argument(
+        "--json", action="store_true", help="print one JSON object: kvm, kernel, probes, signatures, incidents, verdict"
+    )
 
     config = sub.add_parser("config", help="validate or show the config")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -71,13 +91,11 @@ class Cli:
         self.environ = environ
 
     def load(self, args: argparse.Namespace) -> Optional[Config]:
-        path, required = resolve_path(args.config, self.environ)
-        try:
-            return load_config(path, required)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(problem, file=self.err)
-            return None
+        """The config named by --config (or the environment), checked; None when it is not, its problems on stderr."""
+        return self.source(args).read(self.err)
+
+    def source(self, args: argparse.Namespace) -> ConfigSource:
+        return ConfigSource(*resolve_path(args.config, self.environ))
 
     def check(self, args: argparse.Namespace) -> ExitStatus:
         config = self.load(args)
@@ -89,7 +107,8 @@ class Cli:
         if args.json:
             print(as_json(findings, [], obs.errors), file=self.out)
         else:
-            first, _, rest = human(findings, [], obs).partition("\n")  # the plugin format: perfdata after a | on the first line
+            # the plugin format: perfdata after a | on the first line
+            first, _, rest = human(findings, [], obs).partition("\n")
             print(f"{first} | {perfdata(findings, obs, config, took)}" + (f"\n{rest}" if rest else ""), file=self.out)
         return exit_status(findings, obs.errors)
 
@@ -102,13 +121,22 @@ class Cli:
             try:
                 lock = hold_run_lock(config.state_dir)
             except AlreadyRunning as exc:
-                print(f"UNKNOWN not acting: {exc}; it remediates already (see `kvm-watchdog status`), or use --dry-run", file=self.out)
+                print(
+                    f"UNKNOWN not acting: {exc}; it remediates already (see `kvm-watchdog status`), or use --dry-run",
+                    file=self.out,
+                )
                 return ExitStatus.UNKNOWN
             except OSError as exc:
-                print(f"UNKNOWN cannot lock {config.state_dir}: {exc.strerror}; not acting without the single-actor guard", file=self.out)
+                print(
+                    f"UNKNOWN cannot lock {config.state_dir}: {exc.strerror}; not acting without the single-actor "
+                    "guard",
+                    file=self.out,
+                )
                 return ExitStatus.UNKNOWN
         try:
-            outcome = remediate_once(build(config, read_only=args.dry_run), dry_run=args.dry_run, with_latency=not args.no_latency)
+            outcome = remediate_once(
+                build(config, read_only=args.dry_run), dry_run=args.dry_run, with_latency=not args.no_latency
+            )
         finally:
             if lock >= 0:
                 os.close(lock)
@@ -125,12 +153,9 @@ class Cli:
         return exit_status(outcome.findings, errors)
 
     def run(self, args: argparse.Namespace) -> ExitStatus:
-        path, required = resolve_path(args.config, self.environ)
-        try:
-            config = load_config(path, required)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(problem, file=self.err)
+        source = self.source(args)
+        config = source.read(self.err)
+        if config is None:
             return ExitStatus.CRITICAL
         try:
             lock = hold_run_lock(config.state_dir)
@@ -138,9 +163,14 @@ class Cli:
             print(f"kvm-watchdog: {exc}", file=self.err)
             return ExitStatus.CRITICAL
         except OSError as exc:  # no state dir can be made: go on, reported by the first scan
-            print(f"kvm-watchdog: cannot lock {config.state_dir}: {exc.strerror}; going on without the single-daemon guard", file=self.err)
+            print(
+                f"kvm-watchdog: cannot lock {config.state_dir}: {exc.strerror}; going on without the single-daemon "
+                "guard",
+                file=self.err,
+            )
             lock = -1
-        daemon = build_daemon(ConfigSource(path, required), config, self.environ, self.err, echo=self.out if args.verbose else None, use_inotify=not args.poll)
+        sink = EventSink(config.events, journal_sender(), stream=self.err, echo=self.out if args.verbose else None)
+        daemon = build_daemon(source, config, self.environ, sink, use_inotify=not args.poll)
         daemon.install_signal_handlers()
         try:
             daemon.run()
@@ -158,7 +188,10 @@ class Cli:
         if isinstance(current, dict):
             current = merged(current, state.read_json(SCAN_FILE))
         if not isinstance(current, dict):
-            why = "; ".join(state.problems) or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
+            why = (
+                "; ".join(state.problems)
+                or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
+            )
             print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)
             return ExitStatus.UNKNOWN
         if args.json:
@@ -184,14 +217,9 @@ class Cli:
             print(f"# effective config (from {config.source or 'built-in defaults'})", file=self.out)
             print(to_yaml(config), end="", file=self.out)
             return ExitStatus.OK
-        path = args.file
-        if path is None:
-            path, required = resolve_path(args.config, self.environ)
-        try:
-            checked = load_config(path, required=True)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(problem, file=self.err)  # errors on stderr, as every other command's
+        path = self.source(args).path if args.file is None else args.file
+        checked = ConfigSource(path, required=True).read(self.err)  # errors on stderr, as every other command's
+        if checked is None:
             return ExitStatus.CRITICAL
         for note in checked.notes:
             print(f"{path}: note: {note}", file=self.out)
@@ -199,7 +227,12 @@ class Cli:
         return ExitStatus.OK
 
 
-def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr, environ: Optional[Mapping[str, str]] = None) -> int:
+def main(
+    argv: Optional[List[str]] = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    environ: Optional[Mapping[str, str]] = None,
+) -> int:
     args = _parser().parse_args(argv)
     cli = Cli(out, err, os.environ if environ is None else environ)
     commands: Dict[str, Callable[[argparse.Namespace], ExitStatus]] = {

@@ -26,49 +26,27 @@ from __future__ import annotations
 
 import select
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Callable, List, Optional, Sequence, Set
 
 from ..act.actions import ActionRecord
 from ..config import Config, ConfigError
-from ..decide.ledger import FindingLedger
 from ..decide.policy import BOTH_LANES, BreakerChange
 from ..model import Finding, Observation
-from ..observe.watch import DirWatch
 from ..report import events
-from ..report.events import EventSink
-from ..report.figures import Figures, Outlet, Snapshot, snapshot_of
-from ..report.notify import Notifier
+from ..report.figures import Snapshot, snapshot_of
 from ..report.status import status_line
 from ..rules import deadlines
 from .latency_schedule import LatencySchedule
 from .pipeline import Pipeline
 from .preflight import ConfigSource
-from .runner import ActionRunner, Waker
 from .signals import SignalFlags
 from .status_keeper import StatusKeeper
+from .wiring import Wiring
 
 STOP_GRACE = 4.0  # seconds a running action batch gets to finish on SIGTERM (systemd allows 5 here)
 RESCAN_GAP = 0.6  # seconds between two scans that a probe dir event asks for (churn costs under 2 a second)
-LOG_READ_GAP = 0.25  # seconds between two reads of the QEMU logs that their growing asks for (a chatty guest costs 4 a second)
-
-
-@dataclass
-class Wiring:
-    """The daemon's long-lived collaborators, made once by the composition root (service.app.build_daemon)."""
-
-    sink: EventSink
-    notifier: Notifier
-    waker: Waker
-    lanes: Dict[bool, ActionRunner]  # True: proven findings, False: the rest
-    watch: DirWatch
-    ledger: FindingLedger  # read back from the previous daemon's status
-    recent: Sequence[Dict[str, Any]]
-    builder: Callable[[Config], Pipeline]  # the per-config parts, again on every reload
-    watch_for: Callable[[Config], DirWatch]
-    figures: Figures  # counted whatever the config; exported where an outlet is on
-    outlet: Outlet
-    outlet_for: Callable[[Config], Outlet]
+# seconds between two reads of the QEMU logs that their growing asks for (a chatty guest costs 4 a second)
+LOG_READ_GAP = 0.25
 
 
 class Daemon:
@@ -84,9 +62,7 @@ class Daemon:
     ):
         self.source = source
         self.parts = parts
-        self.wiring = wiring  # the sink, notifier, waker, lanes, builders and figures: used as given
-        self.sink, self.notifier, self.waker, self.lanes = wiring.sink, wiring.notifier, wiring.waker, wiring.lanes
-        self.watch, self.outlet, self.figures, self.ledger = wiring.watch, wiring.outlet, wiring.figures, wiring.ledger
+        self.wiring = wiring  # every long-lived collaborator, read from here (a reload replaces its watch and outlet)
         self.mono = mono
         self.wall = wall
         self.signals = SignalFlags()
@@ -111,20 +87,20 @@ class Daemon:
 
     def install_signal_handlers(self) -> None:
         """Main thread only: SIGTERM/SIGINT stop, SIGHUP reloads. Undone by shutdown()."""
-        self.signals.install(self.waker.w)
+        self.signals.install(self.wiring.waker.w)
 
     def request_stop(self) -> None:
         """Stop from another thread (tests, embedding); the same path as SIGTERM."""
         self.signals.stop = True
-        self.waker.wake()
+        self.wiring.waker.wake()
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self) -> int:
-        watch_how = self.watch.why_polling or "inotify on " + ", ".join(self.config.libvirt.probe_dirs)
-        if self.watch.watching_logs:
+        watch_how = self.wiring.watch.why_polling or "inotify on " + ", ".join(self.config.libvirt.probe_dirs)
+        if self.wiring.watch.watching_logs:
             watch_how += f" and the QEMU logs in {self.config.libvirt.log_dir}"
-        self.sink.emit(events.started(self.config, watch_how))
-        problem = self.outlet.start()
+        self.wiring.sink.emit(events.started(self.config, watch_how))
+        problem = self.wiring.outlet.start()
         if problem:
             self.status.report([problem])
         try:
@@ -145,31 +121,36 @@ class Daemon:
         """One turn: wait for the earliest thing due, then handle whatever is ready."""
         readable = self._wait(self._timeout())
         now = self.mono()
-        if self.waker.fileno() in readable:
-            self.waker.drain()
+        if self.wiring.waker.fileno() in readable:
+            self.wiring.waker.drain()
         if self.signals.stop:
             return
         if self.signals.reload and not self.busy:
             self.signals.reload = False
             self.reload()
-        if self.watch.poll_interval is not None or self.watch.fileno() in readable:
-            changes = self.watch.changed()
+        if self.wiring.watch.poll_interval is not None or self.wiring.watch.fileno() in readable:
+            changes = self.wiring.watch.changed()
             self._scan_now = self._scan_now or changes.probes
             self._logs_due = self._logs_due or changes.logs
         self._read_logs(now)
-        if self.latency.service(now, self.parts, self.obs, self.figures):
+        if self.latency.service(now, self.parts, self.obs, self.wiring.figures):
             self._scan_now = True
-        for lane in self.lanes.values():
+        for lane in self.wiring.lanes.values():
             outcome = lane.take()
             if outcome is not None:
                 self._after_actions(*outcome)
         now = self.mono()
-        if (self._scan_now and self._rescan_due(now)) or now >= self.next_scan or (self.deadlines and now >= self.deadlines[0]):
+        if (
+            (self._scan_now and self._rescan_due(now))
+            or now >= self.next_scan
+            or (self.deadlines and now >= self.deadlines[0])
+        ):
             self.scan()
         self._ping(self.mono())
 
     def _read_logs(self, now: float) -> None:
-        """The domains' logs grew: read them now (at most every LOG_READ_GAP); a start-up failure found asks for a scan."""
+        """The domains' logs grew: read them now (at most every LOG_READ_GAP); a start-up failure found asks for a
+        scan."""
         diagnostician = self.parts.diagnostician
         if not self._logs_due or now < self._next_log_read or diagnostician is None:
             return
@@ -180,7 +161,7 @@ class Daemon:
 
     @property
     def busy(self) -> bool:
-        return any(lane.busy for lane in self.lanes.values())
+        return any(lane.busy for lane in self.wiring.lanes.values())
 
     def _rescan_due(self, now: float) -> bool:
         """May a rescan that a probe dir event asked for run now (RESCAN_GAP after the last scan)?"""
@@ -198,27 +179,27 @@ class Daemon:
             due.append(self.deadlines[0])
         if self._logs_due:
             due.append(self._next_log_read)
-        if self.notifier.watchdog_interval:
+        if self.wiring.notifier.watchdog_interval:
             due.append(self.next_ping)
         latency_due = self.latency.due(self.parts)
         if latency_due is not None:
             due.append(latency_due)
-        if self.watch.poll_interval is not None:
-            due.append(self.mono() + self.watch.poll_interval)
+        if self.wiring.watch.poll_interval is not None:
+            due.append(self.mono() + self.wiring.watch.poll_interval)
         return max(0.0, min(due) - self.mono())
 
     def _wait(self, timeout: float) -> Set[int]:
-        fds = [self.waker.fileno()]
-        for fd in (self.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None):
+        fds = [self.wiring.waker.fileno()]
+        for fd in (self.wiring.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None):
             if fd is not None:
                 fds.append(fd)
         ready, _, _ = select.select(fds, [], [], timeout)
         return set(ready)
 
     def _ping(self, now: float) -> None:
-        interval = self.notifier.watchdog_interval
+        interval = self.wiring.notifier.watchdog_interval
         if interval and now >= self.next_ping:
-            self.notifier.watchdog()
+            self.wiring.notifier.watchdog()
             self.next_ping = now + interval
 
     # ---- one scan: observe, assess, report changes, decide -----------------------------------
@@ -229,44 +210,50 @@ class Daemon:
         obs, findings = self.parts.look(self.latency.result)
         self.obs = obs
         self.scans += 1
-        held = frozenset().union(*(lane.subjects for lane in self.lanes.values()))
+        held = frozenset().union(*(lane.subjects for lane in self.wiring.lanes.values()))
         grace = self.config.detect.grace
-        change = self.ledger.update(findings, obs.taken_wall, hold=held, grace=grace)
-        findings = [f for f in findings if f.key in self.ledger.open]  # a finding still in its grace is not acted on, nor shown
+        change = self.wiring.ledger.update(findings, obs.taken_wall, hold=held, grace=grace)
+        findings = [
+            f for f in findings if f.key in self.wiring.ledger.open
+        ]  # a finding still in its grace is not acted on, nor shown
         self.findings = findings
-        self.figures.opened(change.opened)
+        self.wiring.figures.opened(change.opened)
         for f in change.opened:
-            self.sink.emit(events.finding_opened(f))
+            self.wiring.sink.emit(events.finding_opened(f))
         for f, open_for in change.resolved:
-            self.sink.emit(events.finding_resolved(f, open_for))
+            self.wiring.sink.emit(events.finding_resolved(f, open_for))
         problems = list(obs.errors)
-        free = frozenset(lane for lane in BOTH_LANES if not self.lanes[lane].busy)
+        free = frozenset(lane for lane in BOTH_LANES if not self.wiring.lanes[lane].busy)
         if True in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
-            self.sink.emit(events.remediation_resumed())
+            self.wiring.sink.emit(events.remediation_resumed())
         planned = self.parts.plan(findings, obs.taken_wall, lanes=free) if free else []
         for lane in free:
             batch = [p for p in planned if p.proven == lane]
             if batch:
-                self.lanes[lane].submit(self.parts.actor, batch)
+                self.wiring.lanes[lane].submit(self.parts.actor, batch)
         problems += self.parts.keep_incidents()  # after the kill is on its way: dpkg is slow
         if free and not planned and (change.opened or change.resolved or self.latency.is_new):
             problems += self._save_progress(obs)
-        wall_due = [*self.ledger.due(grace), *(self.parts.diagnostician.due() if self.parts.diagnostician is not None else ())]
+        wall_due = [
+            *self.wiring.ledger.due(grace),
+            *(self.parts.diagnostician.due() if self.parts.diagnostician is not None else ()),
+        ]
         self.deadlines = sorted(
-            [d for d in deadlines(obs, self.config.detect, taken) if d > taken] + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
+            [d for d in deadlines(obs, self.config.detect, taken) if d > taken]
+            + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
         )
         self.next_scan = taken + self.config.interval
         line = status_line(findings, obs, self.parts.engine.state.paused)
         unsaved = self.status.write(self.parts, obs, self.scans, line, problems)
         self.snapshot = snapshot_of(obs, findings, self.config, self.parts.engine.state.paused, self.mono() - taken)
-        unsaved += self.outlet.publish(self.snapshot)
+        unsaved += self.wiring.outlet.publish(self.snapshot)
         self.status.report(problems + unsaved, replace=True)
         if not self._ready:
             self._ready = True
-            self.notifier.ready(line)
+            self.wiring.notifier.ready(line)
         else:
-            self.notifier.status(line)
-        self.watch.refresh()
+            self.wiring.notifier.status(line)
+        self.wiring.watch.refresh()
 
     def _save_progress(self, obs: Observation) -> List[str]:
         self.latency.is_new = False
@@ -274,12 +261,12 @@ class Daemon:
 
     def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[BreakerChange]) -> None:
         for record in records:
-            self.figures.acted(record.action, record.result)
+            self.wiring.figures.acted(record.action, record.result)
             probe_dir = self._probe_dir_of(record)
-            self.sink.emit(events.action_taken(record, probe_dir))
+            self.wiring.sink.emit(events.action_taken(record, probe_dir))
             self.status.acted(record)
         if breaker == "paused":
-            self.sink.emit(events.remediation_paused(self.config.limits))
+            self.wiring.sink.emit(events.remediation_paused(self.config.limits))
         if self.obs is not None:
             self.status.report(self._save_progress(self.obs))
         self._scan_now = True
@@ -287,17 +274,17 @@ class Daemon:
             self.latency.next_at = self.mono()  # see at once whether libvirt answers again
 
     def _probe_dir_of(self, record: ActionRecord) -> Optional[str]:
-        held = self.ledger.open.get((record.kind, record.subject))  # held open while it was acted on
+        held = self.wiring.ledger.open.get((record.kind, record.subject))  # held open while it was acted on
         return held.finding.evidence.probe_path() if held else None
 
     # ---- reload and stop ---------------------------------------------------------------
     def reload(self) -> None:
-        self.notifier.reloading()
+        self.wiring.notifier.reloading()
         try:
             config = self.source.load()
         except ConfigError as exc:
-            self.sink.emit(events.config_error(self.source.path, [str(p) for p in exc.problems]))
-            self.notifier.ready(f"config error, running on the previous config | {self.notifier_line()}")
+            self.wiring.sink.emit(events.config_error(self.source.path, [str(p) for p in exc.problems]))
+            self.wiring.notifier.ready(f"config error, running on the previous config | {self.notifier_line()}")
             return
         old = self.parts
         if old.latency is not None:
@@ -305,19 +292,19 @@ class Daemon:
         parts = self.wiring.builder(config)
         parts.carry_over(old)  # counters, the breaker, what the scan and the diagnosis remember, the logs' offsets
         self.parts = parts
-        self.watch.close()
-        self.watch = self.wiring.watch_for(config)
-        if config.metrics != self.outlet.config:  # the same counters, new outlets
-            self.outlet.stop(None)
-            self.outlet = self.wiring.outlet_for(config)
-            problem = self.outlet.start()
+        self.wiring.watch.close()
+        self.wiring.watch = self.wiring.watch_for(config)
+        if config.metrics != self.wiring.outlet.config:  # the same counters, new outlets
+            self.wiring.outlet.stop(None)
+            self.wiring.outlet = self.wiring.outlet_for(config)
+            problem = self.wiring.outlet.start()
             if problem:
                 self.status.report([problem])
-        self.sink.mode = config.events
+        self.wiring.sink.mode = config.events
         self.latency.next_at = self.mono()
-        self.sink.emit(events.config_reloaded(config))
+        self.wiring.sink.emit(events.config_reloaded(config))
         self.scan()
-        self.notifier.ready(self.notifier_line())
+        self.wiring.notifier.ready(self.notifier_line())
 
     def notifier_line(self) -> str:
         if self.obs is None:
@@ -326,23 +313,23 @@ class Daemon:
 
     def shutdown(self) -> None:
         """A clean stop: no child left behind, the status saved, a stopped event."""
-        self.notifier.stopping()
+        self.wiring.notifier.stopping()
         self.parts.cancel.set()
         end = self.mono() + STOP_GRACE
-        unfinished = not all([lane.wait(max(0.0, end - self.mono())) for lane in self.lanes.values()])
+        unfinished = not all([lane.wait(max(0.0, end - self.mono())) for lane in self.wiring.lanes.values()])
         if not unfinished:
-            for lane in self.lanes.values():
+            for lane in self.wiring.lanes.values():
                 outcome = lane.take()
                 if outcome is not None:
                     self._after_actions(*outcome)
         if self.parts.latency is not None:
             self.parts.latency.cancel()
-        self.watch.close()
+        self.wiring.watch.close()
         if self.obs is not None:
             self.status.write(self.parts, self.obs, self.scans, self.notifier_line(), [], stopped_at=self.wall())
-        self.outlet.stop(self.snapshot)
-        self.sink.emit(events.stopped(cut_short=unfinished))
+        self.wiring.outlet.stop(self.snapshot)
+        self.wiring.sink.emit(events.stopped(cut_short=unfinished))
         self.signals.restore()
-        self.notifier.close()
+        self.wiring.notifier.close()
         if not unfinished:
-            self.waker.close()  # a lane still running would write to it
+            self.wiring.waker.close()  # a lane still running would write to it

@@ -48,7 +48,9 @@ class LatencySchedule:
             return False
         if now >= self.next_at:
             if self.result is not None and self.result.skipped:
-                self.result = None  # a call goes out: "libvirt idle" is no longer true (the answer comes with the child)
+                self.result = (
+                    None  # a call goes out: "libvirt idle" is no longer true (the answer comes with the child)
+                )
             skipped = probe.start()
             self.next_at = now + config.latency.every if skipped is None else soon
         return False

@@ -45,7 +45,8 @@ class Pipeline:
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
 
     def carry_over(self, old: Pipeline) -> None:
-        """A reload: what the old parts remember goes on in the new ones (nothing is read again as new, nothing forgotten)."""
+        """A reload: what the old parts remember goes on in the new ones (nothing is read again as new, nothing
+        forgotten)."""
         self.engine.state = old.engine.state
         if isinstance(self.scanner, Scanner) and isinstance(old.scanner, Scanner):
             self.scanner.adopt(old.scanner)
@@ -58,8 +59,11 @@ class Pipeline:
             return None  # nothing listens to start, no idle timer to reset: a call disturbs nothing
         return why_not_connect(obs, self.config.latency.when)
 
-    def look(self, latency: Optional[LatencyResult], seen: Optional[Observation] = None) -> Tuple[Observation, List[Finding]]:
-        """observe (or `seen`, an observation just taken) -> diagnose (why probes hung, captured before anything acts) -> assess."""
+    def look(
+        self, latency: Optional[LatencyResult], seen: Optional[Observation] = None
+    ) -> Tuple[Observation, List[Finding]]:
+        """observe (or `seen`, an observation just taken) -> diagnose (why probes hung, captured before anything acts)
+        -> assess."""
         obs = replace(seen, latency=latency) if seen is not None else self.scanner.observe(latency)
         insight = self.diagnostician.insight(obs) if self.diagnostician is not None else None
         if self.diagnostician is not None and self.diagnostician.problems:
@@ -70,7 +74,9 @@ class Pipeline:
         """After a scan has been reported and acted on: the incident bundles it captured."""
         return self.diagnostician.keep_incidents() if self.diagnostician is not None else []
 
-    def plan(self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES) -> List[PlannedAction]:
+    def plan(
+        self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES
+    ) -> List[PlannedAction]:
         """decide."""
         return self.engine.decide(findings, now, dry_run=dry_run, lanes=lanes)
 

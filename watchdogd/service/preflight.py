@@ -13,7 +13,7 @@ import importlib.util
 import os
 import pwd
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set, TextIO, Tuple
 
 from ..config import Config, ConfigError, ConfigProblem, LibvirtConfig, parse_config, read_text
 from ..diagnose.signatures import SignatureError, load_table
@@ -89,7 +89,9 @@ def _check_paths(config: Config, problem: _Problem) -> List[str]:
     for key, paths in (("probe_dirs", lib.probe_dirs), ("cache_dir", (lib.cache_dir,))):
         for path in paths:
             verdict = check_path(path, lib.session_dirs)
-            note = _qemu_owned_cache(path, lib) if key == "cache_dir" and not verdict.ok and not lib.session_dirs else None
+            note = (
+                _qemu_owned_cache(path, lib) if key == "cache_dir" and not verdict.ok and not lib.session_dirs else None
+            )
             if note:
                 notes.append(note)
             elif not verdict.ok:
@@ -98,14 +100,21 @@ def _check_paths(config: Config, problem: _Problem) -> List[str]:
                 owners.add(verdict.owner)
     if lib.session_dirs and len(owners) > 1:
         uids = ", ".join(map(str, sorted(owners)))
-        problem("libvirt.session_dirs", f"the probe and cache dirs belong to different users ({uids}): one config watches one libvirt")
+        problem(
+            "libvirt.session_dirs",
+            f"the probe and cache dirs belong to different users ({uids}): one config watches one libvirt",
+        )
     # root writes the textfile into node_exporter's dir (through its fd, never following a link)
     # and reads the QEMU logs: neither may lie behind a link
-    for key, path in (("metrics.textfile", os.path.dirname(config.metrics.textfile or "")), ("libvirt.log_dir", lib.log_dir)):
+    for key, path in (
+        ("metrics.textfile", os.path.dirname(config.metrics.textfile or "")),
+        ("libvirt.log_dir", lib.log_dir),
+    ):
         if not path:
             continue
         why = check_dir_without_links(path)
-        if why and not (key == "libvirt.log_dir" and why.endswith("does not exist")):  # libvirt makes its log dir at a first start
+        # libvirt makes its log dir at a first start
+        if why and not (key == "libvirt.log_dir" and why.endswith("does not exist")):
             problem(key, why)
     return notes
 
@@ -126,7 +135,10 @@ def prometheus_client_problem() -> Optional[str]:
     parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
     if parts < PROMETHEUS_CLIENT_MIN:
         want = ".".join(map(str, PROMETHEUS_CLIENT_MIN))
-        return f"needs prometheus-client >= {want}, found {found}: install a newer one (pip install 'prometheus-client>={want}'), or turn metrics off"
+        return (
+            f"needs prometheus-client >= {want}, found {found}: "
+            f"install a newer one (pip install 'prometheus-client>={want}'), or turn metrics off"
+        )
     return None
 
 
@@ -139,3 +151,12 @@ class ConfigSource:
 
     def load(self) -> Config:
         return load_config(self.path, self.required)
+
+    def read(self, err: TextIO) -> Optional[Config]:
+        """The config, or None with each of its problems written to err (the CLI's and the daemon's start)."""
+        try:
+            return self.load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=err)
+            return None

@@ -1,4 +1,5 @@
-"""What `status` and the journal say between scans: status.json when it changed, scan.json every scan, each problem once."""
+"""What `status` and the journal say between scans: status.json when it changed, scan.json every scan, each problem
+once."""
 
 from __future__ import annotations
 
@@ -36,14 +37,30 @@ class StatusKeeper:
         self.recent.append(dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at)))
 
     def report(self, problems: Sequence[str], replace: bool = False) -> None:
-        """Each new problem once. replace: these are all the problems of a whole scan; one that is gone may be told again if it comes back."""
+        """Each new problem once. replace: these are all the problems of a whole scan; one that is gone may be told
+        again if it comes back."""
         current = {problem_id(p): p for p in problems}
         for key in sorted(set(current) - self.problems_seen):
             text = current[key]
-            self.sink.emit(lifecycle("scan_problem", f"Could not see or save everything: {text}. The watchdog goes on.", WARNING, problem=str(text)))
+            self.sink.emit(
+                lifecycle(
+                    "scan_problem",
+                    f"Could not see or save everything: {text}. The watchdog goes on.",
+                    WARNING,
+                    problem=str(text),
+                )
+            )
         self.problems_seen = set(current) if replace else self.problems_seen | set(current)
 
-    def write(self, parts: Pipeline, obs: Observation, scans: int, line: str, problems: Sequence[str], stopped_at: Optional[float] = None) -> List[str]:
+    def write(
+        self,
+        parts: Pipeline,
+        obs: Observation,
+        scans: int,
+        line: str,
+        problems: Sequence[str],
+        stopped_at: Optional[float] = None,
+    ) -> List[str]:
         """Save what `status` shows; the problems saving met, if any."""
         status = DaemonView(
             started_at=self.started_wall,
