@@ -7,15 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Generator, Iterator, List, Optional
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig  # noqa: E402
 from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
 from harness.service import NotifyListener, RunningDaemon, command  # noqa: E402
@@ -33,13 +34,14 @@ class CliResult:
 
     @property
     def json(self) -> Dict[str, Any]:
-        return json.loads(self.out)
+        answer: Dict[str, Any] = json.loads(self.out)
+        return answer
 
     def kinds(self) -> List[str]:
         return sorted(f["kind"] for f in self.json["findings"])
 
     def finding(self, kind: str) -> Dict[str, Any]:
-        found = [f for f in self.json["findings"] if f["kind"] == kind]
+        found: List[Dict[str, Any]] = [f for f in self.json["findings"] if f["kind"] == kind]
         assert len(found) == 1, f"expected one {kind}, got {self.json['findings']}"
         return found[0]
 
@@ -95,7 +97,7 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+def write_config(tmp_path: Path) -> WriteConfig:
     counter = [0]
 
     def write(cfg: Dict[str, Any]) -> str:
@@ -123,7 +125,7 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifyListener]:
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
+def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
     """Start `kvm-watchdog run` processes; any still running at the end are stopped, then killed."""
     started: List[RunningDaemon] = []
 
@@ -145,24 +147,6 @@ def start_daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
 # ---- the hostile suite's figures (`make hostile` prints them) ----------------------------
 
 
-@dataclass
-class HostileFigures:
-    scenarios: int = 0
-    failed: int = 0
-    inputs_fuzzed: int = 0
-    wrong_signals: int = 0
-    bytes_lost: int = 0
-    forged_escalations: int = 0  # host-wide actions caused by forged probes (must be 0)
-    genuine_kill_delay_s: Optional[float] = None  # past the genuine probe's deadline, under a forged flood
-    peak_rss_mb: Dict[str, float] = field(default_factory=dict)  # the daemon's VmHWM under each flood
-    churn_scans_per_s: Optional[float] = None
-    longest_ping_gap_s: Optional[float] = None  # between two WATCHDOG=1 under a flood, pinging every 5 s (goal <= 15 s)
-    raw_controls_in_output: Optional[int] = (
-        None  # ESC, BEL or newline bytes of untrusted input in any output (must be 0)
-    )
-    files_changed_outside_state: Optional[int] = None  # modes or owners of files root did not make, changed (must be 0)
-
-
 FIGURES = pytest.StashKey[HostileFigures]()
 
 
@@ -177,16 +161,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and "hostile" in report.keywords:
-        figures = report.config.stash[FIGURES] if hasattr(report, "config") else None  # type: ignore[attr-defined]
+        figures = report.config.stash[FIGURES] if hasattr(report, "config") else None
         if figures is not None:
             figures.scenarios += report.passed
             figures.failed += report.failed
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """The report carries its config, so pytest_runtest_logreport can reach the hostile figures."""
     outcome = yield
-    outcome.get_result().config = item.config  # type: ignore[attr-defined]
+    outcome.get_result().config = item.config
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -239,9 +224,9 @@ def figures(request: pytest.FixtureRequest) -> HostileFigures:
 
 
 @pytest.fixture
-def bystanders(figures: HostileFigures) -> Iterator[List[subprocess.Popen]]:  # type: ignore[type-arg]
+def bystanders(figures: HostileFigures) -> Iterator[Processes]:
     """Processes that must never be signalled; any that died counts as a wrong signal."""
-    started: List[subprocess.Popen] = []  # type: ignore[type-arg]
+    started: Processes = []
     yield started
     dead = [p.pid for p in started if p.poll() is not None]
     figures.wrong_signals += len(dead)

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 from harness.arm64vm import Arm64Machine, ensure_image
@@ -41,8 +42,11 @@ pytestmark = [
 ]
 
 
+Record = Dict[str, Any]  # what the job recorded (results.json), with the run's own figures
+
+
 @pytest.fixture(scope="module")
-def record(tmp_path_factory):
+def record(tmp_path_factory: pytest.TempPathFactory) -> Record:
     """Boot the arm64 host once, run the job, and return what it recorded (results.json)."""
     machine = Arm64Machine(ensure_image(HOST), tmp_path_factory.mktemp("arm64"))
     r = subprocess.run(
@@ -54,14 +58,14 @@ def record(tmp_path_factory):
     result = machine.run_job("exec python3 /mnt/job/arm64_job.py /mnt/job\n", timeout=2400)
     path = machine.job / "results.json"
     assert path.exists(), f"the job recorded nothing (rc {result.rc}): {result.out[-2000:]}\n{result.console[-3000:]}"
-    seen = json.loads(path.read_text())
+    seen: Record = json.loads(path.read_text())
     seen["job_rc"], seen["job_out"], seen["boot_and_job_s"] = result.rc, result.out, round(result.seconds, 1)
     if os.environ.get("KVMWD_ARM64_RESULTS"):  # make matrix: the figures committed beside this test
         Path(os.environ["KVMWD_ARM64_RESULTS"]).write_text(json.dumps(summary(seen), indent=1) + "\n")
     return seen
 
 
-def summary(seen):
+def summary(seen: Record) -> Dict[str, Any]:
     """The figures the closing note and the README quote, committed beside this test."""
     diag = seen.get("diagnose", {}).get("kvm", {})
     checks = {c["name"]: c for c in diag.get("checks", [])}
@@ -92,14 +96,14 @@ def summary(seen):
     }
 
 
-def answer(check):
+def answer(check: Dict[str, Any]) -> str:
     """A check's answer as the host table spells it: its value where it answers one, "ok" where it only succeeds, its errno where it fails."""
     if not check["ok"]:
-        return check["errno"]
+        return str(check["errno"])
     return "ok" if check.get("value") in (0, None) else str(check["value"])
 
 
-def test_on_a_gicv3_only_arm64_host_the_self_test_says_guests_must_use_gic_version_3(record):
+def test_on_a_gicv3_only_arm64_host_the_self_test_says_guests_must_use_gic_version_3(record: Record) -> None:
     kvm = record["diagnose"]["kvm"]
     checks = {c["name"]: c for c in kvm["checks"]}
     assert any("disabling GICv2 emulation" in line for line in record["dmesg_kvm"]), record["dmesg_kvm"]
@@ -112,7 +116,7 @@ def test_on_a_gicv3_only_arm64_host_the_self_test_says_guests_must_use_gic_versi
     ]
 
 
-def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(record):
+def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(record: Record) -> None:
     assert record["vm_start"]["rc"] != 0, record["vm_start"]
     opened = record["vm_start_failed"]
     evidence = json.loads(opened["KVMWD_EVIDENCE"])
@@ -124,7 +128,7 @@ def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(re
     )
 
 
-def test_the_real_aarch64_probe_held_at_its_chdir_is_diagnosed_as_the_incidents_and_ended(record):
+def test_the_real_aarch64_probe_held_at_its_chdir_is_diagnosed_as_the_incidents_and_ended(record: Record) -> None:
     hung = record["probe_hung"]
     diagnosis = json.loads(hung["KVMWD_EVIDENCE"])["diagnosis"]
     assert (diagnosis["stage"], diagnosis["blocked_in"], diagnosis["cause"]) == (

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from watchdogd.act.actions import KillProbe
+from watchdogd.act.killer import ProcessEnder
 from watchdogd.config import Config
 from watchdogd.decide.assess import assess
 from watchdogd.model import Defunct, Observation, Process
+from watchdogd.observe.scan import Scanner
 
 
 def zombie_under_libvirt(age: float) -> Observation:
@@ -19,7 +23,7 @@ def zombie_under_libvirt(age: float) -> Observation:
     )
 
 
-def test_a_zombie_libvirt_has_not_reaped_is_reported_with_libvirt_as_its_parent():
+def test_a_zombie_libvirt_has_not_reaped_is_reported_with_libvirt_as_its_parent() -> None:
     [finding] = assess(zombie_under_libvirt(age=120), Config())
     assert finding.kind == "probe_defunct" and finding.subject == "libvirt pid 77"
     assert "only libvirt can reap it" in finding.message
@@ -27,9 +31,9 @@ def test_a_zombie_libvirt_has_not_reaped_is_reported_with_libvirt_as_its_parent(
         {"pid": 90, "parent_pid": 77, "parent_comm": "libvirtd", "parent_kind": "libvirt", "age_s": 120}
     ]
     # kill_probe has nothing it may do about it: only restart_libvirt resolves it
-    result, detail, pids = KillProbe(Config(), scanner=None, ender=None).run(finding)  # type: ignore[arg-type]
+    result, detail, pids = KillProbe(Config(), scanner=cast(Scanner, None), ender=cast(ProcessEnder, None)).run(finding)
     assert result == "skipped" and "only restart_libvirt" in detail and pids == ()
 
 
-def test_a_zombie_for_a_moment_is_how_every_probe_starts():
+def test_a_zombie_for_a_moment_is_how_every_probe_starts() -> None:
     assert assess(zombie_under_libvirt(age=0.2), Config()) == []

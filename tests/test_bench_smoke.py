@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.journald import Journald
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_the_bench_runs_and_writes_its_results(tmp_path, journald):
+def test_the_bench_runs_and_writes_its_results(tmp_path: Path, journald: Journald) -> None:
     out = tmp_path / "results.json"
     r = subprocess.run(
         [sys.executable, "-m", "bench.run", "--only", "scan", "--sizes", "20", "--output", str(out)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict, List
 
 import pytest
 import yaml
@@ -48,18 +49,18 @@ limits:
 """
 
 
-def problems(text: str) -> list:
+def problems(text: str) -> List[str]:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "c.yaml")
     return [str(p) for p in info.value.problems]
 
 
-def test_every_key_is_optional():
+def test_every_key_is_optional() -> None:
     assert parse_config("", "c.yaml") == Config(source="c.yaml")
     assert parse_config("detect:\n", "c.yaml").detect == Config().detect
 
 
-def test_the_contract_example_is_the_default():
+def test_the_contract_example_is_the_default() -> None:
     cfg = parse_config(CONTRACT_EXAMPLE, "c.yaml")
     assert cfg == Config(source="c.yaml")
     assert cfg.policies[1] == PolicyConfig(
@@ -71,7 +72,7 @@ def test_the_contract_example_is_the_default():
     )
 
 
-def test_a_misspelt_action_is_named_with_its_line_and_path():
+def test_a_misspelt_action_is_named_with_its_line_and_path() -> None:
     third = "  - name: third\n    on: probe_dir_stale\n    do: [kil_probe]\nlimits:"
     text = CONTRACT_EXAMPLE.replace("limits:", third)
     assert problems(text) == [
@@ -126,15 +127,15 @@ def test_a_misspelt_action_is_named_with_its_line_and_path():
         ("interval: [5s\n", "c.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>'"),
     ],
 )
-def test_each_mistake_gets_a_clear_error(text, expected):
+def test_each_mistake_gets_a_clear_error(text: str, expected: str) -> None:
     assert expected in problems(text)
 
 
-def test_all_problems_are_reported_not_just_the_first():
+def test_all_problems_are_reported_not_just_the_first() -> None:
     assert len(problems("interval: soon\nevents: syslog\ndetect:\n  nope: 1\n")) == 3
 
 
-def test_config_check_prints_file_line_and_exits_2(tmp_path):
+def test_config_check_prints_file_line_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("detect:\n  probe_hung_after: 1 minute\n")
     result = run_cli("config", "check", str(bad))
@@ -149,7 +150,7 @@ def test_config_check_prints_file_line_and_exits_2(tmp_path):
     assert run_cli("config", "check", str(good)).rc == 0
 
 
-def test_the_config_file_comes_from_the_flag_then_the_environment(tmp_path):
+def test_the_config_file_comes_from_the_flag_then_the_environment(tmp_path: Path) -> None:
     env_cfg = tmp_path / "env.yaml"
     env_cfg.write_text("interval: 7s\n")
     shown = run_cli("config", "show", env={"KVM_WATCHDOG_CONFIG": str(env_cfg)})
@@ -163,7 +164,7 @@ def test_the_config_file_comes_from_the_flag_then_the_environment(tmp_path):
     assert missing.rc == 2 and "nope.yaml:0: no such file" in missing.err
 
 
-def test_config_show_round_trips(tmp_path):
+def test_config_show_round_trips(tmp_path: Path) -> None:
     shown = run_cli("config", "show", env={"KVM_WATCHDOG_CONFIG": str(REPO / "config" / "kvm-watchdog.yaml")})
     assert shown.rc == 0
     again = tmp_path / "again.yaml"
@@ -171,7 +172,7 @@ def test_config_show_round_trips(tmp_path):
     assert load_config(str(again), True) == Config(source=str(again))
 
 
-def test_binary_or_huge_files_are_refused_cleanly(tmp_path):
+def test_binary_or_huge_files_are_refused_cleanly(tmp_path: Path) -> None:
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="not UTF-8"):
@@ -185,7 +186,7 @@ def test_binary_or_huge_files_are_refused_cleanly(tmp_path):
 @pytest.mark.hostile
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
-def test_any_text_is_a_config_or_a_clear_error(text):
+def test_any_text_is_a_config_or_a_clear_error(text: str) -> None:
     try:
         parse_config(text, "fuzz.yaml")
     except ConfigError as exc:
@@ -213,19 +214,19 @@ _trees = st.recursive(
 @pytest.mark.hostile
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(_keys, _trees, max_size=5))
-def test_any_yaml_shape_is_a_config_or_a_clear_error(tree):
+def test_any_yaml_shape_is_a_config_or_a_clear_error(tree: Dict[str, Any]) -> None:
     try:
         parse_config(yaml.safe_dump(tree), "fuzz.yaml")
     except ConfigError as exc:
         assert exc.problems
 
 
-def test_the_shipped_config_is_valid():
+def test_the_shipped_config_is_valid() -> None:
     path = Path(REPO / "config" / "kvm-watchdog.yaml")
     assert run_cli("config", "check", str(path)).rc == 0
 
 
-def test_config_check_refuses_metrics_with_a_prometheus_client_too_old_to_run_them(tmp_path):
+def test_config_check_refuses_metrics_with_a_prometheus_client_too_old_to_run_them(tmp_path: Path) -> None:
     """Debian 11's python3-prometheus-client is 0.9.0: `run` died at its start with an ImportError, in a restart loop."""
     cache = Path("/var/cache/kvm-watchdog-test/prometheus-client-0.9.0")
     if not (cache / "prometheus_client").is_dir():

@@ -13,16 +13,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import pytest
 from conftest import run_cli, run_cli_process
+from harness.fixtures import Processes, WriteConfig
 from harness.sandbox import LibvirtSandbox, alive, file_tree
 from harness.wait import wait_for
 
 HUNG_AFTER = "2s"
 
 
-def test_a_healthy_host_has_no_finding(libvirt, state_dir, write_config):
+def test_a_healthy_host_has_no_finding(libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig) -> None:
     cfg = write_config(libvirt.config(state_dir))
     result = run_cli("-c", cfg, "check")
     assert result.rc == 0, result.out + result.err
@@ -36,11 +38,11 @@ PERFDATA = re.compile(
 )
 
 
-def parse_perfdata(line: str) -> dict:
+def parse_perfdata(line: str) -> Dict[str, Dict[str, str]]:
     """The performance data of a plugin's first line, by the format's grammar; an item that does not parse fails."""
     text, bar, perf = line.partition(" | ")
     assert bar and text, f"no perfdata after a | on the first line: {line!r}"
-    out = {}
+    out: Dict[str, Dict[str, str]] = {}
     for item in perf.split(" "):
         m = PERFDATA.fullmatch(item)
         assert m, f"not 'label'=value[UOM];warn;crit;min;max: {item!r}"
@@ -55,7 +57,9 @@ def parse_perfdata(line: str) -> dict:
     return out
 
 
-def test_check_prints_performance_data_that_monitoring_graphs(libvirt, state_dir, write_config):
+def test_check_prints_performance_data_that_monitoring_graphs(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
     """Icinga, Nagios and check_mk draw graphs from what follows the | of the first line."""
     cfg = write_config(libvirt.config(state_dir))
     result = run_cli_process("-c", cfg, "check")
@@ -83,9 +87,11 @@ def test_check_prints_performance_data_that_monitoring_graphs(libvirt, state_dir
 
 
 @pytest.mark.parametrize("mode", ["hang-init", "hang-qmp"])
-def test_a_hung_probe_is_critical_and_names_each_process_by_role(libvirt, state_dir, write_config, mode):
+def test_a_hung_probe_is_critical_and_names_each_process_by_role(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, mode: str
+) -> None:
     waiting = libvirt.hang(mode)
-    probe = libvirt.hung_probe()
+    probe = libvirt.the_hung_probe()
     cfg = write_config(
         libvirt.config(
             state_dir, detect={"probe_hung_after": HUNG_AFTER}, latency={"timeout": "3s", "slow": "1s", "every": "3s"}
@@ -127,7 +133,7 @@ def test_a_hung_probe_is_critical_and_names_each_process_by_role(libvirt, state_
     assert waiting.wait(30) != 0  # the waiting virsh call returns (with an error) once released
 
 
-def test_a_slow_probe_is_not_a_hung_one(libvirt, state_dir, write_config):
+def test_a_slow_probe_is_not_a_hung_one(libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig) -> None:
     libvirt.arm("slow:3", count=1)
     waiting = libvirt.domcaps_async()
     wait_for(libvirt.qmp_dirs, 20, "the slow probe's dir")
@@ -144,7 +150,9 @@ def test_a_slow_probe_is_not_a_hung_one(libvirt, state_dir, write_config):
     assert waiting.wait(30) == 0
 
 
-def test_a_dir_no_process_belongs_to_is_stale(libvirt, state_dir, write_config):
+def test_a_dir_no_process_belongs_to_is_stale(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
     stale = libvirt.probe_dir / "qmp-OLD123"
     stale.mkdir(mode=0o700)
     (stale / "qmp.monitor").write_text("")
@@ -162,7 +170,7 @@ def test_a_dir_no_process_belongs_to_is_stale(libvirt, state_dir, write_config):
     stale.rmdir()
 
 
-def _bystanders(libvirt: LibvirtSandbox, tmp_path: Path):
+def _bystanders(libvirt: LibvirtSandbox, tmp_path: Path) -> Tuple[Dict[str, Optional[int]], Processes]:
     """Processes a pidfile might name that must never become part of a probe."""
     sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
     fake_bin = tmp_path / "qemu-system-x86_64"  # an emulator's name, but another dir on its command line
@@ -184,7 +192,9 @@ def _bystanders(libvirt: LibvirtSandbox, tmp_path: Path):
     }, [sleeper, other]
 
 
-def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(libvirt, state_dir, write_config, tmp_path):
+def test_a_pidfile_naming_a_bystander_never_makes_it_part_of_a_probe(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
+) -> None:
     bystanders, procs = _bystanders(libvirt, tmp_path)
     dirs = {}
     try:
@@ -237,7 +247,9 @@ MALFORMED = {
 }
 
 
-def test_malformed_pidfiles_never_crash_or_block_check(libvirt, state_dir, write_config, tmp_path):
+def test_malformed_pidfiles_never_crash_or_block_check(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
+) -> None:
     made = []
     for i, content in enumerate(MALFORMED.values()):
         d = libvirt.probe_dir / f"qmp-BADPF{i}"
@@ -281,7 +293,9 @@ def test_malformed_pidfiles_never_crash_or_block_check(libvirt, state_dir, write
             d.rmdir()
 
 
-def test_a_symlink_named_like_a_probe_dir_is_never_entered(libvirt, state_dir, write_config, tmp_path):
+def test_a_symlink_named_like_a_probe_dir_is_never_entered(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
+) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "qmp.pid").write_text(f"{os.getpid()}\n")
@@ -296,7 +310,9 @@ def test_a_symlink_named_like_a_probe_dir_is_never_entered(libvirt, state_dir, w
         link.unlink()
 
 
-def test_libvirt_stopped_is_unreachable_within_the_timeout(own_libvirt, state_dir, write_config):
+def test_libvirt_stopped_is_unreachable_within_the_timeout(
+    own_libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
     cfg = write_config(own_libvirt.config(state_dir, latency={"timeout": "5s", "every": "5s", "slow": "1s"}))
     own_libvirt.stop()
     started = time.monotonic()
@@ -308,7 +324,7 @@ def test_libvirt_stopped_is_unreachable_within_the_timeout(own_libvirt, state_di
     assert elapsed < 5 + 1
 
 
-def test_check_changes_nothing(libvirt, state_dir, write_config):
+def test_check_changes_nothing(libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig) -> None:
     waiting = libvirt.hang("hang-init")
     cfg = write_config(
         libvirt.config(
@@ -317,13 +333,13 @@ def test_check_changes_nothing(libvirt, state_dir, write_config):
     )
     wait_for(lambda: run_cli("-c", cfg, "check", "--no-latency").rc == 2, 20, "the probe to count as hung")
 
-    def processes():
+    def processes() -> Dict[int, bytes]:
         return {
             pid: (Path(f"/proc/{pid}/stat").read_bytes().split()[2])
             for pid in libvirt.sandbox_pids() + [libvirt.libvirtd_pid]
         }
 
-    def files():
+    def files() -> Dict[str, object]:
         return {**file_tree(libvirt.probe_dir), **file_tree(libvirt.cache_dir), **file_tree(state_dir)}
 
     before_procs, before_files = processes(), files()
@@ -338,7 +354,7 @@ def test_check_changes_nothing(libvirt, state_dir, write_config):
     waiting.wait(30)
 
 
-def test_check_exits_unknown_on_a_broken_config(tmp_path):
+def test_check_exits_unknown_on_a_broken_config(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("interval: soon\n")
     result = run_cli("-c", str(cfg), "check")
@@ -346,18 +362,20 @@ def test_check_exits_unknown_on_a_broken_config(tmp_path):
     assert f"{cfg}:1: interval: 'soon' is not a duration" in result.err
 
 
-def test_python_dash_m_is_the_same_command():
+def test_python_dash_m_is_the_same_command() -> None:
     r = subprocess.run([sys.executable, "-m", "watchdogd", "--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("kvm-watchdog ")
 
 
 def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_proc(
-    own_libvirt, state_dir, write_config
-):
+    own_libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
+    from watchdogd.observe.scan import Scanner
     from watchdogd.service.app import build
     from watchdogd.service.preflight import load_config
 
     scanner = build(load_config(write_config(own_libvirt.config(state_dir)), True)).scanner
+    assert isinstance(scanner, Scanner)
     first = scanner.observe()
     assert scanner.full_walks == 1 and own_libvirt.libvirtd_pid in first.libvirt_pids
     again = scanner.observe()

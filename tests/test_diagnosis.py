@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Dict
 
 import pytest
 from conftest import REPO, run_cli
+from harness.fixtures import StartDaemon, WriteConfig
+from harness.journald import Journald
+from harness.sandbox import LibvirtSandbox
 from harness.service import command
 from harness.wait import wait_for
 
 DOMAIN = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>"
 
 
-def daemon_config(libvirt, state_dir, **overrides):  # type: ignore[no-untyped-def]
+def daemon_config(libvirt: LibvirtSandbox, state_dir: Path, **overrides: object) -> Dict[str, object]:
     cfg = libvirt.config(
         state_dir, interval="1s", events="journal", detect={"probe_hung_after": "3s"}, latency={"enabled": False}
     )
@@ -29,8 +34,8 @@ def daemon_config(libvirt, state_dir, **overrides):  # type: ignore[no-untyped-d
 
 
 def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_before_the_kill(
-    journald, libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     libvirt.build_hang_shim()
     daemon = start_daemon(write_config(daemon_config(libvirt, state_dir)))
     daemon.wait_journal("started")
@@ -56,7 +61,9 @@ def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_b
     )
 
 
-def test_a_daemon_that_never_answers_qmp_is_after_ready(journald, libvirt, state_dir, write_config, start_daemon):
+def test_a_daemon_that_never_answers_qmp_is_after_ready(
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     daemon = start_daemon(
         write_config(
             daemon_config(libvirt, state_dir, policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}])
@@ -75,8 +82,14 @@ def test_a_daemon_that_never_answers_qmp_is_after_ready(journald, libvirt, state
     [("pmu", "PMU: KVM_SET_DEVICE_ATTR: Invalid argument"), ("irq", "kvm_set_irq: No such device or address")],
 )
 def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(
-    journald, libvirt, state_dir, write_config, start_daemon, fault, line
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    fault: str,
+    line: str,
+) -> None:
     name = f"t-{fault}"
     xml = state_dir / f"{name}.xml"
     xml.write_text(DOMAIN.format(name=name))
@@ -112,7 +125,7 @@ def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(
         (libvirt.log_dir / f"{name}.log").unlink(missing_ok=True)  # the next tests' diagnose reads the logs' tails
 
 
-def test_diagnose_says_kvm_is_usable_here(state_dir, write_config, libvirt):
+def test_diagnose_says_kvm_is_usable_here(state_dir: Path, write_config: WriteConfig, libvirt: LibvirtSandbox) -> None:
     r = run_cli("-c", write_config(libvirt.config(state_dir, latency={"enabled": False})), "diagnose", "--json")
     report = r.json
     assert set(report) >= {"kvm", "kernel", "probes", "signatures", "incidents", "verdict"}
@@ -123,7 +136,9 @@ def test_diagnose_says_kvm_is_usable_here(state_dir, write_config, libvirt):
 
 
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare (util-linux)")
-def test_diagnose_says_kvm_is_unusable_and_exits_2_when_dev_kvm_is_masked(state_dir, write_config, libvirt):
+def test_diagnose_says_kvm_is_unusable_and_exits_2_when_dev_kvm_is_masked(
+    state_dir: Path, write_config: WriteConfig, libvirt: LibvirtSandbox
+) -> None:
     cfg = write_config(libvirt.config(state_dir, latency={"enabled": False}))
     script = f"mount --bind /dev/null /dev/kvm && exec {command()} -c {cfg} diagnose --json"
     r = subprocess.run(
@@ -143,7 +158,7 @@ def test_diagnose_says_kvm_is_unusable_and_exits_2_when_dev_kvm_is_masked(state_
     )
 
 
-def test_a_broken_signature_table_is_a_config_error_with_its_row(tmp_path):
+def test_a_broken_signature_table_is_a_config_error_with_its_row(tmp_path: Path) -> None:
     table = tmp_path / "sigs.yaml"
     table.write_text("signatures:\n  - match: '('\n    cause: x\n    what_to_do: y\n")
     cfg = tmp_path / "c.yaml"
@@ -152,7 +167,7 @@ def test_a_broken_signature_table_is_a_config_error_with_its_row(tmp_path):
     assert r.rc == 2 and "diagnose.signatures" in r.err and "signatures[0]: not a valid regex" in r.err, r.err
 
 
-def test_an_operators_signature_row_is_tried_first(tmp_path):
+def test_an_operators_signature_row_is_tried_first(tmp_path: Path) -> None:
     from watchdogd.diagnose.signatures import load, match
 
     table = tmp_path / "sigs.yaml"

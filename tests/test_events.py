@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from pathlib import Path
 from typing import Dict, List
 
 from harness.findings import hung_probe, stale_dir
@@ -17,7 +18,7 @@ HUNG = dataclasses.replace(hung_probe("/d/qmp-abcdef", pids=[7, 8], age_s=61.0, 
 STALE = stale_dir("/d/qmp-zzzzzz", since=50.0)
 
 
-def test_a_condition_seen_on_every_scan_opens_once_and_resolves_once():
+def test_a_condition_seen_on_every_scan_opens_once_and_resolves_once() -> None:
     ledger = FindingLedger()
     changes = [
         ledger.update(findings, now)
@@ -33,7 +34,7 @@ def test_a_condition_seen_on_every_scan_opens_once_and_resolves_once():
     ]
 
 
-def test_a_finding_being_acted_on_stays_open_until_the_action_is_reported():
+def test_a_finding_being_acted_on_stays_open_until_the_action_is_reported() -> None:
     ledger = FindingLedger()
     ledger.update([HUNG], 1)
     held = ledger.update([], 2, hold={HUNG.key})
@@ -41,7 +42,7 @@ def test_a_finding_being_acted_on_stays_open_until_the_action_is_reported():
     assert ledger.update([], 3).resolved[0][0] == HUNG
 
 
-def test_the_ledger_survives_a_restart_through_json():
+def test_the_ledger_survives_a_restart_through_json() -> None:
     ledger = FindingLedger()
     ledger.update([HUNG], 10)
     again = FindingLedger.from_json(json.loads(json.dumps(ledger.to_json())))
@@ -49,7 +50,7 @@ def test_the_ledger_survives_a_restart_through_json():
     assert FindingLedger.from_json([{"kind": "probe_hung"}, "junk", None]).open == {}
 
 
-def test_events_carry_the_contract_fields():
+def test_events_carry_the_contract_fields() -> None:
     opened = finding_opened(HUNG).journal_fields(0)
     assert opened["MESSAGE_ID"] == MESSAGE_IDS["probe_hung"] and opened["PRIORITY"] == "2"
     assert opened["SYSLOG_IDENTIFIER"] == "kvm-watchdog" and opened["KVMWD_STATE"] == "open"
@@ -80,7 +81,7 @@ class FlakyStream(io.StringIO):
         return super().write(text)
 
 
-def test_when_the_journal_refuses_events_go_to_stderr_and_back_to_the_journal_when_it_returns():
+def test_when_the_journal_refuses_events_go_to_stderr_and_back_to_the_journal_when_it_returns() -> None:
     journal: List[Dict[str, str]] = []
     down = [True]
 
@@ -99,7 +100,7 @@ def test_when_the_journal_refuses_events_go_to_stderr_and_back_to_the_journal_wh
     assert [e["MESSAGE"] for e in journal] == ["two"]
 
 
-def test_an_event_neither_journal_nor_stderr_takes_is_kept_and_delivered_in_order_later():
+def test_an_event_neither_journal_nor_stderr_takes_is_kept_and_delivered_in_order_later() -> None:
     stream = FlakyStream()
     sink = EventSink("stderr", None, stream=stream)
     stream.full = True
@@ -112,7 +113,7 @@ def test_an_event_neither_journal_nor_stderr_takes_is_kept_and_delivered_in_orde
     assert not sink.pending
 
 
-def test_auto_uses_the_journal_only_where_its_socket_exists(tmp_path):
+def test_auto_uses_the_journal_only_where_its_socket_exists(tmp_path: Path) -> None:
     sent: List[Dict[str, str]] = []
     stream = io.StringIO()
     sink = EventSink("auto", lambda **f: sent.append(f), stream=stream, socket_path=str(tmp_path / "socket"))

@@ -15,10 +15,15 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import yaml
 from conftest import run_cli
+from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
+from harness.journald import Journald
+from harness.sandbox import LibvirtSandbox
+from harness.service import RunningDaemon
 from harness.wait import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,7 +43,7 @@ from watchdogd.state import StateStore
 pytestmark = pytest.mark.hostile
 
 
-def tree_digest(root: Path) -> dict:
+def tree_digest(root: Path) -> Dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
@@ -46,7 +51,7 @@ def tree_digest(root: Path) -> dict:
     }
 
 
-def sleeper() -> subprocess.Popen:
+def sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen(["sleep", "1000"])
 
 
@@ -58,7 +63,7 @@ FUZZED = [0]  # inputs tried by the hypothesis tests below, for the figures
 
 
 @pytest.fixture(autouse=True)
-def _count_fuzzed(figures):
+def _count_fuzzed(figures: HostileFigures) -> Iterator[None]:
     before = FUZZED[0]
     yield
     figures.inputs_fuzzed += FUZZED[0] - before
@@ -68,8 +73,15 @@ def _count_fuzzed(figures):
 
 
 def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothing_else(
-    journald, libvirt, state_dir, tmp_path, write_config, start_daemon, bystanders, figures
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    tmp_path: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    bystanders: Processes,
+    figures: HostileFigures,
+) -> None:
     probe_root = libvirt.probe_dir
     victim = tmp_path / "victim"
     (victim / "sub").mkdir(parents=True)
@@ -125,7 +137,7 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
     os.rmdir(probe_root / "qmp-\nnewline")
 
 
-def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_removed(tmp_path):
+def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_removed(tmp_path: Path) -> None:
     base = tmp_path / "lib"
     base.mkdir()
     stale = base / "qmp-Stale1"
@@ -142,7 +154,7 @@ def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_remove
     assert (stale / "qmp.monitor").exists()
 
 
-def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(tmp_path):
+def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(tmp_path: Path) -> None:
     base = tmp_path / "lib"
     (base / "qmp-Fresh1").mkdir(parents=True)
     offset = [0.0]
@@ -164,8 +176,12 @@ def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(
 
 
 def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_is_cleaned(
-    journald, own_libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald,
+    own_libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+) -> None:
     cfg = write_config(
         own_libvirt.config(
             state_dir,
@@ -178,7 +194,7 @@ def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_i
         )
     )
     own_libvirt.hang("hang-init", count=1)
-    probe_dir = str(own_libvirt.hung_probe()["dir"])
+    probe_dir = str(own_libvirt.the_hung_probe()["dir"])
     own_libvirt.kill_libvirtd()  # mid-probe: nobody will remove its dir now
     daemon = start_daemon(cfg)
     daemon.wait_journal("libvirt_unreachable", KVMWD_STATE="open")
@@ -191,7 +207,13 @@ def test_libvirtd_killed_mid_probe_leaves_a_probe_that_is_ended_and_a_dir_that_i
     assert daemon.alive()
 
 
-def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_dir, write_config, start_daemon):
+def test_libvirtd_restarted_during_a_latency_probe(
+    journald: Journald,
+    own_libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+) -> None:
     # no grace: the call's failure itself is what is under test (at the default grace a
     # restart is a normal moment and no finding: the Debian 12/13 system test shows that)
     no_grace = {"libvirt_unreachable": "0s", "domcaps_failed": "0s", "cache_empty": "0s"}
@@ -209,6 +231,7 @@ def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_
     daemon = start_daemon(cfg)
     wait_for(daemon.children, 30, "the latency probe in flight")
     old = own_libvirt.libvirtd_pid
+    assert own_libvirt.supervisor is not None
     own_libvirt.supervisor.send_signal(signal.SIGUSR1)  # restart, as systemctl restart would
     own_libvirt.wait_libvirtd(not_pid=old)
     seen = wait_for(
@@ -227,12 +250,12 @@ def test_libvirtd_restarted_during_a_latency_probe(journald, own_libvirt, state_
     assert "Traceback" not in daemon.stderr_path.read_text()
 
 
-def status_problems(daemon) -> list:
+def status_problems(daemon: RunningDaemon) -> List[Dict[str, Any]]:
     return [e for e in daemon.journal_events("scan_problem") if "status.json" in e["KVMWD_PROBLEM"]]
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path):
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "kvmwd-tiny", str(mnt)], check=True)
@@ -241,8 +264,8 @@ def tiny_tmpfs(tmp_path):
 
 
 def test_a_full_state_dir_is_reported_once_and_the_daemon_goes_on(
-    journald, libvirt, tiny_tmpfs, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, tiny_tmpfs: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(libvirt.config(tiny_tmpfs, interval="0.5s", events="journal"))
     filler = tiny_tmpfs / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
@@ -268,8 +291,8 @@ def test_a_full_state_dir_is_reported_once_and_the_daemon_goes_on(
 
 
 def test_a_read_only_state_dir_is_reported_and_the_daemon_goes_on(
-    journald, libvirt, tiny_tmpfs, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, tiny_tmpfs: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(libvirt.config(tiny_tmpfs, interval="0.5s", events="journal"))
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
     daemon = start_daemon(cfg)
@@ -279,7 +302,9 @@ def test_a_read_only_state_dir_is_reported_and_the_daemon_goes_on(
     assert daemon.alive()
 
 
-def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(tiny_tmpfs, tmp_path, figures):
+def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(
+    tiny_tmpfs: Path, tmp_path: Path, figures: HostileFigures
+) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     for i in range(4):
@@ -297,7 +322,9 @@ def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(tiny_tmpfs,
     assert result == "failed" and "left in place" in detail
 
 
-def test_the_config_deleted_while_running_keeps_the_old_one(journald, libvirt, state_dir, tmp_path, start_daemon):
+def test_the_config_deleted_while_running_keeps_the_old_one(
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(libvirt.config(state_dir, interval="30s", events="journal")))
     daemon = start_daemon(str(path))
@@ -313,9 +340,9 @@ def test_the_config_deleted_while_running_keeps_the_old_one(journald, libvirt, s
     assert daemon.stop() == 0
 
 
-def test_processes_exiting_between_listdir_and_read_never_break_a_scan(tmp_path):
+def test_processes_exiting_between_listdir_and_read_never_break_a_scan(tmp_path: Path) -> None:
     fake = tmp_path / "qemu-system-x86_64"
-    shutil.copy(shutil.which("true"), fake)
+    shutil.copy("/bin/true", fake)
     stop = threading.Event()
 
     def churn() -> None:
@@ -341,8 +368,13 @@ def test_processes_exiting_between_listdir_and_read_never_break_a_scan(tmp_path)
 
 
 def test_thousands_of_probe_dirs_are_one_flood_finding_and_their_cleanup_spends_only_the_unproven_budget(
-    journald, libvirt, state_dir, write_config, start_daemon, bystanders
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    bystanders: Processes,
+) -> None:
     victim = sleeper()
     bystanders.append(victim)
     for i in range(3000):
@@ -388,7 +420,7 @@ def test_thousands_of_probe_dirs_are_one_flood_finding_and_their_cleanup_spends_
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=64))
-def test_any_pidfile_bytes_give_a_pid_or_a_reason(data):
+def test_any_pidfile_bytes_give_a_pid_or_a_reason(data: bytes) -> None:
     FUZZED[0] += 1
     read = parse_pid(data, 4194304)
     assert (read.pid is None) != (read.problem is None)
@@ -398,7 +430,7 @@ def test_any_pidfile_bytes_give_a_pid_or_a_reason(data):
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=400))
-def test_any_proc_stat_line_parses_or_is_refused_clearly(data):
+def test_any_proc_stat_line_parses_or_is_refused_clearly(data: bytes) -> None:
     FUZZED[0] += 1
     try:
         comm, state, ppid, start, _flags = parse_stat(data)
@@ -410,7 +442,7 @@ def test_any_proc_stat_line_parses_or_is_refused_clearly(data):
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=400))
-def test_any_cmdline_bytes_split_into_strings_that_round_trip(data):
+def test_any_cmdline_bytes_split_into_strings_that_round_trip(data: bytes) -> None:
     FUZZED[0] += 1
     argv = split_cmdline(data)
     assert all(isinstance(a, str) for a in argv)
@@ -421,7 +453,7 @@ def test_any_cmdline_bytes_split_into_strings_that_round_trip(data):
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
-def test_any_pidfile_on_disk_is_read_without_a_traceback(tmp_path_factory, data):
+def test_any_pidfile_on_disk_is_read_without_a_traceback(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     FUZZED[0] += 1
     d = tmp_path_factory.mktemp("pidfile")
     (d / "qmp.pid").write_bytes(data)
@@ -433,7 +465,7 @@ def test_any_pidfile_on_disk_is_read_without_a_traceback(tmp_path_factory, data)
     assert (read.pid is None) != (read.problem is None)
 
 
-def test_a_config_of_random_bytes_on_disk_is_a_clear_error(tmp_path):
+def test_a_config_of_random_bytes_on_disk_is_a_clear_error(tmp_path: Path) -> None:
     for i in range(50):
         FUZZED[0] += 1
         path = tmp_path / f"c{i}.yaml"
@@ -444,7 +476,7 @@ def test_a_config_of_random_bytes_on_disk_is_a_clear_error(tmp_path):
             assert type(exc).__name__ == "ConfigError", repr(exc)
 
 
-def test_a_process_table_read_under_a_hostile_proc_tree_skips_what_it_cannot_read(tmp_path):
+def test_a_process_table_read_under_a_hostile_proc_tree_skips_what_it_cannot_read(tmp_path: Path) -> None:
     root = tmp_path / "proc"
     (root / "10").mkdir(parents=True)
     (root / "10" / "stat").write_bytes(b"10 (qemu-system-x8) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0")

@@ -13,18 +13,21 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Dict, Set
+from typing import Any, Dict, Sequence, Set
 
 import pytest
 import yaml
 from harness.findings import hung_probe
+from harness.fixtures import HostileFigures, StartDaemon, WriteConfig
+from harness.journald import Journald
 from harness.prom import PROMTOOL, NodeExporter, Prometheus, free_port, get, samples
+from harness.sandbox import LibvirtSandbox
 from harness.wait import wait_for
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from watchdogd.config import Config
-from watchdogd.model import FINDING_KINDS
+from watchdogd.model import FINDING_KINDS, Finding
 from watchdogd.report.figures import Counters, Figures, Snapshot
 from watchdogd.report.metrics import Metrics
 from watchdogd.state import StateStore
@@ -36,7 +39,7 @@ DASHBOARD = REPO / "packaging" / "grafana" / "kvm-watchdog-fleet.json"
 HUNG = "kind=probe_hung,proven=true,severity=critical"
 
 
-def snapshot(findings=()) -> Snapshot:  # type: ignore[no-untyped-def]
+def snapshot(findings: Sequence[Finding] = ()) -> Snapshot:
     return Snapshot(
         tuple(findings),
         {"running": 0, "hung": len(findings), "stale": 0},
@@ -58,13 +61,13 @@ def exposition(figures: Figures) -> str:
 # ---- the rules and the dashboard -----------------------------------------------------------
 
 
-def test_promtool_checks_the_rules_and_their_unit_tests_pass():
+def test_promtool_checks_the_rules_and_their_unit_tests_pass() -> None:
     for argv in ([PROMTOOL, "check", "rules", str(RULES)], [PROMTOOL, "test", "rules", str(RULE_TESTS)]):
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=str(RULES.parent))
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_every_shipped_alert_is_tested_firing_and_not_firing():
+def test_every_shipped_alert_is_tested_firing_and_not_firing() -> None:
     alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
     fires: Set[str] = set()
     silent: Set[str] = set()
@@ -84,7 +87,7 @@ def exposed_names() -> Set[str]:
     return {s.name for fam in text_string_to_metric_families(exposition(figures)) for s in fam.samples}
 
 
-def test_every_dashboard_and_rule_query_names_only_metrics_that_exist():
+def test_every_dashboard_and_rule_query_names_only_metrics_that_exist() -> None:
     names = exposed_names()
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
@@ -99,7 +102,7 @@ def test_every_dashboard_and_rule_query_names_only_metrics_that_exist():
     }
 
 
-def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
+def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names() -> None:
     figures = Figures(Counters())
     figures.snapshot = snapshot(
         [
@@ -140,7 +143,7 @@ def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names():
     )
 
 
-def test_the_latency_histogram_separates_milliseconds_from_seconds_from_a_timeout():
+def test_the_latency_histogram_separates_milliseconds_from_seconds_from_a_timeout() -> None:
     from watchdogd.model import LatencyResult
 
     figures = Figures(Counters())
@@ -153,7 +156,7 @@ def test_the_latency_histogram_separates_milliseconds_from_seconds_from_a_timeou
     assert samples(exposition(figures), "kvmwd_domcaps_timeouts_total")[""] == 1
 
 
-def test_the_textfile_is_never_seen_half_written(tmp_path):
+def test_the_textfile_is_never_seen_half_written(tmp_path: Path) -> None:
     path = tmp_path / "kvm-watchdog.prom"
     figures = Figures(Counters())
     metrics = Metrics(
@@ -188,7 +191,7 @@ def test_the_textfile_is_never_seen_half_written(tmp_path):
 # ---- the real node_exporter and the real Prometheus -----------------------------------------
 
 
-def _config(libvirt, state_dir: Path, **metrics: Any) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
+def _config(libvirt: LibvirtSandbox, state_dir: Path, **metrics: Any) -> Dict[str, object]:
     return libvirt.config(
         state_dir,
         interval="0.5s",
@@ -201,8 +204,13 @@ def _config(libvirt, state_dir: Path, **metrics: Any) -> Dict[str, Any]:  # type
 
 
 def test_node_exporter_serves_a_replayed_hang_found_then_fixed(
-    journald, libvirt, state_dir, tmp_path, write_config, start_daemon
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    tmp_path: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+) -> None:
     textdir = tmp_path / "textfile"
     textdir.mkdir()
     exporter = NodeExporter(textdir, tmp_path)
@@ -246,8 +254,13 @@ def test_node_exporter_serves_a_replayed_hang_found_then_fixed(
 
 
 def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(
-    journald, libvirt, state_dir, tmp_path, write_config, start_daemon
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    tmp_path: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+) -> None:
     port = free_port()
     daemon = start_daemon(write_config(_config(libvirt, state_dir, listen=f"127.0.0.1:{port}")))
     wait_for(lambda: "kvmwd_up 1.0" in get(f"http://127.0.0.1:{port}/metrics"), 30, "the /metrics endpoint")
@@ -281,7 +294,7 @@ def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(
     "value, message",
     [("9877", "must be HOST:PORT"), (":0", "must be HOST:PORT"), ("::1:9877", "an IPv6 address goes in brackets")],
 )
-def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path, value, message):
+def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path: Path, value: str, message: str) -> None:
     from conftest import run_cli
 
     cfg = tmp_path / "c.yaml"
@@ -319,7 +332,7 @@ while time.monotonic() < until:
 
 
 @pytest.mark.hostile
-def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(figures):
+def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(figures: HostileFigures) -> None:
     """Debian's textfile dir lies in the prometheus user's tree: that uid (nobody here) swaps every temp name for a link to a root-only file."""
     import os
 
@@ -365,7 +378,7 @@ def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(fi
         subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
 
-def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path):
+def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path: Path) -> None:
     from conftest import run_cli
 
     real = tmp_path / "real"
@@ -378,7 +391,7 @@ def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path):
 
 
 @pytest.mark.hostile
-def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds():
+def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds() -> None:
     import socket
 
     from watchdogd.config import MetricsConfig

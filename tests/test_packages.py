@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any, List, Mapping
 
 import pytest
+from harness.journald import Journald
 from harness.wait import wait_for
 
 from watchdogd import __version__
@@ -29,26 +31,28 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return Path(r.stdout.strip().splitlines()[-1])
 
 
-def deb_files(deb: Path) -> list:
+def deb_files(deb: Path) -> List[str]:
     r = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True)
     return [line.split()[-1].lstrip(".") for line in r.stdout.splitlines() if not line.startswith("d")]
 
 
-def run(*argv: str, check: bool = True, env: dict = SYSTEM_ENV, **kw) -> subprocess.CompletedProcess:
+def run(
+    *argv: str, check: bool = True, env: Mapping[str, str] = SYSTEM_ENV, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(list(argv), capture_output=True, text=True, timeout=600, env=env, check=False, **kw)
     if check:
         assert r.returncode == 0, f"{argv} exited {r.returncode}: {r.stderr[-2000:]}"
     return r
 
 
-def test_the_deb_is_named_for_its_version_and_lintian_finds_no_error(deb: Path):
+def test_the_deb_is_named_for_its_version_and_lintian_finds_no_error(deb: Path) -> None:
     assert deb.name == f"kvm-watchdog_{__version__}_all.deb"
     depends = run("dpkg-deb", "-f", str(deb), "Depends").stdout
     for dep in ("python3-libvirt", "python3-systemd", "python3-yaml"):
@@ -61,7 +65,7 @@ def test_the_deb_is_named_for_its_version_and_lintian_finds_no_error(deb: Path):
     assert errors == [], r.stdout
 
 
-def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: Path, journald):
+def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: Path, journald: Journald) -> None:
     if run("dpkg-query", "-W", "-f=${Status}", "kvm-watchdog", check=False).stdout.startswith("install ok"):
         pytest.skip("kvm-watchdog is already installed on this machine; not ours to replace")
     run(
@@ -129,7 +133,7 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
 
 
 @pytest.fixture(scope="module")
-def rpm(tmp_path_factory) -> Path:
+def rpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not shutil.which("rpmbuild"):
         pytest.skip("rpmbuild is not installed (Debian's rpm package; scripts/install-deps)")
     out = tmp_path_factory.mktemp("rpms")
@@ -143,7 +147,7 @@ def rpm_query(rpm: Path, *args: str) -> str:
     return run("rpm", "-qp", *args, str(rpm)).stdout
 
 
-def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path):
+def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path) -> None:
     """rpmbuild on the spec, for real; its payload: unit, catalog, man pages, the config as %config(noreplace), every subpackage."""
     assert rpm.name == f"kvm-watchdog-{__version__}-1.noarch.rpm", "one version: pyproject's"
     flags = {}
@@ -197,7 +201,7 @@ def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path
     assert not re.search(r"libvirtd|virtqemud", scripts), "the package's scripts never touch libvirt"
 
 
-def test_the_rpm_spec_uses_the_rpm_macros_where_a_host_has_them():
+def test_the_rpm_spec_uses_the_rpm_macros_where_a_host_has_them() -> None:
     """On RHEL 9 the pyproject and systemd macros build it; here their fallbacks do: both spelled in the one spec."""
     spec = SPEC.read_text()
     for macro in (

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Dict, List
 
 import pytest
 from conftest import run_cli_process
+from harness.fixtures import HostileFigures, StartDaemon, WriteConfig
+from harness.journald import Journald
+from harness.sandbox import LibvirtSandbox
+from harness.service import NotifyListener
 from harness.wait import wait_for
 
 EVIL_NAME = "vm1\nWATCHDOG=trigger\nSTOPPING=1\x1b[2J\x07"
@@ -55,8 +60,14 @@ def no_raw_control(text: str, where: str) -> None:
 
 @pytest.mark.hostile
 def test_a_guests_log_name_and_lines_reach_no_output_raw(
-    journald, libvirt, state_dir, write_config, start_daemon, notify_socket, figures
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    notify_socket: NotifyListener,
+    figures: HostileFigures,
+) -> None:
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal", latency={"enabled": False}))
     daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path)})
     wait_for(lambda: notify_socket.with_key("READY"), 30, "READY=1")

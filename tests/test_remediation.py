@@ -13,11 +13,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, CliResult, run_cli
 from harness.findings import hung_probe
-from harness.sandbox import alive, file_tree
+from harness.fixtures import WriteConfig
+from harness.procs import process_of
+from harness.sandbox import LibvirtSandbox, alive, file_tree
 from harness.wait import wait_for
 
 from watchdogd.act.killer import ProcessEnder
@@ -30,7 +33,7 @@ from watchdogd.safety import Protected, why_not_member
 FAST = {"detect": {"probe_hung_after": "1s"}, "latency": {"enabled": False}, "actions": {"kill_grace": "2s"}}
 
 
-def remediate(cfg: str, *extra: str):
+def remediate(cfg: str, *extra: str) -> CliResult:
     return run_cli("-c", cfg, "remediate", "--json", *extra)
 
 
@@ -39,9 +42,11 @@ def wait_until_hung(cfg: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["hang-init", "hang-qmp"])
-def test_remediate_kills_a_hung_probe_and_libvirt_works_again(libvirt, state_dir, write_config, mode):
+def test_remediate_kills_a_hung_probe_and_libvirt_works_again(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, mode: str
+) -> None:
     waiting = libvirt.hang(mode)
-    probe = libvirt.hung_probe()
+    probe = libvirt.the_hung_probe()
     cfg = write_config(libvirt.config(state_dir, **FAST))
     wait_until_hung(cfg)
 
@@ -62,7 +67,9 @@ def test_remediate_kills_a_hung_probe_and_libvirt_works_again(libvirt, state_dir
     assert run_cli("-c", healthy, "check").rc == 0
 
 
-def test_repeated_hangs_escalate_once_then_the_breaker_pauses(libvirt, state_dir, write_config):
+def test_repeated_hangs_escalate_once_then_the_breaker_pauses(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
     cfg = write_config(
         libvirt.config(
             state_dir,
@@ -80,7 +87,7 @@ def test_repeated_hangs_escalate_once_then_the_breaker_pauses(libvirt, state_dir
         runs.append(remediate(cfg))
         waiting.wait(60)
 
-    def summary(r):
+    def summary(r: CliResult) -> List[Tuple[str, str, str]]:
         return [(a["action"], a["policy"], a["result"]) for a in r.json["actions"]]
 
     assert summary(runs[0]) == [("kill_probe", "kill-hung-probes", "ok")]
@@ -108,9 +115,11 @@ def test_repeated_hangs_escalate_once_then_the_breaker_pauses(libvirt, state_dir
     waiting.wait(30)
 
 
-def test_dry_run_reports_every_decision_and_changes_nothing(libvirt, state_dir, write_config):
+def test_dry_run_reports_every_decision_and_changes_nothing(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
     waiting = libvirt.hang("hang-init")
-    probe = libvirt.hung_probe()
+    probe = libvirt.the_hung_probe()
     cfg = write_config(libvirt.config(state_dir, **FAST))
     wait_until_hung(cfg)
     before = {**file_tree(libvirt.probe_dir), **file_tree(libvirt.cache_dir)}
@@ -137,8 +146,8 @@ def sha(path: Path) -> str:
 
 
 def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(
-    libvirt, state_dir, write_config, tmp_path
-):
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
+) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     precious_file = elsewhere / "precious.txt"
@@ -168,7 +177,9 @@ def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(
     assert file_tree(elsewhere) == before
 
 
-def test_a_stale_dir_swapped_for_a_symlink_is_refused(libvirt, state_dir, write_config, tmp_path):
+def test_a_stale_dir_swapped_for_a_symlink_is_refused(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
+) -> None:
     from watchdogd.act.stale import RefusedError, remove_probe_dir
 
     target = tmp_path / "target"
@@ -187,7 +198,7 @@ def test_a_stale_dir_swapped_for_a_symlink_is_refused(libvirt, state_dir, write_
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A state dir on another file system, so quarantine must copy, not rename."""
     mount = tmp_path / "tmpfs"
     mount.mkdir()
@@ -197,7 +208,7 @@ def tmpfs(tmp_path):
 
 
 @pytest.mark.parametrize("across_filesystems", [False, True])
-def test_quarantine_keeps_every_byte_of_the_cache(tmp_path, tmpfs, across_filesystems):
+def test_quarantine_keeps_every_byte_of_the_cache(tmp_path: Path, tmpfs: Path, across_filesystems: bool) -> None:
     from watchdogd.act.quarantine import quarantine_cache
 
     cache = tmp_path / "cache"
@@ -216,7 +227,7 @@ def test_quarantine_keeps_every_byte_of_the_cache(tmp_path, tmpfs, across_filesy
     assert "MANIFEST.json" in os.listdir(dest)
 
 
-def test_quarantine_keeps_only_the_newest_sets(tmp_path):
+def test_quarantine_keeps_only_the_newest_sets(tmp_path: Path) -> None:
     from watchdogd.act.quarantine import quarantine_cache
 
     cache = tmp_path / "cache"
@@ -240,7 +251,7 @@ def _fake_emulator(tmp_path: Path) -> Path:
     return fake
 
 
-def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
+def test_the_safety_rule_refuses_every_bystander(libvirt: LibvirtSandbox, tmp_path: Path) -> None:
     proc = ProcFS()
     probe_dir = libvirt.probe_dir / "qmp-GUARD0"
     probe_dir.mkdir(mode=0o700)
@@ -251,7 +262,7 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
     other = subprocess.Popen([str(fake), "-pidfile", f"{libvirt.probe_dir}/qmp-OTHER2/qmp.pid"], start_new_session=True)
     sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
     wait_for(
-        lambda: proc.uptime() - proc.process(early.pid).start_boot_s > 1.5,
+        lambda: proc.uptime() - process_of(proc, early.pid).start_boot_s > 1.5,
         10,
         "the early process to be older than the slack",
     )
@@ -269,19 +280,13 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
             "started before its dir": (early.pid, early_dir, "before the dir was made"),
         }
         for who, (pid, d, reason) in cases.items():
-            seen = proc.process(pid)
-            outcome = ender.end(
-                seen,
-                lambda p, d=d: why_not_member(
-                    p,
-                    str(d),
-                    made if d == early_dir else os.stat(d).st_mtime,
-                    boot_wall,
-                    protected,
-                    ["qemu"],
-                    os.stat(d).st_uid,
-                ),
-            )
+            seen = process_of(proc, pid)
+
+            def why_not(p: Process, d: Path = d) -> Optional[str]:
+                dir_made = made if d == early_dir else os.stat(d).st_mtime
+                return why_not_member(p, str(d), dir_made, boot_wall, protected, ["qemu"], os.stat(d).st_uid)
+
+            outcome = ender.end(seen, why_not)
             assert not outcome.ended and reason in outcome.how, (who, outcome)
             assert alive(pid), f"{who} was signalled"
     finally:
@@ -292,11 +297,11 @@ def test_the_safety_rule_refuses_every_bystander(libvirt, tmp_path):
         probe_dir.rmdir()
 
 
-def test_a_recycled_pid_is_never_signalled(tmp_path):
+def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
     proc = ProcFS()
     victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
     try:
-        now = proc.process(victim.pid)
+        now = process_of(proc, victim.pid)
         # what the scan saw was an earlier process with the same PID: another start time
         seen = Process(
             pid=now.pid,
@@ -333,7 +338,7 @@ sys.exit(0 if not outcome.ended else 1)
 """
 
 
-def test_pid_1_is_never_signalled_even_when_it_looks_like_a_probe(tmp_path):
+def test_pid_1_is_never_signalled_even_when_it_looks_like_a_probe(tmp_path: Path) -> None:
     """PID 1 of its own PID namespace, named like an emulator, naming the probe dir."""
     probe_dir = tmp_path / "lib" / "qmp-PIDONE"
     probe_dir.mkdir(parents=True)
@@ -351,14 +356,14 @@ def test_pid_1_is_never_signalled_even_when_it_looks_like_a_probe(tmp_path):
     assert "not signalled: it is PID 1" in r.stdout
 
 
-def test_remediate_with_a_broken_config_acts_on_nothing(tmp_path):
+def test_remediate_with_a_broken_config_acts_on_nothing(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("policies:\n  - name: x\n    on: probe_hung\n    do: [kil_probe]\n")
     result = run_cli("-c", str(cfg), "remediate")
     assert result.rc == 3 and "unknown action 'kil_probe'" in result.err
 
 
-def test_policy_state_survives_a_restart_and_a_corrupt_file_is_set_aside(state_dir):
+def test_policy_state_survives_a_restart_and_a_corrupt_file_is_set_aside(state_dir: Path) -> None:
     from watchdogd.decide.policy import PolicyEngine, PolicyState
     from watchdogd.state import StateStore
 

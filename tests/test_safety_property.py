@@ -8,12 +8,14 @@ the contract's words, not by the code under test.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List, Mapping, Optional
 
 import pytest
 from harness.findings import hung_probe
+from harness.procs import process_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,17 +42,17 @@ class RecordingEnder(ProcessEnder):
         super().__init__(proc, grace=0, use_pidfd=False)
         self.signalled: List[int] = []
 
-    def _send(self, pidfd, seen, sig):  # type: ignore[no-untyped-def]
+    def _send(self, pidfd: Optional[int], seen: Process, sig: signal.Signals) -> bool:
         if self.same_process(seen) is None:
             return False
         self.signalled.append(seen.pid)
         return True
 
-    def _wait_exit(self, pidfd, seen, timeout):  # type: ignore[no-untyped-def]
+    def _wait_exit(self, pidfd: Optional[int], seen: Process, timeout: float) -> bool:
         return True
 
 
-def cmdlines(base: str):
+def cmdlines(base: str) -> st.SearchStrategy[List[str]]:
     d = st.sampled_from(DIRS + ["qmp-CCCCCC"])
     return st.one_of(
         d.map(lambda n: ["qemu", "-pidfile", f"{base}/{n}/qmp.pid", "-daemonize"]),
@@ -62,7 +64,7 @@ def cmdlines(base: str):
     )
 
 
-def processes(base: str):
+def processes(base: str) -> st.SearchStrategy[Dict[int, Dict[str, Any]]]:
     pids = st.sampled_from([1, 2, LIBVIRTD, OWN_PID, 100, 101, 102, 103, 104, 105])
     proc = st.fixed_dictionaries(
         {
@@ -77,7 +79,7 @@ def processes(base: str):
     return st.dictionaries(pids, proc, min_size=1, max_size=10)
 
 
-def write_proc(root: Path, table) -> None:  # type: ignore[no-untyped-def]
+def write_proc(root: Path, table: Dict[int, Dict[str, Any]]) -> None:
     (root / "sys" / "kernel").mkdir(parents=True)
     (root / "sys" / "kernel" / "pid_max").write_text("4194304\n")
     (root / "uptime").write_text(f"{UPTIME:.2f} 0.00\n")
@@ -101,7 +103,7 @@ def write_proc(root: Path, table) -> None:  # type: ignore[no-untyped-def]
         os.chown(d, p["uid"], p["uid"])  # the scan takes a process's uid from its /proc dir's owner
 
 
-def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float, uids) -> bool:  # type: ignore[no-untyped-def]
+def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float, uids: Mapping[int, int]) -> bool:
     """The contract's rule, written out independently."""
     if p.pid in (1, OWN_PID, LIBVIRTD) or p.state == "Z":
         return False
@@ -118,7 +120,9 @@ def allowed(p: Process, probe_dir: str, made_wall: float, boot_wall: float, uids
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(data=st.data())
-def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, data):
+def test_kill_probe_only_ever_targets_what_the_rule_allows(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     root = tmp_path_factory.mktemp("world")
     base = root / "lib"
     base.mkdir()
@@ -151,7 +155,7 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
         ender.signalled.clear()
         kill.run(hung_probe(probe.path))
         for pid in ender.signalled:
-            assert allowed(proc.process(pid), probe.path, probe.made_wall, boot_wall, uids), (
+            assert allowed(process_of(proc, pid), probe.path, probe.made_wall, boot_wall, uids), (
                 probe.path,
                 pid,
                 table.get(pid),
@@ -160,7 +164,7 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(tmp_path_factory, dat
     kill.run(Finding("domcaps_hung", Severity.CRITICAL, "uri", 0.0, "", Latency("uri")))
     made = {p.path: p.made_wall for p in obs.probes}
     for pid in ender.signalled:
-        assert any(allowed(proc.process(pid), path, m, boot_wall, uids) for path, m in made.items()), (
+        assert any(allowed(process_of(proc, pid), path, m, boot_wall, uids) for path, m in made.items()), (
             pid,
             table.get(pid),
         )

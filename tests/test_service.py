@@ -12,21 +12,26 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 import pytest
 from conftest import run_cli
-from harness.journald import journal_answers
-from harness.sandbox import alive
-from harness.service import command
+from harness.fixtures import StartDaemon, WriteConfig
+from harness.journald import Journald, journal_answers
+from harness.sandbox import LibvirtSandbox, alive
+from harness.service import NotifyListener, command
 from harness.wait import wait_for
 
+from watchdogd.config import Config
+from watchdogd.model import LatencyResult, Observation
 from watchdogd.report.events import MESSAGE_IDS
 from watchdogd.report.status import merged
+from watchdogd.service.pipeline import Observer, Pipeline
 
 HUNG_AFTER = 3.0
 
 
-def status_of(state_dir: Path) -> dict:
+def status_of(state_dir: Path) -> Dict[str, Any]:
     """What `kvm-watchdog status --json` shows: status.json with the latest scan.json laid over it."""
     scan = state_dir / "scan.json"
     return merged(
@@ -42,8 +47,8 @@ def scans(state_dir: Path) -> int:
 
 
 def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_its_deadline(
-    journald, libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(
         libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": f"{HUNG_AFTER:g}s"})
     )
@@ -52,7 +57,7 @@ def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_it
     wait_for(lambda: scans(state_dir) >= 1, 30, "the first scan")
 
     waiting = libvirt.hang("hang-init", count=1)
-    probe_dir = str(libvirt.hung_probe()["dir"])
+    probe_dir = str(libvirt.the_hung_probe()["dir"])
 
     [resolved] = daemon.wait_journal("probe_hung", KVMWD_STATE="resolved", timeout=60)
     waiting.wait(30)
@@ -98,8 +103,8 @@ def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_it
 
 
 def test_a_probe_hung_across_many_scans_is_one_open_event_and_one_resolved_event(
-    journald, libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(
         libvirt.config(state_dir, interval="0.2s", events="journal", detect={"probe_hung_after": "1s"}, policies=[])
     )
@@ -117,8 +122,13 @@ def test_a_probe_hung_across_many_scans_is_one_open_event_and_one_resolved_event
 
 
 def test_systemd_hears_ready_status_and_watchdog_pings_which_stop_when_the_daemon_is_frozen(
-    journald, libvirt, state_dir, write_config, start_daemon, notify_socket
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    notify_socket: NotifyListener,
+) -> None:
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal"))
     daemon = start_daemon(cfg, env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "1000000"})
 
@@ -149,8 +159,13 @@ def test_systemd_hears_ready_status_and_watchdog_pings_which_stop_when_the_daemo
 
 
 def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken(
-    journald, libvirt, state_dir, tmp_path, start_daemon, notify_socket
-):
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    tmp_path: Path,
+    start_daemon: StartDaemon,
+    notify_socket: NotifyListener,
+) -> None:
     import yaml
 
     path = tmp_path / "config.yaml"
@@ -183,8 +198,8 @@ def test_reload_takes_a_good_config_and_keeps_the_old_one_when_the_new_is_broken
 
 
 def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_no_child(
-    journald, libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(
         libvirt.config(
             state_dir,
@@ -209,7 +224,9 @@ def test_sigterm_stops_it_within_5_s_even_with_a_latency_probe_hung_and_leaves_n
     assert status_of(state_dir)["stopped_at"] > 0
 
 
-def test_without_a_journal_socket_events_go_to_stderr_as_json(libvirt, state_dir, write_config, start_daemon):
+def test_without_a_journal_socket_events_go_to_stderr_as_json(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     # a private mount namespace where /run/systemd/journal is empty: no socket, for this daemon only
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="auto"))
     wrapper = [
@@ -234,8 +251,8 @@ def test_without_a_journal_socket_events_go_to_stderr_as_json(libvirt, state_dir
 
 @pytest.mark.hostile
 def test_events_resume_in_the_journal_when_journald_comes_back(
-    journald, libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     if not journald.owned:
         pytest.skip("the running journald was not started by this suite, so it is not ours to restart")
     cfg = write_config(libvirt.config(state_dir, interval="30s", events="journal"))
@@ -255,7 +272,9 @@ def test_events_resume_in_the_journal_when_journald_comes_back(
     assert daemon.alive()
 
 
-def test_status_tells_what_the_daemon_saw_last(journald, libvirt, state_dir, write_config, start_daemon):
+def test_status_tells_what_the_daemon_saw_last(
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(
         libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "1s"}, policies=[])
     )
@@ -279,8 +298,8 @@ def test_status_tells_what_the_daemon_saw_last(journald, libvirt, state_dir, wri
 
 
 def test_a_restarted_daemon_does_not_report_again_what_it_already_reported(
-    journald, libvirt, state_dir, write_config, start_daemon
-):
+    journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(
         libvirt.config(state_dir, interval="30s", events="journal", detect={"probe_hung_after": "1s"}, policies=[])
     )
@@ -296,7 +315,7 @@ def test_a_restarted_daemon_does_not_report_again_what_it_already_reported(
     assert second.journal_events("probe_hung", KVMWD_STATE="open") == []
 
 
-def test_a_config_error_at_start_exits_2_with_file_and_line(tmp_path):
+def test_a_config_error_at_start_exits_2_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("interval: 5s\nintervall: 6s\n")
     r = subprocess.run(
@@ -311,7 +330,9 @@ def test_a_config_error_at_start_exits_2_with_file_and_line(tmp_path):
     assert f"{bad}:2: " in r.stderr
 
 
-def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them(libvirt, state_dir, notify_socket):
+def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them(
+    libvirt: LibvirtSandbox, state_dir: Path, notify_socket: NotifyListener
+) -> None:
     """The loop sticks in a scan (as on a /proc read that never returns) while the process lives on."""
     import io
     import threading
@@ -330,15 +351,15 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
     class StickyScanner:
         """The real scanner behind the Observer seam, made to stick on demand."""
 
-        def __init__(self, real):  # type: ignore[no-untyped-def]
+        def __init__(self, real: Observer):
             self.real = real
 
-        def observe(self, latency=None, full=None):  # type: ignore[no-untyped-def]
+        def observe(self, latency: Optional[LatencyResult] = None, full: Optional[bool] = None) -> Observation:
             if stuck.is_set():
                 unstick.wait(30)
             return self.real.observe(latency, full)
 
-    def sticky_build(config):  # type: ignore[no-untyped-def]
+    def sticky_build(config: Config) -> Pipeline:
         parts = build(config)
         parts.scanner = StickyScanner(parts.scanner)
         return parts
@@ -371,7 +392,9 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
     assert not loop.is_alive()
 
 
-def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvirt, state_dir):
+def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(
+    libvirt: LibvirtSandbox, state_dir: Path
+) -> None:
     """A bug must cost one scan and say so, not the watchdog (and not a restart loop)."""
     import io
     import threading
@@ -389,16 +412,16 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
     class FlakyScanner:
         """The real scanner behind the Observer seam, broken once, on the second scan."""
 
-        def __init__(self, real):  # type: ignore[no-untyped-def]
+        def __init__(self, real: Observer):
             self.real = real
 
-        def observe(self, latency=None, full=None):  # type: ignore[no-untyped-def]
+        def observe(self, latency: Optional[LatencyResult] = None, full: Optional[bool] = None) -> Observation:
             calls[0] += 1
             if calls[0] == 2:
                 raise RuntimeError("something nobody foresaw")
             return self.real.observe(latency, full)
 
-    def flaky_build(config):  # type: ignore[no-untyped-def]
+    def flaky_build(config: Config) -> Pipeline:
         parts = build(config)
         parts.scanner = FlakyScanner(parts.scanner)
         return parts
@@ -424,7 +447,9 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(libvir
     assert events[-1]["KVMWD_EVENT"] == "stopped"
 
 
-def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(libvirt, state_dir, write_config, start_daemon):
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = write_config(libvirt.config(state_dir, interval="30s"))
     first = start_daemon(cfg)
     wait_for(lambda: scans(state_dir) >= 1, 30, "the first daemon's first scan")

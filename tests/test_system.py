@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from harness.hosts import HOSTS, MATRIX_HOSTS, SYSTEM_HOSTS, Host
@@ -45,7 +45,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory):
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -66,7 +66,7 @@ class Box(Container):
 
 
 @pytest.fixture(params=NSPAWN_HOSTS)
-def container(request, dist, tmp_path_factory):
+def container(request: pytest.FixtureRequest, dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     host: Host = request.param
     box = Box(
         ensure_image(host),
@@ -293,7 +293,7 @@ def runs_on_the_hosts_own_python(box: Box) -> None:
     assert noted == box.host.qemu_owns_cache, checked.stdout
 
 
-def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Box):
+def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Box) -> None:
     box = container
     install(box)
     runs_on_the_hosts_own_python(box)
@@ -389,12 +389,12 @@ def as_qemu(box: Box) -> str:
     return f"setpriv --reuid={user} --regid={user} --clear-groups --"
 
 
-def more_than(box: Box, n: int, kind: str, **fields: str) -> Callable[[], List[Dict[str, str]]]:
+def more_than(box: Box, n: int, kind: str, **fields: str) -> Callable[[], Optional[List[Dict[str, str]]]]:
     """A condition for wait_for: the kind's events, once there are more than n of them."""
 
-    def condition() -> List[Dict[str, str]]:
+    def condition() -> Optional[List[Dict[str, str]]]:
         found = events(box, kind, **fields)
-        return found if len(found) > n else []
+        return found if len(found) > n else None
 
     return condition
 
@@ -437,7 +437,7 @@ def new_probe(box: Box, mode: str) -> Tuple[str, int]:
     raise AssertionError(f"no {mode} probe in four calls")
 
 
-def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_host_wide_action(container: Box):
+def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_host_wide_action(container: Box) -> None:
     """The two attacks that made root restart libvirt 4 times, by the real qemu uid against the real libvirt daemon, at the shipped policies."""
     box = container
     install(box)
@@ -452,7 +452,7 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
         box.run(f"{as_qemu(box)} kill -STOP {first}", check=True)
         assert box.run(f"ps -o stat= -p {first}").stdout.strip().startswith("T"), "held"
         [opened] = wait_for(
-            lambda probe=probe: events(box, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe),  # type: ignore[misc]
+            more_than(box, 0, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe),
             30,
             "the held probe's probe_hung",
         )
@@ -475,12 +475,12 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
     forge = "import ctypes, time; ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0); time.sleep(600)"
     for n in range(3):
         box.run(f'({as_qemu(box)} python3 -c "{forge}" -pidfile {genuine}/qmp.pid > /dev/null 2>&1 &)', check=True)
-        opened = wait_for(
+        forged = wait_for(
             more_than(box, n + 1, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=genuine),
             30,
             "the forged probe_hung",
         )
-        assert json.loads(opened[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, (
+        assert json.loads(forged[n + 1]["KVMWD_EVIDENCE"])["proven_libvirt"] is False, (
             "a dir proven once proves nothing about the next process in it"
         )
         wait_for(

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -80,7 +81,7 @@ def test_the_unit_orders_after_libvirt_and_never_pulls_it_in_in_the_deb_and_the_
     )
 
 
-def catalog_ids() -> list:
+def catalog_ids() -> List[str]:
     return re.findall(r"^-- ([0-9a-f]{32})$", CATALOG.read_text(), re.M)
 
 

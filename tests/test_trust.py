@@ -23,7 +23,10 @@ from typing import Any, Dict, Iterator, List
 import pytest
 from conftest import REPO, run_cli
 from harness.actors import NOBODY, RootLibvirt, as_nobody, attacker, host_root, nobodys
+from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
+from harness.journald import Journald
 from harness.sandbox import file_tree
+from harness.service import NotifyListener
 from harness.wait import wait_for
 
 pytestmark = pytest.mark.hostile
@@ -42,7 +45,7 @@ def host() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
 
-def host_config(root: Path, write_config: Any, **overrides: Any) -> str:
+def host_config(root: Path, write_config: WriteConfig, **overrides: Any) -> str:
     cfg: Dict[str, Any] = {
         "state_dir": str(root / "state"),
         "events": "journal",
@@ -86,7 +89,7 @@ def scans(state: Path) -> int:
         return 0
 
 
-def end_attacker(p: subprocess.Popen) -> None:  # type: ignore[type-arg]
+def end_attacker(p: subprocess.Popen[str]) -> None:
     if p.poll() is None:
         os.killpg(p.pid, signal.SIGKILL)
     p.wait(10)
@@ -96,15 +99,15 @@ def end_attacker(p: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(
-    journald, host, write_config, start_daemon, figures
-):
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     """The attack that made root restart libvirt 4 times and then skip a genuine hung probe, tried again under the shipped policies."""
     cfg = host_config(host, write_config)  # no policies key: the shipped defaults
     daemon = start_daemon(cfg)
     daemon.wait_journal("started")
     cache_before = digest(host / "cache")
     genuine = RootLibvirt(host)
-    forgers: List[subprocess.Popen] = []  # type: ignore[type-arg]
+    forgers: List[subprocess.Popen[str]] = []
     try:
         # round 1: a probe whose three members ignore SIGTERM (each costs a kill's grace), then many quick ones
         forgers.append(attacker("forge", host / "lib", 3, "ignore-term", "Slow"))
@@ -153,8 +156,8 @@ def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(
 
 
 def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_escalate(
-    journald, host, write_config, start_daemon, figures
-):
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     """The attack that made root restart libvirt 4 times: SIGSTOP the first process of each genuine probe and leave it."""
     cfg = host_config(host, write_config)  # the shipped policies: three hangs in an hour reset libvirt
     daemon = start_daemon(cfg)
@@ -197,8 +200,13 @@ def test_genuine_probes_the_qemu_user_holds_with_sigstop_are_ended_but_never_esc
 
 
 def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor_grow_it(
-    journald, host, write_config, start_daemon, notify_socket, figures
-):
+    journald: Journald,
+    host: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+    notify_socket: NotifyListener,
+    figures: HostileFigures,
+) -> None:
     """150 processes x 64 threads, each argv naming 80 dirs (respawned when ended), and 100 QEMU logs fed 64 KiB of blank lines a second.
 
     Seen before: 31.5 s without a WATCHDOG=1 ping and 263 MB (the unit allows 30 s and 256M). The daemon here
@@ -236,8 +244,8 @@ def test_floods_of_processes_threads_dirs_and_log_lines_never_stall_the_loop_nor
 
 
 def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
-    journald, host, write_config, start_daemon, figures
-):
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     home = nobodys(host / "home", 0o700)
     cache = nobodys(home / "caps", 0o755)
     (cache / "entry.xml").write_text("<qemuCaps/>")
@@ -277,8 +285,8 @@ def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
 
 
 def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(
-    journald, host, write_config, start_daemon, figures
-):
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     home = nobodys(host / "home", 0o700)
     base = nobodys(home / "lib", 0o700)
     elsewhere = host / "root-only"
@@ -309,8 +317,8 @@ def test_a_probe_base_swapped_for_a_symlink_makes_root_remove_nothing_elsewhere(
 
 
 def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(
-    journald, host, write_config, start_daemon, bystanders
-):
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, bystanders: Processes
+) -> None:
     attic = nobodys(host / "attic", 0o755)
     subprocess.run(as_nobody(["mkdir", str(attic / "qmp-Renam1")]), check=True)
     old = os.stat(attic / "qmp-Renam1").st_mtime
@@ -343,7 +351,9 @@ def test_a_dir_made_early_and_renamed_into_place_never_claims_a_root_process(
 # ---- floods: bounded memory and CPU ------------------------------------------------------
 
 
-def test_a_thousand_processes_with_fat_argv_cost_bounded_memory(journald, host, write_config, start_daemon, figures):
+def test_a_thousand_processes_with_fat_argv_cost_bounded_memory(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     fat = attacker("fat", host / "lib", 1000, argv_pad=128)  # 1,000 processes named qemu-x, 128 KiB of argv each
     try:
         assert fat.stdout is not None and fat.stdout.readline().strip() == "ready"
@@ -358,8 +368,8 @@ def test_a_thousand_processes_with_fat_argv_cost_bounded_memory(journald, host, 
 
 
 def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_back(
-    journald, host, write_config, start_daemon, figures
-):
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     flood = attacker("dirs", host / "lib", 20000)
     assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
     flood.wait(60)
@@ -391,7 +401,9 @@ def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_bac
     )
 
 
-def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(journald, host, write_config, start_daemon, figures):
+def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
     start_daemon(host_config(host, write_config, interval="30s"))
     wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
     before = scans(host / "state")
@@ -409,7 +421,7 @@ def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(journald, host, wri
 # ---- the smaller items ---------------------------------------------------------------------
 
 
-def test_check_and_dry_run_leave_the_state_dir_byte_identical(host, write_config):
+def test_check_and_dry_run_leave_the_state_dir_byte_identical(host: Path, write_config: WriteConfig) -> None:
     cfg = host_config(
         host,
         write_config,
@@ -428,7 +440,9 @@ def test_check_and_dry_run_leave_the_state_dir_byte_identical(host, write_config
     assert file_tree(state) == before, "check and --dry-run changed the state dir"
 
 
-def test_remediate_refuses_while_a_daemon_holds_the_state_dir(journald, host, write_config, start_daemon):
+def test_remediate_refuses_while_a_daemon_holds_the_state_dir(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = host_config(host, write_config)
     start_daemon(cfg)
     wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
@@ -436,7 +450,9 @@ def test_remediate_refuses_while_a_daemon_holds_the_state_dir(journald, host, wr
     assert r.rc == 3 and "another kvm-watchdog run" in r.out, r.out
 
 
-def test_a_probe_dir_that_does_not_exist_is_a_finding_after_stale_dir_after(journald, host, write_config, start_daemon):
+def test_a_probe_dir_that_does_not_exist_is_a_finding_after_stale_dir_after(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
     cfg = host_config(
         host,
         write_config,
@@ -455,7 +471,9 @@ def test_a_probe_dir_that_does_not_exist_is_a_finding_after_stale_dir_after(jour
     daemon.wait_journal("probe_dir_missing", timeout=30, KVMWD_STATE="resolved")
 
 
-def test_a_notify_socket_nobody_reads_never_blocks_the_loop(journald, host, write_config, start_daemon, tmp_path):
+def test_a_notify_socket_nobody_reads_never_blocks_the_loop(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
     path = tmp_path / "deaf.sock"
     deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     deaf.bind(str(path))  # bound, never read: its queue fills and stays full
@@ -480,7 +498,7 @@ def test_a_notify_socket_nobody_reads_never_blocks_the_loop(journald, host, writ
         ("world-writable", "writable by users other than its owner"),
     ],
 )
-def test_config_refuses_probe_dirs_a_less_trusted_user_could_redirect(host, setup, expected):
+def test_config_refuses_probe_dirs_a_less_trusted_user_could_redirect(host: Path, setup: str, expected: str) -> None:
     if setup == "link":
         (host / "real").mkdir()
         (host / "linked").symlink_to(host / "real")
@@ -498,12 +516,12 @@ def test_config_refuses_probe_dirs_a_less_trusted_user_could_redirect(host, setu
     assert r.rc == 2 and f"{cfg}:3: libvirt.probe_dirs: " in r.err and expected in r.err, r.err
 
 
-def test_repo_default_config_is_accepted_as_it_ships():
+def test_repo_default_config_is_accepted_as_it_ships() -> None:
     r = run_cli("config", "check", str(REPO / "config" / "kvm-watchdog.yaml"))
     assert r.rc == 0, r.out
 
 
-def test_a_cache_dir_the_qemu_user_owns_as_libvirt_before_7_8_makes_it_is_watched_as_theirs(host):
+def test_a_cache_dir_the_qemu_user_owns_as_libvirt_before_7_8_makes_it_is_watched_as_theirs(host: Path) -> None:
     """Debian 11 (libvirt 7.0), openEuler 22.03 (6.2): /var/cache/libvirt/qemu is the qemu user's, re-chowned at each start."""
     qemu_dir = nobodys(host / "cache-qemu", 0o750)  # /var/cache/libvirt/qemu, libvirt-qemu's
     caps = qemu_dir / "capabilities"
@@ -524,7 +542,7 @@ def test_a_cache_dir_the_qemu_user_owns_as_libvirt_before_7_8_makes_it_is_watche
     assert r.rc == 2 and f"belongs to uid {NOBODY.pw_uid}, not root" in r.err, r.err
 
 
-def test_quarantine_of_a_cache_the_qemu_user_could_fill_moves_only_what_libvirt_could_have_written(host):
+def test_quarantine_of_a_cache_the_qemu_user_could_fill_moves_only_what_libvirt_could_have_written(host: Path) -> None:
     """A regular entry moves; a link stays; a file larger than any capabilities entry stays, and each is said."""
     from watchdogd.act.quarantine import MAX_ENTRY_BYTES, quarantine_cache
 

@@ -14,18 +14,21 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
+from harness.fixtures import Processes, StartDaemon, WriteConfig
+from harness.sandbox import LibvirtSandbox
 from harness.wait import wait_for
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 missing (scripts/install-deps)")
 
 
-def scan_json(state_dir: Path) -> dict:
+def scan_json(state_dir: Path) -> Dict[str, Any]:
     try:
-        return json.loads((state_dir / "scan.json").read_text())
+        seen: Dict[str, Any] = json.loads((state_dir / "scan.json").read_text())
+        return seen
     except (OSError, ValueError):
         return {}
 
@@ -48,9 +51,9 @@ def kernel_threads_named(prefix: str) -> List[int]:
 
 
 @pytest.fixture
-def qemus() -> Iterator[List[subprocess.Popen]]:  # type: ignore[type-arg]
+def qemus() -> Iterator[Processes]:
     """Real QEMUs of this test's own, ended by pid at the end."""
-    started: List[subprocess.Popen] = []  # type: ignore[type-arg]
+    started: Processes = []
     yield started
     for p in started:
         if p.poll() is None:
@@ -58,7 +61,7 @@ def qemus() -> Iterator[List[subprocess.Popen]]:  # type: ignore[type-arg]
         p.wait(10)
 
 
-def start_qemu(qemus: List[subprocess.Popen], *extra: str) -> subprocess.Popen:  # type: ignore[type-arg]
+def start_qemu(qemus: Processes, *extra: str) -> subprocess.Popen[bytes]:
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
     argv = [
         str(QEMU),
@@ -82,8 +85,8 @@ def start_qemu(qemus: List[subprocess.Popen], *extra: str) -> subprocess.Popen: 
 
 
 def test_the_installed_daemon_counts_libvirts_guests_and_never_itself_nor_the_kernels_threads(
-    libvirt, state_dir, write_config, start_daemon, qemus
-):
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon, qemus: Processes
+) -> None:
     guest = start_qemu(qemus, "-name", "guest=vm1,debug-threads=on")
     by_hand = start_qemu(qemus)
     wait_for(

@@ -237,9 +237,8 @@ class Observation:
     floods: Tuple[DirFlood, ...] = ()
     missing_dirs: Tuple[MissingDir, ...] = ()
     cache_owner_uid: Optional[int] = None
-    guests: int = (
-        0  # libvirt's running guests (emulators.why_not_guest), as of the last full walk, less those gone since
-    )
+    # libvirt's running guests (emulators.why_not_guest), as of the last full walk, less those gone since
+    guests: int = 0
     errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 

@@ -122,7 +122,7 @@ def as_nobody(argv: List[str]) -> List[str]:
     return ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", "--", *argv]
 
 
-def attacker(mode: str, base: Path, count: int, *extra: str, argv_pad: int = 0) -> subprocess.Popen:
+def attacker(mode: str, base: Path, count: int, *extra: str, argv_pad: int = 0) -> subprocess.Popen[str]:
     """The attacker's program, started as nobody; its stdout says what it made."""
     pad = ["x" * 1000] * argv_pad + [f"{base}/qmp-AAAAAA/qmp.pid"] if argv_pad else []
     return subprocess.Popen(
@@ -185,7 +185,7 @@ class RootLibvirt:
         self.emulator = self.bin / "qemu-system-x86_64"
         shutil.copy(HERE / "fake_qemu.py", self.emulator)
         os.chmod(self.emulator, 0o755)
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[str]] = None
         self.dir: Optional[Path] = None
         self.first: Optional[int] = None  # the probe's first process (the child of this 'libvirtd')
 

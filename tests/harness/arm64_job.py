@@ -8,6 +8,8 @@ recorded even when a step fails, so a failure says how far it got.
 Usage (inside): python3 arm64_job.py JOBDIR
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
@@ -15,8 +17,12 @@ import re
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Dict, List
 
-from wait import wait_for  # the harness's own (harness/wait.py, copied beside this file)
+if TYPE_CHECKING:
+    from harness.wait import wait_for
+else:
+    from wait import wait_for  # the harness's own (harness/wait.py, copied beside this file)
 
 JOB = sys.argv[1] if len(sys.argv) > 1 else "/mnt/job"
 WRAPPER = "/usr/local/bin/qemu-system-aarch64"  # before /usr/bin on libvirtd's PATH
@@ -31,16 +37,16 @@ GICV2_DOMAIN = """<domain type='kvm'>
   <devices><emulator>/usr/bin/qemu-system-aarch64</emulator></devices>
 </domain>
 """
-results = {"steps": []}
+results: Dict[str, Any] = {"steps": []}
 
 
-def save():
+def save() -> None:
     with open(os.path.join(JOB, "results.json.tmp"), "w") as f:
         json.dump(results, f, indent=1)
     os.rename(os.path.join(JOB, "results.json.tmp"), os.path.join(JOB, "results.json"))
 
 
-def sh(command, timeout=600, check=True):
+def sh(command: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
     r = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout)
     results["steps"].append(
@@ -58,7 +64,7 @@ def sh(command, timeout=600, check=True):
     return r
 
 
-def journal(**fields):
+def journal(**fields: str) -> List[Dict[str, Any]]:
     matches = " ".join(f"{k}={v}" for k, v in fields.items())
     out = subprocess.run(
         ["/bin/sh", "-c", f"journalctl --no-pager -o json -u kvm-watchdog {matches}"], capture_output=True, text=True
@@ -66,7 +72,7 @@ def journal(**fields):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def main():
+def main() -> None:
     results["uname"] = os.uname().machine + " " + os.uname().release
     results["dmesg_kvm"] = [
         line for line in sh("dmesg", check=False).stdout.splitlines() if "kvm" in line.lower() or "GIC" in line
@@ -127,12 +133,12 @@ def main():
     # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was
     sh(f"echo 'real-hang 1' > {WRAPPER}.fault")
     before = os.stat(WRAPPER).st_ctime
-    wait_for(
-        lambda: os.chmod(WRAPPER, 0o755) or int(os.stat(WRAPPER).st_ctime) != int(before),
-        5,
-        "a new ctime second",
-        poll=0.1,
-    )
+
+    def touched() -> bool:
+        os.chmod(WRAPPER, 0o755)
+        return int(os.stat(WRAPPER).st_ctime) != int(before)
+
+    wait_for(touched, 5, "a new ctime second", poll=0.1)
     asked = time.time()
     subprocess.Popen(
         [

@@ -25,12 +25,15 @@ Only capability probes (``-daemonize`` with ``-machine none``) are faulted; ever
 other invocation runs the real emulator. Stdlib only: it runs under /usr/bin/python3.
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
 import signal
 import socket
 import sys
 import time
+from typing import List, NoReturn, Optional
 
 # the real emulator this one stands in for: the one of its own name in /usr/bin (qemu-system-aarch64
 # on the arm64 host), qemu-system-x86_64 where this file has another name
@@ -42,14 +45,14 @@ REAL_EMULATOR = (
 )
 
 
-def _arg_after(argv, flag):
+def _arg_after(argv: List[str], flag: str) -> Optional[str]:
     for i, arg in enumerate(argv[:-1]):
         if arg == flag:
             return argv[i + 1]
     return None
 
 
-def _take_fault(fault_path):
+def _take_fault(fault_path: str) -> str:
     """Read the fault setting and consume one use of it, under a lock."""
     try:
         fd = os.open(fault_path, os.O_RDWR)
@@ -73,11 +76,11 @@ def _take_fault(fault_path):
         return mode
 
 
-def _exec_real(argv):
+def _exec_real(argv: List[str]) -> NoReturn:
     os.execv(REAL_EMULATOR, [REAL_EMULATOR] + argv)
 
 
-def _daemonize():
+def _daemonize() -> int:
     """qemu's os_daemonize(): return the write end of the pipe, in the daemon.
 
     The first process blocks reading the pipe and exits 0 on a status byte of 0,
@@ -104,13 +107,13 @@ def _daemonize():
     return wfd
 
 
-def _write_pidfile(path):
+def _write_pidfile(path: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, b"%d\n" % os.getpid())
     os.close(fd)
 
 
-def _listen_qmp(spec):
+def _listen_qmp(spec: str) -> socket.socket:
     # spec: unix:PATH,server=on,wait=off (or older: unix:PATH,server,nowait)
     path = spec.split(",", 1)[0][len("unix:") :]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,7 +122,7 @@ def _listen_qmp(spec):
     return sock
 
 
-def _report_success(wfd):
+def _report_success(wfd: int) -> None:
     """qemu's os_setup_post(): tell the first process, drop the inherited stdio."""
     os.chdir("/")
     os.write(wfd, b"\0")
@@ -130,9 +133,9 @@ def _report_success(wfd):
     os.close(null)
 
 
-def _hang(sock):
+def _hang(sock: Optional[socket.socket]) -> NoReturn:
     """Sit there as a wedged qemu does: accept monitor clients, never greet them."""
-    held = []
+    held: List[socket.socket] = []
     while True:
         if sock is None:
             signal.pause()
@@ -151,7 +154,7 @@ VM_FAULTS = {
 }
 
 
-def _vm_start(argv):
+def _vm_start(argv: List[str]) -> NoReturn:
     here = os.path.realpath(__file__)
     try:
         with open(here + ".vmfault") as f:
@@ -166,7 +169,7 @@ def _vm_start(argv):
     _exec_real(argv)
 
 
-def main(argv):
+def main(argv: List[str]) -> int:
     is_probe = "-daemonize" in argv and any(a.startswith("none") for a in argv)
     if not is_probe:
         _vm_start(argv)
@@ -195,7 +198,6 @@ def main(argv):
     if mode == "hang-qmp":
         _report_success(wfd)
     _hang(sock)
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ names = [m.name for m in pkgutil.walk_packages(watchdogd.__path__, "watchdogd.")
 out = tempfile.mkdtemp()
 for name in names:
     spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None, name
     py_compile.compile(spec.origin, cfile=os.path.join(out, name + ".pyc"), doraise=True)
     if name.endswith("__main__"):
         continue  # importing it runs the CLI

@@ -35,7 +35,7 @@ def journal_answers() -> bool:
 
 class Journald:
     def __init__(self) -> None:
-        self.child: Optional[subprocess.Popen] = None  # type: ignore[type-arg]
+        self.child: Optional[subprocess.Popen[bytes]] = None
         self.owned = False
 
     def ensure(self, timeout: float = 20) -> Journald:

@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .chroot import CHROOT_ENV, in_chroot
 from .hosts import BASE, CACHE, HOSTS, MIRROR, SYSTEM_HOSTS, Host
@@ -114,7 +114,7 @@ class Container:
         self.name = f"kvmwd-{uuid.uuid4().hex[:8]}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kvmwd-nspawn-"))
         self.log_path = self.workdir / "nspawn.log"
-        self.proc: Optional[subprocess.Popen] = None  # type: ignore[type-arg]
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.pid1: Optional[int] = None
         self.cgroups: List[Path] = []
 
@@ -127,7 +127,7 @@ class Container:
                 self.cgroups.append(path)
 
     def _cgroup_pids(self) -> List[int]:
-        pids = set()
+        pids: Set[int] = set()
         for path in self.cgroups:
             for procs in path.rglob("cgroup.procs"):
                 try:
@@ -198,7 +198,7 @@ class Container:
     def _state(self) -> str:
         return self.run("systemctl is-system-running", timeout=30).stdout.strip()
 
-    def run(self, command: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    def run(self, command: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
         assert self.pid1 is not None
         argv = [
             "nsenter",

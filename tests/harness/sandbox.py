@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import BinaryIO, Dict, List, Optional, TypedDict, cast
 
 import psutil
 
@@ -91,6 +91,13 @@ def alive(pid: int) -> bool:
     return state is not None and state != "Z"
 
 
+class SeenProbe(TypedDict):
+    """A live capability probe as the test sees it: its qmp dir and the daemon its pidfile names."""
+
+    dir: Path
+    daemon: int
+
+
 class LibvirtSandbox:
     def __init__(self, root: Optional[str] = None):
         self.user = ensure_user()
@@ -101,9 +108,9 @@ class LibvirtSandbox:
         self.bin = self.root / "bin"
         self.emulator = self.bin / "qemu-system-x86_64"
         self.fault_file = Path(str(self.emulator) + ".fault")
-        self.supervisor: Optional[subprocess.Popen] = None
-        self.libvirtd_pid: Optional[int] = None
-        self._log = None
+        self.supervisor: Optional[subprocess.Popen[bytes]] = None
+        self.libvirtd_pid = 0  # 0 until a libvirtd answers
+        self._log: Optional[BinaryIO] = None
 
     # ---- where things are --------------------------------------------------------------
     @property
@@ -143,7 +150,7 @@ class LibvirtSandbox:
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                merged = dict(cfg[key])  # type: ignore[arg-type]
+                merged = dict(cast(Dict[str, object], cfg[key]))
                 merged.update(value)
                 cfg[key] = merged
             else:
@@ -295,7 +302,7 @@ class LibvirtSandbox:
 
         wait_for(bumped, 5, "the emulator's ctime to move to a new second", poll=0.05)
 
-    def hang(self, mode: str, count: Optional[int] = 1) -> subprocess.Popen:
+    def hang(self, mode: str, count: Optional[int] = 1) -> subprocess.Popen[str]:
         """Replay the incident: the next probe hangs, and a virsh call waits behind it."""
         self.arm(mode, count)
         waiting = self.domcaps_async()
@@ -316,16 +323,16 @@ class LibvirtSandbox:
         """The next VM starts print the incident's start-up lines and abort ('pmu', 'irq'), or run ('')."""
         Path(str(self.emulator) + ".vmfault").write_text(fault + "\n")
 
-    def virsh(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def virsh(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["virsh", "-c", self.uri, *args], capture_output=True, text=True, timeout=timeout)
 
     # ---- libvirt calls ---------------------------------------------------------------
-    def domcaps(self, timeout: float = 60) -> subprocess.CompletedProcess:
+    def domcaps(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["virsh", "-c", self.uri, "domcapabilities"], capture_output=True, text=True, timeout=timeout
         )
 
-    def domcaps_async(self) -> subprocess.Popen:
+    def domcaps_async(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
             ["virsh", "-c", self.uri, "domcapabilities"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -337,7 +344,7 @@ class LibvirtSandbox:
         except FileNotFoundError:
             return []
 
-    def hung_probe(self) -> Optional[Dict[str, object]]:
+    def hung_probe(self) -> Optional[SeenProbe]:
         """The current probe's dir and daemon pid once its pidfile names a live process."""
         for d in self.qmp_dirs():
             try:
@@ -348,11 +355,17 @@ class LibvirtSandbox:
                 return {"dir": d, "daemon": pid}
         return None
 
+    def the_hung_probe(self) -> SeenProbe:
+        """The probe a replayed hang made (after `hang`, which waited for it)."""
+        probe = self.hung_probe()
+        assert probe is not None, f"no live probe under {self.probe_dir}"
+        return probe
+
     def release(self) -> None:
         """End a hung probe the way an operator would: kill the pidfile's process."""
         probe = self.hung_probe()
         if probe:
-            os.kill(int(probe["daemon"]), signal.SIGKILL)  # type: ignore[call-overload]
+            os.kill(probe["daemon"], signal.SIGKILL)
 
     def reset(self, timeout: float = 60) -> None:
         """Back to healthy between tests: no fault, no probe left, capabilities cached."""

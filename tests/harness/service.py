@@ -134,7 +134,7 @@ class RunningDaemon:
 
     def wait_journal(self, kind: str, timeout: float = 30, count: int = 1, **fields: str) -> List[Dict[str, Any]]:
         return wait_for(
-            lambda: (e := self.journal_events(kind, **fields)) and len(e) >= count and e,
+            lambda: e if len(e := self.journal_events(kind, **fields)) >= count else None,
             timeout,
             f"{count} {kind} {fields} event(s) in the journal",
         )

@@ -36,7 +36,7 @@ class Supervisor:
     def __init__(self, pidfile: str, argv: List[str]):
         self.pidfile = pidfile
         self.argv = argv
-        self.child: Optional[subprocess.Popen] = None
+        self.child: Optional[subprocess.Popen[bytes]] = None
         self.restart = False
         self.stop = False
         self.start_again = False

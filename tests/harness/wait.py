@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Literal, Optional, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -12,8 +12,12 @@ class Timeout(AssertionError):
     pass
 
 
-def wait_for(condition: Callable[[], Optional[T]], timeout: float, what: str, poll: float = 0.05) -> T:
-    """Poll until condition() returns something truthy; fail with `what` at the deadline."""
+def wait_for(
+    condition: Callable[[], Union[T, None, Literal[False]]], timeout: float, what: str, poll: float = 0.05
+) -> T:
+    """Poll until condition() returns something truthy; fail with `what` at the deadline.
+
+    The condition may say "not yet" with None or False (`cond and value` reads as it is meant)."""
     deadline = time.monotonic() + timeout
     last_error: Optional[BaseException] = None
     while True:

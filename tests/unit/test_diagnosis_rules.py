@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Dict, Sequence
+
 from watchdogd.diagnose.classify import classify
 from watchdogd.diagnose.kvmtest import decode
 from watchdogd.model import PidfileRead, Probe, ProbeMember, Process, Role
@@ -16,7 +19,7 @@ def probe(first_alive: bool) -> Probe:
     return Probe("/l/qmp-AAAAAA", 0.0, 100.0, PidfileRead(30), tuple(members))
 
 
-def daemon(*threads: ThreadState, kvm_fds=()) -> ProcessCapture:  # type: ignore[no-untyped-def]
+def daemon(*threads: ThreadState, kvm_fds: Sequence[int] = ()) -> ProcessCapture:
     return ProcessCapture(30, "daemon", tuple(threads), tuple(kvm_fds), len(threads))
 
 
@@ -24,7 +27,7 @@ def first() -> ProcessCapture:
     return ProcessCapture(10, "first", (ThreadState(10, "S", "anon_pipe_read", "read", 5),), (), 1)
 
 
-def test_the_incident_a_futex_before_ready_is_a_userspace_deadlock():
+def test_the_incident_a_futex_before_ready_is_a_userspace_deadlock() -> None:
     cap = Capture(
         "/l/qmp-AAAAAA",
         "x86_64",
@@ -34,7 +37,7 @@ def test_the_incident_a_futex_before_ready_is_a_userspace_deadlock():
     assert (d.stage, d.blocked_in, d.cause) == ("before_ready", "futex", "userspace_deadlock")
 
 
-def test_a_thread_in_an_ioctl_on_a_kvm_fd_is_the_kernels_kvm():
+def test_a_thread_in_an_ioctl_on_a_kvm_fd_is_the_kernels_kvm() -> None:
     cap = Capture(
         "/l/qmp-AAAAAA",
         "x86_64",
@@ -51,12 +54,12 @@ def test_a_thread_in_an_ioctl_on_a_kvm_fd_is_the_kernels_kvm():
     assert d.cause == "kvm_ioctl" and "KVM fd 14" in d.detail
 
 
-def test_an_ioctl_on_another_fd_is_not_kvms():
+def test_an_ioctl_on_another_fd_is_not_kvms() -> None:
     cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", None, "ioctl", 3), kvm_fds=(11,))))
     assert classify(probe(first_alive=True), cap).cause == "unknown"
 
 
-def test_d_state_is_uninterruptible_whatever_else_is_seen():
+def test_d_state_is_uninterruptible_whatever_else_is_seen() -> None:
     cap = Capture(
         "/l/qmp-AAAAAA",
         "aarch64",
@@ -66,18 +69,18 @@ def test_d_state_is_uninterruptible_whatever_else_is_seen():
     assert d.cause == "uninterruptible" and "reboot" in d.what_to_do and "kvm_arch_vcpu_ioctl_run" in d.detail
 
 
-def test_after_ready_the_qmp_session_never_completed():
+def test_after_ready_the_qmp_session_never_completed() -> None:
     cap = Capture("/l/qmp-AAAAAA", "x86_64", (daemon(ThreadState(30, "S", None, "ppoll")),))
     d = classify(probe(first_alive=False), cap)
     assert (d.stage, d.blocked_in, d.cause) == ("after_ready", "ppoll", "qmp_unanswered")
 
 
-def test_without_a_capture_the_stage_is_still_told():
+def test_without_a_capture_the_stage_is_still_told() -> None:
     d = classify(probe(first_alive=True), Capture("/l/qmp-AAAAAA", "x86_64", ()))
     assert d.stage == "before_ready" and d.cause == "unknown" and d.blocked_in is None
 
 
-def _answers(*checks):  # type: ignore[no-untyped-def]
+def _answers(*checks: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "machine": "aarch64",
         "checks": [
@@ -89,7 +92,7 @@ def _answers(*checks):  # type: ignore[no-untyped-def]
     }
 
 
-def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_version_3():
+def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_version_3() -> None:
     r = decode(
         _answers(
             {"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": True, "value": 0},
@@ -103,7 +106,7 @@ def test_aarch64_a_gicv3_host_without_gicv2_compatibility_says_guests_need_gic_v
     ]
 
 
-def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
+def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice() -> None:
     r = decode(
         _answers(
             {"name": "KVM_CREATE_DEVICE_TEST vgic_v3", "ok": False, "errno": "ENODEV", "error": "No such device"},
@@ -121,7 +124,7 @@ def test_aarch64_no_vgic_at_all_is_unusable_and_no_pmu_is_advice():
     assert ok.usable and ok.advice == ["no KVM_CAP_ARM_PMU_V3: guests must run with <pmu state='off'/>"]
 
 
-def test_a_device_that_is_not_kvm_is_unusable():
+def test_a_device_that_is_not_kvm_is_unusable() -> None:
     r = decode(
         {
             "machine": "x86_64",
@@ -139,7 +142,7 @@ def test_a_device_that_is_not_kvm_is_unusable():
     assert not r.usable and "not KVM" in (r.problem or "")
 
 
-def test_a_probe_held_by_sigstop_or_a_debugger_is_held_whatever_it_sits_in():
+def test_a_probe_held_by_sigstop_or_a_debugger_is_held_whatever_it_sits_in() -> None:
     import dataclasses
 
     cap = Capture("/l/qmp-AAAAAA", "x86_64", (first(), daemon(ThreadState(30, "S", "futex_do_wait", "futex"))))
@@ -154,8 +157,8 @@ def test_a_probe_held_by_sigstop_or_a_debugger_is_held_whatever_it_sits_in():
 
 
 def test_a_capture_reads_at_most_its_caps_of_members_and_threads_and_a_probe_past_the_scans_budget_is_not_captured(
-    tmp_path,
-):
+    tmp_path: Path,
+) -> None:
     from watchdogd.observe.capture import MAX_MEMBERS, MAX_THREADS, Capturer
 
     root = tmp_path / "proc"
@@ -175,7 +178,7 @@ def test_a_capture_reads_at_most_its_caps_of_members_and_threads_and_a_probe_pas
     assert Capturer.skipped(flood).processes == ()
 
 
-def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system_dir(tmp_path):
+def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system_dir(tmp_path: Path) -> None:
     import os
 
     from watchdogd.diagnose.insight import worth_asking
@@ -188,7 +191,7 @@ def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system
     assert not worth_asking("/usr/bin/python3", os.stat(placed)), "owned by another uid, even in a system dir"
 
 
-def test_each_qemus_words_for_a_missing_in_kernel_gicv2_are_one_cause():
+def test_each_qemus_words_for_a_missing_in_kernel_gicv2_are_one_cause() -> None:
     """QEMU 4.1 (the incident's qemu-kvm) and QEMU 7.2 (seen under the real arm64 KVM of make matrix) say it differently."""
     from watchdogd.diagnose.signatures import SHIPPED, load_table, match
 

@@ -8,7 +8,7 @@ Counted as guests, each kept the latency gate open and libvirtd up for good.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 from watchdogd.emulators import PF_KTHREAD, is_emulator, why_not_guest
 from watchdogd.model import Process
@@ -30,11 +30,11 @@ def proc(
     )
 
 
-def guest(p: Process, cgroup: Optional[Tuple[str, ...]] = None, members: frozenset = frozenset()) -> bool:
+def guest(p: Process, cgroup: Optional[Tuple[str, ...]] = None, members: FrozenSet[int] = frozenset()) -> bool:
     return why_not_guest(p, NAMES, members, OWN, cgroup) is None
 
 
-def test_the_watchdog_kernel_threads_and_interpreters_are_not_guests():
+def test_the_watchdog_kernel_threads_and_interpreters_are_not_guests() -> None:
     assert not guest(proc(OWN, "kvm-watchdog", ("/usr/bin/python3", "/usr/bin/kvm-watchdog", "run"))), (
         "the daemon itself"
     )
@@ -52,7 +52,7 @@ def test_the_watchdog_kernel_threads_and_interpreters_are_not_guests():
     assert not guest(proc(15, "myqemuish", GUEST_ARGV)), "a name is matched as a word, not a substring"
 
 
-def test_a_qemu_started_by_libvirt_for_a_domain_is_a_guest():
+def test_a_qemu_started_by_libvirt_for_a_domain_is_a_guest() -> None:
     vm = proc(900, "qemu-system-x86", GUEST_ARGV)
     assert guest(vm), "without systemd: an emulator with libvirt's -name guest="
     assert guest(vm, MACHINE), "with systemd: and in machine.slice"
@@ -64,12 +64,12 @@ def test_a_qemu_started_by_libvirt_for_a_domain_is_a_guest():
     assert not guest(proc(903, "qemu-system-x86", GUEST_ARGV, state="Z")), "a zombie runs nothing"
 
 
-def test_a_probes_members_are_not_guests():
+def test_a_probes_members_are_not_guests() -> None:
     first = proc(1000, "qemu-system-x86", GUEST_ARGV)
     assert not guest(first, MACHINE, members=frozenset({1000}))
 
 
-def test_the_same_word_rule_decides_probe_membership_and_zombies():
+def test_the_same_word_rule_decides_probe_membership_and_zombies() -> None:
     d = "/var/lib/libvirt/qemu/qmp-BGQCH3"
     argv = ("-pidfile", d + "/qmp.pid")
     from watchdogd.safety import Protected
@@ -93,7 +93,7 @@ def _fake_proc(root: Path, pid: int, comm: str, flags: int, cmdline: bytes, cgro
     (d / "cgroup").write_text(cgroup)
 
 
-def test_the_process_table_never_reads_a_kernel_threads_cmdline_and_keeps_a_guests_name(tmp_path: Path):
+def test_the_process_table_never_reads_a_kernel_threads_cmdline_and_keeps_a_guests_name(tmp_path: Path) -> None:
     _fake_proc(tmp_path, 2, "kvm-pit/1234", PF_KTHREAD | 0x40, b"", "0::/\n")
     argv = b"/usr/bin/qemu-system-x86_64\0-name\0guest=vm1,debug-threads=on\0-S\0-m\x001024\0"
     _fake_proc(

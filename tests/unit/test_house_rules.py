@@ -25,7 +25,7 @@ def params(node: ast.FunctionDef) -> int:
     return len(names[1:] if names[:1] in (["self"], ["cls"]) else names)
 
 
-def test_no_module_is_over_350_lines():
+def test_no_module_is_over_350_lines() -> None:
     long = {
         str(p.relative_to(PACKAGE.parent)): n
         for p in PACKAGE.rglob("*.py")
@@ -34,7 +34,7 @@ def test_no_module_is_over_350_lines():
     assert long == {}
 
 
-def test_no_function_takes_over_7_parameters_and_no_constructor_over_6():
+def test_no_function_takes_over_7_parameters_and_no_constructor_over_6() -> None:
     over = [
         f"{where}: {params(node)}"
         for where, node in functions()
@@ -43,7 +43,7 @@ def test_no_function_takes_over_7_parameters_and_no_constructor_over_6():
     assert over == []
 
 
-def test_the_rules_see_what_they_count():
+def test_the_rules_see_what_they_count() -> None:
     """A rule that counts nothing passes for ever: the package has functions at the limits' edges."""
     counted = [params(node) for _, node in functions()]
     assert len(counted) > 300 and max(counted) >= 5

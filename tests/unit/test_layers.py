@@ -61,23 +61,23 @@ def imports() -> Iterator[Tuple[str, str, int]]:
                         yield module, alias.name, node.lineno
 
 
-def test_every_import_points_down_the_pipeline():
+def test_every_import_points_down_the_pipeline() -> None:
     upward = [f"{a}:{line} imports {b}" for a, b, line in imports() if layer_of(b) > layer_of(a)]
     assert upward == [], "imports that point up the pipeline:\n" + "\n".join(upward)
 
 
-def test_the_check_sees_the_whole_package():
+def test_the_check_sees_the_whole_package() -> None:
     found = list(imports())
     assert len(found) > 60, "the walk found the package's imports"
     assert {layer_of(b) for _, b, _ in found} >= set(range(len(LAYERS))), "every layer is imported by something"
 
 
-def test_the_shared_layer_imports_no_stage():
+def test_the_shared_layer_imports_no_stage() -> None:
     shared = [(a, b) for a, b, _ in imports() if layer_of(a) == 0 and layer_of(b) != 0]
     assert shared == []
 
 
-def test_every_finding_kind_has_a_message_id_and_a_catalog_entry():
+def test_every_finding_kind_has_a_message_id_and_a_catalog_entry() -> None:
     from watchdogd.model import FINDING_KINDS
     from watchdogd.report.events import MESSAGE_IDS
 
@@ -87,7 +87,7 @@ def test_every_finding_kind_has_a_message_id_and_a_catalog_entry():
         assert f"-- {MESSAGE_IDS[kind]}" in catalog, kind
 
 
-def test_the_readmes_architecture_block_names_every_module_of_the_tree():
+def test_the_readmes_architecture_block_names_every_module_of_the_tree() -> None:
     """The README's picture of watchdogd/ is checked against the tree: a module added or moved shows up there."""
     import re
     from pathlib import Path

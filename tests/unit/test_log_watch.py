@@ -7,7 +7,7 @@ from pathlib import Path
 from watchdogd.observe.watch import DirWatch
 
 
-def test_a_log_dir_made_later_is_watched_from_its_making_and_its_logs_wake_the_loop(tmp_path: Path):
+def test_a_log_dir_made_later_is_watched_from_its_making_and_its_logs_wake_the_loop(tmp_path: Path) -> None:
     probes = tmp_path / "lib"
     probes.mkdir()
     logs = tmp_path / "log" / "qemu"

@@ -86,7 +86,7 @@ class World:
         return probe
 
 
-def test_a_probe_is_proven_by_its_own_processes_never_by_a_dir_proven_before(tmp_path: Path):
+def test_a_probe_is_proven_by_its_own_processes_never_by_a_dir_proven_before(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.add(600, "qemu-system-x86", ppid=LIBVIRTD)  # libvirt's first process
     assert world.probe().proof == f"first process 600 is a child of libvirtd {LIBVIRTD} (uid 0)"
@@ -96,7 +96,7 @@ def test_a_probe_is_proven_by_its_own_processes_never_by_a_dir_proven_before(tmp
     assert probe.live_members and probe.proof is None, "a dir proven once proves nothing about the next process in it"
 
 
-def test_where_systemd_runs_libvirts_unit_cgroup_is_the_proof_and_nothing_else_is(tmp_path: Path):
+def test_where_systemd_runs_libvirts_unit_cgroup_is_the_proof_and_nothing_else_is(tmp_path: Path) -> None:
     world = World(tmp_path, systemd=True)
     # re-parented, but in libvirt's unit
     world.add(600, "qemu-system-x86", ppid=1, cgroup="0::/system.slice/libvirtd.service\n")
@@ -118,7 +118,7 @@ def test_where_systemd_runs_libvirts_unit_cgroup_is_the_proof_and_nothing_else_i
     )
 
 
-def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restart(tmp_path: Path):
+def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restart(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.add(600, "qemu-system-x86", ppid=LIBVIRTD, state="T")  # SIGSTOPped by its own uid
     probe = world.probe()
@@ -141,13 +141,13 @@ def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restar
     assert all(not p.proven for p in planned)
 
 
-def test_a_traced_probe_is_held_too(tmp_path: Path):
+def test_a_traced_probe_is_held_too(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.add(600, "qemu-system-x86", ppid=LIBVIRTD, tracer=4242)
     assert world.probe().held == "first process 600 is traced by pid 4242"
 
 
-def test_a_process_of_another_uid_named_libvirtd_is_no_libvirt(tmp_path: Path):
+def test_a_process_of_another_uid_named_libvirtd_is_no_libvirt(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.remove(LIBVIRTD)
     world.add(LIBVIRTD, "libvirtd", ppid=1, uid=65534, args=["/tmp/libvirtd"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 from harness.findings import hung_probe
 
-from watchdogd.act.actions import Actor, Alert
+from watchdogd.act.actions import Actor, Alert, Result
 from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
 from watchdogd.decide.assess import assess
 from watchdogd.decide.evidence import EmptyCache
@@ -22,7 +24,7 @@ def finding(subject: str, proven: bool = True) -> Finding:
     return hung_probe(subject, proven)
 
 
-def test_hung_and_stale_are_one_rule_each_at_their_thresholds():
+def test_hung_and_stale_are_one_rule_each_at_their_thresholds() -> None:
     detect = DetectConfig(probe_hung_after=60.0, stale_dir_after=600.0)
     assert not is_hung(probe(59.9, live=True), detect) and is_hung(probe(60.0, live=True), detect)
     assert not is_hung(probe(9999, live=False), detect), "a dir with no live process is never hung"
@@ -31,16 +33,14 @@ def test_hung_and_stale_are_one_rule_each_at_their_thresholds():
     assert "belong to it" in str(why_not_stale(probe(9999, live=True), detect))
 
 
-def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs():
+def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs() -> None:
     config = Config()
 
-    def kinds(**kw: object) -> list:
-        return [
-            f.kind
-            for f in assess(
-                Observation(taken_wall=0.0, kernel_release="6.1.0-27", cache_entries=("x.xml",), **kw), config
-            )
-        ]  # type: ignore[arg-type]
+    def kinds(kernel_last_good: Optional[str] = None) -> List[str]:
+        seen = Observation(
+            taken_wall=0.0, kernel_release="6.1.0-27", cache_entries=("x.xml",), kernel_last_good=kernel_last_good
+        )
+        return [f.kind for f in assess(seen, config)]
 
     assert kinds(kernel_last_good="6.1.0-26") == ["kernel_changed"]
     assert kinds(kernel_last_good="6.1.0-27") == [] and kinds(kernel_last_good=None) == []
@@ -54,7 +54,7 @@ def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs(
     }
 
 
-def test_cooldown_is_the_least_time_between_two_firings_of_a_policy():
+def test_cooldown_is_the_least_time_between_two_firings_of_a_policy() -> None:
     config = Config(policies=(PolicyConfig(name="slow", on="probe_hung", do=("kill_probe",), cooldown=60.0),))
     engine = PolicyEngine(config)
     assert [p.finding.subject for p in engine.decide([finding("/l/qmp-A00000")], now=0.0)] == ["/l/qmp-A00000"]
@@ -65,7 +65,7 @@ def test_cooldown_is_the_least_time_between_two_firings_of_a_policy():
     )
 
 
-def test_the_breaker_pauses_once_then_resumes_once_when_the_window_has_room():
+def test_the_breaker_pauses_once_then_resumes_once_when_the_window_has_room() -> None:
     config = Config(limits=LimitsConfig(actions=2, per=100.0))
     engine = PolicyEngine(config)
     assert engine.admit(0.0) and engine.admit(1.0) and not engine.admit(2.0)
@@ -78,7 +78,7 @@ def test_the_breaker_pauses_once_then_resumes_once_when_the_window_has_room():
     assert [p.action for p in engine.decide([finding("/l/qmp-C00000")], now=101.0)] == ["kill_probe"]
 
 
-def test_alert_is_an_event_only_and_never_spends_the_budget():
+def test_alert_is_an_event_only_and_never_spends_the_budget() -> None:
     config = Config(
         policies=(PolicyConfig(name="tell", on="cache_empty", do=("alert",)),),
         limits=LimitsConfig(actions=1, per=3600.0),
@@ -95,7 +95,7 @@ def test_alert_is_an_event_only_and_never_spends_the_budget():
     assert not records[0].changed_something
 
 
-def test_a_dry_run_plans_every_action_and_does_none():
+def test_a_dry_run_plans_every_action_and_does_none() -> None:
     engine = PolicyEngine(Config())
     planned = engine.decide([finding(f"/l/qmp-D0000{i}") for i in range(3)], now=10.0, dry_run=True)
     assert [p.action for p in planned] == ["kill_probe"] * 3 + ["quarantine_cache", "restart_libvirt"]
@@ -105,7 +105,7 @@ def test_a_dry_run_plans_every_action_and_does_none():
         def plan(self, f: Finding) -> str:
             return "kill it"
 
-        def run(self, f: Finding):  # type: ignore[no-untyped-def]
+        def run(self, f: Finding) -> Result:
             raise AssertionError("a dry run ran an action")
 
     records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(
@@ -114,7 +114,7 @@ def test_a_dry_run_plans_every_action_and_does_none():
     assert [r.result for r in records] == ["dry_run"] * 5 and all(r.detail == "would kill it" for r in records)
 
 
-def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once():
+def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once() -> None:
     from watchdogd.decide.ledger import FindingLedger
 
     ledger = FindingLedger()
@@ -133,7 +133,7 @@ def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once(
     assert ledger.update([empty, hung], 261.0, grace=grace).opened == (hung,), "kinds without a grace open at once"
 
 
-def test_the_latency_call_never_wakes_libvirt_nor_keeps_an_idle_one_awake():
+def test_the_latency_call_never_wakes_libvirt_nor_keeps_an_idle_one_awake() -> None:
     from watchdogd.observe.latency import IDLE, why_not_connect
 
     idle = Observation(taken_wall=0.0)
@@ -147,7 +147,7 @@ def test_the_latency_call_never_wakes_libvirt_nor_keeps_an_idle_one_awake():
     assert why_not_connect(None, "busy") == "not before the first scan"
 
 
-def test_cache_empty_is_expected_while_a_young_probe_runs():
+def test_cache_empty_is_expected_while_a_young_probe_runs() -> None:
     config = Config()
     young = Observation(taken_wall=0.0, libvirt_pids=(42,), cache_entries=(), probes=(probe(5.0, live=True),))
     assert [f.kind for f in assess(young, config)] == []
@@ -155,7 +155,7 @@ def test_cache_empty_is_expected_while_a_young_probe_runs():
     assert [f.kind for f in assess(nothing, config)] == ["cache_empty"]
 
 
-def test_the_shipped_config_lists_every_key_at_its_default():
+def test_the_shipped_config_lists_every_key_at_its_default() -> None:
     import dataclasses
     from pathlib import Path
 
@@ -171,7 +171,7 @@ def test_the_shipped_config_lists_every_key_at_its_default():
             assert f"  {f.name}:" in text, f"{section}.{f.name} is not in the shipped config"
 
 
-def test_report_once_goes_by_a_problems_id_not_its_words():
+def test_report_once_goes_by_a_problems_id_not_its_words() -> None:
     from watchdogd.model import Problem, problem_id
     from watchdogd.state import StateError
 

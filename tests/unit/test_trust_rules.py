@@ -8,7 +8,7 @@ from typing import List
 
 from harness.findings import hung_probe, stale_dir
 
-from watchdogd.act.actions import Actor
+from watchdogd.act.actions import Actor, Result
 from watchdogd.act.quarantine import quarantine_cache
 from watchdogd.config import Config, LimitsConfig
 from watchdogd.decide.evidence import Latency
@@ -21,14 +21,14 @@ def hung(n: int, proven: bool) -> List[Finding]:
     return [hung_probe(f"/l/qmp-{tag}{i:05d}", proven) for i in range(n)]
 
 
-def test_forged_probes_are_killed_but_never_counted_toward_an_escalation():
+def test_forged_probes_are_killed_but_never_counted_toward_an_escalation() -> None:
     engine = PolicyEngine(Config())
     planned = engine.decide(hung(10, proven=False), now=100.0)
     assert {p.action for p in planned} == {"kill_probe"}, "host-wide actions never act on forgeable evidence"
     assert len(planned) == 10 and not any(p.proven for p in planned)
 
 
-def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_three():
+def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_three() -> None:
     engine = PolicyEngine(Config())
     findings = hung(2, proven=True) + hung(5, proven=False)
     assert "restart_libvirt" not in {p.action for p in engine.decide(findings, now=100.0)}, (
@@ -39,7 +39,7 @@ def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_thre
     assert [(p.action, p.proven) for p in escalated] == [("quarantine_cache", True), ("restart_libvirt", True)]
 
 
-def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are():
+def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are() -> None:
     def kind(k: str) -> Finding:
         return Finding(k, Severity.CRITICAL, "s", 0.0, "m", Latency("qemu:///system"))
 
@@ -55,11 +55,11 @@ class _Ok:
     def plan(self, finding: Finding) -> str:
         return "nothing"
 
-    def run(self, finding: Finding):  # type: ignore[no-untyped-def]
+    def run(self, finding: Finding) -> Result:
         return "ok", "", ()
 
 
-def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation():
+def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation() -> None:
     config = Config(limits=LimitsConfig(actions=5, unproven_actions=3, per=3600.0))
     engine = PolicyEngine(config)
     actor = Actor({"kill_probe": _Ok()}, engine, clock=lambda: 100.0)
@@ -71,7 +71,7 @@ def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation():
     assert [r.result for r in records] == ["ok", "ok"] and breaker is None, "proven probes are still killed"
 
 
-def test_policy_memory_is_bounded_per_kind():
+def test_policy_memory_is_bounded_per_kind() -> None:
     from watchdogd.decide.policy import MAX_SUBJECTS
 
     engine = PolicyEngine(Config())
@@ -79,7 +79,7 @@ def test_policy_memory_is_bounded_per_kind():
     assert len(engine.state.occurrences["probe_hung"]) == MAX_SUBJECTS
 
 
-def test_prune_never_removes_the_set_just_made_even_after_the_clock_stepped_back(tmp_path: Path):
+def test_prune_never_removes_the_set_just_made_even_after_the_clock_stepped_back(tmp_path: Path) -> None:
     cache, root = tmp_path / "cache", tmp_path / "quarantine"
     cache.mkdir()
     for t in (1_700_000_300, 1_700_000_200):
@@ -91,7 +91,7 @@ def test_prune_never_removes_the_set_just_made_even_after_the_clock_stepped_back
     )
 
 
-def test_a_second_quarantine_in_the_same_second_gets_its_own_set(tmp_path: Path):
+def test_a_second_quarantine_in_the_same_second_gets_its_own_set(tmp_path: Path) -> None:
     cache, root = tmp_path / "cache", tmp_path / "quarantine"
     cache.mkdir()
     for n in range(2):
@@ -100,7 +100,7 @@ def test_a_second_quarantine_in_the_same_second_gets_its_own_set(tmp_path: Path)
     assert sorted((root / d / "entry.xml").read_text() for d in os.listdir(root)) == ["0", "1"]
 
 
-def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted_once_each():
+def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted_once_each() -> None:
     """A genuine probe's dir the qemu user kept (libvirt's rmdir failed) and names from its own process: a new
     occurrence, ended anew; and recurrences of one subject (libvirt's own uri) count toward `times` each."""
     engine = PolicyEngine(Config())

@@ -48,9 +48,8 @@ class LatencySchedule:
             return False
         if now >= self.next_at:
             if self.result is not None and self.result.skipped:
-                self.result = (
-                    None  # a call goes out: "libvirt idle" is no longer true (the answer comes with the child)
-                )
+                # a call goes out: "libvirt idle" is no longer true (the answer comes with the child)
+                self.result = None
             skipped = probe.start()
             self.next_at = now + config.latency.every if skipped is None else soon
         return False

@@ -1,0 +1,12 @@
+"""A process the test itself started, read as the watchdog reads it: there, or the test fails saying so."""
+
+from __future__ import annotations
+
+from watchdogd.model import Process
+from watchdogd.observe.procfs import ProcFS
+
+
+def process_of(proc: ProcFS, pid: int) -> Process:
+    seen = proc.process(pid)
+    assert seen is not None, f"process {pid} is gone"
+    return seen
