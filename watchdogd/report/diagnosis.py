@@ -3,7 +3,7 @@
 The report's parts (JSON keys): kvm (the self-test: usable, api_version, checks),
 kernel (running, last good, per-release history), probes (open probes with their
 diagnosis), signatures (recent start-up failure lines in the domains' logs),
-incidents (the newest bundles), verdict (cause, what_to_do as ordered steps).
+incidents (the newest bundles), verdict (cause, what_to_do as ordered steps). Its text: report.text.
 """
 
 from __future__ import annotations
@@ -57,38 +57,3 @@ def exit_status(report: Dict[str, Any]) -> ExitStatus:
     if cause == "unknown" and not report["probes"]:
         return ExitStatus.UNKNOWN
     return ExitStatus.CRITICAL  # KVM unusable, or a cause found
-
-
-def render(report: Dict[str, Any]) -> str:
-    kvm, kernel = report["kvm"], report["kernel"]
-    lines = [f"VERDICT: {report['verdict']['cause']}"]
-    lines += [f"  {n}. {step}" for n, step in enumerate(report["verdict"]["what_to_do"], 1)]
-    lines.append("")
-    state = "usable" if kvm.get("usable") else f"UNUSABLE ({kvm.get('problem')})"
-    lines.append(f"KVM: {state}; API version {kvm.get('api_version')}")
-    for c in kvm.get("checks", []):
-        lines.append(
-            f"  {'ok ' if c.get('ok') else 'FAIL'} {c.get('name')}"
-            + ("" if c.get("ok") else f": {c.get('error')} ({c.get('errno')})")
-        )
-    for advice in kvm.get("advice", []):
-        lines.append(f"  note: {advice}")
-    lines.append(f"kernel: {kernel['release']} (last good: {kernel.get('last_good') or 'not known yet'})")
-    for release, r in sorted(kernel.get("history", {}).items()):
-        lines.append(f"  {release}: {int(r['ok'])} probes worked, {int(r['hung'])} hung")
-    lines.append(f"probes hung now: {len(report['probes'])}")
-    for p in report["probes"]:
-        d = p.get("diagnosis") or {}
-        lines.append(
-            f"  {p['probe_dir']} ({p.get('age_s')} s): {d.get('cause')}, {d.get('stage')}, blocked in "
-            f"{d.get('blocked_in')}: {d.get('detail')}"
-        )
-    lines.append(f"start-up failure signatures in the domains' logs: {len(report['signatures'])}")
-    for s in report["signatures"]:
-        lines.append(f"  {s['domain']}: {s['cause']}{'' if s.get('alert') else ' (noted only)'}: {s['line'].strip()}")
-    lines.append(f"incidents kept: {len(report['incidents'])}")
-    for i in report["incidents"]:
-        lines.append(f"  {i.get('file')}: {(i.get('diagnosis') or {}).get('cause')} on {i.get('kernel')}")
-    for e in report.get("errors", []):
-        lines.append(f"problem: {e}")
-    return "\n".join(lines)

@@ -15,8 +15,9 @@ from ..printable import PrintableWriter
 from ..report import diagnosis
 from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
-from ..report.render import ExitStatus, as_json, exit_status, human
-from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, render
+from ..report.render import ExitStatus, as_json, exit_status
+from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged
+from ..report.text import diagnosis_text, human, status_text
 from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
 from .pipeline import remediate_once, scan_once
@@ -194,11 +195,12 @@ class Cli:
             )
             print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)
             return ExitStatus.UNKNOWN
+        running = is_running(current)
         if args.json:
-            current["running"] = is_running(current)
+            current["running"] = running
             print(json.dumps(current, indent=2), file=self.out)
         else:
-            print(render(current, time.time()), file=self.out)
+            print(status_text(current, time.time(), running), file=self.out)
         return ExitStatus.OK
 
     def diagnose(self, args: argparse.Namespace) -> ExitStatus:
@@ -206,7 +208,7 @@ class Cli:
         if config is None:
             return ExitStatus.UNKNOWN
         report = diagnose_host(config)
-        print(json.dumps(report, indent=2) if args.json else diagnosis.render(report), file=self.out)
+        print(json.dumps(report, indent=2) if args.json else diagnosis_text(report), file=self.out)
         return diagnosis.exit_status(report)
 
     def config(self, args: argparse.Namespace) -> ExitStatus:

@@ -34,7 +34,7 @@ from ..decide.policy import BOTH_LANES, BreakerChange
 from ..model import Finding, Observation
 from ..report import events
 from ..report.figures import Snapshot, snapshot_of
-from ..report.status import status_line
+from ..report.text import status_line
 from ..rules import deadlines
 from .latency_schedule import LatencySchedule
 from .pipeline import Pipeline
