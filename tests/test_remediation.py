@@ -382,5 +382,5 @@ def test_policy_state_survives_a_restart_and_a_corrupt_file_is_set_aside(state_d
     ]
     (state_dir / "policy.json").write_text("{not json")
     assert store.read_json("policy.json") is None
-    assert any("corrupt" in p and "moved aside" in p for p in store.problems)
+    assert any("corrupt" in p.text and "moved aside" in p.text for p in store.problems.drain())
     assert any(n.startswith("policy.json.corrupt-") for n in os.listdir(state_dir))

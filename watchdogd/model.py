@@ -11,26 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from .problems import Problem
 from .timefmt import iso_utc
-
-
-class Problem(str):
-    """What could not be seen or saved: its words, and a stable id.
-
-    "Report once" compares ids, not words, so a time, a size or a count in the words
-    never makes the same problem news again. A plain str is its own id.
-    """
-
-    id: str
-
-    def __new__(cls, text: str, id: Optional[str] = None) -> Problem:  # noqa: A002 (the field's name)
-        obj = super().__new__(cls, text)
-        obj.id = id or text
-        return obj
-
-
-def problem_id(problem: str) -> str:
-    return problem.id if isinstance(problem, Problem) else problem
 
 
 class Severity(enum.IntEnum):
@@ -239,7 +221,7 @@ class Observation:
     cache_owner_uid: Optional[int] = None
     # libvirt's running guests (emulators.why_not_guest), as of the last full walk, less those gone since
     guests: int = 0
-    errors: Tuple[str, ...] = ()  # what could not be observed (makes the result UNKNOWN)
+    errors: Tuple[Problem, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 
 def _plain(value: object) -> object:

@@ -17,9 +17,9 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
-from .model import Problem
+from .problems import Problem, Problems
 from .timefmt import compact_utc
 
 MAX_STATE_BYTES = 8 * 1024 * 1024  # what any state file may hold; writers bound what they save
@@ -34,14 +34,14 @@ class StateError(Exception):
 
     def problem(self, more: str = "") -> Problem:
         """As a Problem whose id is the file, whatever errno or size the words carry."""
-        return Problem(str(self) + more, id=f"state-write:{self.path}")
+        return Problem(str(self) + more, key=f"state-write:{self.path}")
 
 
 @dataclass
 class StateStore:
     root: str
     clock: Callable[[], float] = time.time
-    problems: List[str] = field(default_factory=list)  # corrupt or unreadable files found (Problems), for reporting
+    problems: Problems = field(default_factory=Problems)  # corrupt or unreadable files met go here (the scan drains it)
     read_only: bool = False
 
     def path(self, name: str) -> str:
@@ -55,7 +55,7 @@ class StateStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.problems.append(Problem(f"cannot read {path}: {exc.strerror}", id=f"state-read:{path}"))
+            self.problems.add(f"cannot read {path}: {exc.strerror}", key=f"state-read:{path}")
             return None
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -64,33 +64,29 @@ class StateStore:
                     f"{path} is {size} bytes, more than any state file is written ({MAX_STATE_BYTES}); "
                     "not read, left as it is"
                 )
-                self.problems.append(Problem(text, id=f"state-large:{path}"))
+                self.problems.add(text, key=f"state-large:{path}")
                 return None
             try:
                 raw = f.read(MAX_STATE_BYTES + 1)
             except OSError as exc:
-                self.problems.append(Problem(f"cannot read {path}: {exc.strerror}", id=f"state-read:{path}"))
+                self.problems.add(f"cannot read {path}: {exc.strerror}", key=f"state-read:{path}")
                 return None
         try:
             return json.loads(raw)
         except ValueError as exc:
             if self.read_only:
-                self.problems.append(
-                    Problem(f"{path} is corrupt ({exc}); left as it is (a read-only look)", id=f"state-corrupt:{path}")
+                self.problems.add(
+                    f"{path} is corrupt ({exc}); left as it is (a read-only look)", f"state-corrupt:{path}"
                 )
                 return None
             aside = f"{path}.corrupt-{compact_utc(self.clock())}"
             try:
                 os.replace(path, aside)
-                self.problems.append(
-                    Problem(f"{path} was corrupt ({exc}); moved aside to {aside}", id=f"state-corrupt:{path}")
-                )
+                self.problems.add(f"{path} was corrupt ({exc}); moved aside to {aside}", f"state-corrupt:{path}")
             except OSError as move_exc:
-                self.problems.append(
-                    Problem(
-                        f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}",
-                        id=f"state-corrupt:{path}",
-                    )
+                self.problems.add(
+                    f"{path} is corrupt ({exc}) and could not be moved aside: {move_exc.strerror}",
+                    f"state-corrupt:{path}",
                 )
             return None
 

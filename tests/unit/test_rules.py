@@ -171,14 +171,20 @@ def test_the_shipped_config_lists_every_key_at_its_default() -> None:
             assert f"  {f.name}:" in text, f"{section}.{f.name} is not in the shipped config"
 
 
-def test_report_once_goes_by_a_problems_id_not_its_words() -> None:
-    from watchdogd.model import Problem, problem_id
+def test_report_once_goes_by_a_problems_key_not_its_words() -> None:
+    from watchdogd.problems import Problem, Problems
     from watchdogd.state import StateError
 
     first = StateError("cannot write /s/status.json: No space left on device", "/s/status.json").problem()
     later = StateError("cannot write /s/status.json: Disk quota exceeded", "/s/status.json").problem()
-    assert first != later and problem_id(first) == problem_id(later) == "state-write:/s/status.json"
-    assert problem_id("cannot read /d: Permission denied") == "cannot read /d: Permission denied", (
-        "a plain str is its own id"
+    assert first != later and first.key == later.key == "state-write:/s/status.json"
+    assert Problem("cannot read /d: Permission denied").key == "cannot read /d: Permission denied", (
+        "words without a key are their own key"
     )
-    assert isinstance(Problem("x", id="y"), str) and str(Problem("x", id="y")) == "x"
+    assert str(Problem("x", key="y")) == "x"
+    collector = Problems()
+    collector.add("more than 2000 QEMU logs", "logs-many:/l")
+    collector.add("more than 2001 QEMU logs", "logs-many:/l")  # a second poll before the scan drains
+    assert [p.text for p in collector.drain()] == ["more than 2001 QEMU logs"] and collector.drain() == (), (
+        "a scan takes each key once, with its newest words, and leaves nothing behind"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from ..problems import Problem
 from ..state import StateError, StateStore
 
 STATE_FILE = "kernels.json"
@@ -47,7 +48,7 @@ class KernelHistory:
                         continue
         return cls(records)
 
-    def save(self, state: StateStore) -> List[str]:
+    def save(self, state: StateStore) -> List[Problem]:
         if not self.changed or state.read_only:
             return []
         try:

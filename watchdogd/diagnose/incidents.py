@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from typing import Any, Dict, List, Optional
 
+from ..problems import Problem
 from ..state import StateError, StateStore
 from ..timefmt import compact_utc
 
@@ -44,7 +45,7 @@ def package_of(path: Optional[str], timeout: float = 2.0) -> Optional[str]:
     return None
 
 
-def save(state: StateStore, name: str, bundle: Dict[str, Any], now: float) -> List[str]:
+def save(state: StateStore, name: str, bundle: Dict[str, Any], now: float) -> List[Problem]:
     """Write one bundle (trimmed to MAX_BYTES) and prune to KEEP; the problems, if any."""
     if state.read_only:
         return []
@@ -58,7 +59,7 @@ def save(state: StateStore, name: str, bundle: Dict[str, Any], now: float) -> Li
     return prune(state)
 
 
-def prune(state: StateStore) -> List[str]:
+def prune(state: StateStore) -> List[Problem]:
     root = state.path(DIR)
     try:
         names = sorted(n for n in os.listdir(root) if n.endswith(".json"))
@@ -68,7 +69,7 @@ def prune(state: StateStore) -> List[str]:
         try:
             os.unlink(os.path.join(root, n))
         except OSError as exc:
-            return [f"cannot prune {root}/{n}: {exc.strerror}"]
+            return [Problem(f"cannot prune {root}/{n}: {exc.strerror}", f"incidents-prune:{root}")]
     return []
 
 

@@ -23,6 +23,7 @@ from ..config import Config
 from ..model import Observation, Probe
 from ..observe.capture import Capturer
 from ..observe.logs import LogFollower
+from ..problems import Problem
 from ..rules import is_hung
 from ..state import StateStore
 from . import incidents
@@ -114,13 +115,12 @@ class Diagnostician:
         self._unsaved: List[
             Tuple[str, Dict[str, object], float]
         ] = []  # incident bundles to keep once the scan has acted
-        self._log_problems: List[str] = []
-        self.problems: List[str] = []
 
     def adopt(self, old: Diagnostician) -> None:
         """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read
         twice."""
         if old.config.libvirt.log_dir == self.config.libvirt.log_dir:
+            old.follower.problems = self.follower.problems  # it tells the new pipeline's collector from now on
             self.follower = old.follower
             self._failures = old._failures
         self._diagnosed, self._live, self._kvm, self._packages = old._diagnosed, old._live, old._kvm, old._packages
@@ -128,14 +128,12 @@ class Diagnostician:
         self._unsaved = old._unsaved + self._unsaved
 
     def insight(self, obs: Observation) -> Insight:
-        self.problems = []
         hung = sorted((p for p in obs.probes if is_hung(p, self.config.detect)), key=lambda p: not trusted(p))
         captures = [CAPTURES_PER_SCAN]
         diagnoses = {p.path: self._diagnose(p, obs, captures) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
         self.follow_logs(obs.taken_wall)
-        self.problems.extend(self._log_problems)
         return Insight(diagnoses, self.history.summary(obs.kernel_release), self.vm_failures(obs.taken_wall), self._kvm)
 
     # ---- hung probes ---------------------------------------------------------------------
@@ -167,13 +165,13 @@ class Diagnostician:
         self._unsaved.append((os.path.basename(probe.path), bundle, obs.taken_wall))
         return diagnosis
 
-    def keep_incidents(self) -> List[str]:
+    def keep_incidents(self) -> List[Problem]:
         """Write the bundles this scan captured, with the emulators' package versions.
 
         Called once the scan has reported and planned: asking dpkg which package owns the
         emulator takes ~150 ms, which must never stand between a hung probe and its kill.
         """
-        problems: List[str] = []
+        problems: List[Problem] = []
         lookups = [LOOKUPS_PER_SCAN]
         for name, bundle, taken in self._unsaved:
             if not self.state.read_only:
@@ -239,7 +237,6 @@ class Diagnostician:
         before = self._failure_keys()
         for domain, lines in list(self.follower.poll().items())[:MAX_DOMAINS]:
             self._read_domain(domain, lines, now)
-        self._log_problems = [self.follower.problem] if self.follower.problem else []
         return self._failure_keys() != before
 
     def _failure_keys(self) -> Tuple[Tuple[str, float, bool], ...]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from ..fsafe import open_path_nofollow
 from ..printable import printable
+from ..problems import Problems
 
 READ_CAP = 64 * 1024
 POLL_BUDGET = 128 * 1024
@@ -28,25 +29,26 @@ SUFFIX = ".log"
 
 
 class LogFollower:
-    def __init__(self, log_dir: str, from_tail: bool = False):
-        """from_tail: on first sight read a file's last READ_CAP bytes (for `diagnose`), not nothing (the daemon)."""
+    def __init__(self, log_dir: str, problems: Problems, from_tail: bool = False):
+        """from_tail: on first sight read a file's last READ_CAP bytes (for `diagnose`), not nothing (the daemon).
+
+        problems: where a log dir or file that cannot be read, or too many logs, is told."""
         self.log_dir = log_dir
         self.from_tail = from_tail
         self._baseline = True  # the first poll: what is there already is history
         self._at: Dict[str, Tuple[int, int]] = {}  # file name -> (inode, offset read to)
         self._turn = ""  # the file the next poll starts at (the one after where the budget ran out)
-        self.problem: Optional[str] = None
+        self.problems = problems
 
     def poll(self) -> Dict[str, List[str]]:
         """New lines since the last poll, by domain name."""
-        self.problem = None
         try:
             dir_fd = open_path_nofollow(self.log_dir)
         except FileNotFoundError:
             self._baseline = False  # no dir yet: every log that appears is new
             return {}
         except OSError as exc:
-            self.problem = f"cannot read the QEMU log dir {self.log_dir}: {exc.strerror}"
+            self.problems.add(f"cannot read the QEMU log dir {self.log_dir}: {exc.strerror}", f"logs:{self.log_dir}")
             return {}
         out: Dict[str, List[str]] = {}
         try:
@@ -85,7 +87,9 @@ class LogFollower:
                 names.append(entry.name)
         if more:
             followed = f"only {MAX_FILES} are followed for start-up failures"
-            self.problem = f"more than {MAX_FILES} QEMU logs in {self.log_dir}: {followed}"
+            self.problems.add(
+                f"more than {MAX_FILES} QEMU logs in {self.log_dir}: {followed}", f"logs-many:{self.log_dir}"
+            )
         return sorted(names)
 
     def _new_lines(self, dir_fd: int, name: str, budget: int) -> Tuple[List[str], int]:
@@ -94,7 +98,8 @@ class LogFollower:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ELOOP):
-                self.problem = f"cannot read {os.path.join(self.log_dir, name)}: {exc.strerror}"
+                path = os.path.join(self.log_dir, name)
+                self.problems.add(f"cannot read {path}: {exc.strerror}", f"logs:{path}")
             return [], 0
         try:
             st = os.fstat(fd)

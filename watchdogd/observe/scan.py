@@ -23,6 +23,7 @@ from ..emulators import is_emulator_name
 from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
 from ..model import DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 from ..pidfile import read_pid_max, read_pidfile
+from ..problems import Problem
 from ..safety import QMP_DIR, Protected, why_not_member
 from ..state import StateStore
 from .cache_dir import cache_entries
@@ -121,9 +122,7 @@ class Scanner:
         entries, cache_owner = cache_entries(self.config.libvirt.cache_dir, errors)
         kernel_last_good = None
         if with_state:
-            kernel_last_good = self.state.last_good_kernel()
-            errors.extend(self.state.problems)
-            self.state.problems.clear()
+            kernel_last_good = self.state.last_good_kernel()  # a corrupt file is told by the state's collector
         return Observation(
             taken_wall=now,
             uptime_s=uptime,
@@ -139,7 +138,7 @@ class Scanner:
             missing_dirs=self._missing(),
             cache_owner_uid=cache_owner,
             guests=len(self.guests.known),
-            errors=tuple(errors),
+            errors=tuple(Problem(e) for e in errors),
         )
 
     def _missing(self) -> Tuple[MissingDir, ...]:

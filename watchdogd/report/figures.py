@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 from ..config import Config, DetectConfig, MetricsConfig
 from ..model import Finding, LatencyResult, Observation
+from ..problems import Problem
 from ..rules import is_hung, why_not_stale
 from ..state import StateStore
 
@@ -156,7 +157,7 @@ class Outlet(Protocol):
 
     def start(self) -> Optional[str]: ...
 
-    def publish(self, snapshot: Snapshot) -> List[str]: ...
+    def publish(self, snapshot: Snapshot) -> List[Problem]: ...
 
     def stop(self, last: Optional[Snapshot]) -> None: ...
 
@@ -170,7 +171,7 @@ class NoOutlet:
     def start(self) -> Optional[str]:
         return None
 
-    def publish(self, snapshot: Snapshot) -> List[str]:
+    def publish(self, snapshot: Snapshot) -> List[Problem]:
         return []
 
     def stop(self, last: Optional[Snapshot]) -> None:

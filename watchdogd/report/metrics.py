@@ -33,7 +33,8 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..config import MetricsConfig
 from ..fsafe import write_file_in
-from ..model import ACTION_NAMES, FINDING_KINDS, Problem
+from ..model import ACTION_NAMES, FINDING_KINDS
+from ..problems import Problem
 from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
 
@@ -227,16 +228,16 @@ class Metrics:
         threading.Thread(target=self._server.serve_forever, name="kvm-watchdog-metrics", daemon=True).start()
         return None
 
-    def publish(self, snapshot: Snapshot) -> List[str]:
+    def publish(self, snapshot: Snapshot) -> List[Problem]:
         """A new scan's figures to every outlet; the counters saved when they changed. Problems, if any."""
         self.figures.snapshot = snapshot
-        problems: List[str] = []
+        problems: List[Problem] = []
         if self.config.textfile:
             try:
                 _replace(self.config.textfile, generate_latest(self.registry))
             except OSError as exc:
                 text = f"cannot write the metrics textfile {self.config.textfile}: {exc.strerror or exc}"
-                problems.append(Problem(text, id=f"metrics-textfile:{self.config.textfile}"))
+                problems.append(Problem(text, key=f"metrics-textfile:{self.config.textfile}"))
         counters = self.figures.copy_counters().to_json()
         if counters != self._saved and not self.state.read_only:
             try:

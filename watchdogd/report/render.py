@@ -18,7 +18,7 @@ class ExitStatus(enum.IntEnum):
     UNKNOWN = 3
 
 
-def exit_status(findings: Sequence[Finding], errors: Sequence[str]) -> ExitStatus:
+def exit_status(findings: Sequence[Finding], errors: Sequence[object]) -> ExitStatus:
     """Critical beats unknown (a hung probe is certain even if one dir was unreadable);
     unknown beats warning (something could not be seen at all)."""
     worst = max((f.severity for f in findings), default=Severity.INFO)
@@ -36,8 +36,9 @@ def worst_first(findings: Sequence[Finding]) -> List[Finding]:
     return sorted(findings, key=lambda f: (-int(f.severity), f.kind, f.subject))
 
 
-def as_json(findings: Sequence[Finding], actions: Sequence[Dict[str, Any]], errors: Sequence[str]) -> str:
+def as_json(findings: Sequence[Finding], actions: Sequence[Dict[str, Any]], errors: Sequence[object]) -> str:
+    """errors: what could not be seen or saved (Problems), as their words."""
     body: Dict[str, Any] = {"findings": [f.to_json() for f in findings], "actions": list(actions)}
     if errors:
-        body["errors"] = list(errors)
+        body["errors"] = [str(e) for e in errors]
     return json.dumps(body, indent=2, sort_keys=False)

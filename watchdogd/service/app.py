@@ -32,6 +32,7 @@ from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..observe.watch import DirWatch
+from ..problems import Problems
 from ..report import diagnosis
 from ..report.events import EventSink
 from ..report.figures import Figures, NoOutlet, Outlet, restore_counters
@@ -49,7 +50,8 @@ from .wiring import Wiring
 def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> Pipeline:
     """read_only: for check and --dry-run, which must leave state_dir byte for byte as it was."""
     proc = ProcFS(proc_root, keep_arg=probe_arg_filter(config.libvirt.probe_dirs))
-    state = StateStore(config.state_dir, read_only=read_only)
+    problems = Problems()  # one collector for the parts that may meet a problem; each look drains it
+    state = StateStore(config.state_dir, problems=problems, read_only=read_only)
     # one scanner for the loop and for the actions' re-checks (it locks): one memory of
     # what was seen, so the re-check before a removal has the same clock-jump guard
     birth = BirthTime()
@@ -68,7 +70,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     actions = build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace), birth, restarter)
     actor = Actor(actions, engine)
     activated = SocketActivation()
-    readers = Readers(Capturer(proc_root), LogFollower(lib.log_dir), run_selftest)
+    readers = Readers(Capturer(proc_root), LogFollower(lib.log_dir, problems), run_selftest)
     diagnostician = Diagnostician(config, state, readers, signature_table(config), KernelHistory.load(state))
     return Pipeline(
         config=config,
@@ -81,6 +83,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
         diagnostician=diagnostician,
         activated=activated,
         cancel=cancel,
+        problems=problems,
     )
 
 
@@ -160,7 +163,7 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
     ]
     table = signature_table(config)
     seen = []
-    for domain, lines in sorted(LogFollower(config.libvirt.log_dir, from_tail=True).poll().items()):
+    for domain, lines in sorted(LogFollower(config.libvirt.log_dir, parts.problems, from_tail=True).poll().items()):
         for m in signatures.match(lines, table)[-10:]:
             seen.append(
                 {
@@ -181,7 +184,8 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
             {k: i.get(k) for k in ("file", "probe_dir", "taken", "diagnosis", "kernel", "emulator", "packages")}
             for i in incidents.recent(parts.state)
         ],
-        "errors": list(obs.errors),
     }
-    report["verdict"] = diagnosis.verdict(report["kvm"], probes, seen, obs.errors)
+    errors = [str(e) for e in obs.errors + parts.problems.drain()]
+    report["errors"] = errors
+    report["verdict"] = diagnosis.verdict(report["kvm"], probes, seen, errors)
     return report

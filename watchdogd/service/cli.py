@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Mapping, Optional, TextIO, cast
 from .. import __version__
 from ..config import Config, resolve_path, to_yaml
 from ..printable import PrintableWriter
+from ..problems import Problem
 from ..report import diagnosis
 from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
@@ -144,7 +145,7 @@ class Cli:
         actions = [r.to_json() for r in outcome.actions]
         errors = list(outcome.after.errors) + outcome.problems
         if outcome.breaker == "paused":
-            errors.append("remediation paused: the limits (actions per window) were reached")
+            errors.append(Problem("remediation paused: the limits (actions per window) were reached"))
         if args.json:
             print(as_json(outcome.findings, actions, errors), file=self.out)
         else:
@@ -190,7 +191,7 @@ class Cli:
             current = merged(current, state.read_json(SCAN_FILE))
         if not isinstance(current, dict):
             why = (
-                "; ".join(state.problems)
+                "; ".join(str(p) for p in state.problems.drain())
                 or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
             )
             print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)

@@ -32,6 +32,7 @@ from ..act.actions import ActionRecord
 from ..config import Config, ConfigError
 from ..decide.policy import BOTH_LANES, BreakerChange
 from ..model import Finding, Observation
+from ..problems import Problem
 from ..report import events
 from ..report.figures import Snapshot, snapshot_of
 from ..report.text import status_line
@@ -102,13 +103,13 @@ class Daemon:
         self.wiring.sink.emit(events.started(self.config, watch_how))
         problem = self.wiring.outlet.start()
         if problem:
-            self.status.report([problem])
+            self.status.report([Problem(problem)])
         try:
             while not self.signals.stop:
                 try:
                     self.step()
                 except Exception as exc:  # a bug or an unforeseen host state must not end the watchdog
-                    self.status.report([f"internal error: {type(exc).__name__}: {exc}"])
+                    self.status.report([Problem(f"internal error: {type(exc).__name__}: {exc}")])
                     self._scan_now = False
                     self.deadlines = []  # no tight loop: the next try is a whole interval away
                     self.next_scan = self.mono() + self.config.interval
@@ -255,7 +256,7 @@ class Daemon:
             self.wiring.notifier.status(line)
         self.wiring.watch.refresh()
 
-    def _save_progress(self, obs: Observation) -> List[str]:
+    def _save_progress(self, obs: Observation) -> List[Problem]:
         self.latency.is_new = False
         return self.parts.save_progress(obs)
 
@@ -299,7 +300,7 @@ class Daemon:
             self.wiring.outlet = self.wiring.outlet_for(config)
             problem = self.wiring.outlet.start()
             if problem:
-                self.status.report([problem])
+                self.status.report([Problem(problem)])
         self.wiring.sink.mode = config.events
         self.latency.next_at = self.mono()
         self.wiring.sink.emit(events.config_reloaded(config))

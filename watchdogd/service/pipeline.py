@@ -20,6 +20,7 @@ from ..model import Finding, LatencyResult, Observation
 from ..observe.latency import LatencyProbe, why_not_connect
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
+from ..problems import Problem, Problems
 from ..state import StateError, StateStore
 
 
@@ -43,11 +44,15 @@ class Pipeline:
     diagnostician: Optional[Diagnostician] = None
     activated: Callable[[], bool] = lambda: False  # is libvirt socket-activated here (an idle timer to respect)?
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
+    # what the parts met and could not see or save; each look drains it
+    problems: Problems = field(default_factory=Problems)
 
     def carry_over(self, old: Pipeline) -> None:
         """A reload: what the old parts remember goes on in the new ones (nothing is read again as new, nothing
         forgotten)."""
         self.engine.state = old.engine.state
+        for problem in old.problems.drain():  # met since the last scan: told by the next one
+            self.problems.add(problem.text, problem.key)
         if isinstance(self.scanner, Scanner) and isinstance(old.scanner, Scanner):
             self.scanner.adopt(old.scanner)
         if self.diagnostician is not None and old.diagnostician is not None:
@@ -66,11 +71,10 @@ class Pipeline:
         -> assess."""
         obs = replace(seen, latency=latency) if seen is not None else self.scanner.observe(latency)
         insight = self.diagnostician.insight(obs) if self.diagnostician is not None else None
-        if self.diagnostician is not None and self.diagnostician.problems:
-            obs = replace(obs, errors=obs.errors + tuple(self.diagnostician.problems))
+        obs = replace(obs, errors=obs.errors + self.problems.drain())  # the state's, the logs' since the last look
         return obs, assess(obs, self.config, insight)
 
-    def keep_incidents(self) -> List[str]:
+    def keep_incidents(self) -> List[Problem]:
         """After a scan has been reported and acted on: the incident bundles it captured."""
         return self.diagnostician.keep_incidents() if self.diagnostician is not None else []
 
@@ -80,9 +84,9 @@ class Pipeline:
         """decide."""
         return self.engine.decide(findings, now, dry_run=dry_run, lanes=lanes)
 
-    def save_progress(self, obs: Observation) -> List[str]:
+    def save_progress(self, obs: Observation) -> List[Problem]:
         """Persist the policy counters and, when probing worked, the kernel it worked on."""
-        problems: List[str] = []
+        problems: List[Problem] = []
         try:
             self.state.write_json(STATE_FILE, self.engine.snapshot())
         except StateError as exc:
@@ -116,14 +120,14 @@ class Remediation:
     breaker: Optional[BreakerChange]  # when the breaker changed
     after: Observation
     findings: List[Finding]  # what is left after acting
-    problems: List[str]  # state that could not be saved, and the like
+    problems: List[Problem]  # state that could not be saved, and the like
 
 
 def remediate_once(parts: Pipeline, dry_run: bool = False, with_latency: bool = True) -> Remediation:
     """One scan, the policies applied once, then a fresh scan of what is left."""
     obs, findings = scan_once(parts, with_latency)
     records, breaker = parts.actor.execute(parts.plan(findings, obs.taken_wall, dry_run=dry_run))
-    problems: List[str] = parts.keep_incidents()
+    problems = parts.keep_incidents()
     if not dry_run:
         problems += parts.save_progress(obs)
     acted = any(r.changed_something for r in records)

@@ -8,7 +8,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Set
 
 from ..act.actions import ActionRecord
 from ..decide.ledger import FindingLedger
-from ..model import Observation, problem_id
+from ..model import Observation
+from ..problems import Problem
 from ..report.events import WARNING, EventSink, lifecycle
 from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document
 from ..state import StateError
@@ -36,10 +37,10 @@ class StatusKeeper:
     def acted(self, record: ActionRecord) -> None:
         self.recent.append(dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at)))
 
-    def report(self, problems: Sequence[str], replace: bool = False) -> None:
+    def report(self, problems: Sequence[Problem], replace: bool = False) -> None:
         """Each new problem once. replace: these are all the problems of a whole scan; one that is gone may be told
         again if it comes back."""
-        current = {problem_id(p): p for p in problems}
+        current = {p.key: p for p in problems}
         for key in sorted(set(current) - self.problems_seen):
             text = current[key]
             self.sink.emit(
@@ -58,9 +59,9 @@ class StatusKeeper:
         obs: Observation,
         scans: int,
         line: str,
-        problems: Sequence[str],
+        problems: Sequence[Problem],
         stopped_at: Optional[float] = None,
-    ) -> List[str]:
+    ) -> List[Problem]:
         """Save what `status` shows; the problems saving met, if any."""
         status = DaemonView(
             started_at=self.started_wall,
@@ -69,11 +70,11 @@ class StatusKeeper:
             paused=parts.engine.state.paused,
             ledger=self.ledger,
             recent_actions=list(self.recent),
-            errors=list(problems),
+            errors=[str(p) for p in problems],
             events_sent=dict(self.sink.sent),
             stopped_at=stopped_at,
         ).document()
-        out: List[str] = []
+        out: List[Problem] = []
         if status != self._saved:
             try:
                 parts.state.write_json(STATUS_FILE, status)
