@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
+import pytest
 from harness.findings import hung_probe
 
 from watchdogd.act.actions import Actor, Alert, Result
@@ -188,3 +190,17 @@ def test_report_once_goes_by_a_problems_key_not_its_words() -> None:
     assert [p.text for p in collector.drain()] == ["more than 2001 QEMU logs"] and collector.drain() == (), (
         "a scan takes each key once, with its newest words, and leaves nothing behind"
     )
+
+
+def test_a_systemctl_that_cannot_answer_means_libvirts_idle_timer_is_respected(tmp_path: Path) -> None:
+    """Where systemd's dir exists but systemctl cannot reach PID 1 (here: no systemd runs), the answer is
+    "cannot tell", and that must read as socket-activated: latency calls then go out only while libvirt
+    is busy, never on a timer that keeps an idle libvirt from exiting."""
+    import shutil
+
+    from watchdogd.observe.latency import SocketActivation
+
+    if shutil.which("systemctl") is None:
+        pytest.skip("no systemctl here")
+    ask = SocketActivation(systemd_dir=str(tmp_path))
+    assert ask() is True

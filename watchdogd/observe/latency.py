@@ -45,9 +45,36 @@ def why_not_connect(obs: Optional[Observation], when: str) -> Optional[str]:
     return None
 
 
+# what `systemctl is-active` prints for a unit, one word a line (systemd's UnitActiveState, and "unknown")
+UNIT_STATES = frozenset(
+    ("active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance", "refreshing", "unknown")
+)
+
+
+def any_socket_active(printed: str, units: int) -> Optional[bool]:
+    """Whether `systemctl is-active` said one of `units` sockets is active; None when its answer cannot be read.
+
+    A failed systemctl (no bus, PID 1 busy) prints nothing or an error, and reads as "cannot tell",
+    never as "not socket-activated": that answer would let latency calls go out on a timer and keep
+    an idle libvirt from exiting.
+
+    >>> any_socket_active("inactive\\nactive\\ninactive\\ninactive\\n", 4), any_socket_active("inactive\\n" * 4, 4)
+    (True, False)
+    >>> any_socket_active("", 4) is None and any_socket_active("Failed to connect to bus\\n", 1) is None
+    True
+    """
+    states = [line.strip() for line in printed.splitlines() if line.strip()]
+    if len(states) != units or not all(state in UNIT_STATES for state in states):
+        return None
+    return "active" in states
+
+
 class SocketActivation:
-    """Is libvirt socket-activated here (libvirtd.socket or virtqemud.socket active)? Asked of systemd at most once a
-    minute."""
+    """Is libvirt socket-activated here (libvirtd.socket or virtqemud.socket active)? Asked of systemd.
+
+    "Yes" and "cannot tell" both mean "respect libvirt's idle timer" and are kept a minute;
+    "no" (nothing listens, so a call neither wakes libvirt nor keeps it up) is asked again
+    each time, so one wrong answer never opens a minute of calls on a timer."""
 
     UNITS = ("libvirtd.socket", "virtqemud.socket", "libvirtd-ro.socket", "virtqemud-ro.socket")
 
@@ -64,7 +91,7 @@ class SocketActivation:
         if not os.path.isdir(self.systemd_dir):
             return False  # no systemd: nothing starts libvirt on a connection
         now = self.clock()
-        if self._answer is None or now - self._at >= self.every:
+        if not self._answer or now - self._at >= self.every:
             self._answer = self._any_active()
             self._at = now
         return self._answer
@@ -81,7 +108,8 @@ class SocketActivation:
             )
         except (OSError, subprocess.TimeoutExpired):
             return True  # cannot tell: assume an idle timer to respect
-        return any(line.strip() == "active" for line in r.stdout.splitlines())
+        answer = any_socket_active(r.stdout, len(self.UNITS))
+        return True if answer is None else answer
 
 
 class LatencyProbe:
