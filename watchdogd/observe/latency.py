@@ -72,18 +72,17 @@ def any_socket_active(printed: str, units: int) -> Optional[bool]:
 class SocketActivation:
     """Is libvirt socket-activated here (libvirtd.socket or virtqemud.socket active)? Asked of systemd.
 
-    "Yes" and "cannot tell" both mean "respect libvirt's idle timer" and are kept a minute;
-    "no" (nothing listens, so a call neither wakes libvirt nor keeps it up) is asked again
-    each time, so one wrong answer never opens a minute of calls on a timer."""
+    "Yes" and "cannot tell" both mean "respect libvirt's idle timer" and are kept `every`
+    seconds; "no" (nothing listens, so a call neither wakes libvirt nor keeps it up) only
+    `no_for`, so a socket caught mid-restart (a libvirt upgrade) never opens a minute of calls."""
 
     UNITS = ("libvirtd.socket", "virtqemud.socket", "libvirtd-ro.socket", "virtqemud-ro.socket")
 
-    def __init__(
-        self, systemd_dir: str = "/run/systemd/system", every: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, systemd_dir: str = "/run/systemd/system", every: float = 60.0, no_for: float = 5.0):
         self.systemd_dir = systemd_dir
         self.every = every
-        self.clock = clock
+        self.no_for = no_for
+        self.clock: Callable[[], float] = time.monotonic
         self._answer: Optional[bool] = None
         self._at = 0.0
 
@@ -91,7 +90,7 @@ class SocketActivation:
         if not os.path.isdir(self.systemd_dir):
             return False  # no systemd: nothing starts libvirt on a connection
         now = self.clock()
-        if not self._answer or now - self._at >= self.every:
+        if self._answer is None or now - self._at >= (self.every if self._answer else self.no_for):
             self._answer = self._any_active()
             self._at = now
         return self._answer
