@@ -157,6 +157,36 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "matrix: the same stories on the other hosts of harness/hosts.py (make matrix; not in make test)"
     )
+    for name, what in REAL_PARTS.values():
+        config.addinivalue_line("markers", f"{name}: {what} (set from the fixtures the test uses)")
+    config.addinivalue_line("markers", "unit: recorded inputs only, no root, no libvirt (make unit)")
+
+
+# the real parts a test stands on, named by the fixture that brings them: -m selects by layer,
+# e.g. `pytest -m "not libvirt and not system"` runs what needs neither a libvirt nor a container
+REAL_PARTS = {
+    "libvirt": ("libvirt", "a real sandboxed session libvirtd and QEMU"),
+    "own_libvirt": ("libvirt", "a real sandboxed session libvirtd and QEMU"),
+    "shared_libvirt": ("libvirt", "a real sandboxed session libvirtd and QEMU"),
+    "journald": ("journal", "the real systemd-journald, read back with journalctl"),
+    "start_daemon": ("daemon", "`kvm-watchdog run` as a process, the console script"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Each test marked with the real parts its fixtures bring; a unit test that asks for one is a mistake."""
+    unit_dir = Path(__file__).resolve().parent / "unit"
+    for item in items:
+        used = {REAL_PARTS[f][0] for f in getattr(item, "fixturenames", ()) if f in REAL_PARTS}
+        in_unit = unit_dir in Path(str(item.fspath)).resolve().parents or str(item.fspath).startswith(
+            str(REPO / "watchdogd")
+        )
+        if in_unit and used:
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses real parts: {', '.join(sorted(used))}")
+        for name in sorted(used):
+            item.add_marker(name)
+        if in_unit:
+            item.add_marker("unit")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
