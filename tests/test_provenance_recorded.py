@@ -6,6 +6,9 @@ naming a dir once proven, a probe it holds with SIGSTOP or a debugger, a process
 names `libvirtd`. A probe is proven by its own members, in this scan: where systemd
 runs, by the cgroup of libvirt's unit (which no unprivileged uid can enter); elsewhere
 by being libvirtd's child (remembered per process, never per dir).
+
+Recorded trees, but root's: a process's uid is its /proc dir's owner, so writing the
+qemu uid's processes and root's libvirtd takes chown (not in `make unit`, which needs no root).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Dict, List
+
+import pytest
 
 from watchdogd.config import parse_config
 from watchdogd.decide.assess import assess
@@ -29,6 +34,8 @@ UPTIME = 10_000.0
 QEMU_UID = 64055
 LIBVIRTD = 500
 DIR = "qmp-ABC123"
+
+pytestmark = pytest.mark.root
 
 
 class World:
