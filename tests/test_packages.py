@@ -163,9 +163,8 @@ def test_the_rpm_builds_and_carries_everything_the_deb_does(rpm: Path, deb: Path
         "/var/lib/kvm-watchdog",
     ):
         assert path in files, path
-    man_pages = {
-        re.sub(r"\.gz$", "", p) for p in files if "/man/" in p
-    }  # rpm compresses them where its brp scripts run
+    # rpm compresses them where its brp scripts run
+    man_pages = {re.sub(r"\.gz$", "", p) for p in files if "/man/" in p}
     assert man_pages >= {"/usr/share/man/man8/kvm-watchdog.8", "/usr/share/man/man5/kvm-watchdog.yaml.5"}, man_pages
     modes = dict(
         line.split(" ", 1)[::-1] for line in rpm_query(rpm, "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]").splitlines()

@@ -268,9 +268,8 @@ def test_a_cache_dir_swapped_for_a_symlink_moves_nothing_out_of_a_root_only_dir(
         },
         latency={"enabled": True, "every": "10s", "timeout": "3s", "slow": "1s"},
         detect={"probe_hung_after": f"{HUNG_AFTER:g}s", "grace": {"libvirt_unreachable": "0s"}},
-        policies=[
-            {"name": "reset", "on": "libvirt_unreachable", "do": ["quarantine_cache"]}
-        ],  # libvirt-level evidence: it acts
+        # libvirt-level evidence: it acts
+        policies=[{"name": "reset", "on": "libvirt_unreachable", "do": ["quarantine_cache"]}],
     )
     daemon = start_daemon(cfg)
     wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")

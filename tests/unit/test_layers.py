@@ -7,15 +7,8 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[2] / "watchdogd"
-LAYERS = [
-    "",
-    "observe",
-    "diagnose",
-    "decide",
-    "act",
-    "report",
-    "service",
-]  # "" is the shared layer: config, model, safety, fsafe, state, ...
+# "" is the shared layer: config, model, safety, fsafe, state, ...
+LAYERS = ["", "observe", "diagnose", "decide", "act", "report", "service"]
 
 
 def layer_of(module: str) -> int:

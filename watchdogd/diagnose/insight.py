@@ -103,18 +103,15 @@ class Diagnostician:
         self.history = history
         self.selftest = readers.selftest
         self.clock = clock
-        self._diagnosed: Dict[
-            str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]
-        ] = {}  # probe dir -> ((birth, members), the diagnosis)
+        # probe dir -> ((birth, members), the diagnosis)
+        self._diagnosed: Dict[str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]] = {}
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
-        self._packages: Dict[
-            Tuple[str, float], Optional[str]
-        ] = {}  # (emulator, its ctime) -> package: asked of dpkg/rpm once
-        self._unsaved: List[
-            Tuple[str, Dict[str, object], float]
-        ] = []  # incident bundles to keep once the scan has acted
+        # (emulator, its ctime) -> package: asked of dpkg/rpm once
+        self._packages: Dict[Tuple[str, float], Optional[str]] = {}
+        # incident bundles to keep once the scan has acted
+        self._unsaved: List[Tuple[str, Dict[str, object], float]] = []
 
     def adopt(self, old: Diagnostician) -> None:
         """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read
@@ -264,9 +261,8 @@ class Diagnostician:
             if hits or (FAILED.search(line) and domain in self._failures):
                 current = self._failures.get(domain)
                 if hits and (current is None or current.restarted_at is not None):
-                    context = [line[:300]] + [
-                        raw[:300] for raw in lines[index + 1 : index + 4]
-                    ]  # the matched line first
+                    # the matched line first
+                    context = [line[:300]] + [raw[:300] for raw in lines[index + 1 : index + 4]]
                     sig = hits[0].signature
                     self._failures[domain] = VmFailure(domain, log, sig.cause, sig.what_to_do, context, now)
                 elif current is not None:

@@ -214,9 +214,8 @@ class Daemon:
         held = frozenset().union(*(lane.subjects for lane in self.wiring.lanes.values()))
         grace = self.config.detect.grace
         change = self.wiring.ledger.update(findings, obs.taken_wall, hold=held, grace=grace)
-        findings = [
-            f for f in findings if f.key in self.wiring.ledger.open
-        ]  # a finding still in its grace is not acted on, nor shown
+        # a finding still in its grace is not acted on, nor shown
+        findings = [f for f in findings if f.key in self.wiring.ledger.open]
         self.findings = findings
         self.wiring.figures.opened(change.opened)
         for f in change.opened:
