@@ -34,11 +34,10 @@ class Problems:
         self._pending: Dict[str, Problem] = {}
         self._lock = threading.Lock()
 
-    def add(self, text: str, key: Optional[str] = None) -> Problem:
+    def add(self, text: str, key: Optional[str] = None) -> None:
         problem = Problem(text, key or text)
         with self._lock:
             self._pending[problem.key] = problem  # the latest words for a key: the newest errno or size
-        return problem
 
     def drain(self) -> Tuple[Problem, ...]:
         with self._lock:

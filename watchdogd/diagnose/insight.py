@@ -97,11 +97,9 @@ class Diagnostician:
     ):
         self.config = config
         self.state = state
-        self.capturer = readers.capturer
-        self.follower = readers.follower
+        self.readers = readers  # a reload keeps the old follower (its offsets) in it
         self.table = table
         self.history = history
-        self.selftest = readers.selftest
         self.clock = clock
         # probe dir -> ((birth, members), the diagnosis)
         self._diagnosed: Dict[str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]] = {}
@@ -117,8 +115,8 @@ class Diagnostician:
         """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read
         twice."""
         if old.config.libvirt.log_dir == self.config.libvirt.log_dir:
-            old.follower.problems = self.follower.problems  # it tells the new pipeline's collector from now on
-            self.follower = old.follower
+            old.readers.follower.problems = self.readers.follower.problems  # it tells the new pipeline's collector
+            self.readers.follower = old.readers.follower
             self._failures = old._failures
         self._diagnosed, self._live, self._kvm, self._packages = old._diagnosed, old._live, old._kvm, old._packages
         self.history = old.history
@@ -140,9 +138,10 @@ class Diagnostician:
         if seen is not None and seen[0] == who and (probe.held is None) == (seen[1].cause != "held"):
             return seen[1]  # the same processes in the same dir: captured once (another process in it is another story)
         if captures[0] <= 0:
-            return classify(probe, self.capturer.skipped(probe))  # past this scan's captures: a later scan may take it
+            # past this scan's captures: a later scan may take it
+            return classify(probe, self.readers.capturer.skipped(probe))
         captures[0] -= 1
-        capture = self.capturer.capture(probe)  # before anything acts on it: this scan plans the kill
+        capture = self.readers.capturer.capture(probe)  # before anything acts on it: this scan plans the kill
         diagnosis = classify(probe, capture)
         self._diagnosed[probe.path] = (who, diagnosis)
         if not trusted(probe):
@@ -223,7 +222,7 @@ class Diagnostician:
         daemon: a new kernel is a boot and so a start, which is when kernel_changed opens too."""
         if self._kvm is not None or self.config.diagnose.kvm_selftest == "off" or not device_present():
             return
-        self._kvm = self.selftest()
+        self._kvm = self.readers.selftest()
 
     # ---- domains' logs ----------------------------------------------------------------
     def follow_logs(self, now: float) -> bool:
@@ -232,7 +231,7 @@ class Diagnostician:
         Called by every scan, and by the daemon's loop as soon as inotify says a log grew
         (so a failure is told within a second whatever `interval` is)."""
         before = self._failure_keys()
-        for domain, lines in list(self.follower.poll().items())[:MAX_DOMAINS]:
+        for domain, lines in list(self.readers.follower.poll().items())[:MAX_DOMAINS]:
             self._read_domain(domain, lines, now)
         return self._failure_keys() != before
 

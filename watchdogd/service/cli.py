@@ -18,7 +18,7 @@ from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
 from ..report.render import ExitStatus, as_json, exit_status
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged
-from ..report.text import diagnosis_text, human, status_text
+from ..report.text import diagnosis_text, human, problem_line, status_text
 from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
 from .pipeline import remediate_once, scan_once
@@ -151,7 +151,7 @@ class Cli:
         else:
             print(human(outcome.findings, actions, outcome.after), file=self.out)
             for problem in outcome.problems:
-                print(f"UNKNOWN {problem}", file=self.out)
+                print(problem_line(problem, "UNKNOWN"), file=self.out)
         return exit_status(outcome.findings, errors)
 
     def run(self, args: argparse.Namespace) -> ExitStatus:
@@ -194,7 +194,7 @@ class Cli:
                 "; ".join(str(p) for p in state.problems.drain())
                 or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
             )
-            print(json.dumps({"error": why}) if args.json else f"UNKNOWN {why}", file=self.out)
+            print(json.dumps({"error": why}) if args.json else problem_line(why, "UNKNOWN"), file=self.out)
             return ExitStatus.UNKNOWN
         running = is_running(current)
         if args.json:
