@@ -172,7 +172,9 @@ def idles_out(box: Box, since: float, timeout: float, interval: float) -> float:
         f"libvirtd left active {decided:.0f}s after its last client: its {timeout:g} s timeout, one {interval:g} s scan"
         " and 5 s of slack\n" + what_kept_libvirtd_up(box, seen, took)
     )
-    starts = sum(1 for (_, a), (_, b) in zip(seen, seen[1:]) if a != "active" and b in ("activating", "active"))
+    # a start is a move from down to up: "activating" then "active" is one start, not two
+    up = ("activating", "active", "reloading")
+    starts = sum(1 for (_, a), (_, b) in zip(seen, seen[1:]) if a not in up and b in up)
     if starts:
         forced = box.run(f"journalctl --no-pager -o cat --since=-{int(took) + 30}s -u {box.host.daemon}").stdout
         assert nrestarts(box) - restarts_before >= starts and "Make forcefull daemon shutdown" in forced, (
