@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchdogd.act.actions import QuarantineCache
-from watchdogd.act.stale import RefusedError, remove_probe_dir
+from watchdogd.act.stale import MAX_ENTRIES, RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig
 from watchdogd.fsafe import BirthTime
 from watchdogd.model import Finding, Severity
@@ -152,6 +152,25 @@ def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_remove
     with pytest.raises(RefusedError, match="replaced"):
         remove_probe_dir(str(stale), [str(base)], BirthTime(), made)
     assert (stale / "qmp.monitor").exists()
+
+
+def test_a_probe_dir_flooded_past_the_walks_bound_is_refused_and_one_at_the_bound_removed(tmp_path: Path) -> None:
+    """The qemu user fills a stale dir with files: the removal walks at most MAX_ENTRIES of them, then refuses."""
+    base = tmp_path / "lib"
+    half = MAX_ENTRIES // 2
+    # entries in all, the sub dir counted: MAX_ENTRIES + 1 in the flooded one, exactly MAX_ENTRIES in the full one
+    flooded, full = base / "qmp-Flood1", base / "qmp-Full01"
+    for d, top, below in ((flooded, half, MAX_ENTRIES - half), (full, half, MAX_ENTRIES - half - 1)):
+        (d / "sub").mkdir(parents=True)
+        for i in range(top):  # some at the top, the rest a level down: the bound is over the whole walk
+            (d / f"f{i}").touch()
+        for i in range(below):
+            (d / "sub" / f"f{i}").touch()
+    with pytest.raises(RefusedError, match=f"more than {MAX_ENTRIES} entries"):
+        remove_probe_dir(str(flooded), [str(base)], BirthTime())
+    assert flooded.is_dir()
+    assert remove_probe_dir(str(full), [str(base)], BirthTime()) == MAX_ENTRIES + 1  # and the dir itself
+    assert not full.exists()
 
 
 def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(tmp_path: Path) -> None:

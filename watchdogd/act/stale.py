@@ -13,6 +13,7 @@ import os
 import stat
 from typing import Optional, Sequence
 
+from ..budget import Budget
 from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
 from ..safety import QMP_DIR
 
@@ -62,7 +63,7 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str], birth: BirthTime, mad
                 raise RefusedError(f"{path} is a mount point; not removed")
             if made is not None and abs(birth.of_fd(dir_fd) - made) > 1e-6:
                 raise RefusedError(f"{path} was replaced by another dir since it was found stale; not removed")
-            removed = _empty(dir_fd, os.fstat(dir_fd).st_dev, 0, [0])
+            removed = _empty(dir_fd, os.fstat(dir_fd).st_dev, 0, Budget(MAX_ENTRIES))
         finally:
             os.close(dir_fd)
         os.rmdir(name, dir_fd=base_fd)
@@ -71,11 +72,10 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str], birth: BirthTime, mad
         os.close(base_fd)
 
 
-def _empty(dir_fd: int, dev: int, depth: int, count: list) -> int:  # type: ignore[type-arg]
+def _empty(dir_fd: int, dev: int, depth: int, entries: Budget) -> int:
     removed = 0
     for entry in list(os.scandir(dir_fd)):
-        count[0] += 1
-        if count[0] > MAX_ENTRIES:
+        if not entries.take():
             raise RefusedError(f"more than {MAX_ENTRIES} entries; not a probe dir")
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
@@ -85,7 +85,7 @@ def _empty(dir_fd: int, dev: int, depth: int, count: list) -> int:  # type: igno
                 raise RefusedError(f"{entry.name} is a mount point; not removed")
             child = open_dir_nofollow(entry.name, dir_fd=dir_fd)
             try:
-                removed += _empty(child, dev, depth + 1, count)
+                removed += _empty(child, dev, depth + 1, entries)
             finally:
                 os.close(child)
             os.rmdir(entry.name, dir_fd=dir_fd)

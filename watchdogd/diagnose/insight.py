@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..budget import Budget
 from ..config import Config
 from ..model import Observation, Probe
 from ..observe.capture import Capturer
@@ -124,7 +125,7 @@ class Diagnostician:
 
     def insight(self, obs: Observation) -> Insight:
         hung = sorted((p for p in obs.probes if is_hung(p, self.config.detect)), key=lambda p: not trusted(p))
-        captures = [CAPTURES_PER_SCAN]
+        captures = Budget(CAPTURES_PER_SCAN)
         diagnoses = {p.path: self._diagnose(p, obs, captures) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
@@ -132,15 +133,14 @@ class Diagnostician:
         return Insight(diagnoses, self.history.summary(obs.kernel_release), self.vm_failures(obs.taken_wall), self._kvm)
 
     # ---- hung probes ---------------------------------------------------------------------
-    def _diagnose(self, probe: Probe, obs: Observation, captures: List[int]) -> Diagnosis:
+    def _diagnose(self, probe: Probe, obs: Observation, captures: Budget) -> Diagnosis:
         who = (probe.made_wall, tuple(sorted((m.process.pid, m.process.start_boot_s) for m in probe.live_members)))
         seen = self._diagnosed.get(probe.path)
         if seen is not None and seen[0] == who and (probe.held is None) == (seen[1].cause != "held"):
             return seen[1]  # the same processes in the same dir: captured once (another process in it is another story)
-        if captures[0] <= 0:
+        if not captures.take():
             # past this scan's captures: a later scan may take it
             return classify(probe, self.readers.capturer.skipped(probe))
-        captures[0] -= 1
         capture = self.readers.capturer.capture(probe)  # before anything acts on it: this scan plans the kill
         diagnosis = classify(probe, capture)
         self._diagnosed[probe.path] = (who, diagnosis)
@@ -168,7 +168,7 @@ class Diagnostician:
         emulator takes ~150 ms, which must never stand between a hung probe and its kill.
         """
         problems: List[Problem] = []
-        lookups = [LOOKUPS_PER_SCAN]
+        lookups = Budget(LOOKUPS_PER_SCAN)
         for name, bundle, taken in self._unsaved:
             if not self.state.read_only:
                 exes = bundle.get("emulator")
@@ -179,7 +179,7 @@ class Diagnostician:
         self._unsaved = []
         return problems
 
-    def _package(self, exe: str, lookups: List[int]) -> Optional[str]:
+    def _package(self, exe: str, lookups: Budget) -> Optional[str]:
         """The emulator's package and version, asked of dpkg/rpm (~150 ms) once per binary (a new ctime: an upgrade),
         a few per scan, and only for a root-owned binary in a system dir: never for one the qemu user placed."""
         try:
@@ -190,9 +190,8 @@ class Diagnostician:
             return None
         key = (exe, st.st_ctime)
         if key not in self._packages:
-            if lookups[0] <= 0:
+            if not lookups.take():
                 return None
-            lookups[0] -= 1
             if len(self._packages) > 64:
                 self._packages.clear()
             self._packages[key] = incidents.package_of(exe)
