@@ -164,8 +164,9 @@ def idles_out(box: Box, since: float, timeout: float, interval: float) -> float:
             seen.append((time.monotonic() - since, state))
         return state in ("inactive", "failed")
 
-    # settled, not merely leaving: a "deactivating" snapshot would read as a start when it turns "inactive"
-    wait_for(settled, 2 * timeout + 120, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
+    # settled, not merely leaving: a "deactivating" snapshot would read as a start when it turns "inactive";
+    # room for two of libvirt's forced shutdowns in a row (each its 30 s finish timer, a restart, a timeout more)
+    wait_for(settled, 3 * timeout + 180, f"libvirtd (--timeout {timeout:g}) to idle out with the watchdog running")
     took = time.monotonic() - since
     decided = next((at for at, state in seen if state != "active"), took)
     assert decided <= timeout + interval + 5, (
