@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint unit test matrix demo bench hostile deb rpm package-test system-test clean
+.PHONY: help deps venv lint unit test matrix matrix-images demo bench hostile deb rpm package-test system-test clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
@@ -14,13 +14,13 @@ help:
 	@echo "make deb / make rpm   build the packages (rpm where rpmbuild and its macros exist)"
 	@echo "make package-test / make system-test   the .deb on this machine / under a real systemd (both in make test)"
 	@echo "make hostile  faults, bad input, races and fuzzing, with the figures (also part of make test)"
-	@echo "make matrix the system stories on Debian 11 (Python 3.9), virtqemud-only Debian 13 and an emulated arm64 KVM host (CI runs it after make test)"
+	@echo "make matrix the system stories on Debian 11 (Python 3.9), virtqemud-only Debian 13, an emulated arm64 KVM host and a Kylin V10-like host (Python 3.7, cgroup v1, root probes, the RPM built there; CI runs it after make test)"
 	@echo "make bench  measure scan cost, detection delay, recovery, footprint and a soak (about 45 min; BENCH_ARGS=--quick for a smoke run)"
 
 deps:
 	scripts/install-deps
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -32,6 +32,7 @@ venv: deps $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check watchdogd tests scripts bench
 	$(BIN)/ruff format --check watchdogd tests scripts bench
+	$(BIN)/vermin -q -t=3.7- --no-tips --violations watchdogd tests/unit tests/harness tests/conftest.py scripts
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed
@@ -59,7 +60,13 @@ system-test: venv
 
 # the hosts of tests/harness/hosts.py beyond make test's two; images cached in /var/cache/kvm-watchdog-test
 matrix: venv
-	KVMWD_ARM64_RESULTS=tests/arm64-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py $(PYTEST_ARGS)
+	KVMWD_ARM64_RESULTS=tests/arm64-results.json KVMWD_KYLIN_RESULTS=tests/kylin-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py tests/test_kylin.py $(PYTEST_ARGS)
+
+# the images make matrix boots, built ahead (CI runs this beside make test, which mostly waits on libvirt's timers)
+matrix-images: venv
+	cd tests && ../$(BIN)/python -m harness.nspawn build bullseye trixie-modular
+	cd tests && ../$(BIN)/python -m harness.vm build kylin-v10-like
+	cd tests && ../$(BIN)/python -m harness.vm build bookworm-arm64
 
 hostile: venv
 	KVMWD_HOSTILE_RESULTS=tests/hostile-results.json $(BIN)/pytest -m hostile

@@ -160,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, what in REAL_PARTS.values():
         config.addinivalue_line("markers", f"{name}: {what} (set from the fixtures the test uses)")
     config.addinivalue_line("markers", "unit: recorded inputs only, no root, no libvirt (make unit)")
+    config.addinivalue_line("markers", "py37: the package, its CLI and make unit's tests on a real CPython 3.7.4")
     config.addinivalue_line("markers", "root: recorded inputs that only root can write (files of other uids)")
 
 

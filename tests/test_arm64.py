@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-from harness.arm64vm import Arm64Machine, ensure_image
 from harness.hosts import HOSTS
+from harness.vm import Machine, ensure_image
 
 HOST = HOSTS["bookworm-arm64"]
 HARNESS = Path(__file__).resolve().parent / "harness"
@@ -48,18 +48,12 @@ Record = Dict[str, Any]  # what the job recorded (results.json), with the run's 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory: pytest.TempPathFactory) -> Record:
     """Boot the arm64 host once, run the job, and return what it recorded (results.json)."""
-    machine = Arm64Machine(ensure_image(HOST), tmp_path_factory.mktemp("arm64"))
+    machine = Machine(HOST, ensure_image(HOST), tmp_path_factory.mktemp("arm64"))
     r = subprocess.run(
         [str(REPO / "scripts" / "build-deb"), str(machine.job)], capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("arm64_job.py", "wait.py", "fake_qemu.py", "chdir_hang.c"):
-        shutil.copy(HARNESS / name, machine.job / name)
-    result = machine.run_job("exec python3 /mnt/job/arm64_job.py /mnt/job\n", timeout=2400)
-    path = machine.job / "results.json"
-    assert path.exists(), f"the job recorded nothing (rc {result.rc}): {result.out[-2000:]}\n{result.console[-3000:]}"
-    seen: Record = json.loads(path.read_text())
-    seen["job_rc"], seen["job_out"], seen["boot_and_job_s"] = result.rc, result.out, round(result.seconds, 1)
+    seen = machine.run_recorded("arm64_job.py", ("vm_job.py", "wait.py", "fake_qemu.py", "chdir_hang.c"), 2400)
     if os.environ.get("KVMWD_ARM64_RESULTS"):  # make matrix: the figures committed beside this test
         Path(os.environ["KVMWD_ARM64_RESULTS"]).write_text(json.dumps(summary(seen), indent=1) + "\n")
     return seen

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -252,3 +254,45 @@ def test_config_check_refuses_metrics_with_a_prometheus_client_too_old_to_run_th
         old.out + old.err
     )
     assert run_cli_process("config", "check", str(cfg)).rc == 0, "the client this venv has (>= 0.16) runs them"
+
+
+def test_a_config_others_could_write_is_refused_for_root_runs_its_restart_command(tmp_path: Path) -> None:
+    """As sshd's StrictModes: a config owned by another uid, writable by group or others, or below a dir others
+    can write is refused with what to do; root owning it, 0644, in a sticky /tmp, is taken."""
+    good = tmp_path / "good.yaml"
+    good.write_text(CONTRACT_EXAMPLE)
+    good.chmod(0o644)
+    assert run_cli("config", "check", str(good)).rc == 0
+    cases = {}
+    writable = tmp_path / "writable.yaml"
+    writable.write_text(CONTRACT_EXAMPLE)
+    writable.chmod(0o666)
+    cases[writable] = "is writable by its group or others (mode 0666)"
+    foreign = tmp_path / "foreign.yaml"
+    foreign.write_text(CONTRACT_EXAMPLE)
+    os.chown(foreign, 65534, 65534)  # nobody's, though 0644
+    cases[foreign] = "is owned by uid 65534"
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    below = open_dir / "below.yaml"
+    below.write_text(CONTRACT_EXAMPLE)
+    cases[below] = f"lies in {open_dir}, which is writable by its group or others (mode 0777)"
+    link = tmp_path / "link.yaml"
+    link.symlink_to(good)
+    cases[link] = "is a symbolic link"
+    for path, why in cases.items():
+        refused = run_cli("config", "check", str(path))
+        assert refused.rc == 2 and f"{path}:0: refused: {path} {why}" in refused.err, refused.err
+
+
+def test_a_signature_table_that_is_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "signatures.yaml"
+    os.mkfifo(fifo)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"diagnose:\n  signatures: {fifo}\n")
+    started = time.monotonic()
+    refused = run_cli_process("config", "check", str(cfg), timeout=30)
+    took = time.monotonic() - started
+    assert refused.rc == 2 and f"{fifo}: refused: {fifo} is not a regular file" in refused.err, refused.err
+    print(f"a FIFO signature table refused in {took:.2f} s")  # a figure, never a bound: the timeout above is

@@ -11,9 +11,11 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -29,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchdogd.act.actions import QuarantineCache
-from watchdogd.act.stale import MAX_ENTRIES, RefusedError, remove_probe_dir
+from watchdogd.act.stale import NotLibvirtsError, RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig
 from watchdogd.fsafe import BirthTime
 from watchdogd.model import Finding, Severity
@@ -110,7 +112,13 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
     plant("qmp-Byst4r")
     (probe_root / "qmp-Sym1ink").symlink_to(victim)  # a "probe dir" that is a symlink to somewhere else
     (probe_root / "qmp-\nnewline").mkdir()  # not a probe dir name: never touched
-    planted = ["qmp-Pid0ne", "qmp-Pid1ii", "qmp-Self00", "qmp-L1nks0", "qmp-Byst4r"]
+    # root's own dirs renamed into probe names (a same-dir rename needs no write on the dir it moves)
+    plant("qmp-NvRam0").joinpath("vm1_VARS.fd").write_bytes(os.urandom(128 * 1024))  # the VMs' nvram/
+    plant("qmp-Snap00").joinpath("vm1").mkdir()  # libvirt's snapshot/, a root 0700 dir per domain
+    (probe_root / "qmp-Snap00" / "vm1" / "snap1.xml").write_text("<domainsnapshot/>")
+    not_libvirts = ["qmp-L1nks0", "qmp-NvRam0", "qmp-Snap00"]
+    kept = {n: tree_digest(probe_root / n) for n in not_libvirts}
+    planted = ["qmp-Pid0ne", "qmp-Pid1ii", "qmp-Self00", "qmp-Byst4r"]
 
     cfg = write_config(
         libvirt.config(
@@ -128,6 +136,12 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
     assert daemon.journal_events("action", KVMWD_ACTION="kill_probe") == [], (
         "no planted pidfile made anything a probe member"
     )
+    skipped = daemon.wait_journal(
+        "action", count=len(not_libvirts), KVMWD_ACTION="remove_stale_dir", KVMWD_RESULT="skipped"
+    )
+    assert sorted(os.path.basename(e["KVMWD_SUBJECT"]) for e in skipped) == sorted(not_libvirts)
+    assert all("not a dir libvirt made" in e["KVMWD_DETAIL"] for e in skipped), [e["KVMWD_DETAIL"] for e in skipped]
+    assert {n: tree_digest(probe_root / n) for n in not_libvirts} == kept, "what libvirt did not make is left whole"
     assert (probe_root / "qmp-Sym1ink").is_symlink(), "a symlink in place of a probe dir is not a probe dir"
     assert (probe_root / "qmp-\nnewline").is_dir()
     assert tree_digest(victim) == before, "nothing behind a link was touched"
@@ -135,6 +149,8 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
     assert daemon.alive()
     os.unlink(probe_root / "qmp-Sym1ink")
     os.rmdir(probe_root / "qmp-\nnewline")
+    for name in not_libvirts:
+        shutil.rmtree(probe_root / name)
 
 
 def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_removed(tmp_path: Path) -> None:
@@ -154,23 +170,37 @@ def test_a_dir_renamed_away_and_replaced_after_it_was_judged_stale_is_not_remove
     assert (stale / "qmp.monitor").exists()
 
 
-def test_a_probe_dir_flooded_past_the_walks_bound_is_refused_and_one_at_the_bound_removed(tmp_path: Path) -> None:
-    """The qemu user fills a stale dir with files: the removal walks at most MAX_ENTRIES of them, then refuses."""
+def test_a_stale_dir_of_200k_entries_is_refused_at_the_first_and_never_listed_whole(tmp_path: Path) -> None:
+    """The qemu user fills a stale dir: the removal reads past no more than a probe's own few entries."""
+    flooded = tmp_path / "lib" / "qmp-Flood1"
+    flooded.mkdir(parents=True)
+    for i in range(200_000):
+        os.close(os.open(flooded / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o600))
+    tracemalloc.start()
+    try:
+        with pytest.raises(NotLibvirtsError, match="nothing a probe makes"):
+            remove_probe_dir(str(flooded), [str(flooded.parent)], BirthTime())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes traced: the listing stops at the first entry no probe makes"
+    assert len(os.listdir(flooded)) == 200_000
+
+
+def test_a_dir_shaped_as_libvirt_leaves_a_probes_is_removed_and_one_entry_more_is_not(tmp_path: Path) -> None:
     base = tmp_path / "lib"
-    half = MAX_ENTRIES // 2
-    # entries in all, the sub dir counted: MAX_ENTRIES + 1 in the flooded one, exactly MAX_ENTRIES in the full one
-    flooded, full = base / "qmp-Flood1", base / "qmp-Full01"
-    for d, top, below in ((flooded, half, MAX_ENTRIES - half), (full, half, MAX_ENTRIES - half - 1)):
-        (d / "sub").mkdir(parents=True)
-        for i in range(top):  # some at the top, the rest a level down: the bound is over the whole walk
-            (d / f"f{i}").touch()
-        for i in range(below):
-            (d / "sub" / f"f{i}").touch()
-    with pytest.raises(RefusedError, match=f"more than {MAX_ENTRIES} entries"):
-        remove_probe_dir(str(flooded), [str(base)], BirthTime())
-    assert flooded.is_dir()
-    assert remove_probe_dir(str(full), [str(base)], BirthTime()) == MAX_ENTRIES + 1  # and the dir itself
-    assert not full.exists()
+    shaped, more = base / "qmp-Shape1", base / "qmp-More01"
+    for d in (shaped, more):
+        d.mkdir(parents=True)
+        (d / "qmp.pid").write_text("4242\n")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(d / "qmp.monitor"))
+    (more / "qmp.log").write_text("x")
+    assert remove_probe_dir(str(shaped), [str(base)], BirthTime()) == 3  # its two entries and the dir
+    assert not shaped.exists()
+    with pytest.raises(NotLibvirtsError, match="'qmp.log' is nothing a probe makes"):
+        remove_probe_dir(str(more), [str(base)], BirthTime())
+    assert sorted(os.listdir(more)) == ["qmp.log", "qmp.monitor", "qmp.pid"]
 
 
 def test_a_fresh_probe_dir_is_not_stale_when_the_wall_clock_jumps_an_hour_ahead(tmp_path: Path) -> None:

@@ -421,3 +421,45 @@ def test_an_idle_connection_stops_no_scrape_and_an_ipv6_listen_address_binds() -
         assert "kvmwd_up" in get(f"http://[::1]:{port6}/metrics")
     finally:
         v6.stop(None)
+
+
+@pytest.mark.hostile
+def test_eight_clients_trickling_a_byte_at_a_time_stop_no_scrape() -> None:
+    """8 connections that send one byte every 2 s (each byte restarts a socket timeout): 4 of 4 scrapes answered."""
+    import socket
+    import threading
+
+    from watchdogd.config import MetricsConfig
+
+    port = free_port()
+    metrics = Metrics(
+        MetricsConfig(listen=f"127.0.0.1:{port}"), StateStore("/nonexistent", read_only=True), Figures(Counters())
+    )
+    assert metrics.start() is None
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():  # reconnects as soon as it is cut off
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    for byte in b"GET /metrics HTTP/1.1\r\n":
+                        s.sendall(bytes([byte]))
+                        if stop.wait(2.0):
+                            return
+            except OSError:
+                continue
+
+    slow = [threading.Thread(target=trickle, daemon=True) for _ in range(8)]
+    try:
+        for t in slow:
+            t.start()
+        answered = 0
+        for _ in range(4):
+            stop.wait(3.0)  # a scrape interval; the trickling clients hold their connections meanwhile
+            answered += "kvmwd_up" in get(f"http://127.0.0.1:{port}/metrics", timeout=4)
+        assert answered == 4
+    finally:
+        stop.set()
+        for t in slow:
+            t.join(5)
+        metrics.stop(None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 from conftest import run_cli_process
@@ -79,8 +79,13 @@ def test_a_guests_log_name_and_lines_reach_no_output_raw(
             if isinstance(value, str):
                 no_raw_control(value, f"the journal field {key}")
                 assert "\n" not in value or key == "KVMWD_EVIDENCE", key
-        statuses: List[Dict[str, str]] = [m for _, m in notify_socket.with_key("STATUS")]
-        assert any("vm_start_failed" in m["STATUS"] for m in statuses), statuses[-3:]
+
+        # the STATUS line follows the journal event within the same scan: wait for it, never read it at the event
+        def status_names_it() -> Optional[List[Dict[str, str]]]:
+            statuses: List[Dict[str, str]] = [m for _, m in notify_socket.with_key("STATUS")]
+            return statuses if any("vm_start_failed" in m["STATUS"] for m in statuses) else None
+
+        wait_for(status_names_it, 30, "a STATUS line naming vm_start_failed")
         fields = {k for _, m in notify_socket.messages for k in m}
         assert (
             fields <= {"READY", "STATUS", "MAINPID", "WATCHDOG", "RELOADING", "STOPPING"} and "STOPPING" not in fields

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +147,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(
+def test_a_stale_dir_full_of_symlinks_is_left_as_not_libvirts_and_a_probe_shaped_one_is_removed(
     libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
@@ -162,6 +164,11 @@ def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(
     (stale / "nested").mkdir()
     (stale / "nested" / "deeper-link").symlink_to(precious_dir / "inside")
     before = file_tree(elsewhere)
+    shaped = libvirt.probe_dir / "qmp-SHAPE0"  # what a probe libvirt could not clean up leaves
+    shaped.mkdir(mode=0o700)
+    (shaped / "qmp.pid").write_text("4242\n")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(shaped / "qmp.monitor"))
     cfg = write_config(
         libvirt.config(
             state_dir,
@@ -170,11 +177,15 @@ def test_a_stale_dir_full_of_symlinks_is_removed_and_their_targets_untouched(
             policies=[{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
         )
     )
-    result = wait_for(lambda: (r := remediate(cfg)) and r.json["actions"] and r, 10, "the stale dir to be acted on")
-    [action] = result.json["actions"]
-    assert action["result"] == "ok", action
-    assert not stale.exists() and not stale.is_symlink()
+    result = wait_for(
+        lambda: (r := remediate(cfg)) and len(r.json["actions"]) == 2 and r, 10, "both stale dirs to be acted on"
+    )
+    done = {a["subject"]: a for a in result.json["actions"]}
+    assert done[str(shaped)]["result"] == "ok" and not shaped.exists(), done
+    assert done[str(stale)]["result"] == "skipped" and "not a dir libvirt made" in done[str(stale)]["detail"], done
+    assert stale.is_dir() and (stale / "qmp.pid").is_symlink(), "left whole: reported, never removed"
     assert file_tree(elsewhere) == before
+    shutil.rmtree(stale)
 
 
 def test_a_stale_dir_swapped_for_a_symlink_is_refused(

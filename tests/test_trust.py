@@ -25,7 +25,7 @@ from conftest import REPO, run_cli
 from harness.actors import NOBODY, RootLibvirt, as_nobody, attacker, host_root, nobodys
 from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
 from harness.journald import Journald
-from harness.sandbox import file_tree
+from harness.sandbox import alive, file_tree
 from harness.service import NotifyListener
 from harness.wait import wait_for
 
@@ -150,6 +150,53 @@ def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(
         genuine.stop()
         for p in forgers:
             end_attacker(p)
+
+
+def test_ten_members_the_qemu_user_adds_to_a_genuine_hang_cost_one_grace_and_prove_nothing(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon, figures: HostileFigures
+) -> None:
+    """The qemu uid joins ten SIGTERM-ignoring processes (one of them stopped) to a genuine hung probe: the genuine
+    daemon is still ended at its deadline, the rest together in one grace, and more members than libvirt makes
+    prove nothing (no host-wide action); the stopped joiner does not make the probe read held."""
+    cfg = host_config(host, write_config)  # the shipped policies
+    daemon = start_daemon(cfg)
+    daemon.wait_journal("started")
+    genuine = RootLibvirt(host)
+    joiners: List[subprocess.Popen[str]] = []
+    try:
+        probe = genuine.probe(host / "lib", as_uid=NOBODY.pw_uid)
+        probe_daemon = int((probe / "qmp.pid").read_text())
+        joiners.append(attacker("join", host / "lib", 10, str(probe)))
+        assert joiners[0].stdout is not None
+        ready = joiners[0].stdout.readline().split()
+        assert ready[0] == "ready" and len(ready) == 11, ready
+        wait_for(lambda: all(comm(int(pid)) == "qemu-system-x86" for pid in ready[1:]), 10, "the joiners named")
+        os.kill(int(ready[1]), signal.SIGSTOP)  # its own process: it may
+        gone_at = wait_for(lambda: None if alive(probe_daemon) else time.time(), 30, "the genuine daemon ended")
+        [opened] = daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="open")
+        [killed] = daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe", KVMWD_SUBJECT=str(probe))
+        deadline = stamp(opened) - float(opened["KVMWD_AGE_S"]) + HUNG_AFTER
+        assert gone_at - deadline <= 2.0, f"the genuine hang was ended {gone_at - deadline:.2f}s past its deadline"
+        evidence = json.loads(opened["KVMWD_EVIDENCE"])
+        assert evidence["proven_libvirt"] is False, "more members than libvirt makes: not libvirt's probe alone"
+        assert evidence["diagnosis"]["cause"] != "held", "a joiner the qemu uid stopped does not hold the probe"
+        assert killed["KVMWD_RESULT"] == "ok" and killed["KVMWD_DETAIL"].count("SIGKILL, exited in") == 10, killed
+        took = stamp(killed) - stamp(opened)
+        assert took < 5 + 2 + 1 + 2, f"{took:.1f}s: one grace (5 s), one SIGKILL wait and the daemon's exit, not ten"
+        host_wide = [
+            e for e in daemon.journal_events("action") if e["KVMWD_ACTION"] in ("quarantine_cache", "restart_libvirt")
+        ]
+        assert host_wide == [] and daemon.journal_events("remediation_paused") == []
+        figures.forged_escalations += len(host_wide)
+    finally:
+        genuine.stop()
+        for p in joiners:
+            end_attacker(p)
+
+
+def comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
 
 
 # ---- links and renames -------------------------------------------------------------------

@@ -104,13 +104,17 @@ def cgroup_path(text: str) -> Tuple[str, ...]:
 
 
 def in_machine_slice(components: Sequence[str]) -> bool:
-    """
+    """The host's own machine.slice, where libvirt puts every guest: the first component only, never a user
+    manager's (user.slice/user-1000.slice/user@1000.service/machine.slice is any local user's to fill).
+
     >>> in_machine_slice(("machine.slice", "machine-qemu\\\\x2d1\\\\x2dvm1.scope"))
     True
     >>> in_machine_slice(("system.slice", "x.service"))
     False
+    >>> in_machine_slice(("user.slice", "user-1000.slice", "user@1000.service", "machine.slice", "vm.scope"))
+    False
     """
-    return MACHINE_SLICE in components
+    return len(components) > 0 and components[0] == MACHINE_SLICE
 
 
 def why_not_guest(

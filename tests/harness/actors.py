@@ -106,6 +106,17 @@ elif mode == "logflood":  # COUNT domain logs, each fed 64 KiB of blank lines a 
         for f in files:
             f.write(chunk)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+elif mode == "join":  # COUNT processes that name a genuine probe's dir (argv[4]), named like qemu, ignoring SIGTERM
+    d = sys.argv[4]
+    code = ("import ctypes, signal, time\n"
+            "ctypes.CDLL(None).prctl(15, b'qemu-system-x86', 0, 0, 0)\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "time.sleep(3600)\n")
+    kids = [os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, "-c", code, "-pidfile", d + "/qmp.pid"])
+            for _ in range(count)]
+    print("ready", " ".join(map(str, kids)), flush=True)
+    for pid in kids:
+        os.waitpid(pid, 0)
 elif mode == "churn":  # make and remove a probe dir without end
     end = time.monotonic() + count
     n = 0

@@ -1,4 +1,4 @@
-"""The arm64 host's story, run as root inside the emulated arm64 KVM machine (harness/arm64vm.py).
+"""The arm64 host's story, run as root inside the emulated arm64 KVM machine (harness/vm.py).
 
 It installs the .deb, then records what the real arm64 KVM and the real libvirt and
 qemu-system-aarch64 do, into results.json beside it; the test on the host side
@@ -17,12 +17,14 @@ import re
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from harness.vm_job import Record, arm, journal
     from harness.wait import wait_for
-else:
-    from wait import wait_for  # the harness's own (harness/wait.py, copied beside this file)
+else:  # the harness's own, copied beside this file
+    from vm_job import Record, arm, journal
+    from wait import wait_for
 
 JOB = sys.argv[1] if len(sys.argv) > 1 else "/mnt/job"
 WRAPPER = "/usr/local/bin/qemu-system-aarch64"  # before /usr/bin on libvirtd's PATH
@@ -37,39 +39,9 @@ GICV2_DOMAIN = """<domain type='kvm'>
   <devices><emulator>/usr/bin/qemu-system-aarch64</emulator></devices>
 </domain>
 """
-results: Dict[str, Any] = {"steps": []}
-
-
-def save() -> None:
-    with open(os.path.join(JOB, "results.json.tmp"), "w") as f:
-        json.dump(results, f, indent=1)
-    os.rename(os.path.join(JOB, "results.json.tmp"), os.path.join(JOB, "results.json"))
-
-
-def sh(command: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    started = time.monotonic()
-    r = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=timeout)
-    results["steps"].append(
-        {
-            "command": command,
-            "rc": r.returncode,
-            "seconds": round(time.monotonic() - started, 2),
-            "out": r.stdout[-4000:],
-            "err": r.stderr[-4000:],
-        }
-    )
-    save()
-    if check and r.returncode != 0:
-        raise SystemExit(f"`{command}` exited {r.returncode}: {r.stderr[-2000:]}")
-    return r
-
-
-def journal(**fields: str) -> List[Dict[str, Any]]:
-    matches = " ".join(f"{k}={v}" for k, v in fields.items())
-    out = subprocess.run(
-        ["/bin/sh", "-c", f"journalctl --no-pager -o json -u kvm-watchdog {matches}"], capture_output=True, text=True
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+record = Record(JOB)
+results = record.results
+sh = record.sh
 
 
 def main() -> None:
@@ -88,7 +60,7 @@ def main() -> None:
     results["diagnose"] = (
         json.loads(diag.stdout) if diag.stdout.strip().startswith("{") else {"raw": diag.stdout, "err": diag.stderr}
     )
-    save()
+    record.save()
 
     # the service at its shipped config (hung after the shipped 60 s)
     sh("systemctl enable --now kvm-watchdog")
@@ -109,7 +81,7 @@ def main() -> None:
     start = sh("virsh -c qemu:///system start gicv2", timeout=600, check=False)
     failed_at = time.time()
     results["vm_start"] = {"rc": start.returncode, "error": start.stderr.strip(), "failed_at": failed_at}
-    save()
+    record.save()
     opened = wait_for(
         lambda: journal(KVMWD_EVENT="vm_start_failed", KVMWD_STATE="open"), 120, "vm_start_failed", poll=0.2
     )
@@ -128,17 +100,10 @@ def main() -> None:
             .timestamp()
         )
         results["vm_start_failed_latency_s"] = round(int(opened[0]["__REALTIME_TIMESTAMP"]) / 1e6 - written, 3)
-    save()
+    record.save()
 
     # 3. the real capability probe held at its chdir("/") by the LD_PRELOAD shim, as the incident's was
-    sh(f"echo 'real-hang 1' > {WRAPPER}.fault")
-    before = os.stat(WRAPPER).st_ctime
-
-    def touched() -> bool:
-        os.chmod(WRAPPER, 0o755)
-        return int(os.stat(WRAPPER).st_ctime) != int(before)
-
-    wait_for(touched, 5, "a new ctime second", poll=0.1)
+    arm(WRAPPER, "real-hang 1")
     asked = time.time()
     subprocess.Popen(
         [
@@ -159,17 +124,7 @@ def main() -> None:
     results["next_call_rc"] = sh(
         "virsh -c qemu:///system domcapabilities --arch aarch64 > /dev/null", timeout=600, check=False
     ).returncode
-    results["done"] = True
-    save()
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        results["journal_tail"] = subprocess.run(
-            ["/bin/sh", "-c", "journalctl --no-pager -u kvm-watchdog -o cat | tail -n 60"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        save()
+    record.run(main)

@@ -5,7 +5,8 @@ libvirt starts the emulator with a scrubbed environment, so the fault setting
 cannot come from an env variable: it is read from ``<this file's real path>.fault``
 beside the binary. Its content is ``MODE [COUNT]``:
 
-- ``none``       exec the real emulator (healthy host);
+- ``none``       exec the real emulator (healthy host; ``<this file>.real`` names it where it is not
+                 ``/usr/bin/qemu-system-*``);
 - ``hang-init``  the daemon writes its pidfile and never reports success down the
                  daemonize pipe: the incident (first process waits, second is a zombie);
 - ``hang-qmp``   the daemon reports success, listens on the QMP socket and never greets;
@@ -35,14 +36,23 @@ import sys
 import time
 from typing import List, NoReturn, Optional
 
-# the real emulator this one stands in for: the one of its own name in /usr/bin (qemu-system-aarch64
-# on the arm64 host), qemu-system-x86_64 where this file has another name
-_OWN = "/usr/bin/" + os.path.basename(__file__)
-REAL_EMULATOR = (
-    _OWN
-    if os.path.basename(__file__).startswith("qemu-system-") and os.path.exists(_OWN)
-    else "/usr/bin/qemu-system-x86_64"
-)
+
+def _real_emulator() -> str:
+    """The real emulator this one stands in for: the path in ``<this file>.real`` (the Kylin host's
+    /usr/libexec/qemu-kvm stands in for a real qemu-kvm kept off libvirt's PATH), else the one of its
+    own name in /usr/bin (qemu-system-aarch64 on the arm64 host), else qemu-system-x86_64."""
+    try:
+        with open(os.path.realpath(__file__) + ".real") as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    own = "/usr/bin/" + os.path.basename(__file__)
+    if os.path.basename(__file__).startswith("qemu-system-") and os.path.exists(own):
+        return own
+    return "/usr/bin/qemu-system-x86_64"
+
+
+REAL_EMULATOR = _real_emulator()
 
 
 def _arg_after(argv: List[str], flag: str) -> Optional[str]:

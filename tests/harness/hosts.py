@@ -10,13 +10,27 @@ The tests are written once and take a `Host`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 CACHE = Path(os.environ.get("KVMWD_IMAGE_CACHE", "/var/cache/kvm-watchdog-test"))
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """One builder of a cached thing at a time (CI builds the matrix images beside make test, which builds its
+    own): the second waits, then finds it built."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 MIRROR = "http://deb.debian.org/debian"
 BASE = ("systemd", "systemd-sysv", "dbus", "python3", "procps")
 RUNTIME = (
@@ -53,8 +67,8 @@ class Host:
     build_step: str = ""
     base: str = ""
     qemu_user: str = "libvirt-qemu"
-    install: str = "deb"  # or "wheel": where the .deb's Depends cannot be met
-    boot: str = "nspawn"  # or "qemu-aarch64"
+    install: str = "deb"  # or "rpm": built on the host itself with its own Python (scripts/build-rpm)
+    boot: str = "nspawn"  # or "qemu-aarch64" (emulated), "qemu-kvm-cgroup-v1" (an x86_64 VM, legacy cgroups)
     expected_selftest: Dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,7 +104,7 @@ class Host:
 
 
 # bump a step's version when what it does changes: the images that use it are rebuilt
-BUILD_STEP_VERSIONS = {"virtqemud": "2", "arm64-kernel": "1"}
+BUILD_STEP_VERSIONS = {"virtqemud": "2", "arm64-kernel": "1", "python37": "1"}
 
 HOSTS: Dict[str, Host] = {
     h.name: h
@@ -138,8 +152,45 @@ HOSTS: Dict[str, Host] = {
                 "KVM_CAP_ARM_PMU_V3": "1",
             },
         ),
+        # the incident's own host family, Kylin V10 / openEuler 20.03 LTS: Python 3.7 (/usr/bin/python3.7 with
+        # PyYAML 5.3.1, python-systemd 234 and setuptools 44) running the daemon, systemd with cgroup v1 (legacy
+        # hierarchy: name=systemd only), qemu.conf's user and group root (probes run as root), the emulator at
+        # /usr/libexec/qemu-kvm, the RPM built there with that Python, and pidfd answering ENOSYS (4.19 has none).
+        # An x86_64 VM (TCG), for systemd's cgroup v1 (nspawn shares this host's v2); Debian 12's libvirt 9.0.
+        Host(
+            "kylin-v10-like",
+            "bookworm",
+            python="3.7",
+            libvirt="9.0",
+            emulator="/usr/libexec/qemu-kvm",
+            extra_packages=(
+                "udev",
+                "kmod",
+                "linux-image-amd64",
+                "initramfs-tools",
+                "rpm",
+                "gcc",
+                "make",
+                "libc6-dev",
+                "pkg-config",
+                "libssl-dev",
+                "zlib1g-dev",
+                "libffi-dev",
+                "libbz2-dev",
+                "liblzma-dev",
+                "uuid-dev",
+                "ca-certificates",
+                "procps",
+                "psmisc",
+            ),  # fmt: skip
+            build_step="python37",
+            qemu_user="root",
+            install="rpm",
+            boot="qemu-kvm-cgroup-v1",
+            idle_timeout=120,
+        ),
     )
 }
 
 SYSTEM_HOSTS = ("bookworm", "trixie")  # make test
-MATRIX_HOSTS = ("bullseye", "trixie-modular", "bookworm-arm64")  # make matrix
+MATRIX_HOSTS = ("bullseye", "trixie-modular", "bookworm-arm64", "kylin-v10-like")  # make matrix

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import IO, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .chroot import CHROOT_ENV, in_chroot
-from .hosts import BASE, CACHE, HOSTS, MIRROR, SYSTEM_HOSTS, Host
+from .hosts import BASE, CACHE, HOSTS, MIRROR, SYSTEM_HOSTS, Host, cache_lock
 from .modular import build_virtqemud
+from .py37 import build_in_image as build_python37
 from .wait import wait_for
 
-BUILD_STEPS: Dict[str, Callable[[Path, IO[str]], None]] = {"virtqemud": build_virtqemud}
+BUILD_STEPS: Dict[str, Callable[[Path, IO[str]], None]] = {"virtqemud": build_virtqemud, "python37": build_python37}
 
 CGROUP_TREES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 INNER_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -43,6 +44,11 @@ def image_dir(host: Host) -> Path:
 
 def ensure_image(host: Host, log: IO[str] = sys.stderr) -> Path:
     """The cached image of a host of the table, debootstrapped first if it is not there yet (several minutes, once)."""
+    with cache_lock(host.tag):
+        return _ensure_image(host, log)
+
+
+def _ensure_image(host: Host, log: IO[str]) -> Path:
     final = image_dir(host)
     if (final / "etc" / "os-release").exists():
         return final

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Dict, List, Optional, TypedDict, cast
+from typing import TYPE_CHECKING, BinaryIO, Dict, List, Optional, cast
 
 import psutil
 
@@ -89,6 +89,12 @@ def alive(pid: int) -> bool:
     """Running, that is: present and not a zombie."""
     state = state_of(pid)
     return state is not None and state != "Z"
+
+
+if TYPE_CHECKING or sys.version_info >= (3, 8):
+    from typing import TypedDict  # novm (3.8+, asked for above)
+else:  # Python 3.7 (the fast lane imports the fixtures): a plain dict
+    TypedDict = dict
 
 
 class SeenProbe(TypedDict):
@@ -214,9 +220,12 @@ class LibvirtSandbox:
 
     def wait_libvirtd(self, timeout: float = 30.0, not_pid: Optional[int] = None) -> int:
         """Wait for a (new) libvirtd to answer; its pid."""
-        self.libvirtd_pid = wait_for(
-            lambda: (p := self.current_libvirtd()) and p != not_pid and p, timeout, "libvirtd to start"
-        )
+
+        def new_libvirtd() -> Optional[int]:
+            pid = self.current_libvirtd()
+            return pid if pid != not_pid else None
+
+        self.libvirtd_pid = wait_for(new_libvirtd, timeout, "libvirtd to start")
         wait_for(self.answers, timeout, f"libvirtd at {self.socket} to answer")
         return self.libvirtd_pid
 

@@ -133,8 +133,12 @@ class RunningDaemon:
         return out
 
     def wait_journal(self, kind: str, timeout: float = 30, count: int = 1, **fields: str) -> List[Dict[str, Any]]:
+        def enough() -> Optional[List[Dict[str, Any]]]:
+            events = self.journal_events(kind, **fields)
+            return events if len(events) >= count else None
+
         return wait_for(
-            lambda: e if len(e := self.journal_events(kind, **fields)) >= count else None,
+            enough,
             timeout,
             f"{count} {kind} {fields} event(s) in the journal",
         )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Literal, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
+
+if TYPE_CHECKING:  # annotations only: the fast lane imports this on Python 3.7
+    from typing import Literal  # novm (annotations only)
 
 T = TypeVar("T")
 

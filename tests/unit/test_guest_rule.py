@@ -113,3 +113,20 @@ def test_the_process_table_never_reads_a_kernel_threads_cmdline_and_keeps_a_gues
     )
     cgroup = ProcFS(str(tmp_path), systemd=True).cgroup(900)
     assert cgroup is not None and guest(table[900], cgroup)
+
+
+def test_guests_are_found_where_the_kernel_placed_them_in_every_cgroup_layout(tmp_path: Path) -> None:
+    """cgroup v1's name=systemd tree (Kylin V10), the hybrid unified tree, and v2: the slice's pids, nested scopes
+    included; no tree, no answer (the full walk finds them)."""
+    from watchdogd.observe.cgroupfs import slice_pids
+
+    for tree in ("systemd", "unified", ""):
+        root = tmp_path / (tree or "v2")
+        scope = root / tree / "machine.slice" / "machine-qemu\\x2d1\\x2dvm1.scope"
+        (scope / "libvirt" / "emulator").mkdir(parents=True)
+        (root / tree / "machine.slice" / "cgroup.procs").write_text("")
+        (scope / "cgroup.procs").write_text("")
+        (scope / "libvirt" / "cgroup.procs").write_text("4242\n")
+        (scope / "libvirt" / "emulator" / "cgroup.procs").write_text("4243\n4244\n")
+        assert slice_pids("machine.slice", str(root)) == {4242, 4243, 4244}, tree
+    assert slice_pids("machine.slice", str(tmp_path / "none")) is None

@@ -12,19 +12,20 @@ import errno
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..decide.policy import BreakerChange, PlannedAction, PolicyEngine
 from ..fsafe import BirthTime
-from ..model import ACTIONS, Finding, Probe, Role
+from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
 from ..rules import is_hung, why_not_stale
 from ..safety import Protected, why_not_member
+from ..typing_compat import Literal, Protocol
 from .killer import ProcessEnder
 from .quarantine import quarantine_cache
 from .restart import LibvirtRestarter
-from .stale import RefusedError, remove_probe_dir
+from .stale import NotLibvirtsError, RefusedError, remove_probe_dir
 
 ResultName = Literal["ok", "failed", "skipped", "dry_run"]
 Result = Tuple[ResultName, str, Tuple[int, ...]]  # what happened, the detail, the pids touched
@@ -114,21 +115,41 @@ class KillProbe:
                     current, probe.path, probe.made_wall, boot_wall, protected, names, probe.owner_uid
                 )
 
-            # the daemon first: ending it is what releases libvirt (the first process only waits on it)
+            # the daemon first: ending it is what releases libvirt (the first process only waits on it); then
+            # the rest together, one grace for them all, however many the qemu uid added
             daemons = [m for m in probe.live_members if m.role == Role.DAEMON]
             others = [m for m in probe.live_members if m.role != Role.DAEMON]
-            for member in daemons + others:
-                if daemons and member in others and self.ender.wait_gone(member.process, 1.0):
-                    notes.append(f"{member.role.value} {member.process.pid} exited by itself")
-                    continue
-                outcome = self.ender.end(member.process, verify)
-                touched.append(member.process.pid)
-                text = f"{member.role.value} {member.process.pid}: {outcome.how}"
-                if outcome.stuck_in_kernel:
-                    text += f" (in uninterruptible sleep, wchan {outcome.stuck_in_kernel}; not retried)"
-                notes.append(text)
-                failed = failed or not outcome.ended
+            failed = self._end(daemons, verify, notes, touched) or failed
+            rest = self._still_there(others, notes) if daemons else others  # only once the daemon is gone
+            failed = self._end(rest, verify, notes, touched) or failed
         return ("failed" if failed else "ok"), "; ".join(notes), tuple(touched)
+
+    def _end(
+        self, group: List[ProbeMember], verify: Callable[[Any], Optional[str]], notes: List[str], touched: List[int]
+    ) -> bool:
+        """End the group together; what happened to each goes into notes. Whether any could not be ended."""
+        outcomes = self.ender.end_group([m.process for m in group], verify)
+        failed = False
+        for member in group:
+            outcome = outcomes[member.process.pid]
+            touched.append(member.process.pid)
+            text = f"{member.role.value} {member.process.pid}: {outcome.how}"
+            if outcome.stuck_in_kernel:
+                text += f" (in uninterruptible sleep, wchan {outcome.stuck_in_kernel}; not retried)"
+            notes.append(text)
+            failed = failed or not outcome.ended
+        return failed
+
+    def _still_there(self, others: List[ProbeMember], notes: List[str]) -> List[ProbeMember]:
+        """The members that did not exit by themselves within a second of the daemon's end (one second for all)."""
+        deadline = time.monotonic() + 1.0
+        left = []
+        for member in others:
+            if self.ender.wait_gone(member.process, max(0.0, deadline - time.monotonic())):
+                notes.append(f"{member.role.value} {member.process.pid} exited by itself")
+            else:
+                left.append(member)
+        return left
 
 
 class RemoveStaleDir:
@@ -146,7 +167,7 @@ class RemoveStaleDir:
         return "gone", None
 
     def plan(self, finding: Finding) -> str:
-        return f"remove {finding.subject} and what is inside it (links unlinked, never followed)"
+        return f"remove {finding.subject} if it is shaped as libvirt leaves a probe's dir (its qmp.monitor and qmp.pid)"
 
     def run(self, finding: Finding) -> Result:
         why, made = self._still_stale(finding.subject)
@@ -158,6 +179,8 @@ class RemoveStaleDir:
             count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs, self.birth, made)
         except FileNotFoundError:
             return "ok", "already gone", ()
+        except NotLibvirtsError as exc:
+            return "skipped", f"not removed, not a dir libvirt made: {exc}", ()
         except RefusedError as exc:
             return "failed", str(exc), ()
         except OSError as exc:

@@ -54,12 +54,8 @@ def _sha256_at(dir_fd: int, name: str) -> str:
 def _copy_then_remove(src_fd: int, dst_fd: int, name: str, digest: str) -> None:
     """Across file systems: the cache entry is removed only once its copy is durable and equal."""
     fin = os.fdopen(os.open(name, _READ, dir_fd=src_fd), "rb")
-    with (
-        fin,
-        os.fdopen(
-            os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_fd), "wb"
-        ) as fout,
-    ):
+    created = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    with fin, os.fdopen(os.open(name, created, 0o600, dir_fd=dst_fd), "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
         fout.flush()
         os.fsync(fout.fileno())

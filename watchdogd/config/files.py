@@ -1,12 +1,11 @@
-"""Which config file to read, and its text: a regular file, at most 1 MiB, UTF-8; a clear error otherwise."""
+"""Which config file to read, and its text: a regular file only root can write (trusted_files), at most 1 MiB,
+UTF-8; a clear error otherwise."""
 
 from __future__ import annotations
 
-import os
-import stat
 from typing import Mapping, Optional, Tuple
 
-from ..fsafe import read_capped
+from ..trusted_files import UntrustedFileError, read_trusted
 from .reader import ConfigError, ConfigProblem
 
 DEFAULT_PATH = "/etc/kvm-watchdog/config.yaml"
@@ -23,21 +22,12 @@ def resolve_path(cli_path: Optional[str], environ: Mapping[str, str]) -> Tuple[s
     return DEFAULT_PATH, False
 
 
-def _read_regular_file(path: str, cap: int) -> bytes:
-    """Up to cap bytes of a regular file; never blocks on a FIFO or a device put in its place."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(0, "not a regular file")
-        return read_capped(fd, cap)
-    finally:
-        os.close(fd)
-
-
 def read_text(path: str, required: bool) -> Optional[str]:
     """The file's text; None when it is the default file and absent (all defaults)."""
     try:
-        raw = _read_regular_file(path, MAX_BYTES + 1)
+        raw = read_trusted(path, MAX_BYTES + 1)
+    except UntrustedFileError as exc:
+        raise ConfigError([ConfigProblem(path, 0, "", f"refused: {exc}")]) from None
     except FileNotFoundError:
         if not required:
             return None

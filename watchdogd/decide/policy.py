@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import AbstractSet, Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, PolicyConfig
 from ..model import HOST_WIDE_ACTIONS, Finding
+from ..typing_compat import Literal
 
 STATE_FILE = "policy.json"
 BreakerChange = Literal["paused", "resumed"]  # what breaker_transition reports, once each

@@ -15,7 +15,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import yaml
 
+from ..trusted_files import UntrustedFileError, read_trusted
+
 SHIPPED = os.path.join(os.path.dirname(__file__), "signatures.yaml")
+MAX_TABLE_BYTES = 1024 * 1024
 STARTING = re.compile(r"starting up libvirt version")  # libvirt's first line of each start attempt
 FAILED = re.compile(r"shutting down, reason=failed")
 
@@ -34,8 +37,9 @@ class Signature:
 
 def load_table(path: str) -> Tuple[Signature, ...]:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f.read(1024 * 1024))
+        data = yaml.safe_load(read_trusted(path, MAX_TABLE_BYTES).decode("utf-8"))
+    except UntrustedFileError as exc:
+        raise SignatureError(f"{path}: refused: {exc}") from None
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SignatureError(f"{path}: cannot read the signature table: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("signatures"), list):

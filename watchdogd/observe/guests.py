@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import AbstractSet, Dict, Sequence, Tuple
+from typing import AbstractSet, Dict, Iterable, Sequence, Tuple
 
-from ..emulators import why_not_guest
+from ..emulators import MACHINE_SLICE, why_not_guest
 from ..model import Probe, Process
+from .cgroupfs import slice_pids
 from .procfs import ProcFS
 
 
 class Guests:
-    """The guests' QEMUs (emulators.why_not_guest): found on full walks (guests live long), and between them the
-    known ones dropped as soon as they are gone, so a host whose last guest stopped is idle at once."""
+    """The guests' QEMUs (emulators.why_not_guest): all of them on full walks, and between them the new ones the
+    kernel placed in machine.slice (libvirt daemonizes its guests, so they are not its children: cgroupfs says
+    where they are), while the known ones are dropped as soon as they are gone, so a host whose last guest
+    stopped is idle at once."""
 
     def __init__(self, proc: ProcFS, emulator_names: Tuple[str, ...], own_pid: int):
         self.proc = proc
@@ -22,15 +25,21 @@ class Guests:
     def update(
         self, table: Dict[int, Process], walked: bool, probes: Sequence[Probe], libvirt_pids: AbstractSet[int]
     ) -> None:
-        if not walked:
-            for pid, start in list(self.known.items()):
-                p = table.get(pid) or self.proc.process(pid)
-                if p is None or p.is_zombie or p.start_boot_s != start:
-                    del self.known[pid]
-            return
         excluded = {m.process.pid for p in probes for m in p.members} | set(libvirt_pids)
+        if walked:
+            self.known = self._found(table.values(), excluded)
+            return
+        for pid, start in list(self.known.items()):
+            p = table.get(pid) or self.proc.process(pid)
+            if p is None or p.is_zombie or p.start_boot_s != start:
+                del self.known[pid]
+        placed = slice_pids(MACHINE_SLICE) if self.proc.systemd and self.proc.root == "/proc" else None
+        new = [table.get(pid) or self.proc.process(pid) for pid in sorted(placed or ()) if pid not in self.known]
+        self.known.update(self._found((p for p in new if p is not None), excluded))
+
+    def _found(self, processes: Iterable[Process], excluded: AbstractSet[int]) -> Dict[int, float]:
         found: Dict[int, float] = {}
-        for p in table.values():
+        for p in processes:
             if why_not_guest(p, self.names, excluded, self.own_pid, None) is not None:
                 continue  # the cheap checks first: the cgroup is read only for what passes them
             if self.proc.systemd and why_not_guest(
@@ -38,4 +47,4 @@ class Guests:
             ):
                 continue
             found[p.pid] = p.start_boot_s
-        self.known = found
+        return found

@@ -8,13 +8,14 @@ process (pid and start time), never per dir.
 
 from __future__ import annotations
 
-from typing import AbstractSet, Dict, Optional, Sequence, Tuple
+from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..model import ProbeMember, Process
 from .procfs import ProcFS
 
 MEMBERS_CHECKED = 8  # members of a probe whose cgroup, stop and trace state is read (a probe has three)
+LIBVIRT_MEMBERS = 3  # all a probe of libvirt's ever has: its first process, the intermediate (a zombie), the daemon
 
 
 class Provenance:
@@ -30,15 +31,27 @@ class Provenance:
         """Forget the proofs of processes no probe has any more."""
         self.proven = {k: v for k, v in self.proven.items() if k in alive}
 
-    def proof(
+    def judge(
         self, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]
-    ) -> Optional[str]:
-        """How the kernel says a member is libvirt's, per process; None: not proven.
+    ) -> Tuple[Optional[str], Optional[str]]:
+        """(proof, held): how the kernel says the probe is libvirt's (None: not proven), and why it is held rather
+        than hung (None: not held). Both are judged on libvirt's own members: a process the qemu uid adds to a
+        genuine probe (stopped, say) neither holds it nor proves anything; and a probe with more members than
+        libvirt makes is not proven at all, whatever one of them shows."""
+        own = self._libvirts_own(members, trusted, table)
+        proof = own[0][1] if own and len(members) <= LIBVIRT_MEMBERS else None
+        return proof, self.held([m for m, _ in own] or members)
+
+    def _libvirts_own(
+        self, members: Sequence[ProbeMember], trusted: AbstractSet[int], table: Dict[int, Process]
+    ) -> List[Tuple[ProbeMember, str]]:
+        """The members the kernel says are libvirt's, each with how.
 
         Where systemd runs (and not for a session libvirt, whose user runs its own units), a member in
         system.slice/libvirtd.service (or virtqemud.service): libvirt's units use KillMode=process, so
         its probes stay in its cgroup across a restart, and no unprivileged uid can move a process there.
         Elsewhere, a member that is (or was seen by an earlier scan as) a libvirt daemon's child."""
+        own: List[Tuple[ProbeMember, str]] = []
         if self.proc.systemd and not self.config.libvirt.session_dirs:
             units = {f"{d}.service" for d in self.config.detect.libvirt_daemons}
             for m in members[:MEMBERS_CHECKED]:
@@ -46,19 +59,18 @@ class Provenance:
                     continue
                 cgroup = self.proc.cgroup(m.process.pid) or ()
                 if len(cgroup) >= 2 and cgroup[0] == "system.slice" and cgroup[1] in units:
-                    return f"{m.role.value} process {m.process.pid} runs in {cgroup[1]}'s cgroup"
-            return None
-        for m in members:
+                    own.append((m, f"{m.role.value} process {m.process.pid} runs in {cgroup[1]}'s cgroup"))
+            return own
+        for m in members[:MEMBERS_CHECKED]:
             key = (m.process.pid, m.process.start_boot_s)
             if m.process.ppid in trusted:
                 parent = table[m.process.ppid]
                 child = f"{m.role.value} process {m.process.pid}"
-                proof = f"{child} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
-                self.proven[key] = proof
-                return proof
-            if key in self.proven:
-                return self.proven[key] + ", seen by an earlier scan"
-        return None
+                self.proven[key] = f"{child} is a child of {parent.comm} {parent.pid} (uid {parent.uid})"
+                own.append((m, self.proven[key]))
+            elif key in self.proven:
+                own.append((m, self.proven[key] + ", seen by an earlier scan"))
+        return own
 
     def held(self, members: Sequence[ProbeMember]) -> Optional[str]:
         """Why a member is held rather than hung: stopped (SIGSTOP, by its own uid) or traced (a debugger)."""

@@ -159,10 +159,7 @@ class Scanner:
         table: Dict[int, Process] = {}
         if not full:
             table = self.proc.descendants(tuple(self._libvirt), self._interesting)
-            full = any(
-                (p := table.get(pid)) is None or p.is_zombie or p.start_boot_s != start
-                for pid, start in self._libvirt.items()
-            )
+            full = any(_not_the_same(table.get(pid), start) for pid, start in self._libvirt.items())
         if full:
             table = self.proc.scan(self._interesting)
             self._last_walk = now
@@ -305,7 +302,7 @@ class Scanner:
             age = max(0.0, view.uptime - min(p.start_boot_s for p in live))
         else:
             age = self._dir_age(path, max(0.0, view.now - made))
-        proof = self.provenance.proof(members, trusted, table)
+        proof, held = self.provenance.judge(members, trusted, table)
         return Probe(
             path=path,
             made_wall=made,
@@ -315,7 +312,7 @@ class Scanner:
             pidfile_rejected=rejected,
             owner_uid=owner,
             proof=proof,
-            held=self.provenance.held(members),
+            held=held,
         )
 
     def _dir_age(self, path: str, wall_age: float) -> float:
@@ -328,3 +325,8 @@ class Scanner:
         mono = self.mono()
         first = self._first_seen.setdefault(path, (mono, wall_age))
         return min(wall_age, first[1] + (mono - first[0]))
+
+
+def _not_the_same(now: Optional[Process], start: float) -> bool:
+    """A libvirt daemon seen before is gone, a zombie, or its PID names another process now."""
+    return now is None or now.is_zombie or now.start_boot_s != start

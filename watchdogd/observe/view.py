@@ -58,11 +58,8 @@ class ProcessView:
     def trusted_parents(self, owner: int) -> FrozenSet[int]:
         """Live libvirt daemons that run as root or as `owner` (a session's user): their children are libvirt's
         probes."""
-        return frozenset(
-            pid
-            for pid in self.protected.libvirt_pids
-            if (p := self.table.get(pid)) is not None and not p.is_zombie and p.uid in (0, owner)
-        )
+        live = (self.table.get(pid) for pid in self.protected.libvirt_pids)
+        return frozenset(p.pid for p in live if p is not None and not p.is_zombie and p.uid in (0, owner))
 
 
 def role_of(proc: Process, pidfile_pid: Optional[int], members: Set[int], libvirt_pids: AbstractSet[int]) -> Role:

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Mapping, Optional, Protocol, Sequence, TextIO, cast
+from typing import Callable, Deque, Dict, Mapping, Optional, Sequence, TextIO, cast
 
 from .. import __version__
 from ..act.actions import ActionRecord
@@ -23,6 +23,7 @@ from ..config import Config, LimitsConfig
 from ..model import Finding, Severity
 from ..printable import printable
 from ..timefmt import iso_utc
+from ..typing_compat import Protocol
 
 IDENTIFIER = "kvm-watchdog"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

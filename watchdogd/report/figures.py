@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, DetectConfig, MetricsConfig
 from ..model import Finding, LatencyResult, Observation
 from ..problems import Problem
 from ..rules import is_hung, why_not_stale
 from ..state import StateStore
+from ..typing_compat import Protocol
 
 STATE_FILE = "metrics.json"
 # seconds: separate a healthy answer (ms) from a probing libvirt (s) from a timeout (tens of s)

@@ -17,8 +17,9 @@ Two action lanes, one worker each: actions on proven findings, and actions on
 evidence the qemu user could have made (docs/THREAT-MODEL.md). A flood of forged
 probes that ignore SIGTERM keeps only its own lane busy; a genuine hung probe is
 still killed at its deadline. Rescans that a probe dir's coming or going asks
-for are at least RESCAN_GAP apart, so a mkdir/rmdir loop costs a bounded number
-of scans. Its helpers, each with one job: signals (flags), latency_schedule (the
+for, and those a probe's or a zombie's deadline asks for, are at least RESCAN_GAP
+apart, so a mkdir/rmdir loop or a stream of zombies costs a bounded number of
+scans. Its helpers, each with one job: signals (flags), latency_schedule (the
 latency lane), status_keeper (status.json, scan.json, each problem told once).
 """
 
@@ -144,7 +145,7 @@ class Daemon:
         if (
             (self._scan_now and self._rescan_due(now))
             or now >= self.next_scan
-            or (self.deadlines and now >= self.deadlines[0])
+            or (self.deadlines and now >= self.deadlines[0] and self._rescan_due(now))
         ):
             self.scan()
         self._ping(self.mono())
@@ -165,7 +166,7 @@ class Daemon:
         return any(lane.busy for lane in self.wiring.lanes.values())
 
     def _rescan_due(self, now: float) -> bool:
-        """May a rescan that a probe dir event asked for run now (RESCAN_GAP after the last scan)?"""
+        """May a rescan that a probe dir event or a deadline asked for run now (RESCAN_GAP after the last scan)?"""
         if self.last_scan_mono is None:
             return True
         return now - self.last_scan_mono >= RESCAN_GAP
@@ -176,8 +177,9 @@ class Daemon:
         due = [self.next_scan]
         if self._scan_now:
             due.append(self.last_scan_mono + RESCAN_GAP if self.last_scan_mono is not None else 0.0)
-        if self.deadlines:
-            due.append(self.deadlines[0])
+        if self.deadlines:  # deadlines are rate-limited as rescans are: anyone can make zombies and dirs
+            gap = self.last_scan_mono + RESCAN_GAP if self.last_scan_mono is not None else 0.0
+            due.append(max(self.deadlines[0], gap))
         if self._logs_due:
             due.append(self._next_log_read)
         if self.wiring.notifier.watchdog_interval:

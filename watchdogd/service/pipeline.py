@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, Callable, List, Optional, Protocol, Sequence, Tuple
+from typing import AbstractSet, Callable, List, Optional, Sequence, Tuple
 
 from ..act.actions import ActionRecord, Actor
 from ..config import Config
@@ -22,6 +22,7 @@ from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..problems import Problem, Problems
 from ..state import StateError, StateStore
+from ..typing_compat import Protocol
 
 
 class Observer(Protocol):

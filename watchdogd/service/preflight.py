@@ -126,19 +126,21 @@ def prometheus_client_problem() -> Optional[str]:
     `config check` says so instead of the daemon dying with an ImportError at its start."""
     if importlib.util.find_spec("prometheus_client") is None:
         return "needs the Prometheus client: install python3-prometheus-client (or pip install prometheus-client)"
+    want = ".".join(map(str, PROMETHEUS_CLIENT_MIN))
+    remedy = f"install a newer one (pip install 'prometheus-client>={want}'), or turn metrics off"
     try:
-        from importlib import metadata
+        from importlib import metadata  # novm (3.8+: the ImportError below is 3.7)
+    except ImportError:  # Python 3.7 has no importlib.metadata: ask the module for what the outlets use
+        from prometheus_client import registry
 
+        return None if hasattr(registry, "Collector") else f"needs prometheus-client >= {want}: {remedy}"
+    try:
         found = metadata.version("prometheus_client")
     except Exception:  # noqa: BLE001 (no metadata: an unpackaged copy; the import decides)
         return None
     parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
     if parts < PROMETHEUS_CLIENT_MIN:
-        want = ".".join(map(str, PROMETHEUS_CLIENT_MIN))
-        return (
-            f"needs prometheus-client >= {want}, found {found}: "
-            f"install a newer one (pip install 'prometheus-client>={want}'), or turn metrics off"
-        )
+        return f"needs prometheus-client >= {want}, found {found}: {remedy}"
     return None
 
 

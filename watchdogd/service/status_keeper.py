@@ -32,7 +32,7 @@ class StatusKeeper:
         self.recent: Deque[Dict[str, Any]] = collections.deque(recent, maxlen=RECENT_ACTIONS)
         self.started_wall = started_wall
         self.problems_seen: Set[str] = set()
-        self._saved: Optional[Dict[str, Any]] = None  # what status.json holds now, when we wrote it
+        self._saved: Optional[Dict[str, Any]] = None  # what status.json says now (what_it_says), when we wrote it
 
     def acted(self, record: ActionRecord) -> None:
         self.recent.append(dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at)))
@@ -75,10 +75,11 @@ class StatusKeeper:
             stopped_at=stopped_at,
         ).document()
         out: List[Problem] = []
-        if status != self._saved:
+        said = what_it_says(status)
+        if said != self._saved:
             try:
                 parts.state.write_json(STATUS_FILE, status)
-                self._saved = status
+                self._saved = said
             except StateError as exc:
                 self._saved = None
                 out.append(exc.problem())
@@ -87,3 +88,11 @@ class StatusKeeper:
         except StateError as exc:
             out.append(exc.problem())
         return out
+
+
+def what_it_says(status: Dict[str, Any]) -> Dict[str, Any]:
+    """status.json without what moves every scan (an open finding's age, its message's "hung for N s", its
+    evidence): a change is a finding opened or resolved, an action, a problem, the breaker. A thousand open
+    findings then cost no write a scan (each write is an fsync)."""
+    opened = [(f.get("kind"), f.get("subject"), f.get("since_wall"), f.get("severity")) for f in status["open"]]
+    return dict(status, open=opened)

@@ -1,0 +1,65 @@
+"""Files root acts on (the config, an operator's signature table): read only when nobody else could have written them.
+
+root runs what a config says (`actions.restart_command`) and acts on what a signature table calls a cause,
+so a file another uid can write is that uid's say over root. As sshd's StrictModes: the file and every dir
+above it are owned by root (or by the user reading it) and writable by no one else; a sticky dir (/tmp),
+where others cannot replace or remove what they do not own, is no such write. The file is opened without
+following a link and without blocking on a FIFO or a device put in its place, and read up to a cap.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import AbstractSet, List, Optional
+
+from .fsafe import read_capped
+
+_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class UntrustedFileError(ValueError):
+    """The file may not be acted on; the message says why and what to do."""
+
+
+def read_trusted(path: str, cap: int) -> bytes:
+    """Up to cap bytes of path, once it and the dirs above it pass the rule (FileNotFoundError when absent)."""
+    trusted = {0, os.geteuid()}
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UntrustedFileError(f"{path} is a symbolic link: give the file's own path") from None
+        raise exc from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedFileError(f"{path} is not a regular file")
+        why = _others_may_write(st, trusted, sticky_ok=False)
+        if why:
+            raise UntrustedFileError(f"{path} {why}: root acts on what it says; chown root and chmod go-w it")
+        for parent in _parents(path):
+            why = _others_may_write(os.stat(parent), trusted, sticky_ok=True)
+            if why:
+                raise UntrustedFileError(f"{path} lies in {parent}, which {why}: whoever can write there can swap it")
+        return read_capped(fd, cap)
+    finally:
+        os.close(fd)
+
+
+def _parents(path: str) -> List[str]:
+    """Every dir above path, as the kernel resolves it, up to /."""
+    here = os.path.dirname(os.path.realpath(path))
+    out = [here]
+    while here != "/":
+        here = os.path.dirname(here)
+        out.append(here)
+    return out
+
+
+def _others_may_write(st: os.stat_result, trusted: AbstractSet[int], sticky_ok: bool) -> Optional[str]:
+    if st.st_uid not in trusted:
+        return f"is owned by uid {st.st_uid}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+        return f"is writable by its group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
