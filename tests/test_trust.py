@@ -464,6 +464,29 @@ def test_a_mkdir_rmdir_loop_costs_at_most_two_scans_a_second(
     assert rate <= 2.0, f"{rate:.1f} scans a second"
 
 
+def test_a_stream_of_zombies_named_like_qemu_costs_at_most_two_scans_a_second(
+    journald: Journald, host: Path, write_config: WriteConfig, start_daemon: StartDaemon
+) -> None:
+    """Any local user can make zombies named like qemu, each with a deadline of its own (seen before: 502 scans in
+    20 s, one at each deadline): scans a deadline asks for are rate-limited as rescans are. (A scan sees them: the
+    full scan every 2 s here, as the shipped 5 s does, starts the chain of deadlines.)"""
+    start_daemon(host_config(host, write_config, interval="2s"))
+    wait_for(lambda: scans(host / "state") >= 1, 30, "the first scan")
+    before, started = scans(host / "state"), time.monotonic()
+    zombies = attacker("zombies", host / "lib", 12)
+    try:
+        assert zombies.stdout is not None
+        made = int(zombies.stdout.readline())  # after 12 s: their deadlines (2 s each) fall due meanwhile and after
+        ended = time.monotonic()
+        # the measuring window: until the last zombie's deadline has passed
+        wait_for(lambda: time.monotonic() - ended >= HUNG_AFTER + 0.5, 5, "the last zombies' deadlines")
+        rate = (scans(host / "state") - before) / (time.monotonic() - started)
+    finally:
+        end_attacker(zombies)
+    assert made > 100, "the stream really made zombies"
+    assert rate <= 2.0, f"{rate:.1f} scans a second"
+
+
 # ---- the smaller items ---------------------------------------------------------------------
 
 

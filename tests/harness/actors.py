@@ -117,6 +117,17 @@ elif mode == "join":  # COUNT processes that name a genuine probe's dir (argv[4]
     print("ready", " ".join(map(str, kids)), flush=True)
     for pid in kids:
         os.waitpid(pid, 0)
+elif mode == "zombies":  # a zombie named like qemu every 50 ms for COUNT seconds, never reaped (each its own deadline)
+    end = time.monotonic() + count
+    n = 0
+    while time.monotonic() < end:
+        if os.fork() == 0:
+            name("qemu-system-x86")
+            os._exit(0)
+        n += 1
+        time.sleep(0.05)
+    print(n, flush=True)
+    time.sleep(3600)  # keeps them zombies until the test ends it
 elif mode == "churn":  # make and remove a probe dir without end
     end = time.monotonic() + count
     n = 0
