@@ -25,6 +25,7 @@ from conftest import REPO, run_cli
 from harness.actors import NOBODY, RootLibvirt, as_nobody, attacker, host_root, nobodys
 from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
 from harness.journald import Journald
+from harness.procs import comm_of
 from harness.sandbox import alive, file_tree
 from harness.service import NotifyListener
 from harness.wait import wait_for
@@ -170,7 +171,7 @@ def test_ten_members_the_qemu_user_adds_to_a_genuine_hang_cost_one_grace_and_pro
         assert joiners[0].stdout is not None
         ready = joiners[0].stdout.readline().split()
         assert ready[0] == "ready" and len(ready) == 11, ready
-        wait_for(lambda: all(comm(int(pid)) == "qemu-system-x86" for pid in ready[1:]), 10, "the joiners named")
+        wait_for(lambda: all(comm_of(int(pid)) == "qemu-system-x86" for pid in ready[1:]), 10, "the joiners named")
         os.kill(int(ready[1]), signal.SIGSTOP)  # its own process: it may
         gone_at = wait_for(lambda: None if alive(probe_daemon) else time.time(), 30, "the genuine daemon ended")
         [opened] = daemon.wait_journal("probe_hung", timeout=30, KVMWD_PROBE_DIR=str(probe), KVMWD_STATE="open")
@@ -192,11 +193,6 @@ def test_ten_members_the_qemu_user_adds_to_a_genuine_hang_cost_one_grace_and_pro
         genuine.stop()
         for p in joiners:
             end_attacker(p)
-
-
-def comm(pid: int) -> str:
-    with open(f"/proc/{pid}/comm") as f:
-        return f.read().strip()
 
 
 # ---- links and renames -------------------------------------------------------------------

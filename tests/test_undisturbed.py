@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 from harness.fixtures import Processes, StartDaemon, WriteConfig
+from harness.procs import comm_of
 from harness.sandbox import LibvirtSandbox
 from harness.wait import wait_for
 
@@ -31,11 +32,6 @@ def scan_json(state_dir: Path) -> Dict[str, Any]:
         return seen
     except (OSError, ValueError):
         return {}
-
-
-def comm_of(pid: int) -> str:
-    with open(f"/proc/{pid}/comm") as f:
-        return f.read().strip()
 
 
 def kernel_threads_named(prefix: str) -> List[int]:

@@ -142,10 +142,10 @@ class KillProbe:
 
     def _still_there(self, others: List[ProbeMember], notes: List[str]) -> List[ProbeMember]:
         """The members that did not exit by themselves within a second of the daemon's end (one second for all)."""
-        deadline = time.monotonic() + 1.0
+        deadline = self.ender.clock() + 1.0  # the ender's own clock, the one wait_gone waits on
         left = []
         for member in others:
-            if self.ender.wait_gone(member.process, max(0.0, deadline - time.monotonic())):
+            if self.ender.wait_gone(member.process, max(0.0, deadline - self.ender.clock())):
                 notes.append(f"{member.role.value} {member.process.pid} exited by itself")
             else:
                 left.append(member)
