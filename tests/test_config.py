@@ -110,7 +110,7 @@ def test_a_misspelt_action_is_named_with_its_line_and_path() -> None:
         ("interval: 5s\ninterval: 6s\n", "c.yaml:2: interval: given twice"),
         (
             "policies:\n  - name: x\n    on: probe_stuck\n    do: [alert]\n",
-            "c.yaml:3: policies[0].on: unknown finding kind 'probe_stuck' (known: probe_hung, probe_defunct, probe_dir_stale, domcaps_slow, domcaps_hung, libvirt_unreachable, cache_empty, kernel_changed, domcaps_failed, probe_dir_missing, probe_dirs_flood, vm_start_failed, kvm_unusable)",
+            "c.yaml:3: policies[0].on: unknown finding kind 'probe_stuck' (known: probe_hung, probe_defunct, probe_dir_stale, domcaps_slow, domcaps_hung, libvirt_unreachable, cache_empty, kernel_changed, domcaps_failed, probe_failed, probe_dir_missing, probe_dirs_flood, vm_start_failed, kvm_unusable)",
         ),
         (
             "policies:\n  - name: x\n    on: cache_empty\n    do: [kill_probe]\n",

@@ -154,6 +154,7 @@ def test_the_root_run_probe_hung_at_its_chdir_is_proven_by_its_v1_cgroup_and_end
     hung = record["probe_hung"]
     evidence = json.loads(hung["KVMWD_EVIDENCE"])
     assert evidence["proven_libvirt"] is True and "runs in libvirtd.service's cgroup" in evidence["proof"], evidence
+    assert evidence["grounds"] == "host", "run as root, as libvirt itself: evidence from below any qemu user"
     diagnosis = evidence["diagnosis"]
     assert (diagnosis["stage"], diagnosis["cause"]) == ("before_ready", "userspace_deadlock"), diagnosis
     kill = record["kill_probe"]

@@ -69,15 +69,16 @@ def test_remediate_kills_a_hung_probe_and_libvirt_works_again(
     assert run_cli("-c", healthy, "check").rc == 0
 
 
-def test_repeated_hangs_escalate_once_then_the_breaker_pauses(
+def test_repeated_hangs_escalate_once_and_a_paused_breaker_holds_the_reset_but_never_a_kill(
     libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
 ) -> None:
+    """A session libvirt runs its probes as itself: its hangs are evidence from below any qemu user (the rule)."""
     cfg = write_config(
         libvirt.config(
             state_dir,
             **FAST,
             libvirt={"restart_command": libvirt.restart_command()},
-            limits={"actions": 5, "per": "1h"},
+            limits={"actions": 1, "per": "1h"},
         )
     )
     libvirt.arm("hang-init", count=3)
@@ -97,24 +98,20 @@ def test_repeated_hangs_escalate_once_then_the_breaker_pauses(
     assert summary(runs[2]) == [
         ("kill_probe", "kill-hung-probes", "ok"),
         ("quarantine_cache", "reset-after-repeated-hangs", "ok"),
-        ("restart_libvirt", "reset-after-repeated-hangs", "ok"),
+        ("restart_libvirt", "reset-after-repeated-hangs", "skipped"),
     ], runs[2].out
-    assert "libvirt answers again" in runs[2].json["actions"][2]["detail"]
-    old = libvirt.libvirtd_pid
-    assert libvirt.wait_libvirtd(not_pid=old) != old, "libvirtd really restarted"
+    assert "remediation paused" in runs[2].json["actions"][2]["detail"]
+    assert any("remediation paused" in e for e in runs[2].json["errors"])
+    assert libvirt.current_libvirtd() == libvirt.libvirtd_pid, "libvirtd was not restarted"
 
-    # a fourth hang: 5 actions within the hour already, so the breaker holds
+    # a fourth hang: the host-wide budget is spent, and the hung probe is ended all the same
     waiting = libvirt.hang("hang-init", count=1)
     wait_until_hung(cfg)
-    paused = remediate(cfg)
-    assert summary(paused) == [("kill_probe", "kill-hung-probes", "skipped")]
-    assert "remediation paused" in paused.json["actions"][0]["detail"]
-    assert any("remediation paused" in e for e in paused.json["errors"])
-    assert paused.rc == 2 and libvirt.hung_probe(), "nothing was done"
+    fourth = remediate(cfg)
+    assert summary(fourth) == [("kill_probe", "kill-hung-probes", "ok")], fourth.out
+    waiting.wait(60)
     again = remediate(cfg)
     assert again.json["actions"] == [], "the same occurrence is never acted on twice: nothing loops"
-    libvirt.release()
-    waiting.wait(30)
 
 
 def test_dry_run_reports_every_decision_and_changes_nothing(

@@ -343,8 +343,13 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
 
     disturbs_nothing(box)
 
-    # systemctl reload takes a new config: hung after 3 s instead of a minute, and one hang resets libvirt
-    reload_with(box, r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/; s/^    times: 3$/    times: 1/")
+    # systemctl reload takes a new config: hung after 3 s instead of a minute, and one hang resets libvirt, a hung
+    # probe of the qemu user's too (Debian runs them as libvirt-qemu; the shipped config would only end it)
+    reload_with(
+        box,
+        r"s/^  probe_hung_after: 60s$/  probe_hung_after: 3s/; s/^    times: 3$/    times: 1/;"
+        r" s/^  qemu_probes_host_wide: false$/  qemu_probes_host_wide: true/",
+    )
     daemon_before = libvirtd_state(box)
 
     # the incident: the next probe hangs, and virsh waits behind it
@@ -366,6 +371,7 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert evidence["proven_libvirt"] is True and f"runs in {box.host.daemon}.service's cgroup" in evidence["proof"], (
         "proven by the kernel: libvirt's unit cgroup"
     )
+    assert evidence["grounds"] == "host", "widened by the operator: a probe of the qemu user's drives the reset"
     # the reset policy: the cache quarantined (on libvirt < 7.8 a dir of the qemu user's) and the daemon that owns the probes restarted
     [quarantined] = wait_for(lambda: events(box, "action", KVMWD_ACTION="quarantine_cache"), 60, "quarantine_cache")
     [restarted] = wait_for(lambda: events(box, "action", KVMWD_ACTION="restart_libvirt"), 120, "restart_libvirt")
@@ -500,7 +506,23 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
         evidence = json.loads(opened["KVMWD_EVIDENCE"])
         assert evidence["diagnosis"]["cause"] == "held" and evidence["proven_libvirt"] is False, evidence
         wait_for(more_than(box, n, "action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok"), 30, "the held probe ended")
-    # 2. forged proof: a genuine probe (proven by libvirtd.service's cgroup) whose dir the qemu uid keeps, then names from its own process
+    # 2. hung on purpose: the qemu uid plants a FIFO at each genuine probe's qmp.pid (QEMU would block opening it),
+    # and the probe hangs unstopped and untraced, proven libvirt's: in that uid's hands, so ended and nothing more
+    for n in range(3):
+        probe, first = new_probe(box, "slow:60 1")
+        box.run(f"{as_qemu(box)} sh -c 'mkfifo /tmp/fifo-{n} && ln -s /tmp/fifo-{n} {probe}/qmp.pid'", check=True)
+        [opened] = wait_for(
+            more_than(box, 0, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe),
+            30,
+            "the genuine probe's probe_hung",
+        )
+        evidence = json.loads(opened["KVMWD_EVIDENCE"])
+        assert evidence["proven_libvirt"] is True and evidence["grounds"] == "libvirts", evidence
+        assert "host-wide actions will not act on it" in opened["MESSAGE"]
+        wait_for(
+            more_than(box, 3 + n, "action", KVMWD_ACTION="kill_probe", KVMWD_RESULT="ok"), 30, "the genuine hang ended"
+        )
+    # 3. forged proof: a genuine probe (proven by libvirtd.service's cgroup) whose dir the qemu uid keeps, then names from its own process
     genuine, _ = new_probe(box, "hang-init 1")
     box.run(f"{as_qemu(box)} touch {genuine}/keep", check=True)  # libvirt's rmdir of it will fail
     try:

@@ -51,9 +51,10 @@ KINDS: Dict[str, KindSpec] = {
     # empty until the first probe after a start finishes
     "cache_empty": KindSpec(Severity.WARNING, grace=30.0),
     "kernel_changed": KindSpec(Severity.INFO, libvirt_level=True),
-    # beyond the contract's list: libvirt answered getDomainCapabilities with an error
-    # (the probe crashed rather than hung); VMs cannot start either way
+    # beyond the contract's list: libvirt answered getDomainCapabilities with an error (a probe failed, not hung)
     "domcaps_failed": KindSpec(Severity.CRITICAL, grace=10.0, libvirt_level=True),
+    # libvirt's journal says a probe of a binary failed (subject: the binary), not probed well since
+    "probe_failed": KindSpec(Severity.CRITICAL, libvirt_level=True),
     # a configured probe dir has not existed for longer than stale_dir_after
     "probe_dir_missing": KindSpec(Severity.WARNING, forgeable=True),
     # more qmp-XXXXXX dirs in one base than detect.max_dirs_per_base: one finding, with the count
@@ -90,6 +91,19 @@ ACTION_NAMES = tuple(ACTIONS)
 # Actions whose effect reaches beyond the processes of one probe: they act only on
 # evidence the qemu user cannot forge (see Finding.proven).
 HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)
+
+
+class Grounds(enum.Enum):
+    """What a finding rests on, and so what it may drive: the rule, applied in decide/grounds.py."""
+
+    FORGEABLE = "forgeable"  # the qemu user (or any local user) could have made it: its own processes, its own budget
+    LIBVIRTS = "libvirts"  # libvirt's, but in the qemu user's hands: killed, never host-wide
+    HOST = "host"  # from below the qemu user: libvirt itself, the kernel, root's state, a probe run as libvirt's uid
+
+    @property
+    def proven(self) -> bool:
+        """libvirt's own evidence (the `proven` metric label and evidence key): anything but forgeable."""
+        return self is not Grounds.FORGEABLE
 
 
 class Role(str, enum.Enum):
@@ -148,6 +162,8 @@ class Probe:
     # how the scan knows libvirt made it (a member is, or was seen as, the child of a
     # libvirt daemon that runs as root, or as the session's user); None: not proven
     proof: Optional[str] = None
+    # its members run as the uid of the libvirt daemon that made it (root; a session libvirt's user), not a qemu user's
+    as_libvirt: bool = False
     # a member stopped (state T/t) or traced (TracerPid): held by its own uid or a debugger,
     # not hung by the host; None: nothing holds it
     held: Optional[str] = None
@@ -219,6 +235,9 @@ class Observation:
     floods: Tuple[DirFlood, ...] = ()
     missing_dirs: Tuple[MissingDir, ...] = ()
     cache_owner_uid: Optional[int] = None
+    # every probe base is owned by libvirt's own uid (qemu.conf user = "root"; a session libvirt): its probes run as
+    # libvirt, and nothing of the qemu user's can fail or hang them
+    probes_as_libvirt: bool = False
     # libvirt's running guests (emulators.why_not_guest), as of the last full walk, less those gone since
     guests: int = 0
     errors: Tuple[Problem, ...] = ()  # what could not be observed (makes the result UNKNOWN)
@@ -285,9 +304,9 @@ class Evidence:
 class Finding:
     """One finding of the contract. proven: libvirt's own evidence, beyond what the qemu user could forge.
 
-    Libvirt-level kinds always are; a probe is when the scan proved it libvirt's and it is not
-    held; a cache finding when root owns the cache dir. Host-wide actions act only on proven
-    findings, and actions on the others draw on a budget of their own (docs/THREAT-MODEL.md)."""
+    grounds says more (Grounds): host-wide actions act only on HOST grounds, actions on forgeable
+    findings draw on a budget of their own (docs/THREAT-MODEL.md). Given only `proven`, a finding
+    rests on HOST grounds when proven (libvirt-level kinds always are), else on forgeable ones."""
 
     kind: str
     severity: Severity
@@ -296,17 +315,29 @@ class Finding:
     message: str
     evidence: Evidence = field(default_factory=Evidence)
     proven: bool = False
+    grounds: Optional[Grounds] = None  # None: from `proven` (read it as rests_on)
 
     def __post_init__(self) -> None:
-        if self.kind in LIBVIRT_LEVEL_KINDS and not self.proven:
-            object.__setattr__(self, "proven", True)  # what libvirt itself answers: nobody else can make it
+        if self.grounds is None:
+            libvirts = self.proven or self.kind in LIBVIRT_LEVEL_KINDS  # what libvirt itself answers
+            object.__setattr__(self, "grounds", Grounds.HOST if libvirts else Grounds.FORGEABLE)
+        object.__setattr__(self, "proven", self.rests_on.proven)
+
+    @property
+    def rests_on(self) -> Grounds:
+        return self.grounds or Grounds.FORGEABLE
+
+    @property
+    def host_wide_ok(self) -> bool:
+        """May a host-wide action (cache quarantine, libvirt restart) act on it? Only from below the qemu user."""
+        return self.grounds is Grounds.HOST
 
     @property
     def key(self) -> Tuple[str, str]:
         return (self.kind, self.subject)
 
     def evidence_json(self) -> Dict[str, object]:
-        return {**self.evidence.to_json(), "proven_libvirt": self.proven}
+        return {**self.evidence.to_json(), "proven_libvirt": self.proven, "grounds": self.rests_on.value}
 
     def to_json(self) -> Dict[str, Any]:
         return {

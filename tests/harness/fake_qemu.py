@@ -12,6 +12,8 @@ beside the binary. Its content is ``MODE [COUNT]``:
 - ``hang-qmp``   the daemon reports success, listens on the QMP socket and never greets;
 - ``slow:N``     wait N seconds, then exec the real emulator;
 - ``crash``      print an error and abort, as qemu does on the broken kernel;
+- ``no-kvm``     print QEMU's "Could not access KVM kernel module: Permission denied" and exit 1
+                 (libvirt logs the probe failure to its journal);
 - ``real-hang``  exec the REAL emulator with ``<this file>.hang.so`` preloaded: its
                  daemon never returns from chdir("/") (timed futex waits), exactly
                  where the incident's daemon hung.
@@ -196,6 +198,11 @@ def main(argv: List[str]) -> int:
         sys.stderr.write("qemu-system-x86_64: failed to set irq for PMU (fault injected)\n")
         sys.stderr.flush()
         os.abort()
+    if mode == "no-kvm":
+        # what QEMU prints when /dev/kvm refuses it, then exits 1: the commonest probe failure in the field
+        sys.stderr.write("Could not access KVM kernel module: Permission denied\n")
+        sys.stderr.write("qemu-system-x86_64: failed to initialize kvm: Permission denied\n")
+        return 1
     if mode not in ("hang-init", "hang-qmp"):
         sys.stderr.write("fake qemu: unknown fault mode %r\n" % mode)
         return 1

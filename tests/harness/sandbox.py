@@ -176,6 +176,13 @@ class LibvirtSandbox:
             d.mkdir(exist_ok=True)
             os.chown(d, self.user.pw_uid, self.user.pw_gid)
             os.chmod(d, 0o700)
+        # its own entries (errors and warnings: the probe-failure ones among them) go to the journal, as a system
+        # libvirtd's do by default
+        conf = self.home / ".config" / "libvirt"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "libvirtd.conf").write_text('log_outputs = "3:journald"\n')
+        for d in (self.home / ".config", conf, conf / "libvirtd.conf"):
+            os.chown(d, self.user.pw_uid, self.user.pw_gid)
         env = [
             f"HOME={self.home}",
             f"XDG_CONFIG_HOME={self.home / '.config'}",

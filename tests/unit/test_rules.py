@@ -67,17 +67,22 @@ def test_cooldown_is_the_least_time_between_two_firings_of_a_policy() -> None:
     )
 
 
-def test_the_breaker_pauses_once_then_resumes_once_when_the_window_has_room() -> None:
+def test_the_breaker_pauses_host_wide_actions_once_resumes_once_and_never_stops_a_kill() -> None:
     config = Config(limits=LimitsConfig(actions=2, per=100.0))
     engine = PolicyEngine(config)
     assert engine.admit(0.0) and engine.admit(1.0) and not engine.admit(2.0)
     assert engine.breaker_transition(2.0, wanted_more=True) == "paused"
     assert engine.breaker_transition(3.0, wanted_more=True) is None, "paused is reported once"
-    assert engine.decide([finding("/l/qmp-C00000")], now=50.0) == [], "while paused, nothing but alerts is planned"
+    hangs = [finding(f"/l/qmp-C0000{i}") for i in range(3)]
+    assert [p.action for p in engine.decide(hangs, now=50.0)] == ["kill_probe"] * 3, (
+        "while paused, the hung probes are still ended; only the reset waits"
+    )
     assert engine.breaker_transition(99.0, wanted_more=False) is None, "both actions still inside the window"
     assert engine.breaker_transition(100.5, wanted_more=False) == "resumed", "the first one left it: room for one"
     assert engine.breaker_transition(101.0, wanted_more=False) is None, "resumed is reported once"
-    assert [p.action for p in engine.decide([finding("/l/qmp-C00000")], now=101.0)] == ["kill_probe"]
+    assert [p.action for p in engine.decide(hangs, now=101.0)] == ["quarantine_cache", "restart_libvirt"], (
+        "the reset that waited acts once the window has room"
+    )
 
 
 def test_alert_is_an_event_only_and_never_spends_the_budget() -> None:

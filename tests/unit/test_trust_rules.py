@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import List
 
@@ -12,8 +13,9 @@ from watchdogd.act.actions import Actor, Result
 from watchdogd.act.quarantine import quarantine_cache
 from watchdogd.config import Config, LimitsConfig
 from watchdogd.decide.evidence import Latency
+from watchdogd.decide.grounds import of_libvirt_call, of_probe
 from watchdogd.decide.policy import PolicyEngine
-from watchdogd.model import Finding, Severity
+from watchdogd.model import Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
 
 
 def hung(n: int, proven: bool) -> List[Finding]:
@@ -123,3 +125,78 @@ def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted
         fired += engine.decide(hang, now=200.0 + 10 * t)
         engine.decide([], now=205.0 + 10 * t)
     assert [p.action for p in fired] == ["restart_libvirt"], "the third hang of one subject crosses times: 3"
+
+
+# ---- the rule: what the qemu user can cause only ever gets its own processes ended ----------------------------------
+
+
+def _probe(path: str, uid: int, proof: bool = True, held: bool = False) -> Probe:
+    first = Process(pid=100, ppid=1, state="S", comm="qemu-system-x86", start_boot_s=1.0, uid=uid)
+    return Probe(
+        path=path,
+        made_wall=0.0,
+        age_s=61.0,
+        pidfile=PidfileRead(None, "missing"),
+        members=(ProbeMember(first, Role.FIRST),),
+        owner_uid=uid,
+        proof="first process 100 runs in libvirtd.service's cgroup" if proof else None,
+        as_libvirt=uid == 0,
+        held="first process 100 is stopped (state T)" if held else None,
+    )
+
+
+def test_a_probe_libvirt_runs_as_the_qemu_user_is_killed_and_never_escalates() -> None:
+    """The qemu user makes its own genuine probes hang (a FIFO at qmp.pid): each is ended, none resets the host."""
+    config = Config()
+    libvirts = [
+        Finding(
+            "probe_hung", Severity.CRITICAL, f"/l/qmp-Q{i:05d}", 0.0, "m", grounds=of_probe(_probe("/l", 64055), config)
+        )
+        for i in range(13)
+    ]
+    assert all(f.proven and not f.host_wide_ok for f in libvirts), "libvirt's (proven), but in that user's hands"
+    planned = PolicyEngine(config).decide(libvirts, now=100.0)
+    assert [p.action for p in planned] == ["kill_probe"] * 13, "13 kills, no quarantine, no restart"
+    widened = replace(config, libvirt=replace(config.libvirt, qemu_probes_host_wide=True))
+    assert of_probe(_probe("/l", 64055), widened) is Grounds.HOST, "what an operator gives up by widening it"
+
+
+def test_a_probe_libvirt_runs_as_root_escalates_as_on_the_incidents_host() -> None:
+    config = Config()
+    assert of_probe(_probe("/l", 0), config) is Grounds.HOST
+    assert of_probe(_probe("/l", 0, held=True), config) is Grounds.FORGEABLE, "held by a debugger: never host-wide"
+    assert of_probe(_probe("/l", 0, proof=False), config) is Grounds.FORGEABLE
+    root_hangs = [
+        Finding(
+            "probe_hung", Severity.CRITICAL, f"/l/qmp-R{i:05d}", 0.0, "m", grounds=of_probe(_probe("/l", 0), config)
+        )
+        for i in range(3)
+    ]
+    planned = PolicyEngine(config).decide(root_hangs, now=100.0)
+    assert [p.action for p in planned] == ["kill_probe"] * 3 + ["quarantine_cache", "restart_libvirt"]
+
+
+def test_libvirt_stuck_is_host_grade_only_where_no_probe_of_the_qemu_users_explains_it() -> None:
+    config = Config()
+    in_flight = Observation(taken_wall=0.0, probes=(_probe("/l/qmp-AAAAAA", 64055),), probes_as_libvirt=False)
+    idle = Observation(taken_wall=0.0, probes_as_libvirt=False)
+    assert of_libvirt_call("domcaps_hung", in_flight, config) is Grounds.LIBVIRTS, "libvirt waits on that probe"
+    assert of_libvirt_call("domcaps_hung", idle, config) is Grounds.HOST, "stuck on what no probe explains"
+    assert of_libvirt_call("domcaps_failed", idle, config) is Grounds.LIBVIRTS, "that user can end its own probe"
+    root_probes = Observation(taken_wall=0.0, probes=(_probe("/l/qmp-AAAAAA", 0),), probes_as_libvirt=True)
+    assert of_libvirt_call("domcaps_failed", root_probes, config) is Grounds.HOST
+
+
+def test_a_spent_host_wide_budget_never_stops_a_kill() -> None:
+    config = Config(limits=LimitsConfig(actions=1, per=3600.0))
+    engine = PolicyEngine(config)
+    ok = _Ok()
+    actor = Actor({"kill_probe": ok, "quarantine_cache": ok, "restart_libvirt": ok}, engine, clock=lambda: 100.0)
+    records, breaker = actor.execute(engine.decide(hung(3, proven=True), now=100.0))
+    assert [(r.action, r.result) for r in records] == [("kill_probe", "ok")] * 3 + [
+        ("quarantine_cache", "ok"),
+        ("restart_libvirt", "skipped"),
+    ]
+    assert breaker == "paused" and "kills of hung probes go on" in records[-1].detail
+    records, _ = actor.execute(engine.decide(hung(6, proven=True)[3:], now=101.0))
+    assert [(r.action, r.result) for r in records] == [("kill_probe", "ok")] * 3, "paused, and still killing"

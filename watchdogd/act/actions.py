@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
-from ..decide.policy import BreakerChange, PlannedAction, PolicyEngine
+from ..decide.policy import BreakerChange, PlannedAction, PolicyEngine, Spend
 from ..fsafe import BirthTime
 from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
@@ -271,22 +271,22 @@ class Actor:
     def execute(self, planned: Sequence[PlannedAction]) -> Tuple[List[ActionRecord], Optional[BreakerChange]]:
         """Records of what was done, and 'paused'/'resumed' when the breaker changed.
 
-        Each action draws on its budget: proven findings on `limits.actions`, the
-        others on `limits.unproven_actions`. Actions a budget refuses are held back
-        (their policy may fire on them again once the window has room) and reported
-        as one `skipped` record per budget, not one per action: a storm of 3,000
-        stale dirs is one line, not 3,000.
+        Each action draws on its budget (policy.Spend): host-wide ones on `limits.actions`, those on
+        forgeable evidence on `limits.unproven_actions`, kills of libvirt's own probes on none. Actions
+        a budget refuses are held back (their policy may fire on them again once the window has room)
+        and reported as one `skipped` record per budget, not one per action: a storm of 3,000 stale
+        dirs is one line, not 3,000.
         """
         records: List[ActionRecord] = []
-        refused: Dict[bool, List[PlannedAction]] = {True: [], False: []}
+        refused: Dict[Spend, List[PlannedAction]] = {Spend.HOST_WIDE: [], Spend.UNPROVEN: []}
         for p in sorted(planned, key=lambda p: not p.proven):  # proven first: forged work never delays it
             action = self.actions[p.action]
             now = self.clock()
             outcome: Result
             if p.dry_run:
                 outcome = ("dry_run", "would " + action.plan(p.finding), ())
-            elif p.action != "alert" and not self.engine.admit(now, p.proven):
-                refused[p.proven].append(p)
+            elif not self.engine.admit(now, p.spends):
+                refused[p.spends].append(p)
                 self.engine.unfire(p.policy, p.finding.subject)
                 continue
             else:
@@ -300,16 +300,19 @@ class Actor:
                     p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, pids, now
                 )
             )
-        for proven, held in refused.items():
+        for spend, held in refused.items():
             if held:
-                records.append(self._held_back(held, proven))
-        return records, self.engine.breaker_transition(self.clock(), bool(refused[True]))
+                records.append(self._held_back(held, spend))
+        return records, self.engine.breaker_transition(self.clock(), bool(refused[Spend.HOST_WIDE]))
 
-    def _held_back(self, held: Sequence[PlannedAction], proven: bool) -> ActionRecord:
+    def _held_back(self, held: Sequence[PlannedAction], spend: Spend) -> ActionRecord:
         first = held[0]
         more = f"; {len(held) - 1} more action(s) held back with it" if len(held) > 1 else ""
-        if proven:
-            detail = f"remediation paused: {self.engine.limit} actions within {self.engine.per:g}s (limits){more}"
+        if spend is Spend.HOST_WIDE:
+            detail = (
+                f"remediation paused: {self.engine.limit} host-wide actions within {self.engine.per:g}s "
+                f"(limits.actions){more}; kills of hung probes go on"
+            )
         else:
             detail = (
                 f"unproven budget spent: {self.engine.unproven_limit} actions on evidence the qemu user could have "

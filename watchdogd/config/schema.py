@@ -30,6 +30,9 @@ class LibvirtConfig:
     # the users libvirt runs QEMU as (Debian: libvirt-qemu; RHEL, openEuler: qemu). libvirt
     # before 7.8 gives them the cache dir: then it is watched as theirs (its findings unproven)
     qemu_users: Tuple[str, ...] = v.key(("libvirt-qemu", "qemu"), v.names)
+    # True: a hung probe that libvirt runs as a qemu user also drives host-wide policies
+    # (docs/THREAT-MODEL.md, the rule): that user can then restart libvirt at will
+    qemu_probes_host_wide: bool = v.key(False, v.boolean)
 
 
 @dataclass(frozen=True)

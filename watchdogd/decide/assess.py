@@ -13,11 +13,12 @@ from ..diagnose.classify import classify
 from ..diagnose.insight import Insight
 from ..diagnose.kvmtest import KvmResult
 from ..durations import format_duration
-from ..model import FINDING_KINDS, Defunct, Evidence, Finding, Observation, Probe
+from ..model import FINDING_KINDS, Defunct, Evidence, Finding, Grounds, Observation, Probe
 from ..observe.capture import Capture
 from ..rules import is_hung, is_lasting_zombie, is_starting, why_not_stale
 from ..timefmt import iso_utc
 from . import evidence as ev
+from . import grounds
 
 
 def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) -> List[Finding]:
@@ -36,6 +37,7 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
     findings.extend(_latency(obs, config))
     findings.extend(_cache(obs, config))
     findings.extend(_vm_start_failed(obs, seen))
+    findings.extend(_probe_failed(obs, config, seen))
     if seen.kvm is not None and not seen.kvm.usable:
         findings.append(_kvm_unusable(obs, seen.kvm))
     if obs.kernel_last_good and obs.kernel_last_good != obs.kernel_release:
@@ -53,8 +55,11 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
     return findings
 
 
-def _finding(kind: str, subject: str, since: float, message: str, evidence: Evidence, proven: bool = False) -> Finding:
-    return Finding(kind, FINDING_KINDS[kind], subject, since, message, evidence, proven)
+def _finding(
+    kind: str, subject: str, since: float, message: str, evidence: Evidence, on: Optional[Grounds] = None
+) -> Finding:
+    """on: what it rests on (decide/grounds.py); None: its kind's default (libvirt-level: HOST, else forgeable)."""
+    return Finding(kind, FINDING_KINDS[kind], subject, since, message, evidence, grounds=on)
 
 
 def process_evidence(probe: Probe, obs: Observation) -> Tuple[ev.ProcessFact, ...]:
@@ -114,8 +119,13 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight
         pidfile_rejected=probe.pidfile_rejected or None,
         uninterruptible=tuple(stuck) or None,
     )
-    proven = probe.proof is not None and probe.held is None  # host-wide actions need it (docs/THREAT-MODEL.md)
-    return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence, proven)
+    on = grounds.of_probe(probe, config)
+    if on is Grounds.LIBVIRTS:
+        message += (
+            f" Libvirt's, but it runs as uid {probe.owner_uid} (a qemu user), who can make its own probes hang:"
+            " it is ended, and host-wide actions will not act on it (libvirt.qemu_probes_host_wide)."
+        )
+    return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence, on)
 
 
 def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
@@ -171,19 +181,10 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
                 for d in zombies
             ),
         )
-        proven = (
-            probe.proof is not None
-            if probe is not None
-            else zombies[0].parent_kind == "libvirt" and _root_parent(zombies)
-        )
         since = obs.taken_wall - max(d.age_s for d in zombies)
-        findings.append(_finding("probe_defunct", subject, since, message, evidence, proven))
+        on = grounds.of_zombies(probe, zombies, config)
+        findings.append(_finding("probe_defunct", subject, since, message, evidence, on))
     return findings
-
-
-def _root_parent(zombies: List[Defunct]) -> bool:
-    """Zombies of a libvirt daemon that runs as root: libvirt's own, whatever made them."""
-    return all(d.parent is not None and d.parent.uid == 0 for d in zombies)
 
 
 def _floods(obs: Observation, config: Config) -> List[Finding]:
@@ -234,6 +235,22 @@ def _vm_start_failed(obs: Observation, insight: Insight) -> List[Finding]:
     return out
 
 
+def _probe_failed(obs: Observation, config: Config, insight: Insight) -> List[Finding]:
+    out = []
+    for e in insight.probe_failures:
+        f = e.failure
+        message = (
+            f"libvirt could not probe {f.binary}: its journal says {f.message!r}. No VM that uses this emulator can "
+            f"be defined or started until a probe of it works ({e.cause}). What to do: {e.what_to_do}"
+        )
+        evidence = ev.FailedProbe(
+            f.binary, f.message, f.qemu_said, iso_utc(f.when), f.pid, found=ev.Cause(e.cause, e.what_to_do)
+        )
+        on = grounds.of_libvirt_call("probe_failed", obs, config)
+        out.append(_finding("probe_failed", f.binary, f.when, message, evidence, on))
+    return out
+
+
 def _kvm_unusable(obs: Observation, kvm: KvmResult) -> Finding:
     message = (
         f"KVM is unusable on this host: {kvm.problem}. "
@@ -260,6 +277,7 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
                     f"{format_duration(config.latency.slow)}): "
                     "libvirt is probing or busy; VM starts are delayed.",
                     evidence,
+                    grounds.of_libvirt_call("domcaps_slow", obs, config),
                 )
             ]
         return []
@@ -274,6 +292,7 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
                 "but "
                 "its capabilities are stuck (usually behind a hung probe); VMs cannot be started or defined.",
                 evidence,
+                grounds.of_libvirt_call("domcaps_hung", obs, config),
             )
         ]
     if lat.reachable is False or (lat.timed_out and lat.reachable is None):
@@ -299,6 +318,7 @@ def _latency(obs: Observation, config: Config) -> List[Finding]:
                 f"getDomainCapabilities on {uri} failed: {lat.error}. VMs cannot be started until capabilities can be "
                 "probed.",
                 evidence,
+                grounds.of_libvirt_call("domcaps_failed", obs, config),
             )
         ]
     return []
@@ -321,6 +341,6 @@ def _cache(obs: Observation, config: Config) -> List[Finding]:
             f"libvirt is up but its capabilities cache {obs.cache_dir} holds no entry: no probe has finished since the "
             "cache was last invalidated (a new kernel, emulator or libvirt), so nothing can start a VM yet.",
             ev.EmptyCache(cache_dir=obs.cache_dir, entries=0, owner_uid=obs.cache_owner_uid),
-            proven=obs.cache_owner_uid == 0,
+            grounds.of_cache(obs, config),
         )
     ]

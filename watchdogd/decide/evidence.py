@@ -12,7 +12,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from ..diagnose.classify import Diagnosis
 from ..diagnose.kvmtest import KvmResult
-from ..model import AS_DIAGNOSIS, OMIT_IF_NONE, Evidence, PidfileRead
+from ..model import AS_DIAGNOSIS, OMIT_IF_NONE, Evidence, Grounds, PidfileRead
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,21 @@ class VmStart(Evidence):
 
 
 @dataclass(frozen=True)
+class FailedProbe(Evidence):
+    """probe_failed: libvirt's own journal entry (trusted fields checked), QEMU's words in it, and why."""
+
+    binary: str
+    libvirt_said: str
+    qemu_said: str
+    logged: str  # ISO 8601 UTC
+    libvirt_pid: int
+    found: Cause = field(metadata=AS_DIAGNOSIS)
+
+    def diagnosis(self) -> Optional[Dict[str, object]]:
+        return {"cause": self.found.cause, "what_to_do": self.found.what_to_do}
+
+
+@dataclass(frozen=True)
 class KvmUnusable(Evidence):
     """kvm_unusable: the self-test's answers."""
 
@@ -186,11 +201,15 @@ class Recorded(Evidence):
     data: Mapping[str, object]
 
     @staticmethod
-    def proven_in(data: Mapping[str, object]) -> bool:
-        return data.get("proven_libvirt") is True
+    def grounds_in(data: Mapping[str, object]) -> Grounds:
+        """What it rested on as saved (a file of before grounds: from proven_libvirt, but never host-wide)."""
+        try:
+            return Grounds(data.get("grounds"))
+        except ValueError:
+            return Grounds.LIBVIRTS if data.get("proven_libvirt") is True else Grounds.FORGEABLE
 
     def to_json(self) -> Dict[str, object]:
-        return {k: v for k, v in self.data.items() if k != "proven_libvirt"}
+        return {k: v for k, v in self.data.items() if k not in ("proven_libvirt", "grounds")}
 
     def probe_path(self) -> Optional[str]:
         value = self.data.get("probe_dir")

@@ -82,7 +82,7 @@ class FindingLedger:
                     since=float(item["since_wall"]),
                     message=str(item.get("message", "")),
                     evidence=Recorded(recorded),
-                    proven=Recorded.proven_in(recorded),
+                    grounds=Recorded.grounds_in(recorded),
                 )
                 found.append(OpenFinding(finding, float(item["opened_at"])))
             except (KeyError, TypeError, ValueError):

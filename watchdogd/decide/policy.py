@@ -5,13 +5,13 @@
 - `times`/`within`: fires when that many occurrences of its kind began inside the
   window since it last fired; then it needs that many again.
 - `cooldown`: the least time between two firings of one policy.
-- The breaker: past `limits.actions` executed actions in `limits.per`, actions are
-  skipped (remediation paused) until the window has room again.
-- Trust (docs/THREAT-MODEL.md): host-wide actions (quarantine_cache,
-  restart_libvirt) are planned only on proven findings, and a policy that has one
-  counts only proven occurrences toward `times`. Actions on unproven findings
-  (forgeable by the qemu user) draw on their own budget, `limits.unproven_actions`:
-  filling it never pauses remediation of proven ones.
+- Trust (docs/THREAT-MODEL.md, decide/grounds.py): host-wide actions (quarantine_cache,
+  restart_libvirt) are planned only on findings from below the qemu user (Grounds.HOST),
+  and a policy that has one counts only those occurrences toward `times`.
+- Budgets (Spend): host-wide actions draw on `limits.actions` in `limits.per`, the breaker:
+  past it they are skipped (remediation paused) until the window has room again. Actions
+  on forgeable findings draw on `limits.unproven_actions`. Ending libvirt's own hung
+  probes draws on neither: a spent budget never stops a kill.
 - Memory is bounded: at most MAX_SUBJECTS occurrences per kind and firings per
   policy are remembered (the oldest go first).
 
@@ -21,6 +21,7 @@ a restarted watchdog neither forgets a count nor repeats an action.
 
 from __future__ import annotations
 
+import enum
 import json
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ ENDED = "\x1f"  # an ended occurrence's key: its subject, this, and when it was 
 BOTH_LANES = frozenset((True, False))
 
 
+class Spend(enum.Enum):
+    """The budget an action draws on: the one model of who pays for what."""
+
+    HOST_WIDE = "limits.actions"  # quarantine_cache, restart_libvirt: the breaker
+    UNPROVEN = "limits.unproven_actions"  # anything on evidence the qemu user could have made
+    NOTHING = "none"  # alerts, and ending libvirt's own probes: never held back
+
+
 @dataclass(frozen=True)
 class PlannedAction:
     action: str
@@ -46,8 +55,20 @@ class PlannedAction:
 
     @property
     def proven(self) -> bool:
-        """Which budget (and which action lane) it belongs to."""
+        """Which action lane it runs on: libvirt's evidence never waits behind forged work."""
         return self.finding.proven
+
+    @property
+    def spends(self) -> Spend:
+        return spend_of(self.action, self.finding)
+
+
+def spend_of(action: str, finding: Finding) -> Spend:
+    if action in HOST_WIDE_ACTIONS:
+        return Spend.HOST_WIDE
+    if action == "alert" or finding.proven:
+        return Spend.NOTHING
+    return Spend.UNPROVEN
 
 
 def _bounded(subjects: Dict[str, float]) -> None:
@@ -61,12 +82,12 @@ def _bounded(subjects: Dict[str, float]) -> None:
 class PolicyState:
     # kind -> {subject: when the occurrence was first seen}
     occurrences: Dict[str, Dict[str, float]] = field(default_factory=dict)
-    # the same, for proven occurrences only: what policies with host-wide actions count
-    proven: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # the same, for occurrences from below the qemu user only: what policies with host-wide actions count
+    host: Dict[str, Dict[str, float]] = field(default_factory=dict)
     # policy -> {subject: when it fired on it}
     fired: Dict[str, Dict[str, float]] = field(default_factory=dict)
     last_fired: Dict[str, float] = field(default_factory=dict)
-    executed: List[float] = field(default_factory=list)  # times of executed actions (breaker)
+    executed: List[float] = field(default_factory=list)  # times of executed host-wide actions (the breaker)
     executed_unproven: List[float] = field(default_factory=list)  # the unproven budget's
     paused: bool = False
     unproven_held: bool = False  # the unproven budget refused an action and is still full
@@ -74,7 +95,7 @@ class PolicyState:
     def to_json(self) -> Dict[str, Any]:
         return {
             "occurrences": self.occurrences,
-            "proven": self.proven,
+            "host": self.host,
             "executed_unproven": self.executed_unproven,
             "unproven_held": self.unproven_held,
             "fired": self.fired,
@@ -103,7 +124,7 @@ class PolicyState:
         last = data.get("last_fired")
         return cls(
             occurrences=nested(data.get("occurrences")),
-            proven=nested(data.get("proven")),
+            host=nested(data.get("host")),  # an older file's "proven" book counted what may no longer count
             fired=nested(data.get("fired")),
             last_fired={str(k): float(v) for k, v in last.items() if isinstance(v, (int, float))}
             if isinstance(last, dict)
@@ -135,17 +156,17 @@ class PolicyEngine:
         and its subject's firings are forgotten: the next occurrence of the same subject (the
         qemu user's own process in a dir a genuine probe left) is a new one, acted on anew."""
         open_keys = {f.key for f in findings}
-        for book in (self.state.occurrences, self.state.proven):
+        for book in (self.state.occurrences, self.state.host):
             for kind, subjects in book.items():
                 for subject in [s for s in subjects if ENDED not in s and (kind, s) not in open_keys]:
                     first_seen = subjects.pop(subject)
                     subjects[f"{subject}{ENDED}{first_seen:.6f}"] = first_seen
         for f in findings:
             self.state.occurrences.setdefault(f.kind, {}).setdefault(f.subject, now)
-            if f.proven:
-                self.state.proven.setdefault(f.kind, {}).setdefault(f.subject, now)
+            if f.host_wide_ok:
+                self.state.host.setdefault(f.kind, {}).setdefault(f.subject, now)
         horizon = now - self._memory
-        for book in (self.state.occurrences, self.state.proven):
+        for book in (self.state.occurrences, self.state.host):
             for kind, subjects in book.items():
                 for subject in [s for s, t in subjects.items() if t < horizon and (kind, s) not in open_keys]:
                     del subjects[subject]
@@ -158,7 +179,7 @@ class PolicyEngine:
 
     def _count_since(self, policy: PolicyConfig, now: float) -> int:
         since = max(now - policy.within, self.state.last_fired.get(policy.name, float("-inf")))
-        book = self.state.proven if _host_wide(policy) else self.state.occurrences
+        book = self.state.host if _host_wide(policy) else self.state.occurrences
         return sum(1 for t in book.get(policy.on, {}).values() if t > since)
 
     # ---- deciding ----------------------------------------------------------------------
@@ -172,12 +193,15 @@ class PolicyEngine:
         """
         with self._lock:
             self.observe(findings, now)
-            # while the breaker holds, only alert-only policies fire; the others are not
-            # marked fired, so they act once the window has room again
-            held = {True: self.state.paused and self._in_window(now) >= self.limit}
-            if self.state.unproven_held and self._in_window(now, proven=False) < self.unproven_limit:
+            # while a budget holds, what would draw on it is not planned (nor marked fired: it acts once the
+            # window has room again); the rest of a policy (a kill beside a restart) goes on
+            held = {
+                Spend.HOST_WIDE: self.state.paused and self._in_window(now, Spend.HOST_WIDE) >= self.limit,
+                Spend.NOTHING: False,
+            }
+            if self.state.unproven_held and self._in_window(now, Spend.UNPROVEN) < self.unproven_limit:
                 self.state.unproven_held = False
-            held[False] = self.state.unproven_held
+            held[Spend.UNPROVEN] = self.state.unproven_held
             planned: List[PlannedAction] = []
             for policy in self.policies:
                 planned.extend(self._fire(policy, findings, now, dry_run, lanes, held))
@@ -190,18 +214,22 @@ class PolicyEngine:
         now: float,
         dry_run: bool,
         lanes: AbstractSet[bool],
-        held: Dict[bool, bool],
+        held: Dict[Spend, bool],
     ) -> List[PlannedAction]:
         fired = self.state.fired.setdefault(policy.name, {})
         planned: List[PlannedAction] = []
         for finding in findings:
             if finding.kind != policy.on or finding.subject in fired or finding.proven not in lanes:
                 continue
-            if held[finding.proven] and any(a != "alert" for a in policy.do):
-                continue
-            do = [a for a in policy.do if finding.proven or a not in HOST_WIDE_ACTIONS]
+            do = [a for a in policy.do if finding.host_wide_ok or a not in HOST_WIDE_ACTIONS]
             if not do:
-                continue  # a host-wide policy and forgeable evidence: nothing it may do
+                continue  # a host-wide policy and evidence in the qemu user's hands: nothing it may do
+            waiting = [a for a in do if held[spend_of(a, finding)]]
+            if any(a not in HOST_WIDE_ACTIONS for a in waiting):
+                continue  # its budget is spent: the policy waits whole, and acts once the window has room
+            do = [a for a in do if a not in waiting]  # a paused breaker never stops a kill beside a restart
+            if not do:
+                continue
             if policy.times > 1 and self._count_since(policy, now) < policy.times:
                 continue
             last = self.state.last_fired.get(policy.name)
@@ -221,27 +249,35 @@ class PolicyEngine:
             self.state.fired.get(policy, {}).pop(subject, None)
 
     # ---- the breaker -----------------------------------------------------------------
-    def _in_window(self, now: float, proven: bool = True) -> int:
-        if proven:
+    def _in_window(self, now: float, spend: Spend) -> int:
+        if spend is Spend.HOST_WIDE:
             self.state.executed = [t for t in self.state.executed if t > now - self.per]
             return len(self.state.executed)
-        self.state.executed_unproven = [t for t in self.state.executed_unproven if t > now - self.per]
-        return len(self.state.executed_unproven)
+        if spend is Spend.UNPROVEN:
+            self.state.executed_unproven = [t for t in self.state.executed_unproven if t > now - self.per]
+            return len(self.state.executed_unproven)
+        return 0
 
-    def admit(self, now: float, proven: bool = True) -> bool:
+    def limit_of(self, spend: Spend) -> Optional[int]:
+        return {Spend.HOST_WIDE: self.limit, Spend.UNPROVEN: self.unproven_limit}.get(spend)
+
+    def admit(self, now: float, spend: Spend = Spend.HOST_WIDE) -> bool:
         """May one more action run now, on this budget? Records it when it may."""
         with self._lock:
-            if self._in_window(now, proven) >= (self.limit if proven else self.unproven_limit):
-                if not proven:
+            limit = self.limit_of(spend)
+            if limit is None:
+                return True
+            if self._in_window(now, spend) >= limit:
+                if spend is Spend.UNPROVEN:
                     self.state.unproven_held = True
                 return False
-            (self.state.executed if proven else self.state.executed_unproven).append(now)
+            (self.state.executed if spend is Spend.HOST_WIDE else self.state.executed_unproven).append(now)
             return True
 
     def breaker_transition(self, now: float, wanted_more: bool) -> Optional[BreakerChange]:
         """'paused' or 'resumed' once, when the (proven) breaker changes; else None."""
         with self._lock:
-            full = self._in_window(now) >= self.limit
+            full = self._in_window(now, Spend.HOST_WIDE) >= self.limit
             if wanted_more and full and not self.state.paused:
                 self.state.paused = True
                 return "paused"

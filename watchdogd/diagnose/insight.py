@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..budget import Budget
 from ..config import Config
 from ..model import Observation, Probe
 from ..observe.capture import Capturer
+from ..observe.libvirt_journal import ProbeFailure
 from ..observe.logs import LogFollower
 from ..problems import Problem
 from ..rules import is_hung
@@ -31,7 +32,7 @@ from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
 from .kvmtest import KvmResult, device_present, run_selftest
-from .signatures import FAILED, STARTING, Signature, match
+from .signatures import FAILED, STARTING, Signature, explain, match
 
 CLEAN_START_AFTER = 5.0  # seconds after a "starting up" line with no failure: the domain started cleanly
 MAX_DOMAINS = 1000
@@ -50,6 +51,20 @@ def worth_asking(exe: str, st: os.stat_result) -> bool:
     (True, False)
     """
     return st.st_uid == 0 and not st.st_mode & 0o022 and exe.startswith(SYSTEM_DIRS)
+
+
+Who = Tuple[float, FrozenSet[Tuple[int, float]]]  # a probe dir's birth, and its live members (pid, start time)
+
+
+def same_story(before: Who, now: Who) -> bool:
+    """The same probe as captured before, or what is left of it while it is being ended (a kill takes a scan or two):
+    one bundle per hung probe. A new member, or a new dir under the same name, is another story.
+
+    >>> hung = (100.0, frozenset({(7, 1.0), (8, 1.5)}))
+    >>> same_story(hung, (100.0, frozenset({(7, 1.0)}))), same_story(hung, (100.0, frozenset({(7, 1.0), (9, 2.0)})))
+    (True, False)
+    """
+    return before[0] == now[0] and now[1] <= before[1]
 
 
 def trusted(probe: Probe) -> bool:
@@ -74,6 +89,16 @@ class Insight:
     history: Optional[str] = None  # the kernel history sentence for this kernel, when it says something
     vm_failures: Tuple[VmFailure, ...] = ()
     kvm: Optional[KvmResult] = None
+    probe_failures: Tuple[ExplainedFailure, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExplainedFailure:
+    """A probe failure libvirt logged, and why, from the signature table."""
+
+    failure: ProbeFailure
+    cause: str
+    what_to_do: str
 
 
 @dataclass
@@ -103,7 +128,7 @@ class Diagnostician:
         self.history = history
         self.clock = clock
         # probe dir -> ((birth, members), the diagnosis)
-        self._diagnosed: Dict[str, Tuple[Tuple[float, Tuple[Tuple[int, float], ...]], Diagnosis]] = {}
+        self._diagnosed: Dict[str, Tuple[Who, Diagnosis]] = {}
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
@@ -123,21 +148,24 @@ class Diagnostician:
         self.history = old.history
         self._unsaved = old._unsaved + self._unsaved
 
-    def insight(self, obs: Observation) -> Insight:
+    def insight(self, obs: Observation, failures: Sequence[ProbeFailure] = ()) -> Insight:
+        """Why probes hung, why VMs and probes failed, whether KVM works: all this scan's diagnosis."""
         hung = sorted((p for p in obs.probes if is_hung(p, self.config.detect)), key=lambda p: not trusted(p))
         captures = Budget(CAPTURES_PER_SCAN)
         diagnoses = {p.path: self._diagnose(p, obs, captures) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
         self.follow_logs(obs.taken_wall)
-        return Insight(diagnoses, self.history.summary(obs.kernel_release), self.vm_failures(obs.taken_wall), self._kvm)
+        explained = tuple(ExplainedFailure(f, *explain(f.qemu_said or f.message, self.table)) for f in failures)
+        history = self.history.summary(obs.kernel_release)
+        return Insight(diagnoses, history, self.vm_failures(obs.taken_wall), self._kvm, explained)
 
     # ---- hung probes ---------------------------------------------------------------------
     def _diagnose(self, probe: Probe, obs: Observation, captures: Budget) -> Diagnosis:
-        who = (probe.made_wall, tuple(sorted((m.process.pid, m.process.start_boot_s) for m in probe.live_members)))
+        who = (probe.made_wall, frozenset((m.process.pid, m.process.start_boot_s) for m in probe.live_members))
         seen = self._diagnosed.get(probe.path)
-        if seen is not None and seen[0] == who and (probe.held is None) == (seen[1].cause != "held"):
-            return seen[1]  # the same processes in the same dir: captured once (another process in it is another story)
+        if seen is not None and same_story(seen[0], who) and (probe.held is None) == (seen[1].cause != "held"):
+            return seen[1]  # the same processes (or what is left of them) in the same dir: captured once
         if not captures.take():
             # past this scan's captures: a later scan may take it
             return classify(probe, self.readers.capturer.skipped(probe))

@@ -82,3 +82,17 @@ def match(lines: Sequence[str], table: Sequence[Signature]) -> List[Match]:
                 found.append(Match(sig, line[:500]))
                 break
     return found
+
+
+UNMATCHED = (
+    "probe_failed_unknown",
+    "QEMU's words match no signature. Run the binary as libvirt does (`BINARY -S -no-user-config -nodefaults "
+    "-nographic -machine none,accel=kvm:tcg -qmp stdio`, as the qemu user) to see it fail, and give the cause a row "
+    "of your own with diagnose.signatures.",
+)
+
+
+def explain(words: str, table: Sequence[Signature]) -> Tuple[str, str]:
+    """(cause, what to do) for what QEMU said when it failed: the first alerting row that matches a line of it."""
+    hits = [m for m in match(words.splitlines() or [words], table) if m.signature.alert]
+    return (hits[0].signature.cause, hits[0].signature.what_to_do) if hits else UNMATCHED

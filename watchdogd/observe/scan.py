@@ -16,7 +16,7 @@ import errno
 import os
 import threading
 import time
-from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import AbstractSet, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from ..config import Config
 from ..emulators import is_emulator_name
@@ -37,6 +37,13 @@ from .view import ProcessView, defunct, role_of
 # can show needs it) (and always when a probe
 # dir exists, a known libvirt daemon is gone, or an action is about to act).
 FULL_WALK_EVERY = 600.0
+
+
+class Maker(NamedTuple):
+    """The libvirt that makes a base's probes: its uid (root; a session libvirt's user), and its daemons' pids."""
+
+    uid: int
+    parents: AbstractSet[int]
 
 
 class Scanner:
@@ -109,9 +116,11 @@ class Scanner:
         view = ProcessView(table, Protected(self.own_pid, libvirt_pids), now, uptime, self.config.libvirt.probe_dirs)
         probes: List[Probe] = []
         floods: List[DirFlood] = []
+        as_libvirt = bool(self.config.libvirt.probe_dirs)
         for base in self.config.libvirt.probe_dirs:
-            found, flood = self._probes_in(base, view, errors)
+            found, flood, base_as_libvirt = self._probes_in(base, view, errors)
             probes.extend(found)
+            as_libvirt = as_libvirt and base_as_libvirt
             if flood is not None:
                 floods.append(flood)
         self.guests.update(table, walked, probes, libvirt_pids)
@@ -137,6 +146,7 @@ class Scanner:
             floods=tuple(floods),
             missing_dirs=self._missing(),
             cache_owner_uid=cache_owner,
+            probes_as_libvirt=as_libvirt,
             guests=len(self.guests.known),
             errors=tuple(Problem(e) for e in errors),
         )
@@ -221,17 +231,22 @@ class Scanner:
         self._missing_since.pop(base, None)
         return fd
 
-    def _probes_in(self, base: str, view: ProcessView, errors: List[str]) -> Tuple[List[Probe], Optional[DirFlood]]:
+    def _probes_in(
+        self, base: str, view: ProcessView, errors: List[str]
+    ) -> Tuple[List[Probe], Optional[DirFlood], bool]:
+        """The base's probes, its flood if any, and whether libvirt runs its probes as itself (the base is its)."""
         base_fd = self._open_or_note(base, errors)
         if base_fd is None:
-            return [], None
+            return [], None, False
         probes: List[Probe] = []
         cap = self.config.detect.max_dirs_per_base
         named = view.named_dirs(base, cap)
         total = read = others = 0
+        base_owner, maker = -1, Maker(0, frozenset())  # an unreadable base: nothing said of libvirt
         try:
             base_owner = os.fstat(base_fd).st_uid
-            trusted = view.trusted_parents(base_owner if self.config.libvirt.session_dirs else 0)
+            uid = base_owner if self.config.libvirt.session_dirs else 0
+            maker = Maker(uid, view.trusted_parents(uid))
             with os.scandir(base_fd) as entries:
                 for entry in entries:
                     name = entry.name
@@ -243,17 +258,17 @@ class Scanner:
                             continue  # counted, not read: a flood costs a listing, not a scan of each dir
                         others += 1
                     read += 1
-                    probe = self._read_probe(base_fd, base, name, view, trusted, errors)
+                    probe = self._read_probe(base_fd, base, name, view, maker, errors)
                     if probe is not None:
                         probes.append(probe)
         except OSError as exc:
             errors.append(f"cannot list probe dir {base}: {exc.strerror}")
         finally:
             os.close(base_fd)
-        return probes, (DirFlood(base, total, read) if total > read else None)
+        return probes, (DirFlood(base, total, read) if total > read else None), base_owner == maker.uid
 
     def _read_probe(
-        self, base_fd: int, base: str, name: str, view: ProcessView, trusted: AbstractSet[int], errors: List[str]
+        self, base_fd: int, base: str, name: str, view: ProcessView, maker: Maker, errors: List[str]
     ) -> Optional[Probe]:
         try:
             dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
@@ -267,10 +282,10 @@ class Scanner:
             pidfile = read_pidfile(dir_fd, self.pid_max)
         finally:
             os.close(dir_fd)
-        return self._probe(os.path.join(base, name), made, owner, pidfile, view, trusted)
+        return self._probe(os.path.join(base, name), made, owner, pidfile, view, maker)
 
     def _probe(
-        self, path: str, made: float, owner: int, pidfile: PidfileRead, view: ProcessView, trusted: AbstractSet[int]
+        self, path: str, made: float, owner: int, pidfile: PidfileRead, view: ProcessView, maker: Maker
     ) -> Probe:
         names = self.config.detect.emulator_names
         table, protected, boot_wall = view.table, view.protected, view.now - view.uptime
@@ -302,7 +317,7 @@ class Scanner:
             age = max(0.0, view.uptime - min(p.start_boot_s for p in live))
         else:
             age = self._dir_age(path, max(0.0, view.now - made))
-        proof, held = self.provenance.judge(members, trusted, table)
+        proof, held = self.provenance.judge(members, maker.parents, table)
         return Probe(
             path=path,
             made_wall=made,
@@ -312,6 +327,7 @@ class Scanner:
             pidfile_rejected=rejected,
             owner_uid=owner,
             proof=proof,
+            as_libvirt=owner == maker.uid,
             held=held,
         )
 

@@ -52,6 +52,7 @@ MESSAGE_IDS: Dict[str, str] = {
     "probe_dirs_flood": "5139c1e160cb47c5902738e263a13b38",
     "vm_start_failed": "74452283f0454fb18c101fc9e3c5cbef",
     "kvm_unusable": "ca5d8aaef9d34463994cb0c086c92017",
+    "probe_failed": "e7f54537a4b04e34833ab9236ae1375d",
 }
 
 # syslog priorities

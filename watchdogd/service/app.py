@@ -28,6 +28,7 @@ from ..diagnose.signatures import Signature, SignatureError
 from ..fsafe import BirthTime
 from ..observe.capture import Capturer
 from ..observe.latency import LatencyProbe, SocketActivation
+from ..observe.libvirt_journal import ProbeFailures, open_journal, trust_for
 from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
@@ -72,6 +73,10 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     activated = SocketActivation()
     readers = Readers(Capturer(proc_root), LogFollower(lib.log_dir, problems), run_selftest)
     diagnostician = Diagnostician(config, state, readers, signature_table(config), KernelHistory.load(state))
+    journal, why_not = open_journal()
+    if why_not:
+        problems.add(why_not)
+    failures = ProbeFailures(journal, trust_for(config, proc.systemd), state)
     return Pipeline(
         config=config,
         proc=proc,
@@ -81,6 +86,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
         engine=engine,
         actor=actor,
         diagnostician=diagnostician,
+        failures=failures,
         activated=activated,
         cancel=cancel,
         problems=problems,

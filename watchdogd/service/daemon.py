@@ -135,6 +135,8 @@ class Daemon:
             self._scan_now = self._scan_now or changes.probes
             self._logs_due = self._logs_due or changes.logs
         self._read_logs(now)
+        if self.parts.failures is not None and self.parts.failures.due(readable):
+            self._scan_now = True  # libvirt logged a probe failure: told within a second
         if self.latency.service(now, self.parts, self.obs, self.wiring.figures):
             self._scan_now = True
         for lane in self.wiring.lanes.values():
@@ -193,7 +195,8 @@ class Daemon:
 
     def _wait(self, timeout: float) -> Set[int]:
         fds = [self.wiring.waker.fileno()]
-        for fd in (self.wiring.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None):
+        journal = self.parts.failures.fileno() if self.parts.failures else None
+        for fd in (self.wiring.watch.fileno(), self.parts.latency.fileno() if self.parts.latency else None, journal):
             if fd is not None:
                 fds.append(fd)
         ready, _, _ = select.select(fds, [], [], timeout)
@@ -267,6 +270,7 @@ class Daemon:
             probe_dir = self._probe_dir_of(record)
             self.wiring.sink.emit(events.action_taken(record, probe_dir))
             self.status.acted(record)
+        self.parts.acted(records)
         if breaker == "paused":
             self.wiring.sink.emit(events.remediation_paused(self.config.limits))
         if self.obs is not None:

@@ -8,6 +8,7 @@ the composition root (service.app) from one config.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Callable, List, Optional, Sequence, Tuple
 
@@ -18,6 +19,7 @@ from ..decide.policy import BOTH_LANES, STATE_FILE, BreakerChange, PlannedAction
 from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.latency import LatencyProbe, why_not_connect
+from ..observe.libvirt_journal import ProbeFailure, ProbeFailures
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..problems import Problem, Problems
@@ -43,6 +45,7 @@ class Pipeline:
     engine: PolicyEngine
     actor: Actor
     diagnostician: Optional[Diagnostician] = None
+    failures: Optional[ProbeFailures] = None  # libvirt's probe-failure entries in its journal
     activated: Callable[[], bool] = lambda: False  # is libvirt socket-activated here (an idle timer to respect)?
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
     # what the parts met and could not see or save; each look drains it
@@ -58,6 +61,8 @@ class Pipeline:
             self.scanner.adopt(old.scanner)
         if self.diagnostician is not None and old.diagnostician is not None:
             self.diagnostician.adopt(old.diagnostician)
+        if self.failures is not None and old.failures is not None:
+            self.failures.adopt(old.failures)
 
     def may_connect(self, obs: Optional[Observation]) -> Optional[str]:
         """Why no latency call may go out now (never wake libvirt, never keep it from idling out), or None."""
@@ -71,9 +76,21 @@ class Pipeline:
         """observe (or `seen`, an observation just taken) -> diagnose (why probes hung, captured before anything acts)
         -> assess."""
         obs = replace(seen, latency=latency) if seen is not None else self.scanner.observe(latency)
-        insight = self.diagnostician.insight(obs) if self.diagnostician is not None else None
+        failed: Sequence[ProbeFailure] = ()
+        if self.failures is not None:
+            self.failures.read()
+            failed = self.failures.current(obs.cache_entries)
+            for problem in self.failures.save():
+                self.problems.add(problem.text, problem.key)
+        insight = self.diagnostician.insight(obs, failed) if self.diagnostician is not None else None
         obs = replace(obs, errors=obs.errors + self.problems.drain())  # the state's, the logs' since the last look
         return obs, assess(obs, self.config, insight)
+
+    def acted(self, records: Sequence[ActionRecord]) -> None:
+        """What was done: a probe the watchdog ended makes libvirt log a failure that is that hang's, not news."""
+        for r in records:
+            if r.action == "kill_probe" and r.changed_something and self.failures is not None:
+                self.failures.ended_a_probe(r.at, time.time())
 
     def keep_incidents(self) -> List[Problem]:
         """After a scan has been reported and acted on: the incident bundles it captured."""
@@ -128,6 +145,7 @@ def remediate_once(parts: Pipeline, dry_run: bool = False, with_latency: bool = 
     """One scan, the policies applied once, then a fresh scan of what is left."""
     obs, findings = scan_once(parts, with_latency)
     records, breaker = parts.actor.execute(parts.plan(findings, obs.taken_wall, dry_run=dry_run))
+    parts.acted(records)
     problems = parts.keep_incidents()
     if not dry_run:
         problems += parts.save_progress(obs)

@@ -1,0 +1,63 @@
+"""libvirt's probe-failure entries, as pure rules: whose entry counts, and what QEMU's words mean."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Dict
+
+from watchdogd.diagnose.signatures import UNMATCHED, explain, load
+from watchdogd.observe.libvirt_journal import PROBE_FAILED_ID, Trust, failure_of
+
+BINARY = "/usr/libexec/qemu-kvm"
+SAID = "Could not access KVM kernel module: Permission denied\nqemu-kvm: failed to initialize kvm: Permission denied"
+
+
+def entry(**overrides: object) -> Dict[str, object]:
+    """An entry as systemd-python's reader gives it: journald's own fields converted (ints, a datetime)."""
+    fields: Dict[str, object] = {
+        "MESSAGE_ID": PROBE_FAILED_ID,
+        "MESSAGE": f"Failed to probe capabilities for {BINARY}: internal error: Failed to start QEMU binary {BINARY} "
+        f"for probing: {SAID}",
+        "LIBVIRT_QEMU_BINARY": BINARY,
+        "_UID": 0,
+        "_COMM": "libvirtd",
+        "_PID": 1234,
+        "_SYSTEMD_UNIT": "libvirtd.service",
+        "_TRANSPORT": "journal",
+        "__REALTIME_TIMESTAMP": datetime.datetime(2026, 12, 5, 12, 0, tzinfo=datetime.timezone.utc),
+    }
+    fields.update(overrides)
+    return fields
+
+
+SYSTEM = Trust(0, ("libvirtd", "virtqemud"), ("libvirtd.service", "virtqemud.service"))
+
+
+def test_only_a_root_libvirt_daemon_in_its_unit_is_believed() -> None:
+    assert SYSTEM.why_not(entry()) is None
+    assert SYSTEM.why_not(entry(_UID=64055)) == "uid 64055", "the qemu user, whatever it names its program"
+    assert SYSTEM.why_not(entry(_COMM="logger")) is not None
+    assert SYSTEM.why_not(entry(_SYSTEMD_UNIT="session-3.scope")) is not None, "root, but not libvirt's unit"
+    assert SYSTEM.why_not(entry(_TRANSPORT="syslog")) is not None
+    session = Trust(1001, ("libvirtd",), None)
+    assert session.why_not(entry(_UID=1001, _SYSTEMD_UNIT=None)) is None, "a session libvirt runs in no unit of its own"
+
+
+def test_the_failure_keeps_the_binary_libvirts_words_and_qemus_own() -> None:
+    failure = failure_of(entry())
+    assert failure is not None and failure.binary == BINARY and failure.pid == 1234
+    assert failure.qemu_said == SAID and failure.when == 1796472000.0
+    assert failure_of(entry(LIBVIRT_QEMU_BINARY=None)) is None, "an entry without the binary names nothing to resolve"
+
+
+def test_qemus_words_give_the_cause_and_unknown_words_say_how_to_find_it() -> None:
+    table = load(None)
+    assert explain(SAID, table)[0] == "kvm_unavailable"
+    assert explain("libvirt: error : cannot execute binary /usr/libexec/qemu-kvm: Permission denied", table)[0] == (
+        "emulator_not_executable"
+    )
+    assert explain("accel_init_ops_interfaces: assertion failed: (ops != NULL)", table)[0] == "accel_unavailable"
+    assert explain("qemu: cannot create PID file: Cannot open pid file: Permission denied", table)[0] == (
+        "pidfile_denied"
+    )
+    assert explain("something nobody has seen", table) == UNMATCHED
