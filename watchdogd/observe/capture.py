@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..fsafe import read_capped
 from ..model import Probe
+from .slow_reads import Answer, SlowReads, read_file
 
 MAX_THREADS = 64  # per process; qemu's probe daemon has a handful
 MAX_FDS = 256  # fds looked at per process: the listing stops there, however large the table
@@ -139,21 +139,18 @@ FD_SYSCALLS = {"read", "write", "ioctl", "accept", "accept4", "recvmsg"}
 class Capturer:
     """Reads the /proc tree under `root` (a test may point it at a recorded one)."""
 
-    def __init__(self, root: str = "/proc", machine: Optional[str] = None):
+    def __init__(self, root: str = "/proc", machine: Optional[str] = None, slow: Optional[SlowReads] = None):
         self.root = root
         self.machine = machine or platform.machine()
+        self.slow = slow or SlowReads()  # wchan and syscall wait on the process's exec lock: off the loop
 
-    def _read(self, path: str, cap: int = 512) -> Optional[str]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            return read_capped(fd, cap).decode("ascii", "replace").strip()
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+    def _read(self, path: str, cap: int = 512, blocks_for: Optional[int] = None) -> Optional[str]:
+        """blocks_for: the pid whose locks the read waits on (then it runs off the loop, with a deadline)."""
+        if blocks_for is None:
+            data: Answer = read_file(path, cap, os.O_NONBLOCK)
+        else:
+            data = self.slow.read(path, cap, (blocks_for, -1.0), os.O_NONBLOCK)
+        return data.decode("ascii", "replace").strip() if isinstance(data, bytes) else None
 
     def thread(self, pid: int, tid: int) -> Optional[ThreadState]:
         base = f"{self.root}/{pid}/task/{tid}"
@@ -161,8 +158,8 @@ class Capturer:
         if not stat:
             return None
         state = stat[stat.rfind(")") + 2 :].split(" ", 1)[0] if ")" in stat else "?"
-        wchan = self._read(f"{base}/wchan")
-        raw = self._read(f"{base}/syscall")
+        wchan = self._read(f"{base}/wchan", blocks_for=pid)
+        raw = self._read(f"{base}/syscall", blocks_for=pid)
         syscall: Optional[str] = None
         fd: Optional[int] = None
         if raw:

@@ -15,8 +15,8 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..emulators import PF_KTHREAD, cgroup_path
-from ..fsafe import read_capped
 from ..model import Process
+from .slow_reads import UNANSWERED, SlowReads, read_file
 
 # libvirt's probe command line is ~300 bytes (~500 for a session libvirt's paths);
 # the probe dir is named within the first few arguments. A guest's QEMU has a far
@@ -76,7 +76,13 @@ def split_cmdline(data: bytes) -> Tuple[str, ...]:
 class ProcFS:
     """The process table under one /proc root (a test can point it at a fake tree)."""
 
-    def __init__(self, root: str = "/proc", keep_arg: ArgFilter = _keep_all, systemd: Optional[bool] = None):
+    def __init__(
+        self,
+        root: str = "/proc",
+        keep_arg: ArgFilter = _keep_all,
+        systemd: Optional[bool] = None,
+        slow: Optional[SlowReads] = None,
+    ):
         """keep_arg: which command-line arguments to keep (the scan keeps only those naming a probe dir or a guest).
 
         systemd: whether systemd runs here, so that a process's cgroup names its unit
@@ -84,6 +90,7 @@ class ProcFS:
         self.root = root
         self.keep_arg = keep_arg
         self.systemd = os.path.isdir("/run/systemd/system") if systemd is None else systemd
+        self.slow = slow or SlowReads()  # cmdline, wchan, stack: reads a hung process can block, off the loop
         self._ticks = float(os.sysconf("SC_CLK_TCK"))
 
     def uptime(self) -> float:
@@ -98,16 +105,8 @@ class ProcFS:
         return time.time() - self.uptime()
 
     def _read(self, path: str, cap: int) -> Optional[bytes]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return None  # gone, or not ours to read: the process is not there for us
-        try:
-            return read_capped(fd, cap)
-        except OSError:
-            return None  # ESRCH: it exited between open and read
-        finally:
-            os.close(fd)
+        """A file the kernel answers without waiting on the process (stat, status, cgroup); None when gone."""
+        return read_file(path, cap)
 
     def process(self, pid: int) -> Optional[Process]:
         """One process, or None when it is not there (or vanished while being read)."""
@@ -126,8 +125,11 @@ class ProcFS:
         cmdline: Tuple[str, ...] = ()
         kthread = bool(flags & PF_KTHREAD)
         if state != "Z" and not kthread:
-            raw = self._read(base + "/cmdline", CMDLINE_CAP)
-            if raw is None:
+            owner = (pid, start / self._ticks)
+            raw = self.slow.read(base + "/cmdline", CMDLINE_CAP, owner)
+            if raw is UNANSWERED:
+                raw = b""  # there, but what it names is not known: never a probe's member (slow_reads)
+            if not isinstance(raw, bytes):
                 return None
             keep = self.keep_arg
             cmdline = tuple(arg for arg in split_cmdline(raw) if keep(arg))
@@ -169,6 +171,7 @@ class ProcFS:
                 proc = self._complete(int(name), comm, state, ppid, start, flags)
                 if proc is not None:
                     table[proc.pid] = proc
+        self.slow.keep_only(table.keys())
         return table
 
     def children(self, pid: int) -> Tuple[int, ...]:
@@ -232,8 +235,8 @@ class ProcFS:
         """
         out: Dict[str, str] = {}
         for name in ("wchan", "stack"):
-            data = self._read(f"{self.root}/{pid}/{name}", 16384)
-            text = data.decode("utf-8", "replace").strip() if data else ""
+            data = self.slow.read(f"{self.root}/{pid}/{name}", 16384, (pid, -1.0))
+            text = data.decode("utf-8", "replace").strip() if isinstance(data, bytes) else ""
             if text and text != "0":
                 out[name] = text
         if "wchan" not in out:

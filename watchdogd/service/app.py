@@ -32,6 +32,7 @@ from ..observe.libvirt_journal import ProbeFailures, open_journal, trust_for
 from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
+from ..observe.slow_reads import SlowReads
 from ..observe.watch import DirWatch
 from ..problems import Problems
 from ..report import diagnosis
@@ -50,7 +51,8 @@ from .wiring import Wiring
 
 def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> Pipeline:
     """read_only: for check and --dry-run, which must leave state_dir byte for byte as it was."""
-    proc = ProcFS(proc_root, keep_arg=probe_arg_filter(config.libvirt.probe_dirs))
+    slow = SlowReads()  # one set of workers for every read a hung process can block, the scan's and the capture's
+    proc = ProcFS(proc_root, keep_arg=probe_arg_filter(config.libvirt.probe_dirs), slow=slow)
     problems = Problems()  # one collector for the parts that may meet a problem; each look drains it
     state = StateStore(config.state_dir, problems=problems, read_only=read_only)
     # one scanner for the loop and for the actions' re-checks (it locks): one memory of
@@ -71,7 +73,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     actions = build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace), birth, restarter)
     actor = Actor(actions, engine)
     activated = SocketActivation()
-    readers = Readers(Capturer(proc_root), LogFollower(lib.log_dir, problems), run_selftest)
+    readers = Readers(Capturer(proc_root, slow=slow), LogFollower(lib.log_dir, problems), run_selftest)
     diagnostician = Diagnostician(config, state, readers, signature_table(config), KernelHistory.load(state))
     journal, why_not = open_journal()
     if why_not:

@@ -63,6 +63,9 @@ class Pipeline:
             self.diagnostician.adopt(old.diagnostician)
         if self.failures is not None and old.failures is not None:
             self.failures.adopt(old.failures)
+        self.proc.slow = old.proc.slow  # the workers, and the processes found stuck: none costs a deadline again
+        if self.diagnostician is not None:
+            self.diagnostician.readers.capturer.slow = old.proc.slow
 
     def may_connect(self, obs: Optional[Observation]) -> Optional[str]:
         """Why no latency call may go out now (never wake libvirt, never keep it from idling out), or None."""
@@ -76,6 +79,12 @@ class Pipeline:
         """observe (or `seen`, an observation just taken) -> diagnose (why probes hung, captured before anything acts)
         -> assess."""
         obs = replace(seen, latency=latency) if seen is not None else self.scanner.observe(latency)
+        for (pid, start), path in list(self.proc.slow.stuck.items()):
+            self.problems.add(
+                f"{path} did not answer within {self.proc.slow.deadline:g} s: process {pid} is hung in the kernel "
+                "and is skipped until it answers (the watchdog never waits on a process it reads)",
+                f"slow-read:{pid}:{start}",
+            )
         failed: Sequence[ProbeFailure] = ()
         if self.failures is not None:
             self.failures.read()
