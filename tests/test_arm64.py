@@ -108,6 +108,11 @@ def test_on_a_gicv3_only_arm64_host_the_self_test_says_guests_must_use_gic_versi
     assert any("gic-version=3" in step for step in record["diagnose"]["verdict"]["what_to_do"]), record["diagnose"][
         "verdict"
     ]
+    said = record["diagnose"]["kernel"]["said"]
+    assert any("disabling GICv2 emulation" in k["line"] and k["cause"] == "no_in_kernel_vgic" for k in said), said
+    assert any(
+        "the kernel said at boot" in step and "GICv2" in step for step in record["diagnose"]["verdict"]["what_to_do"]
+    ), "the kernel's own line cited as evidence"
 
 
 def test_a_domain_with_gic_version_2_fails_to_start_and_the_watchdog_says_why(record: Record) -> None:

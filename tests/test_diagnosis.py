@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Dict
 
 import pytest
 from conftest import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
-from harness.journald import Journald
+from harness.journald import Journald, read_journal
 from harness.sandbox import LibvirtSandbox
 from harness.service import command
 from harness.wait import wait_for
@@ -133,6 +134,29 @@ def test_diagnose_says_kvm_is_usable_here(state_dir: Path, write_config: WriteCo
     assert report["verdict"]["cause"] == "healthy" and r.rc == 0
     human = run_cli("-c", write_config(libvirt.config(state_dir, latency={"enabled": False})), "diagnose")
     assert human.out.startswith("VERDICT: healthy") and "KVM: usable; API version 12" in human.out
+
+
+def test_diagnose_cites_only_the_kernels_own_lines_never_one_a_process_wrote_to_kmsg(
+    journald: Journald, state_dir: Path, write_config: WriteConfig, libvirt: LibvirtSandbox
+) -> None:
+    """A line written to /dev/kmsg lands in the journal's kernel transport too, word for word a kernel signature's,
+    but with facility 1 (user): a root process saying the arm64 GICv2 line there is not the kernel saying it."""
+    tag = uuid.uuid4().hex
+    with open("/dev/kmsg", "w") as kmsg:
+        kmsg.write(f"<2>kvm [1]: disabling GICv2 emulation (written by a test, {tag})\n")
+    [entry] = wait_for(
+        lambda: [e for e in read_journal("_TRANSPORT=kernel") if tag in e.get("MESSAGE", "")],
+        30,
+        "the written line in the kernel transport",
+    )
+    assert entry["SYSLOG_FACILITY"] == "1", entry
+    report = run_cli("-c", write_config(libvirt.config(state_dir, latency={"enabled": False})), "diagnose", "--json")
+    said = report.json["kernel"]["said"]
+    assert isinstance(said, list) and not [k for k in said if "written by a test" in k["line"]], said
+    assert entry["MESSAGE"].startswith("kvm [1]: disabling GICv2 emulation"), "what the kernel table matches"
+    assert report.json["verdict"]["cause"] == "healthy" and not any(
+        tag in step for step in report.json["verdict"]["what_to_do"]
+    )
 
 
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare (util-linux)")

@@ -1,11 +1,13 @@
-"""libvirt's probe-failure entries, as pure rules: whose entry counts, and what QEMU's words mean."""
+"""libvirt's probe-failure entries and the kernel's own lines, as pure rules: whose entry counts, what words mean."""
 
 from __future__ import annotations
 
 import datetime
+import json
+from pathlib import Path
 from typing import Dict
 
-from watchdogd.diagnose.signatures import UNMATCHED, explain, load
+from watchdogd.diagnose.signatures import UNMATCHED, explain, load, match
 from watchdogd.observe.libvirt_journal import PROBE_FAILED_ID, Trust, failure_of
 
 BINARY = "/usr/libexec/qemu-kvm"
@@ -61,3 +63,13 @@ def test_qemus_words_give_the_cause_and_unknown_words_say_how_to_find_it() -> No
         "pidfile_denied"
     )
     assert explain("something nobody has seen", table) == UNMATCHED
+
+
+def test_the_kernels_lines_recorded_on_the_arm64_host_name_its_missing_gicv2() -> None:
+    recorded = json.loads((Path(__file__).parent.parent / "arm64-results.json").read_text())["kernel_said"]
+    lines = [line.split("] ", 1)[1] for line in recorded]  # dmesg's time stamp off: the journal's MESSAGE
+    found = {m.signature.cause for m in match(lines, load(None, "kernel"))}
+    assert found == {"no_in_kernel_vgic"}, "only `kvm [1]: disabling GICv2 emulation` of the six"
+    assert [m.signature.cause for m in match(["kvm: disabled by bios"], load(None, "kernel"))] == [
+        "kvm_disabled_by_firmware"
+    ]

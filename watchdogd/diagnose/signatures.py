@@ -35,7 +35,9 @@ class Signature:
     alert: bool = True
 
 
-def load_table(path: str) -> Tuple[Signature, ...]:
+def load_table(path: str, section: str = "signatures") -> Tuple[Signature, ...]:
+    """One section of a table: `signatures` (QEMU's words: domain logs, probe failures) or `kernel` (the kernel's own
+    lines, optional)."""
     try:
         data = yaml.safe_load(read_trusted(path, MAX_TABLE_BYTES).decode("utf-8"))
     except UntrustedFileError as exc:
@@ -44,12 +46,15 @@ def load_table(path: str) -> Tuple[Signature, ...]:
         raise SignatureError(f"{path}: cannot read the signature table: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("signatures"), list):
         raise SignatureError(f"{path}: a signature table has a 'signatures' list")
+    rows = data.get(section) or []
+    if not isinstance(rows, list):
+        raise SignatureError(f"{path}: '{section}' must be a list of rows")
     causes = data.get("causes") or {}
     if not isinstance(causes, dict):
         raise SignatureError(f"{path}: 'causes' must map a cause to what to do")
     out: List[Signature] = []
-    for index, row in enumerate(data["signatures"]):
-        where = f"{path}: signatures[{index}]"
+    for index, row in enumerate(rows):
+        where = f"{path}: {section}[{index}]"
         if not isinstance(row, dict) or not isinstance(row.get("match"), str) or not isinstance(row.get("cause"), str):
             raise SignatureError(f"{where}: needs 'match' (a regex) and 'cause'")
         try:
@@ -63,9 +68,9 @@ def load_table(path: str) -> Tuple[Signature, ...]:
     return tuple(out)
 
 
-def load(extra: Optional[str]) -> Tuple[Signature, ...]:
+def load(extra: Optional[str], section: str = "signatures") -> Tuple[Signature, ...]:
     """The operator's rows first (so they may override), then the shipped ones."""
-    return (load_table(extra) if extra else ()) + load_table(SHIPPED)
+    return (load_table(extra, section) if extra else ()) + load_table(SHIPPED, section)
 
 
 @dataclass(frozen=True)

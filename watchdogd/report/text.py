@@ -115,6 +115,7 @@ def diagnosis_text(report: Dict[str, Any]) -> str:
     lines.append(f"kernel: {kernel['release']} (last good: {kernel.get('last_good') or 'not known yet'})")
     for release, r in sorted(kernel.get("history", {}).items()):
         lines.append(f"  {release}: {int(r['ok'])} probes worked, {int(r['hung'])} hung")
+    lines += [f"  the kernel said: {k['line'].strip()} ({k['cause']})" for k in kernel.get("said", [])]
     lines += _probes_and_logs(report)
     lines += [problem_line(e) for e in report.get("errors", [])]
     return "\n".join(lines)

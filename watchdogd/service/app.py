@@ -26,6 +26,7 @@ from ..diagnose.insight import Diagnostician, Readers
 from ..diagnose.kvmtest import run_selftest
 from ..diagnose.signatures import Signature, SignatureError
 from ..fsafe import BirthTime
+from ..observe import kernel_journal
 from ..observe.capture import Capturer
 from ..observe.latency import LatencyProbe, SocketActivation
 from ..observe.libvirt_journal import ProbeFailures, open_journal, trust_for
@@ -95,13 +96,13 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     )
 
 
-def signature_table(config: Config) -> Tuple[Signature, ...]:
+def signature_table(config: Config, section: str = "signatures") -> Tuple[Signature, ...]:
     """The operator's table and the shipped one; the shipped one alone if the operator's broke since the config was
     checked."""
     try:
-        return signatures.load(config.diagnose.signatures)
+        return signatures.load(config.diagnose.signatures, section)
     except SignatureError:
-        return signatures.load(None)
+        return signatures.load(None, section)
 
 
 def outlet(config: Config, state: StateStore, figures: Figures) -> Outlet:
@@ -183,9 +184,18 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
                 }
             )
     history = KernelHistory.load(parts.state)
+    kernel_lines, unread = kernel_journal.this_boot()
+    if unread:
+        parts.problems.add(unread)
+    said = signatures.match([k.text for k in kernel_lines], signature_table(config, "kernel"))
     report: Dict[str, Any] = {
         "kvm": kvm.to_json(),
-        "kernel": {"release": obs.kernel_release, "last_good": obs.kernel_last_good, "history": history.to_json()},
+        "kernel": {
+            "release": obs.kernel_release,
+            "last_good": obs.kernel_last_good,
+            "history": history.to_json(),
+            "said": [{"line": m.line, "cause": m.signature.cause, "what_to_do": m.signature.what_to_do} for m in said],
+        },
         "probes": probes,
         "signatures": seen,
         "incidents": [
@@ -195,5 +205,5 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
     }
     errors = [str(e) for e in obs.errors + parts.problems.drain()]
     report["errors"] = errors
-    report["verdict"] = diagnosis.verdict(report["kvm"], probes, seen, errors)
+    report["verdict"] = diagnosis.verdict(report["kvm"], probes, seen, errors, report["kernel"]["said"])
     return report
