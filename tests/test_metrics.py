@@ -8,6 +8,7 @@ probe-hung alert in a real Prometheus scraping the endpoint.
 from __future__ import annotations
 
 import json
+import platform
 import re
 import signal
 import subprocess
@@ -201,6 +202,42 @@ def _config(libvirt: LibvirtSandbox, state_dir: Path, **metrics: Any) -> Dict[st
         metrics=metrics,
         policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}],  # seen first, acted on after the reload
     )
+
+
+def test_the_host_info_names_the_architecture_and_the_versions_libvirt_reports(
+    journald: Journald,
+    libvirt: LibvirtSandbox,
+    state_dir: Path,
+    tmp_path: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+) -> None:
+    """What a fleet groups a rollout by: the arch, libvirt's version and its QEMU's, as `virsh version` says them."""
+    said = dict(
+        line.split(": ", 1) for line in libvirt.virsh("version").stdout.splitlines() if ": " in line
+    )  # "Using library: libvirt 9.0.0", "Running hypervisor: QEMU 7.2.19"
+    expected = (
+        f"arch={platform.machine()},libvirt={said['Using library'].split()[-1]},"
+        f"qemu={said['Running hypervisor'].split()[-1]}"
+    )
+    textfile = tmp_path / "kvm-watchdog.prom"
+    cfg = libvirt.config(
+        state_dir,
+        interval="1s",
+        events="journal",
+        latency={"every": "5s", "timeout": "5s", "slow": "4s", "when": "always"},
+        metrics={"textfile": str(textfile)},
+    )
+    start_daemon(write_config(cfg))
+
+    def info() -> Dict[str, float]:
+        try:
+            return samples(textfile.read_text(), "kvmwd_host_info")
+        except OSError:
+            return {}
+
+    wait_for(lambda: info().get(expected) == 1, 60, f"kvmwd_host_info{{{expected}}}")
+    assert list(info()) == [expected], "one series: the host's"
 
 
 def test_node_exporter_serves_a_replayed_hang_found_then_fixed(

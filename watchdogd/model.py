@@ -88,8 +88,7 @@ ACTIONS: Dict[str, ActionSpec] = {
 }
 ACTION_NAMES = tuple(ACTIONS)
 
-# Actions whose effect reaches beyond the processes of one probe: they act only on
-# evidence the qemu user cannot forge (see Finding.proven).
+# Actions whose effect reaches beyond the processes of one probe: only on HOST grounds (decide/grounds.py).
 HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)
 
 
@@ -198,6 +197,7 @@ class LatencyResult:
     timed_out: bool = False
     error: Optional[str] = None
     libvirt_version: Optional[int] = None
+    qemu_version: Optional[int] = None  # getVersion, asked once capabilities answered (the default emulator's)
     skipped: Optional[str] = None  # why no call was made
 
 

@@ -271,12 +271,14 @@ class LatencyProbe:
         if self.connect_only and connected:
             return LatencyResult(reachable=True, answered=False, connect_ms=connect_ms, libvirt_version=version)
         if "domcaps" in stages:
+            hypervisor = stages.get("hypervisor") or {}
             return LatencyResult(
                 reachable=True,
                 answered=True,
                 connect_ms=connect_ms,
                 domcaps_ms=stages["domcaps"]["ms"],
                 libvirt_version=version,
+                qemu_version=hypervisor.get("version") if isinstance(hypervisor.get("version"), int) else None,
             )
         error = stages.get("error")
         if error is not None:

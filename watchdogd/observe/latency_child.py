@@ -78,6 +78,11 @@ def main(argv: List[str]) -> int:
         return 1
     _say(stage="domcaps", ms=(time.monotonic() - start) * 1000)
     try:
+        # asked only now: with capabilities answered it is cached, so it can neither probe nor hang
+        _say(stage="hypervisor", version=conn.getVersion())
+    except libvirt.libvirtError:
+        pass
+    try:
         conn.close()
     except libvirt.libvirtError:
         pass

@@ -114,12 +114,30 @@ def probe_states(obs: Observation, detect: DetectConfig) -> Dict[str, int]:
     return counts
 
 
+@dataclass(frozen=True)
+class Versions:
+    libvirt: str = ""
+    qemu: str = ""
+
+
+def dotted(version: Optional[int]) -> str:
+    """libvirt's packed version as people write it.
+
+    >>> dotted(9000000), dotted(7002005), dotted(None)
+    ('9.0.0', '7.2.5', '')
+    """
+    if not version:
+        return ""
+    return f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}"
+
+
 class Figures:
     """The counters and the latest snapshot; the loop writes, a scrape thread reads."""
 
     def __init__(self, counters: Counters):
         self.counters = counters
         self.snapshot: Optional[Snapshot] = None
+        self.versions = Versions()  # libvirt's and QEMU's, as the last latency call that answered told them
         self._lock = threading.Lock()
 
     def copy_counters(self) -> Counters:
@@ -138,6 +156,11 @@ class Figures:
 
     def latency(self, result: LatencyResult, timeout: float) -> None:
         """One finished latency probe into the histogram (a skipped or unreachable one is not a latency)."""
+        if result.libvirt_version or result.qemu_version:
+            self.versions = Versions(
+                dotted(result.libvirt_version) or self.versions.libvirt,
+                dotted(result.qemu_version) or self.versions.qemu,
+            )
         if result.answered and result.domcaps_ms is not None:
             seconds = result.domcaps_ms / 1000
         elif result.timed_out and result.reachable:

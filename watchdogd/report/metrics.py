@@ -20,6 +20,7 @@ a path or a message.
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import threading
 from socketserver import ThreadingMixIn
@@ -151,6 +152,15 @@ class FleetCollector(Collector):
         )
         kernel.add_metric([snap.kernel_release, snap.kernel_last_good], 1)
         yield kernel
+        host = GaugeMetricFamily(
+            "kvmwd_host_info",
+            "The host's architecture, and the libvirt and QEMU versions its last answered latency call reported (empty "
+            "until one has): what a fleet groups a rollout by.",
+            labels=["arch", "libvirt", "qemu"],
+        )
+        versions = self.figures.versions
+        host.add_metric([platform.machine(), versions.libvirt, versions.qemu], 1)
+        yield host
         yield _gauge("kvmwd_last_scan_timestamp_seconds", "When the last scan was taken (Unix time).", snap.last_scan)
         yield _gauge("kvmwd_scan_duration_seconds", "How long the last scan took.", snap.scan_seconds)
         yield _gauge(
