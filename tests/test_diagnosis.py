@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Dict
 
 import pytest
 from conftest import REPO, run_cli
@@ -26,19 +25,11 @@ from harness.wait import wait_for
 DOMAIN = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>"
 
 
-def daemon_config(libvirt: LibvirtSandbox, state_dir: Path, **overrides: object) -> Dict[str, object]:
-    cfg = libvirt.config(
-        state_dir, interval="1s", events="journal", detect={"probe_hung_after": "3s"}, latency={"enabled": False}
-    )
-    cfg.update(overrides)
-    return cfg
-
-
 def test_the_real_qemu_hung_at_chdir_is_a_userspace_deadlock_before_ready_told_before_the_kill(
     journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
 ) -> None:
     libvirt.build_hang_shim()
-    daemon = start_daemon(write_config(daemon_config(libvirt, state_dir)))
+    daemon = start_daemon(write_config(libvirt.daemon_config(state_dir)))
     daemon.wait_journal("started")
     libvirt.hang("real-hang", count=1)
     [opened] = daemon.wait_journal("probe_hung", timeout=60, KVMWD_STATE="open")
@@ -66,9 +57,7 @@ def test_a_daemon_that_never_answers_qmp_is_after_ready(
     journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
 ) -> None:
     daemon = start_daemon(
-        write_config(
-            daemon_config(libvirt, state_dir, policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}])
-        )
+        write_config(libvirt.daemon_config(state_dir, policies=[{"name": "tell", "on": "probe_hung", "do": ["alert"]}]))
     )
     daemon.wait_journal("started")
     libvirt.hang("hang-qmp", count=1)
@@ -97,7 +86,7 @@ def test_a_vm_that_aborts_with_the_incidents_lines_is_a_missing_in_kernel_vgic(
     assert libvirt.virsh("define", str(xml)).returncode == 0
     try:
         # a full scan every 30 s: the failure is told from inotify on the log dir, not by the scan
-        daemon = start_daemon(write_config(daemon_config(libvirt, state_dir, interval="30s")))
+        daemon = start_daemon(write_config(libvirt.daemon_config(state_dir, interval="30s")))
         daemon.wait_journal("started")
         # the logs already there at its first scan are history: the VM fails after that
         wait_for((state_dir / "scan.json").exists, 30, "the daemon's first scan")

@@ -45,15 +45,7 @@ def test_a_process_whose_cmdline_read_hangs_in_the_kernel_never_stalls_the_loop_
 ) -> None:
     victim = hung_process(held)
     try:
-        cfg = write_config(
-            libvirt.config(
-                state_dir,
-                interval="1s",
-                events="journal",
-                detect={"probe_hung_after": "3s"},
-                latency={"enabled": False},
-            )
-        )
+        cfg = write_config(libvirt.daemon_config(state_dir))
         env = {"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": str(int(WATCHDOG_S * 1e6))}
         daemon = start_daemon(cfg, env=env)
         wait_for(lambda: notify_socket.with_key("READY"), 30, "READY=1")

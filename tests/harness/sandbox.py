@@ -163,6 +163,18 @@ class LibvirtSandbox:
                 cfg[key] = value
         return cfg
 
+    def daemon_config(self, state_dir: Path, **overrides: object) -> Dict[str, object]:
+        """A daemon's config for a story: scans every second, probes hung after 3 s, events to the journal, no
+        latency calls (the story makes its own)."""
+        base: Dict[str, object] = {
+            "interval": "1s",
+            "events": "journal",
+            "detect": {"probe_hung_after": "3s"},
+            "latency": {"enabled": False},
+        }
+        base.update(overrides)
+        return self.config(state_dir, **base)
+
     # ---- life cycle ------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> LibvirtSandbox:
         self.bin.mkdir(parents=True, exist_ok=True)

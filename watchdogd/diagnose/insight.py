@@ -156,7 +156,7 @@ class Diagnostician:
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
         self.follow_logs(obs.taken_wall)
-        explained = tuple(ExplainedFailure(f, *explain(f.qemu_said or f.message, self.table)) for f in failures)
+        explained = tuple(ExplainedFailure(f, *explain(f.qemu_said, self.table)) for f in failures)
         history = self.history.summary(obs.kernel_release)
         return Insight(diagnoses, history, self.vm_failures(obs.taken_wall), self._kvm, explained)
 

@@ -97,7 +97,16 @@ UNMATCHED = (
 )
 
 
+SILENT = (
+    "probe_ended_silently",
+    "QEMU said nothing before it ended: it was killed (by hand, the OOM killer, a hung probe's kill) or died without "
+    "a word. The next probe tells whether it fails again; `virsh domcapabilities` asks for one.",
+)
+
+
 def explain(words: str, table: Sequence[Signature]) -> Tuple[str, str]:
     """(cause, what to do) for what QEMU said when it failed: the first alerting row that matches a line of it."""
+    if not words.strip():
+        return SILENT
     hits = [m for m in match(words.splitlines() or [words], table) if m.signature.alert]
     return (hits[0].signature.cause, hits[0].signature.what_to_do) if hits else UNMATCHED

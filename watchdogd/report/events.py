@@ -20,6 +20,7 @@ from typing import Callable, Deque, Dict, Mapping, Optional, Sequence, TextIO, c
 from .. import __version__
 from ..act.actions import ActionRecord
 from ..config import Config, LimitsConfig
+from ..decide.condition import Condition
 from ..model import Finding, Severity
 from ..printable import printable
 from ..timefmt import iso_utc
@@ -53,6 +54,8 @@ MESSAGE_IDS: Dict[str, str] = {
     "vm_start_failed": "74452283f0454fb18c101fc9e3c5cbef",
     "kvm_unusable": "ca5d8aaef9d34463994cb0c086c92017",
     "probe_failed": "e7f54537a4b04e34833ab9236ae1375d",
+    # the host condition (decide/condition.py): open and resolved
+    "vm_starts_blocked": "87e6d77a7bd04ea2bbb283b7f7b337f1",
 }
 
 # syslog priorities
@@ -187,6 +190,24 @@ def remediation_paused(limits: LimitsConfig) -> Event:
         f"Remediation paused: {limits.actions} actions within {limits.per:g}s (limits). Findings are still reported; "
         "actions resume when the window has room again. Something keeps breaking: look at the host.",
         WARNING,
+    )
+
+
+def condition_changed(condition: Condition) -> Event:
+    """vm_starts_blocked opened (with why) or resolved: what a scheduler hook is told."""
+    if condition.blocked:
+        why = "; ".join(f"{r.kind} {r.subject}" for r in condition.reasons)
+        message = f"VM starts are blocked on this host: {why}. The scheduler should send VMs elsewhere."
+        priority = CRIT
+    else:
+        message = "VM starts are no longer blocked on this host: the scheduler may send VMs here again."
+        priority = NOTICE
+    return lifecycle(
+        "vm_starts_blocked",
+        message,
+        priority,
+        state="open" if condition.blocked else "resolved",
+        reasons=json.dumps([r.to_json() for r in condition.reasons], sort_keys=True),
     )
 
 

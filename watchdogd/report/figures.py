@@ -82,12 +82,13 @@ class Snapshot:
     scan_seconds: float
     interval: float
     up: bool = True
+    vm_starts_blocked: bool = False  # the host condition (decide/condition.py)
 
 
 def snapshot_of(
-    obs: Observation, findings: Sequence[Finding], config: Config, paused: bool, seconds: float
+    obs: Observation, findings: Sequence[Finding], config: Config, paused: bool, seconds: float, blocked: bool = False
 ) -> Snapshot:
-    """The gauges of one scan that took `seconds`."""
+    """The gauges of one scan that took `seconds`; blocked: the host condition vm_starts_blocked is open."""
     return Snapshot(
         findings=tuple(findings),
         probes=probe_states(obs, config.detect),
@@ -98,6 +99,7 @@ def snapshot_of(
         last_scan=obs.taken_wall,
         scan_seconds=seconds,
         interval=config.interval,
+        vm_starts_blocked=blocked,
     )
 
 

@@ -152,6 +152,12 @@ class FleetCollector(Collector):
         )
         kernel.add_metric([snap.kernel_release, snap.kernel_last_good], 1)
         yield kernel
+        yield _gauge(
+            "kvmwd_vm_starts_blocked",
+            "1 while the host condition vm_starts_blocked is open: a finding that stops VM starts here (a scheduler "
+            "should send VMs elsewhere).",
+            float(snap.vm_starts_blocked),
+        )
         host = GaugeMetricFamily(
             "kvmwd_host_info",
             "The host's architecture, and the libvirt and QEMU versions its last answered latency call reported (empty "

@@ -9,11 +9,13 @@ daemon picks up (`restore`).
 
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import __version__
+from ..decide.condition import ConditionTracker
 from ..decide.ledger import FindingLedger
 from ..model import Observation
 from ..state import StateStore
@@ -36,6 +38,7 @@ class DaemonView:
     errors: Sequence[str]
     events_sent: Dict[str, int]
     stopped_at: Optional[float] = None
+    condition: Optional[Dict[str, object]] = None  # vm_starts_blocked, as last told
 
     def document(self) -> Dict[str, Any]:
         doc: Dict[str, Any] = {
@@ -50,6 +53,8 @@ class DaemonView:
             "errors": list(self.errors),
             "events_sent": dict(self.events_sent),
         }
+        if self.condition is not None:
+            doc["condition"] = self.condition
         if self.stopped_at is not None:
             doc["stopped_at"] = self.stopped_at
         return doc
@@ -68,15 +73,15 @@ def scan_document(obs: Observation, scans: int, line: str) -> Dict[str, Any]:
     }
 
 
-def restore(state: StateStore) -> Tuple[FindingLedger, List[Dict[str, Any]]]:
-    """The ledger and the recent actions a previous daemon left in status.json (nothing, when there is none)."""
+def restore(state: StateStore) -> Tuple[FindingLedger, List[Dict[str, Any]], ConditionTracker]:
+    """The ledger, the recent actions and the host condition a previous daemon left in status.json (nothing, when
+    there is none): a restart re-tells only a change."""
     previous = state.read_json(STATUS_FILE)
     if not isinstance(previous, dict):
-        return FindingLedger(), []
+        return FindingLedger(), [], ConditionTracker()
     recent = previous.get("recent_actions")
-    return FindingLedger.from_json(previous.get("open")), [a for a in recent if isinstance(a, dict)] if isinstance(
-        recent, list
-    ) else []
+    actions = [a for a in recent if isinstance(a, dict)] if isinstance(recent, list) else []
+    return FindingLedger.from_json(previous.get("open")), actions, ConditionTracker.from_json(previous.get("condition"))
 
 
 def merged(status: Dict[str, Any], scan: Any) -> Dict[str, Any]:
@@ -102,3 +107,37 @@ def pid_alive(pid: Any) -> bool:
 def is_running(status: Dict[str, Any]) -> bool:
     """Is the daemon that wrote this status still there (and did not say it stopped)?"""
     return pid_alive(status.get("pid")) and not status.get("stopped_at")
+
+
+class NpdStatus(enum.IntEnum):
+    """node-problem-detector's custom-plugin exit codes (not the monitoring-plugin ones)."""
+
+    OK = 0
+    PROBLEM = 1
+    UNKNOWN = 2
+
+
+NPD_LINE = 80  # NPD keeps a plugin's first line, and no more than this
+
+
+def npd_answer(status: Optional[Dict[str, Any]], running: bool, now: float) -> Tuple[NpdStatus, str]:
+    """Are VM starts blocked here, from the running daemon's saved state alone (no libvirt call: NPD allows 5 s)?
+
+    >>> npd_answer(None, False, 0.0)[0].name
+    'UNKNOWN'
+    >>> doc = {"last_scan": 100.0, "interval": 5.0, "condition": {"state": "open", "reasons": [{"kind": "probe_hung"}]}}
+    >>> npd_answer(doc, True, 101.0)
+    (<NpdStatus.PROBLEM: 1>, 'VM starts blocked: probe_hung')
+    """
+    if status is None:
+        return NpdStatus.UNKNOWN, "no kvm-watchdog state: is the daemon running?"
+    last, interval = status.get("last_scan"), status.get("interval")
+    if not running or not isinstance(last, (int, float)) or not isinstance(interval, (int, float)):
+        return NpdStatus.UNKNOWN, "kvm-watchdog is not running"
+    if now - last > 3 * interval + 30:
+        return NpdStatus.UNKNOWN, f"kvm-watchdog's last scan is {int(now - last)} s old"
+    condition = status.get("condition") or {}
+    if condition.get("state") != "open":
+        return NpdStatus.OK, "VM starts not blocked"
+    kinds = sorted({str(r.get("kind")) for r in condition.get("reasons") or [] if isinstance(r, dict)})
+    return NpdStatus.PROBLEM, f"VM starts blocked: {', '.join(kinds)}"[:NPD_LINE]

@@ -9,8 +9,9 @@ module only turns what they hold into lines.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..decide.condition import Condition
 from ..durations import format_duration
 from ..model import Finding, Observation
 from .render import worst_first
@@ -61,8 +62,11 @@ def summary(obs: Observation) -> str:
 
 
 # ---- the daemon's STATUS= -------------------------------------------------------------------
-def status_line(findings: Sequence[Finding], obs: Observation, paused: bool) -> str:
-    """One line for systemd's STATUS= (`systemctl status` shows it): the worst first."""
+def status_line(
+    findings: Sequence[Finding], obs: Observation, paused: bool, condition: Optional[Condition] = None
+) -> str:
+    """One line for systemd's STATUS= (`systemctl status` shows it): the worst first, and whether VM starts are
+    blocked."""
     parts = [
         f"{f.severity.label.upper()} {f.kind} {os.path.basename(f.subject) or f.subject}" for f in worst_first(findings)
     ]
@@ -72,7 +76,8 @@ def status_line(findings: Sequence[Finding], obs: Observation, paused: bool) -> 
         tail += f", {plural(len(obs.errors), 'problem', 'problems')} reading the host"
     if paused:
         tail += ", remediation paused"
-    return f"{head} | {tail}"
+    blocked = " | VM STARTS BLOCKED" if condition is not None and condition.blocked else ""
+    return f"{head}{blocked} | {tail}"
 
 
 # ---- kvm-watchdog status --------------------------------------------------------------------

@@ -126,7 +126,7 @@ def build_daemon(
     caller's)."""
     parts = builder(config)
     waker = Waker()
-    ledger, recent = restore(parts.state)
+    ledger, recent, condition = restore(parts.state)
 
     def watch_for(cfg: Config) -> DirWatch:
         return DirWatch(cfg.libvirt.probe_dirs, use_inotify, log_dir=cfg.libvirt.log_dir)
@@ -144,6 +144,7 @@ def build_daemon(
         watch=watch_for(config),
         ledger=ledger,
         recent=recent,
+        condition=condition,
         builder=builder,
         watch_for=watch_for,
         figures=figures,

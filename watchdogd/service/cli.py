@@ -17,7 +17,7 @@ from ..report import diagnosis
 from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
 from ..report.render import ExitStatus, as_json, exit_status
-from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged
+from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, npd_answer
 from ..report.text import diagnosis_text, human, problem_line, status_text
 from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="what the running daemon saw last; exit 0, or 3 when there is no daemon state"
     )
     status.add_argument("--json", action="store_true", help="print the daemon's status as one JSON object")
+    status.add_argument(
+        "--npd",
+        action="store_true",
+        help="node-problem-detector's plugin answer: one line; exit 0 VM starts not blocked, 1 blocked, 2 unknown",
+    )
 
     diagnose = sub.add_parser(
         "diagnose",
@@ -189,6 +194,12 @@ class Cli:
         current = state.read_json(STATUS_FILE)
         if isinstance(current, dict):
             current = merged(current, state.read_json(SCAN_FILE))
+        if args.npd:
+            doc = current if isinstance(current, dict) else None
+            # not by pid: NPD may run in a pid namespace of its own; a daemon gone stale is caught by its scan's age
+            answer, line = npd_answer(doc, doc is not None and not doc.get("stopped_at"), time.time())
+            print(line, file=self.out)
+            return answer  # type: ignore[return-value]  # NPD's own codes, not the monitoring-plugin ones
         if not isinstance(current, dict):
             why = (
                 "; ".join(str(p) for p in state.problems.drain())

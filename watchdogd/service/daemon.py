@@ -68,7 +68,7 @@ class Daemon:
         self.mono = mono
         self.wall = wall
         self.signals = SignalFlags()
-        self.status = StatusKeeper(wiring.sink, wiring.ledger, wiring.recent, wall())
+        self.status = StatusKeeper(wiring.sink, wiring.ledger, wiring.recent, wall(), wiring.condition)
         self.latency = LatencySchedule(first_at=mono())
         self.snapshot: Optional[Snapshot] = None
         self._scan_now = True
@@ -227,6 +227,7 @@ class Daemon:
             self.wiring.sink.emit(events.finding_opened(f))
         for f, open_for in change.resolved:
             self.wiring.sink.emit(events.finding_resolved(f, open_for))
+        condition = self.status.condition_after(findings, obs.taken_wall)
         problems = list(obs.errors)
         free = frozenset(lane for lane in BOTH_LANES if not self.wiring.lanes[lane].busy)
         if True in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
@@ -241,6 +242,7 @@ class Daemon:
             problems += self._save_progress(obs)
         wall_due = [
             *self.wiring.ledger.due(grace),
+            *self.status.condition.due(),
             *(self.parts.diagnostician.due() if self.parts.diagnostician is not None else ()),
         ]
         self.deadlines = sorted(
@@ -248,9 +250,11 @@ class Daemon:
             + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
         )
         self.next_scan = taken + self.config.interval
-        line = status_line(findings, obs, self.parts.engine.state.paused)
+        line = status_line(findings, obs, self.parts.engine.state.paused, condition)
         unsaved = self.status.write(self.parts, obs, self.scans, line, problems)
-        self.snapshot = snapshot_of(obs, findings, self.config, self.parts.engine.state.paused, self.mono() - taken)
+        self.snapshot = snapshot_of(
+            obs, findings, self.config, self.parts.engine.state.paused, self.mono() - taken, condition.blocked
+        )
         unsaved += self.wiring.outlet.publish(self.snapshot)
         self.status.report(problems + unsaved, replace=True)
         if not self._ready:
@@ -315,7 +319,7 @@ class Daemon:
     def notifier_line(self) -> str:
         if self.obs is None:
             return "starting"
-        return status_line(self.findings, self.obs, self.parts.engine.state.paused)
+        return status_line(self.findings, self.obs, self.parts.engine.state.paused, self.status.condition.current)
 
     def shutdown(self) -> None:
         """A clean stop: no child left behind, the status saved, a stopped event."""

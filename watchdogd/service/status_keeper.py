@@ -7,10 +7,11 @@ import collections
 from typing import Any, Deque, Dict, List, Optional, Sequence, Set
 
 from ..act.actions import ActionRecord
+from ..decide.condition import Condition, ConditionTracker
 from ..decide.ledger import FindingLedger
-from ..model import Observation
+from ..model import Finding, Observation
 from ..problems import Problem
-from ..report.events import WARNING, EventSink, lifecycle
+from ..report.events import WARNING, EventSink, condition_changed, lifecycle
 from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document
 from ..state import StateError
 from ..timefmt import iso_utc
@@ -26,13 +27,28 @@ class StatusKeeper:
     the per-scan figures go to the small scan.json. A problem (an unreadable dir, a full disk)
     is told once when it starts, not every scan."""
 
-    def __init__(self, sink: EventSink, ledger: FindingLedger, recent: Sequence[Dict[str, Any]], started_wall: float):
+    def __init__(
+        self,
+        sink: EventSink,
+        ledger: FindingLedger,
+        recent: Sequence[Dict[str, Any]],
+        started_wall: float,
+        condition: Optional[ConditionTracker] = None,
+    ):
         self.sink = sink
         self.ledger = ledger
+        self.condition = condition or ConditionTracker()  # vm_starts_blocked, kept in status.json
         self.recent: Deque[Dict[str, Any]] = collections.deque(recent, maxlen=RECENT_ACTIONS)
         self.started_wall = started_wall
         self.problems_seen: Set[str] = set()
         self._saved: Optional[Dict[str, Any]] = None  # what status.json says now (what_it_says), when we wrote it
+
+    def condition_after(self, findings: Sequence[Finding], now: float) -> Condition:
+        """The host condition after this scan's open findings; a change told once (open, resolved)."""
+        changed = self.condition.update(findings, now)
+        if changed is not None:
+            self.sink.emit(condition_changed(changed))
+        return self.condition.current
 
     def acted(self, record: ActionRecord) -> None:
         self.recent.append(dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at)))
@@ -73,6 +89,7 @@ class StatusKeeper:
             errors=[str(p) for p in problems],
             events_sent=dict(self.sink.sent),
             stopped_at=stopped_at,
+            condition=self.condition.current.to_json(),
         ).document()
         out: List[Problem] = []
         said = what_it_says(status)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Sequence
 
 from ..config import Config
+from ..decide.condition import ConditionTracker
 from ..decide.ledger import FindingLedger
 from ..observe.watch import DirWatch
 from ..report.events import EventSink
@@ -26,6 +27,7 @@ class Wiring:
     watch: DirWatch
     ledger: FindingLedger  # read back from the previous daemon's status
     recent: Sequence[Dict[str, Any]]
+    condition: ConditionTracker  # vm_starts_blocked as the previous daemon left it
     builder: Callable[[Config], Pipeline]  # the per-config parts, again on every reload
     watch_for: Callable[[Config], DirWatch]
     figures: Figures  # counted whatever the config; exported where an outlet is on
