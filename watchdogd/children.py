@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO, Any, Optional, Sequence, Union
+from typing import IO, Any, Dict, Mapping, Optional, Sequence, Union
 
 KILL_WAIT = 1.0  # how long an ended child is waited for before it is left to be reaped later
 Stream = Union[int, IO[Any], None]
@@ -27,10 +27,9 @@ class Cancelled(Exception):
 def start(
     argv: Sequence[str], stdout: Stream = subprocess.PIPE, stderr: Stream = subprocess.STDOUT, **popen: Any
 ) -> subprocess.Popen[bytes]:
-    """A child in its own session (so its whole group can be ended), stdin closed, cwd /."""
-    return subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True, cwd="/", **popen
-    )
+    """A child in its own session (so its whole group can be ended), stdin closed (unless given), cwd /."""
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, start_new_session=True, cwd="/", **popen)
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
@@ -60,21 +59,31 @@ def reap(child: subprocess.Popen[bytes], wait: float = 0.0) -> bool:
 
 
 def run_with_timeout(
-    argv: Sequence[str], timeout: float, cancel: Optional[threading.Event] = None, stderr: Stream = subprocess.STDOUT
+    argv: Sequence[str],
+    timeout: float,
+    cancel: Optional[threading.Event] = None,
+    stderr: Stream = subprocess.STDOUT,
+    input: Optional[bytes] = None,
+    env: Optional[Mapping[str, str]] = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv to its end; at the timeout (or on cancel) its whole process group is ended (no stray children).
+    input: its stdin (else none); env: its whole environment (else ours).
 
     Raises subprocess.TimeoutExpired (with what it printed) or Cancelled; never waits on
     an ended child past KILL_WAIT."""
-    child = start(argv, stderr=stderr)
+    extra: Dict[str, Any] = {} if env is None else {"env": dict(env)}
+    child = start(argv, stderr=stderr, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, **extra)
     deadline = time.monotonic() + timeout
     cancelled = False
+    data = input
     while True:
         step = max(0.0, min(0.2, deadline - time.monotonic()))
         try:
-            out, _ = child.communicate(timeout=step)  # retrying after a timeout loses no output
+            # retrying after a timeout loses no output; the input is given once (the retry goes on sending it)
+            out, _ = child.communicate(input=data, timeout=step)
             return subprocess.CompletedProcess(list(argv), child.returncode, out, None)
         except subprocess.TimeoutExpired:
+            data = None
             cancelled = cancel is not None and cancel.is_set()
             if not cancelled and time.monotonic() < deadline:
                 continue

@@ -47,6 +47,26 @@ def read_trusted(path: str, cap: int) -> bytes:
         os.close(fd)
 
 
+def why_untrusted_program(path: str) -> Optional[str]:
+    """None when root may run path (a hook): an executable regular file that, and every dir above it, only root (or
+    the reader) can write; else why not. Its links are followed, and the file they reach is what is judged."""
+    trusted = {0, os.geteuid()}
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXUSR:
+        return f"{path} is not an executable file"
+    why = _others_may_write(st, trusted, sticky_ok=False)
+    if why:
+        return f"{path} {why}: root runs it; chown root and chmod go-w it"
+    for parent in _parents(path):
+        why = _others_may_write(os.stat(parent), trusted, sticky_ok=True)
+        if why:
+            return f"{path} lies in {parent}, which {why}: whoever can write there can swap it"
+    return None
+
+
 def _parents(path: str) -> List[str]:
     """Every dir above path, as the kernel resolves it, up to /."""
     here = os.path.dirname(os.path.realpath(path))

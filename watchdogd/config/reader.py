@@ -13,7 +13,7 @@ import yaml
 
 from ..durations import format_duration
 from ..model import ACTION_NAMES, ACTIONS, FINDING_KINDS, FORGEABLE_KINDS
-from .schema import POLICY_KEYS, SECTIONS, TOP_LEVEL, Config, PolicyConfig
+from .schema import CONDITION, HOOK_KEYS, POLICY_KEYS, SECTIONS, TOP_LEVEL, Config, HookConfig, PolicyConfig
 from .values import Invalid, Parser
 
 
@@ -124,6 +124,30 @@ class Reader:
                 policies.append(PolicyConfig(**values))
         return tuple(policies)
 
+    def hooks(self, node: yaml.Node) -> Tuple[HookConfig, ...]:
+        """hooks: each on the condition or a finding kind, a program by its absolute path, names unique."""
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, "hooks", "must be a list of hooks")
+            return ()
+        hooks: List[HookConfig] = []
+        names: Dict[str, int] = {}
+        known = (CONDITION,) + tuple(FINDING_KINDS)
+        for index, item in enumerate(node.value):
+            where = f"hooks[{index}]"
+            before = len(self.problems)
+            items = self.mapping(item, where)
+            values = self.fields(items, where, HOOK_KEYS)
+            for required in ("name", "on", "run"):
+                if required not in items and isinstance(item, yaml.MappingNode):
+                    self.problem(item, where, f"missing '{required}'")
+            if "on" in values and values["on"] not in known:
+                self.problem(items["on"][1], f"{where}.on", f"unknown {values['on']!r} (known: {', '.join(known)})")
+            if "name" in values and names.setdefault(values["name"], index) != index:
+                self.problem(items["name"][1], f"{where}.name", f"name {values['name']!r} already used")
+            if len(self.problems) == before:
+                hooks.append(HookConfig(**values))
+        return tuple(hooks)
+
     def _actions(self, node: yaml.Node, where: str, kind: Optional[str]) -> Tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode) or not node.value:
             self.problem(node, where, "must be a non-empty list of actions")
@@ -196,8 +220,10 @@ def _read_all(root: yaml.Node, reader: Reader) -> Optional[Config]:
             values[key] = cls(**reader.fields(reader.mapping(value_node, key), key, parsers))
         elif key == "policies":
             values["policies"] = reader.policies(value_node)
+        elif key == "hooks":
+            values["hooks"] = reader.hooks(value_node)
         else:
-            known = sorted(list(TOP_LEVEL) + list(SECTIONS) + ["policies"])
+            known = sorted(list(TOP_LEVEL) + list(SECTIONS) + ["policies", "hooks"])
             reader.problem(key_node, key, f"unknown key (known: {', '.join(known)})")
     if reader.problems:
         return None

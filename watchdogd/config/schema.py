@@ -116,6 +116,20 @@ class MetricsConfig:
         return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+CONDITION = "vm_starts_blocked"  # the host condition (decide/condition.py): what a hook may be on, beside finding kinds
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """An operator's program, run once when what it is `on` (the condition, or a finding kind) opens and once when
+    it resolves; the event as JSON on stdin (service/hooks.py)."""
+
+    name: str = field(metadata={"parse": v.string, "duration": False})
+    on: str = field(metadata={"parse": v.string, "duration": False})
+    run: Tuple[str, ...] = field(metadata={"parse": v.argv, "duration": False})
+    timeout: float = v.key(30.0, v.positive_duration, duration=True)
+
+
 DEFAULT_POLICIES = (
     PolicyConfig(name="kill-hung-probes", on="probe_hung", do=("kill_probe",)),
     PolicyConfig(
@@ -138,6 +152,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     policies: Tuple[PolicyConfig, ...] = DEFAULT_POLICIES
+    hooks: Tuple[HookConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
@@ -170,9 +185,10 @@ assert set(SECTIONS) == {f.name for f in dataclasses.fields(Config) if f.default
     "lines"
 }
 POLICY_KEYS: Dict[str, Parser] = _parsers(PolicyConfig)
+HOOK_KEYS: Dict[str, Parser] = _parsers(HookConfig)
 DURATION_KEYS = frozenset(
     f.name
-    for cls in (Config, PolicyConfig, *(c for c, _ in SECTIONS.values()))
+    for cls in (Config, PolicyConfig, HookConfig, *(c for c, _ in SECTIONS.values()))
     for f in dataclasses.fields(cls)
     if f.metadata.get("duration")
 )

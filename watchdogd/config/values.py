@@ -86,6 +86,15 @@ def choice(*allowed: str) -> Parser:
     return parse
 
 
+def argv(value: Any) -> Tuple[str, ...]:
+    """A program and its arguments, as a list: never a shell line; the program by its absolute path."""
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) and a for a in value):
+        raise Invalid(f"must be a non-empty list of strings (a program and its arguments), not {value!r}")
+    if not value[0].startswith("/"):
+        raise Invalid(f"the program must be an absolute path, not {value[0]!r}")
+    return tuple(value)
+
+
 def restart_command(value: Any) -> Union[str, Tuple[str, ...]]:
     if value == "auto":
         return "auto"

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..config.schema import CONDITION
 from ..model import Finding
 from ..timefmt import iso_utc
 
-NAME = "vm_starts_blocked"
+NAME = CONDITION
 BLOCKING_KINDS = ("probe_hung", "domcaps_hung", "domcaps_failed", "libvirt_unreachable", "probe_failed", "kvm_unusable")
 RESOLVE_AFTER_S = 10.0
 

@@ -13,9 +13,10 @@ import collections
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Mapping, Optional, Sequence, TextIO, cast
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, TextIO, cast
 
 from .. import __version__
 from ..act.actions import ActionRecord
@@ -54,6 +55,7 @@ MESSAGE_IDS: Dict[str, str] = {
     "vm_start_failed": "74452283f0454fb18c101fc9e3c5cbef",
     "kvm_unusable": "ca5d8aaef9d34463994cb0c086c92017",
     "probe_failed": "e7f54537a4b04e34833ab9236ae1375d",
+    "hook": "a5001eb2855448b6ba32bdf5e4af3a27",  # an operator's hook ran (its result: ok, failed, timeout)
     # the host condition (decide/condition.py): open and resolved
     "vm_starts_blocked": "87e6d77a7bd04ea2bbb283b7f7b337f1",
 }
@@ -259,6 +261,9 @@ class EventSink:
         self.dropped = 0
         self.journal_error: Optional[str] = None  # why the last journal send failed, while it fails
         self.sent = collections.Counter()  # type: collections.Counter[str]
+        # told every event with its journal fields, after delivery (the hooks' runner)
+        self.listeners: List[Callable[[Event, Dict[str, str]], None]] = []
+        self._lock = threading.Lock()
 
     def _journal_wanted(self) -> bool:
         if self.send is None or self.mode == "stderr":
@@ -266,6 +271,14 @@ class EventSink:
         return self.mode == "journal" or os.path.exists(self.socket_path)
 
     def emit(self, event: Event) -> None:
+        """Deliver one event (the loop and the hook workers both emit: one at a time), then hand it to the
+        listeners (the hooks), which must not block."""
+        with self._lock:
+            fields = self._emit(event)
+        for listener in list(self.listeners):
+            listener(event, fields)
+
+    def _emit(self, event: Event) -> Dict[str, str]:
         fields = event.journal_fields(self.clock())
         self.sent[event.kind] += 1
         if self.echo is not None:
@@ -278,6 +291,7 @@ class EventSink:
             if len(self.pending) == self.pending.maxlen:
                 self.dropped += 1
             self.pending.append(fields)
+        return fields
 
     def _deliver(self, fields: Mapping[str, str]) -> bool:
         if self._journal_wanted():

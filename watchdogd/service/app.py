@@ -44,6 +44,7 @@ from ..report.status import restore
 from ..safety import probe_arg_filter
 from ..state import StateStore
 from .daemon import Daemon
+from .hooks import Hooks
 from .pipeline import Pipeline, scan_once
 from .preflight import ConfigSource
 from .runner import ActionRunner, Waker
@@ -127,6 +128,8 @@ def build_daemon(
     parts = builder(config)
     waker = Waker()
     ledger, recent, condition = restore(parts.state)
+    hooks = Hooks(config.hooks, sink, parts.state)
+    sink.listeners.append(hooks.on_event)
 
     def watch_for(cfg: Config) -> DirWatch:
         return DirWatch(cfg.libvirt.probe_dirs, use_inotify, log_dir=cfg.libvirt.log_dir)
@@ -145,6 +148,7 @@ def build_daemon(
         ledger=ledger,
         recent=recent,
         condition=condition,
+        hooks=hooks,
         builder=builder,
         watch_for=watch_for,
         figures=figures,

@@ -311,6 +311,7 @@ class Daemon:
             if problem:
                 self.status.report([Problem(problem)])
         self.wiring.sink.mode = config.events
+        self.wiring.hooks.configure(config.hooks)
         self.latency.next_at = self.mono()
         self.wiring.sink.emit(events.config_reloaded(config))
         self.scan()
@@ -334,6 +335,7 @@ class Daemon:
                     self._after_actions(*outcome)
         if self.parts.latency is not None:
             self.parts.latency.cancel()
+        self.wiring.hooks.stop()
         self.wiring.watch.close()
         if self.obs is not None:
             self.status.write(self.parts, self.obs, self.scans, self.notifier_line(), [], stopped_at=self.wall())

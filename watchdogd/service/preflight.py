@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Set, TextIO, Tuple
 from ..config import Config, ConfigError, ConfigProblem, LibvirtConfig, parse_config, read_text
 from ..diagnose.signatures import SignatureError, load_table
 from ..fsafe import check_dir_without_links, check_path, non_root_writers
+from ..trusted_files import why_untrusted_program
 
 _Problem = Callable[[str, str], None]  # (key, message): a problem at the line that key was given at
 PROMETHEUS_CLIENT_MIN = (0, 16)  # prometheus_client.registry.Collector, which the metrics collector is
@@ -46,6 +47,10 @@ def preflight(config: Config) -> Config:
             load_table(config.diagnose.signatures)
         except SignatureError as exc:
             problem("diagnose.signatures", str(exc))
+    for index, hook in enumerate(config.hooks):
+        why = why_untrusted_program(hook.run[0])
+        if why:
+            problem(f"hooks[{index}].run", f"refused: {why}")
     if config.metrics.textfile or config.metrics.listen:
         why = prometheus_client_problem()
         if why:

@@ -12,6 +12,7 @@ from ..observe.watch import DirWatch
 from ..report.events import EventSink
 from ..report.figures import Figures, Outlet
 from ..report.notify import Notifier
+from .hooks import Hooks
 from .pipeline import Pipeline
 from .runner import ActionRunner, Waker
 
@@ -28,6 +29,7 @@ class Wiring:
     ledger: FindingLedger  # read back from the previous daemon's status
     recent: Sequence[Dict[str, Any]]
     condition: ConditionTracker  # vm_starts_blocked as the previous daemon left it
+    hooks: Hooks  # the operator's hooks, listening to the sink
     builder: Callable[[Config], Pipeline]  # the per-config parts, again on every reload
     watch_for: Callable[[Config], DirWatch]
     figures: Figures  # counted whatever the config; exported where an outlet is on
