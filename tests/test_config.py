@@ -87,7 +87,7 @@ def test_a_misspelt_action_is_named_with_its_line_and_path() -> None:
     [
         (
             "intervall: 5s\n",
-            "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, interval, latency, libvirt, limits, metrics, policies, state_dir)",
+            "c.yaml:1: intervall: unknown key (known: actions, detect, diagnose, dry_run, events, hooks, interval, latency, libvirt, limits, metrics, policies, state_dir)",
         ),
         (
             "detect:\n  probe_hung_after: soon\n",

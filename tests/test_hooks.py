@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald
 from harness.sandbox import LibvirtSandbox
@@ -92,3 +93,103 @@ def test_a_hook_another_user_could_rewrite_is_refused_at_load(tmp_path: Path, wr
     relative = write_config({"hooks": [{"name": "x", "on": "probe_hung", "run": ["nova-compute"]}]})
     said = run_cli("config", "check", relative)
     assert said.rc != 0 and "must be an absolute path" in said.err + said.out
+
+
+# ---- the shipped hooks ---------------------------------------------------------------------------------------------
+
+HOOKS = REPO / "packaging" / "hooks"
+OPEN = {
+    "KVMWD_EVENT": "vm_starts_blocked",
+    "KVMWD_STATE": "open",
+    "KVMWD_REASONS": json.dumps(
+        [{"kind": "probe_hung", "subject": "/var/lib/libvirt/qemu/qmp-AAAAAA", "message": "m"}]
+    ),
+    "MESSAGE": "VM starts are blocked on this host: probe_hung /var/lib/libvirt/qemu/qmp-AAAAAA.",
+}
+RESOLVED = {"KVMWD_EVENT": "vm_starts_blocked", "KVMWD_STATE": "resolved", "KVMWD_REASONS": "[]", "MESSAGE": "ok"}
+
+
+def shipped(name: str, event: Dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KVMWD_STATE=event["KVMWD_STATE"])
+    return subprocess.run(
+        [str(HOOKS / name), *args], input=json.dumps(event), capture_output=True, text=True, env=env, timeout=30
+    )
+
+
+def test_the_shipped_hooks_say_in_a_dry_run_what_they_would_do_each_way() -> None:
+    disable = shipped("nova-compute", OPEN, "--dry-run", "--host", "hv1")
+    assert disable.returncode == 0 and disable.stdout.strip() == (
+        "openstack compute service set --disable --disable-reason "
+        "'kvm-watchdog: VM starts blocked (probe_hung)' hv1 nova-compute"
+    ), disable.stdout + disable.stderr
+    enable = shipped("nova-compute", RESOLVED, "--dry-run", "--host", "hv1").stdout
+    assert "compute service list --service nova-compute --host hv1" in enable and "--enable hv1 nova-compute" in enable
+    mark = shipped("kubernetes-node", OPEN, "--dry-run", "--node", "n1").stdout.splitlines()
+    assert "patch node n1 --subresource=status" in mark[0] and '"type": "KvmVmStartsBlocked"' in mark[0]
+    assert '"status": "True"' in mark[0] and mark[1].endswith(
+        "taint nodes n1 kvm-watchdog/vm-starts-blocked=true:NoSchedule --overwrite"
+    )
+    unmark = shipped("kubernetes-node", RESOLVED, "--dry-run", "--node", "n1").stdout.splitlines()
+    assert '"status": "False"' in unmark[0] and unmark[1].endswith(
+        "taint nodes n1 kvm-watchdog/vm-starts-blocked:NoSchedule-"
+    )
+
+
+def test_nova_compute_never_enables_a_service_an_operator_disabled_for_a_reason_of_their_own(tmp_path: Path) -> None:
+    """The openstack CLI stood in for by a recorder that answers the service list as nova would."""
+    calls_file = tmp_path / "openstack-calls"
+    for reason, enabled in (("maintenance: new DIMMs", False), ("kvm-watchdog: VM starts blocked (probe_hung)", True)):
+        listing = json.dumps(
+            [{"Binary": "nova-compute", "Host": "hv1", "Status": "disabled", "Disabled Reason": reason}]
+        )
+        stub = program(
+            tmp_path / "openstack",
+            f"#!/bin/sh\necho \"$*\" >> {calls_file}\ncase \"$*\" in *' list '*) echo '{listing}';; esac\n",
+        )
+        calls_file.write_text("")
+        done = shipped("nova-compute", RESOLVED, "--host", "hv1", "--openstack", str(stub), "--env", "/nonexistent")
+        assert done.returncode == 0, done.stdout + done.stderr
+        enables = [c for c in calls_file.read_text().splitlines() if "--enable" in c]
+        assert bool(enables) == enabled, (reason, calls_file.read_text(), done.stdout)
+
+
+def test_a_failed_resolved_is_retried_until_it_succeeds_and_a_restart_re_tells_only_a_change(tmp_path: Path) -> None:
+    """A lost `resolved` must never leave a host disabled; what was told stays told across a restart."""
+    from watchdogd.config import HookConfig
+    from watchdogd.report.events import EventSink, lifecycle
+    from watchdogd.service.hooks import Hooks
+    from watchdogd.state import StateStore
+
+    record, failures = tmp_path / "calls.jsonl", tmp_path / "fail-once"
+    failures.write_text("x")
+    flaky = program(
+        tmp_path / "hooks" / "flaky",
+        RECORDER + f"import os; p = {str(failures)!r}\nif os.path.exists(p):\n    os.unlink(p)\n    sys.exit(3)\n",
+    )
+    hook = HookConfig(name="tell", on="vm_starts_blocked", run=(str(flaky), str(record)), timeout=10.0)
+    sink = EventSink("stderr", None, stream=open(tmp_path / "events.jsonl", "w"))
+    state = StateStore(str(tmp_path / "state"))
+    hooks = Hooks([hook], sink, state)
+    sink.listeners.append(hooks.on_event)
+    try:
+        sink.emit(lifecycle("vm_starts_blocked", "resolved", state="resolved", reasons="[]"))
+        wait_for(lambda: len(calls(record)) >= 2, 30, "a failed run, then the retry")
+        wait_for(lambda: not hooks.pending(), 10, "nothing left to tell")
+    finally:
+        hooks.stop()
+    results = [
+        json.loads(line)["KVMWD_RESULT"]
+        for line in (tmp_path / "events.jsonl").read_text().splitlines()
+        if '"hook"' in line
+    ]
+    assert results == ["failed", "ok"], results
+
+    sink.emit(lifecycle("vm_starts_blocked", "open", state="open", reasons="[]"))  # after stop: nobody listens to it
+    again = Hooks([hook], sink, state)
+    try:
+        again.workers["tell"].tell("vm_starts_blocked", "open", {"KVMWD_STATE": "open"})
+        wait_for(lambda: len(calls(record)) >= 3 and not again.pending(), 30, "a change is told after a restart")
+        again.workers["tell"].tell("vm_starts_blocked", "open", {"KVMWD_STATE": "open"})
+        assert not again.pending() and len(calls(record)) == 3, "the same state again: told once"
+    finally:
+        again.stop()

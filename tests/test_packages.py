@@ -90,8 +90,15 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
             assert any(p.endswith(f"/watchdogd/{stage}/__init__.py") for p in installed), (
                 f"the .deb lacks watchdogd/{stage}"
             )
-        for shared in ("kvm-watchdog-rules.yml", "kvm-watchdog-fleet.json", "kvm-watchdog-plugin-monitor.json"):
+        for shared in (
+            "kvm-watchdog-rules.yml",
+            "kvm-watchdog-fleet.json",
+            "kvm-watchdog-plugin-monitor.json",
+            "hooks/nova-compute",
+            "hooks/kubernetes-node",
+        ):
             assert f"/usr/share/kvm-watchdog/{shared}" in installed, f"the .deb ships {shared}"
+        assert os.access("/usr/share/kvm-watchdog/hooks/nova-compute", os.X_OK), "a hook root may run as shipped"
         assert run("/usr/bin/kvm-watchdog", "--version").stdout.strip() == f"kvm-watchdog {__version__}"
         assert run("/usr/bin/kvm-watchdog", "config", "check").stdout.strip() == "/etc/kvm-watchdog/config.yaml: valid"
         assert "/etc/kvm-watchdog/config.yaml" in run("dpkg-query", "-W", "-f=${Conffiles}", "kvm-watchdog").stdout

@@ -7,7 +7,7 @@ owners, the signature file, the Prometheus client) is the preflight's, at the co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -15,6 +15,9 @@ from ..durations import format_duration
 from ..model import ACTION_NAMES, ACTIONS, FINDING_KINDS, FORGEABLE_KINDS
 from .schema import CONDITION, HOOK_KEYS, POLICY_KEYS, SECTIONS, TOP_LEVEL, Config, HookConfig, PolicyConfig
 from .values import Invalid, Parser
+
+REQUIRED = ("name", "on", "do", "run")  # the keys of a list section's entries that have no default
+Items = Dict[str, Tuple[yaml.Node, yaml.Node]]  # a mapping's keys, each with its key node and value node
 
 
 @dataclass(frozen=True)
@@ -90,63 +93,52 @@ class Reader:
                 self.problem(value_node, path, str(exc))
         return out
 
-    def policies(self, node: yaml.Node) -> Tuple[PolicyConfig, ...]:
+    def entries(
+        self, node: yaml.Node, section: str, parsers: Mapping[str, Parser], known_on: Sequence[str]
+    ) -> Iterator[Tuple[str, Items, Dict[str, Any]]]:
+        """A list section of named entries (policies, hooks): each mapping's key path, items and parsed values, its
+        required keys (name, on, and the rest without a default) and a known `on` checked, names unique. An entry
+        is yielded only while it has no problem, and its caller's own checks may add one."""
         if not isinstance(node, yaml.SequenceNode):
-            self.problem(node, "policies", "must be a list of policies")
-            return ()
-        policies: List[PolicyConfig] = []
+            self.problem(node, section, f"must be a list of {section}")
+            return
         seen: Dict[str, int] = {}
         for index, item in enumerate(node.value):
-            where = f"policies[{index}]"
+            where = f"{section}[{index}]"
             before = len(self.problems)
             items = self.mapping(item, where)
-            values = self.fields(items, where, POLICY_KEYS)
-            for required in ("name", "on", "do"):
+            values = self.fields(items, where, parsers)
+            for required in [k for k in parsers if k in REQUIRED]:
                 if required not in items and isinstance(item, yaml.MappingNode):
                     self.problem(item, where, f"missing '{required}'")
-            if "on" in values and values["on"] not in FINDING_KINDS:
+            if "on" in values and values["on"] not in known_on:
                 self.problem(
                     items["on"][1],
                     f"{where}.on",
-                    f"unknown finding kind {values['on']!r} (known: {', '.join(FINDING_KINDS)})",
+                    f"unknown finding kind {values['on']!r} (known: {', '.join(known_on)})",
                 )
-            if "do" in values:
-                values["do"] = self._actions(items["do"][1], f"{where}.do", values.get("on"))
-            if "name" in values:
-                if values["name"] in seen:
-                    self.problem(
-                        items["name"][1],
-                        f"{where}.name",
-                        f"name {values['name']!r} already used by policies[{seen[values['name']]}]",
-                    )
-                seen.setdefault(values["name"], index)
+            if "name" in values and seen.setdefault(values["name"], index) != index:
+                self.problem(
+                    items["name"][1],
+                    f"{where}.name",
+                    f"name {values['name']!r} already used by {section}[{seen[values['name']]}]",
+                )
+            if len(self.problems) == before:
+                yield where, items, values
+
+    def policies(self, node: yaml.Node) -> Tuple[PolicyConfig, ...]:
+        policies: List[PolicyConfig] = []
+        for where, items, values in self.entries(node, "policies", POLICY_KEYS, tuple(FINDING_KINDS)):
+            before = len(self.problems)
+            values["do"] = self._actions(items["do"][1], f"{where}.do", values.get("on"))
             if len(self.problems) == before:
                 policies.append(PolicyConfig(**values))
         return tuple(policies)
 
     def hooks(self, node: yaml.Node) -> Tuple[HookConfig, ...]:
-        """hooks: each on the condition or a finding kind, a program by its absolute path, names unique."""
-        if not isinstance(node, yaml.SequenceNode):
-            self.problem(node, "hooks", "must be a list of hooks")
-            return ()
-        hooks: List[HookConfig] = []
-        names: Dict[str, int] = {}
+        """hooks: each on the condition or a finding kind, a program by its absolute path."""
         known = (CONDITION,) + tuple(FINDING_KINDS)
-        for index, item in enumerate(node.value):
-            where = f"hooks[{index}]"
-            before = len(self.problems)
-            items = self.mapping(item, where)
-            values = self.fields(items, where, HOOK_KEYS)
-            for required in ("name", "on", "run"):
-                if required not in items and isinstance(item, yaml.MappingNode):
-                    self.problem(item, where, f"missing '{required}'")
-            if "on" in values and values["on"] not in known:
-                self.problem(items["on"][1], f"{where}.on", f"unknown {values['on']!r} (known: {', '.join(known)})")
-            if "name" in values and names.setdefault(values["name"], index) != index:
-                self.problem(items["name"][1], f"{where}.name", f"name {values['name']!r} already used")
-            if len(self.problems) == before:
-                hooks.append(HookConfig(**values))
-        return tuple(hooks)
+        return tuple(HookConfig(**values) for _, _, values in self.entries(node, "hooks", HOOK_KEYS, known))
 
     def _actions(self, node: yaml.Node, where: str, kind: Optional[str]) -> Tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode) or not node.value:

@@ -278,6 +278,11 @@ class EventSink:
         for listener in list(self.listeners):
             listener(event, fields)
 
+    def counts(self) -> Dict[str, int]:
+        """Events sent so far, by kind (a hook's thread may be emitting meanwhile)."""
+        with self._lock:
+            return dict(self.sent)
+
     def _emit(self, event: Event) -> Dict[str, str]:
         fields = event.journal_fields(self.clock())
         self.sent[event.kind] += 1

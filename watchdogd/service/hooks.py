@@ -148,6 +148,7 @@ class Hooks:
         self.sink = sink
         self.state = state
         self.lock = threading.Lock()
+        self._saving = threading.Lock()
         self.cancel = threading.Event()
         self.workers: Dict[str, HookWorker] = {}
         self.configure(hooks)
@@ -180,10 +181,11 @@ class Hooks:
                 name: {s: {"state": t.state, "told": t.told, "fields": t.fields} for s, t in w.book.items()}
                 for name, w in self.workers.items()
             }
-        try:
-            self.state.write_json(STATE_FILE, doc, durable=False)
-        except StateError:
-            pass  # told by the state's own collector; the hooks go on from memory
+        with self._saving:  # one writer of hooks.json at a time: every hook's thread saves
+            try:
+                self.state.write_json(STATE_FILE, doc, durable=False)
+            except StateError:
+                pass  # told by the state's own collector; the hooks go on from memory
 
     def stop(self) -> None:
         self.cancel.set()

@@ -87,7 +87,7 @@ class StatusKeeper:
             ledger=self.ledger,
             recent_actions=list(self.recent),
             errors=[str(p) for p in problems],
-            events_sent=dict(self.sink.sent),
+            events_sent=self.sink.counts(),
             stopped_at=stopped_at,
             condition=self.condition.current.to_json(),
         ).document()
