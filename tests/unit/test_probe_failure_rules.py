@@ -5,10 +5,20 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Sequence
 
+from watchdogd.config import Config
+from watchdogd.decide.assess import assess
+from watchdogd.diagnose.history import KernelHistory
+from watchdogd.diagnose.insight import Diagnostician, Readers
 from watchdogd.diagnose.signatures import UNMATCHED, explain, load, match
+from watchdogd.model import Observation
+from watchdogd.observe.capture import Capturer
+from watchdogd.observe.kernel_journal import KernelLine
 from watchdogd.observe.libvirt_journal import PROBE_FAILED_ID, Trust, failure_of
+from watchdogd.observe.logs import LogFollower
+from watchdogd.problems import Problems
+from watchdogd.state import StateStore
 
 BINARY = "/usr/libexec/qemu-kvm"
 SAID = "Could not access KVM kernel module: Permission denied\nqemu-kvm: failed to initialize kvm: Permission denied"
@@ -73,3 +83,27 @@ def test_the_kernels_lines_recorded_on_the_arm64_host_name_its_missing_gicv2() -
     assert [m.signature.cause for m in match(["kvm: disabled by bios"], load(None, "kernel"))] == [
         "kvm_disabled_by_firmware"
     ]
+
+
+def _diagnostician(tmp_path: Path, kernel_lines: Sequence[str]) -> Diagnostician:
+    """A diagnostician on a host with no /dev/kvm, whose kernel said `kernel_lines` at boot."""
+    state = StateStore(str(tmp_path / "state"))
+    readers = Readers(
+        Capturer(str(tmp_path)),
+        LogFollower(str(tmp_path / "logs"), Problems()),
+        device=lambda: False,
+        kernel=lambda: ([KernelLine(0.0, line) for line in kernel_lines], None),
+    )
+    return Diagnostician(Config(), state, readers, load(None), KernelHistory.load(state))
+
+
+def test_no_dev_kvm_and_the_kernel_saying_why_at_boot_opens_kvm_unusable_with_its_line(tmp_path: Path) -> None:
+    """KVM refused at boot (virtualization off in the firmware) leaves no /dev/kvm for the self-test to try."""
+    seen = _diagnostician(tmp_path, ["kvm: no hardware support", "kvm: disabled by bios"]).insight(
+        Observation(taken_wall=100.0)
+    )
+    assert seen.kvm is not None and not seen.kvm.usable
+    [finding] = [f for f in assess(Observation(taken_wall=100.0), Config(), seen) if f.kind == "kvm_unusable"]
+    assert "the kernel said at boot 'kvm: disabled by bios' (kvm_disabled_by_firmware)" in finding.message
+    quiet = _diagnostician(tmp_path, ["Hypervisor detected: KVM"]).insight(Observation(taken_wall=100.0))
+    assert quiet.kvm is None, "no /dev/kvm and no word from the kernel: a host without KVM is not news"

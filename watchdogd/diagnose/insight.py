@@ -22,7 +22,9 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 from ..budget import Budget
 from ..config import Config
 from ..model import Observation, Probe
+from ..observe import kernel_journal
 from ..observe.capture import Capturer
+from ..observe.kernel_journal import KernelLine
 from ..observe.libvirt_journal import ProbeFailure
 from ..observe.logs import LogFollower
 from ..problems import Problem
@@ -32,7 +34,7 @@ from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
 from .kvmtest import KvmResult, device_present, run_selftest
-from .signatures import FAILED, STARTING, Signature, explain, match
+from .signatures import FAILED, KVM_REFUSED, STARTING, Signature, explain, load_or_shipped, match
 
 CLEAN_START_AFTER = 5.0  # seconds after a "starting up" line with no failure: the domain started cleanly
 MAX_DOMAINS = 1000
@@ -109,6 +111,8 @@ class Readers:
     capturer: Capturer
     follower: LogFollower
     selftest: Callable[[], KvmResult] = run_selftest
+    device: Callable[[], bool] = device_present  # is there a /dev/kvm at all?
+    kernel: Callable[[], Tuple[List[KernelLine], Optional[str]]] = kernel_journal.this_boot  # this boot's lines
 
 
 class Diagnostician:
@@ -132,6 +136,7 @@ class Diagnostician:
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
         self._failures: Dict[str, VmFailure] = {}
         self._kvm: Optional[KvmResult] = None
+        self._kernel_read = False  # no /dev/kvm: the kernel's lines were read for why, once
         # (emulator, its ctime) -> package: asked of dpkg/rpm once
         self._packages: Dict[Tuple[str, float], Optional[str]] = {}
         # incident bundles to keep once the scan has acted
@@ -145,6 +150,7 @@ class Diagnostician:
             self.readers.follower = old.readers.follower
             self._failures = old._failures
         self._diagnosed, self._live, self._kvm, self._packages = old._diagnosed, old._live, old._kvm, old._packages
+        self._kernel_read = old._kernel_read
         self.history = old.history
         self._unsaved = old._unsaved + self._unsaved
 
@@ -246,10 +252,23 @@ class Diagnostician:
     # ---- the KVM self-test --------------------------------------------------------------
     def _kvm_check(self, obs: Observation) -> None:
         """Once, at the first scan where /dev/kvm exists. The kernel cannot change under a running
-        daemon: a new kernel is a boot and so a start, which is when kernel_changed opens too."""
-        if self._kvm is not None or self.config.diagnose.kvm_selftest == "off" or not device_present():
+        daemon: a new kernel is a boot and so a start, which is when kernel_changed opens too.
+        Where there is none, the kernel's own lines say whether it refused KVM at boot (read once)."""
+        if self._kvm is not None or self.config.diagnose.kvm_selftest == "off":
             return
-        self._kvm = self.readers.selftest()
+        if self.readers.device():
+            self._kvm = self.readers.selftest()
+            return
+        if self._kernel_read:
+            return
+        self._kernel_read = True
+        lines, _ = self.readers.kernel()
+        table = load_or_shipped(self.config.diagnose.signatures, "kernel")
+        refused = [m for m in match([k.text for k in lines], table) if m.signature.cause in KVM_REFUSED]
+        if refused:
+            m = refused[-1]
+            problem = f"there is no /dev/kvm: the kernel said at boot {m.line.strip()!r} ({m.signature.cause})"
+            self._kvm = KvmResult(False, None, problem=problem, advice=[m.signature.what_to_do])
 
     # ---- domains' logs ----------------------------------------------------------------
     def follow_logs(self, now: float) -> bool:

@@ -73,6 +73,17 @@ def load(extra: Optional[str], section: str = "signatures") -> Tuple[Signature, 
     return (load_table(extra, section) if extra else ()) + load_table(SHIPPED, section)
 
 
+def load_or_shipped(extra: Optional[str], section: str = "signatures") -> Tuple[Signature, ...]:
+    """As load; the shipped rows alone if the operator's table broke since the config was checked."""
+    try:
+        return load(extra, section)
+    except SignatureError:
+        return load(None, section)
+
+
+KVM_REFUSED = ("kvm_disabled_by_firmware", "kvm_no_hardware_support")  # kernel causes that leave no /dev/kvm
+
+
 @dataclass(frozen=True)
 class Match:
     signature: Signature

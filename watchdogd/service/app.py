@@ -24,7 +24,7 @@ from ..diagnose import incidents, signatures
 from ..diagnose.history import KernelHistory
 from ..diagnose.insight import Diagnostician, Readers
 from ..diagnose.kvmtest import run_selftest
-from ..diagnose.signatures import Signature, SignatureError
+from ..diagnose.signatures import Signature
 from ..fsafe import BirthTime
 from ..observe import kernel_journal
 from ..observe.capture import Capturer
@@ -98,12 +98,9 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
 
 
 def signature_table(config: Config, section: str = "signatures") -> Tuple[Signature, ...]:
-    """The operator's table and the shipped one; the shipped one alone if the operator's broke since the config was
-    checked."""
-    try:
-        return signatures.load(config.diagnose.signatures, section)
-    except SignatureError:
-        return signatures.load(None, section)
+    """The operator's table and the shipped one (the shipped one alone if the operator's broke since it was
+    checked)."""
+    return signatures.load_or_shipped(config.diagnose.signatures, section)
 
 
 def outlet(config: Config, state: StateStore, figures: Figures) -> Outlet:
