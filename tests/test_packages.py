@@ -99,6 +99,8 @@ def test_installed_from_the_deb_it_works_and_a_purge_leaves_nothing_behind(deb: 
         ):
             assert f"/usr/share/kvm-watchdog/{shared}" in installed, f"the .deb ships {shared}"
         assert os.access("/usr/share/kvm-watchdog/hooks/nova-compute", os.X_OK), "a hook root may run as shipped"
+        for helper_unit in ("kvm-watchdog-capture.socket", "kvm-watchdog-capture@.service"):
+            assert any(p.endswith(f"/system/{helper_unit}") for p in installed), f"the .deb ships {helper_unit}"
         assert run("/usr/bin/kvm-watchdog", "--version").stdout.strip() == f"kvm-watchdog {__version__}"
         assert run("/usr/bin/kvm-watchdog", "config", "check").stdout.strip() == "/etc/kvm-watchdog/config.yaml: valid"
         assert "/etc/kvm-watchdog/config.yaml" in run("dpkg-query", "-W", "-f=${Conffiles}", "kvm-watchdog").stdout

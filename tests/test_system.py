@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from harness.hosts import HOSTS, MATRIX_HOSTS, SYSTEM_HOSTS, Host
@@ -324,6 +324,26 @@ def runs_on_the_hosts_own_python(box: Box) -> None:
     assert noted == box.host.qemu_owns_cache, checked.stdout
 
 
+def captured_by_the_helper(box: Box, evidence: Dict[str, Any]) -> None:
+    """The libvirt-qemu probe's syscall was read, by the capture helper: the daemon has no CAP_SYS_PTRACE."""
+    assert evidence["diagnosis"]["blocked_in"], evidence["diagnosis"]
+    assert box.run("systemctl is-active kvm-watchdog-capture.socket").stdout.strip() == "active"
+    assert not [e for e in events(box, "scan_problem") if "capture helper" in e["MESSAGE"]]
+
+
+def reaches_no_other_root(box: Box) -> None:
+    """The unit's capability set reaches no other process's root: nothing written through /proc/LIBVIRTD/root (with
+    CAP_SYS_PTRACE it was: the capture helper holds that, apart)."""
+    caps = box.run("systemctl show -p CapabilityBoundingSet --value kvm-watchdog").stdout.strip()
+    assert "cap_sys_ptrace" not in caps, caps
+    libvirtd_pid = box.run(f"systemctl show -p MainPID --value {box.host.daemon}").stdout.strip()
+    wrote = box.run(
+        f"systemd-run --wait --pipe -q -p CapabilityBoundingSet='{caps}' "
+        f"sh -c 'echo x > /proc/{libvirtd_pid}/root/run/kvmwd-written-through-root' 2>&1"
+    )
+    assert wrote.returncode != 0 and box.run("test -e /run/kvmwd-written-through-root").returncode != 0, wrote.stdout
+
+
 def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a_hung_probe(container: Box) -> None:
     box = container
     install(box)
@@ -371,6 +391,7 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert evidence["proven_libvirt"] is True and f"runs in {box.host.daemon}.service's cgroup" in evidence["proof"], (
         "proven by the kernel: libvirt's unit cgroup"
     )
+    captured_by_the_helper(box, evidence)
     assert evidence["grounds"] == "host", "widened by the operator: a probe of the qemu user's drives the reset"
     # the reset policy: the cache quarantined (on libvirt < 7.8 a dir of the qemu user's) and the daemon that owns the probes restarted
     [quarantined] = wait_for(lambda: events(box, "action", KVMWD_ACTION="quarantine_cache"), 60, "quarantine_cache")
@@ -384,7 +405,8 @@ def test_the_package_under_a_real_systemd_disturbs_nothing_and_finds_and_fixes_a
     assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, (
         "capabilities work after the reset"
     )
-    # CAP_SYS_PTRACE is for reading: inside the unit, no process's memory can be opened for writing
+    reaches_no_other_root(box)
+    # and inside the unit, no process's memory can be opened for writing
     pid = main_pid(box)
     denied = box.run(f"nsenter -t {pid} -m -- sh -c 'exec 3>/proc/1/mem' 2>&1").stdout
     assert "Read-only file system" in denied, denied

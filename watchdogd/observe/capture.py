@@ -16,7 +16,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..model import Probe
 from .slow_reads import Answer, SlowReads, read_file
@@ -105,6 +105,34 @@ class Capture:
     probe_dir: str
     machine: str
     processes: Tuple[ProcessCapture, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Capture:
+        """A capture as the helper sent it (ValueError when it is not one: the helper is a process of its own)."""
+        try:
+            processes = tuple(
+                ProcessCapture(
+                    int(p["pid"]),
+                    str(p["role"]),
+                    tuple(
+                        ThreadState(
+                            int(t["tid"]),
+                            str(t["state"])[:2],
+                            _text(t.get("wchan")),
+                            _text(t.get("syscall")),
+                            int(t["syscall_fd"]) if isinstance(t.get("syscall_fd"), int) else None,
+                        )
+                        for t in p["threads"][:MAX_THREADS]
+                    ),
+                    tuple(int(fd) for fd in p["kvm_fds"][:MAX_FDS]),
+                    int(p["threads_total"]),
+                    _text(p.get("exe")),
+                )
+                for p in data["processes"][:MAX_MEMBERS]
+            )
+            return cls(str(data["probe_dir"]), str(data["machine"]), processes)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a capture: {exc}") from None
 
     def to_json(self) -> Dict[str, object]:
         return {
@@ -214,17 +242,25 @@ class Capturer:
 
     def capture(self, probe: Probe, budget: float = CAPTURE_BUDGET_S) -> Capture:
         """The probe's live members (at most MAX_MEMBERS), each thread of each, within `budget` seconds."""
+        live = [(m.process.pid, m.role.value) for m in probe.members if not m.process.is_zombie]
+        return self.capture_pids(probe.path, live, budget)
+
+    def capture_pids(self, probe_dir: str, members: Sequence[Tuple[int, str]], budget: float) -> Capture:
+        """The members given (pid, role), MAX_MEMBERS at most, within `budget` seconds (the capture helper's job)."""
         deadline = time.monotonic() + budget
-        live = [m for m in probe.members if not m.process.is_zombie][:MAX_MEMBERS]
         procs = []
-        for m in live:
+        for pid, role in members[:MAX_MEMBERS]:
             if time.monotonic() >= deadline:
                 break
-            procs.append(self.process(m.process.pid, m.role.value, deadline))
-        return Capture(probe.path, self.machine, tuple(procs))
+            procs.append(self.process(pid, role, deadline))
+        return Capture(probe_dir, self.machine, tuple(procs))
 
     @staticmethod
     def skipped(probe: Probe) -> Capture:
         """No capture: past the scan's budget of captures (the probe's diagnosis says only what its members' states
         say)."""
         return Capture(probe.path, platform.machine(), ())
+
+
+def _text(value: Any) -> Optional[str]:
+    return str(value)[:4096] if isinstance(value, str) else None

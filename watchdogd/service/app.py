@@ -28,6 +28,7 @@ from ..diagnose.signatures import Signature
 from ..fsafe import BirthTime
 from ..observe import kernel_journal
 from ..observe.capture import Capturer
+from ..observe.capture_helper import HelpedCapturer
 from ..observe.latency import LatencyProbe, SocketActivation
 from ..observe.libvirt_journal import ProbeFailures, open_journal, trust_for
 from ..observe.logs import LogFollower
@@ -75,7 +76,8 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     actions = build_actions(config, scanner, ProcessEnder(proc, config.actions.kill_grace), birth, restarter)
     actor = Actor(actions, engine)
     activated = SocketActivation()
-    readers = Readers(Capturer(proc_root, slow=slow), LogFollower(lib.log_dir, problems), run_selftest)
+    capturer = Capturer(proc_root, slow=slow) if proc_root != "/proc" else HelpedCapturer(slow=slow, problems=problems)
+    readers = Readers(capturer, LogFollower(lib.log_dir, problems), run_selftest)
     diagnostician = Diagnostician(config, state, readers, signature_table(config), KernelHistory.load(state))
     journal, why_not = open_journal()
     if why_not:

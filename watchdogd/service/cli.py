@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
         help="node-problem-detector's plugin answer: one line; exit 0 VM starts not blocked, 1 blocked, 2 unknown",
     )
 
+    sub.add_parser(
+        "capture-helper",
+        help="(run by kvm-watchdog-capture@.service) read one hung probe's threads, asked on stdin, answered on stdout",
+    )
     diagnose = sub.add_parser(
         "diagnose",
         help="why probes hang and VMs fail to start, what to do; "
@@ -241,6 +245,14 @@ class Cli:
         return ExitStatus.OK
 
 
+def capture_helper(args: argparse.Namespace) -> ExitStatus:
+    """The socket-activated capture helper's one answer (observe/capture_helper.py)."""
+    from ..observe.capture import Capturer
+    from ..observe.capture_helper import serve
+
+    return ExitStatus(serve(sys.stdin.buffer, sys.stdout.buffer, Capturer()))
+
+
 def main(
     argv: Optional[List[str]] = None,
     out: TextIO = sys.stdout,
@@ -256,6 +268,7 @@ def main(
         "status": cli.status,
         "config": cli.config,
         "diagnose": cli.diagnose,
+        "capture-helper": capture_helper,
     }
     try:
         return int(commands[args.command](args))

@@ -1,0 +1,83 @@
+"""The capture apart from the daemon: it asks the helper over a socket, as systemd's Accept=yes runs it.
+
+The helper here is the installed console script given the accepted connection as its stdin and
+stdout, exactly as kvm-watchdog-capture@.service is; the process read is the nobody user's, as
+the qemu user's probes are. A helper that does not answer costs the daemon its deadline once, and
+the daemon reads for itself and says so.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from harness.actors import as_nobody
+from harness.service import command
+
+from watchdogd.observe.capture_helper import HelpedCapturer
+from watchdogd.problems import Problems
+
+
+@pytest.fixture
+def helper_socket(tmp_path: Path) -> Iterator[Path]:
+    """A listening socket whose every connection runs `kvm-watchdog capture-helper` on it (Accept=yes)."""
+    path = tmp_path / "capture.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                subprocess.run([command(), "capture-helper"], stdin=conn.fileno(), stdout=conn.fileno(), timeout=30)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        server.close()
+
+
+def test_the_daemon_reads_another_users_process_through_the_helper(helper_socket: Path) -> None:
+    sleeper = subprocess.Popen(as_nobody(["sleep", "600"]))
+    try:
+        problems = Problems()
+        capture = HelpedCapturer(socket_path=str(helper_socket), problems=problems).capture_pids(
+            "/var/lib/libvirt/qemu/qmp-AAAAAA", [(sleeper.pid, "daemon")], 0.25
+        )
+        [process] = capture.processes
+        assert process.pid == sleeper.pid and process.main is not None
+        assert process.main.syscall in ("clock_nanosleep", "nanosleep", "restart_syscall"), process.main
+        assert capture.probe_dir == "/var/lib/libvirt/qemu/qmp-AAAAAA" and problems.drain() == ()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_helper_that_never_answers_costs_its_deadline_and_the_daemon_reads_for_itself(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(path))
+    silent.listen(4)  # accepts (the kernel queues it) and never answers
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        problems = Problems()
+        capture = HelpedCapturer(socket_path=str(path), problems=problems).capture_pids(
+            "/x", [(sleeper.pid, "daemon")], 0.25
+        )
+        assert [p.pid for p in capture.processes] == [sleeper.pid], "read by the daemon itself"
+        [told] = problems.drain()
+        assert "did not answer" in told.text and "captured by the daemon" in told.text
+    finally:
+        silent.close()
+        sleeper.kill()
+        sleeper.wait()

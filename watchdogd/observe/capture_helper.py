@@ -1,0 +1,97 @@
+"""The capture, apart from the daemon: a socket-activated helper reads a hung probe's threads.
+
+Reading another uid's /proc/PID/syscall, wchan and fds needs ptrace's read access, and a
+daemon holding CAP_SYS_PTRACE reaches every process's memory and root (/proc/PID/root): write
+a root daemon's memory, or a read-only path through its root. So the daemon keeps no such
+capability; this helper (kvm-watchdog-capture@.service, one per connection, `kvm-watchdog
+capture-helper`) runs as a dynamic uid that owns nothing, with CAP_SYS_PTRACE and
+CAP_DAC_READ_SEARCH only: it reads, and can write nothing of anyone's. One request a
+connection: a JSON line {"probe_dir", "members": [[pid, role], ...]} of at most
+REQUEST_BYTES; the answer, the capture as JSON. Where the socket is not there (no systemd, a
+session libvirt's tests) the daemon captures itself with what it may read, and says so once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import BinaryIO, List, Optional, Sequence, Tuple
+
+from ..problems import Problems
+from .capture import CAPTURE_BUDGET_S, MAX_MEMBERS, Capture, Capturer
+from .slow_reads import SlowReads
+
+SOCKET = "/run/kvm-watchdog-capture.sock"
+REQUEST_BYTES = 65536
+ANSWER_BYTES = 1024 * 1024
+DEADLINE_S = 2.0  # connect, ask, and read the answer: the helper's own start included
+
+
+def serve(inp: BinaryIO, out: BinaryIO, capturer: Capturer) -> int:
+    """Answer one request; 0, or 2 for a request that is not one (nothing is read then)."""
+    try:
+        request = json.loads(inp.readline(REQUEST_BYTES).decode("utf-8"))
+        probe_dir = str(request["probe_dir"])
+        members: List[Tuple[int, str]] = [
+            (int(pid), str(role)[:32]) for pid, role in request["members"][:MAX_MEMBERS] if int(pid) > 0
+        ]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        out.write(b'{"error": "not a capture request"}\n')
+        return 2
+    capture = capturer.capture_pids(probe_dir, members, CAPTURE_BUDGET_S)
+    out.write(json.dumps(capture.to_json(), sort_keys=True).encode() + b"\n")
+    out.flush()
+    return 0
+
+
+class HelpedCapturer(Capturer):
+    """The daemon's capturer: asks the helper where its socket is, else reads what the daemon itself may."""
+
+    def __init__(
+        self,
+        root: str = "/proc",
+        slow: Optional[SlowReads] = None,
+        socket_path: str = SOCKET,
+        problems: Optional[Problems] = None,
+    ):
+        super().__init__(root, slow=slow)
+        self.socket_path = socket_path
+        self.problems = problems
+
+    def capture_pids(self, probe_dir: str, members: Sequence[Tuple[int, str]], budget: float) -> Capture:
+        if os.path.exists(self.socket_path):
+            try:
+                return self._ask(probe_dir, members)
+            except (OSError, ValueError) as exc:
+                self._tell(f"the capture helper at {self.socket_path} did not answer ({exc}): captured by the daemon")
+        return super().capture_pids(probe_dir, members, budget)
+
+    def _ask(self, probe_dir: str, members: Sequence[Tuple[int, str]]) -> Capture:
+        deadline = time.monotonic() + DEADLINE_S
+        request = json.dumps({"probe_dir": probe_dir, "members": [list(m) for m in members[:MAX_MEMBERS]]})
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(DEADLINE_S)
+            s.connect(self.socket_path)
+            s.sendall(request.encode() + b"\n")
+            chunks: List[bytes] = []
+            size = 0
+            while size < ANSWER_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise OSError(f"no answer within {DEADLINE_S:g}s")
+                s.settimeout(left)
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        answer = json.loads(b"".join(chunks).decode("utf-8"))
+        if isinstance(answer, dict) and "error" in answer:
+            raise ValueError(str(answer["error"]))
+        return Capture.from_json(answer)
+
+    def _tell(self, text: str) -> None:
+        if self.problems is not None:
+            self.problems.add(text, "capture-helper")
