@@ -71,12 +71,21 @@ def test_a_helper_that_never_answers_costs_its_deadline_and_the_daemon_reads_for
     sleeper = subprocess.Popen(["sleep", "600"])
     try:
         problems = Problems()
-        capture = HelpedCapturer(socket_path=str(path), problems=problems).capture_pids(
-            "/x", [(sleeper.pid, "daemon")], 0.25
-        )
+        capturer = HelpedCapturer(socket_path=str(path), problems=problems)
+        capture = capturer.capture_pids("/x", [(sleeper.pid, "daemon")], 0.25)
         assert [p.pid for p in capture.processes] == [sleeper.pid], "read by the daemon itself"
         [told] = problems.drain()
         assert "did not answer" in told.text and "captured by the daemon" in told.text
+        again = capturer.capture_pids("/x", [(sleeper.pid, "daemon")], 0.25)  # the next probe, within the minute
+        assert [p.pid for p in again.processes] == [sleeper.pid]
+        silent.setblocking(False)
+        waiting = []
+        while True:
+            try:
+                waiting.append(silent.accept()[0])
+            except BlockingIOError:
+                break
+        assert len(waiting) == 1, "the helper that failed was asked once, not once a probe"
     finally:
         silent.close()
         sleeper.kill()

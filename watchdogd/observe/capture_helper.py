@@ -26,7 +26,11 @@ from .slow_reads import SlowReads
 SOCKET = "/run/kvm-watchdog-capture.sock"
 REQUEST_BYTES = 65536
 ANSWER_BYTES = 1024 * 1024
-DEADLINE_S = 2.0  # connect, ask, and read the answer: the helper's own start included
+# connect, ask, and read the answer, the helper's own start included: ~0.3 s on hardware, seconds on an emulated
+# host (TCG). Once it fails, the daemon reads for itself for AGAIN_AFTER_S: one helper that hangs costs one deadline
+# a minute, never one per probe (the capture runs on the loop, and 4 probes a scan may be captured).
+DEADLINE_S = 10.0
+AGAIN_AFTER_S = 60.0
 
 
 def serve(inp: BinaryIO, out: BinaryIO, capturer: Capturer) -> int:
@@ -59,12 +63,14 @@ class HelpedCapturer(Capturer):
         super().__init__(root, slow=slow)
         self.socket_path = socket_path
         self.problems = problems
+        self._helper_again_at = 0.0  # monotonic: after a failure, when the helper is asked again
 
     def capture_pids(self, probe_dir: str, members: Sequence[Tuple[int, str]], budget: float) -> Capture:
-        if os.path.exists(self.socket_path):
+        if time.monotonic() >= self._helper_again_at and os.path.exists(self.socket_path):
             try:
                 return self._ask(probe_dir, members)
             except (OSError, ValueError) as exc:
+                self._helper_again_at = time.monotonic() + AGAIN_AFTER_S
                 self._tell(f"the capture helper at {self.socket_path} did not answer ({exc}): captured by the daemon")
         return super().capture_pids(probe_dir, members, budget)
 
