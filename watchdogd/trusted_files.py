@@ -24,7 +24,6 @@ class UntrustedFileError(ValueError):
 
 def read_trusted(path: str, cap: int) -> bytes:
     """Up to cap bytes of path, once it and the dirs above it pass the rule (FileNotFoundError when absent)."""
-    trusted = {0, os.geteuid()}
     try:
         fd = os.open(path, _OPEN)
     except OSError as exc:
@@ -35,13 +34,9 @@ def read_trusted(path: str, cap: int) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UntrustedFileError(f"{path} is not a regular file")
-        why = _others_may_write(st, trusted, sticky_ok=False)
+        why = _why_others_may_write(path, st, "root acts on what it says")
         if why:
-            raise UntrustedFileError(f"{path} {why}: root acts on what it says; chown root and chmod go-w it")
-        for parent in _parents(path):
-            why = _others_may_write(os.stat(parent), trusted, sticky_ok=True)
-            if why:
-                raise UntrustedFileError(f"{path} lies in {parent}, which {why}: whoever can write there can swap it")
+            raise UntrustedFileError(why)
         return read_capped(fd, cap)
     finally:
         os.close(fd)
@@ -50,16 +45,22 @@ def read_trusted(path: str, cap: int) -> bytes:
 def why_untrusted_program(path: str) -> Optional[str]:
     """None when root may run path (a hook): an executable regular file that, and every dir above it, only root (or
     the reader) can write; else why not. Its links are followed, and the file they reach is what is judged."""
-    trusted = {0, os.geteuid()}
     try:
         st = os.stat(path)
     except OSError as exc:
         return f"{path}: {exc.strerror}"
     if not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXUSR:
         return f"{path} is not an executable file"
+    return _why_others_may_write(path, st, "root runs it")
+
+
+def _why_others_may_write(path: str, st: os.stat_result, stake: str) -> Optional[str]:
+    """Why someone but root (or the reader) could have written path (its stat `st`) or a dir above it; None: nobody.
+    stake: what root does with it, for the words."""
+    trusted = {0, os.geteuid()}
     why = _others_may_write(st, trusted, sticky_ok=False)
     if why:
-        return f"{path} {why}: root runs it; chown root and chmod go-w it"
+        return f"{path} {why}: {stake}; chown root and chmod go-w it"
     for parent in _parents(path):
         why = _others_may_write(os.stat(parent), trusted, sticky_ok=True)
         if why:
