@@ -63,3 +63,44 @@ def measure(box: LibvirtSandbox, sizes: List[int]) -> List[Dict[str, Any]]:
             }
         )
     return rows
+
+
+def measure_systemd(box: LibvirtSandbox, sizes: List[int]) -> List[Dict[str, Any]]:
+    """Per size, while a hung probe's dir exists: the systemd host's scan (libvirt's unit cgroup, no walk), the full
+    walk a host without systemd makes then, and ps. libvirt is put in a unit cgroup of its own by hand (this
+    machine's PID 1 is no systemd); the scanner is told systemd runs, as /run/systemd/system tells it there."""
+    from harness.unit_cgroup import UnitCgroup
+
+    _, config, _ = sandbox_config(box)
+    rows = []
+    with UnitCgroup("libvirtd.service") as unit:
+        assert box.supervisor is not None
+        unit.place([box.supervisor.pid, box.libvirtd_pid])
+        waiting = box.hang("hang-init", count=1)
+        try:
+            for extra in sizes:
+                with ProcessLoad(extra):
+                    total = sum(1 for n in os.listdir("/proc") if n.isdigit())
+                    scanner = build(config).scanner
+                    scanner.proc.systemd = True
+                    scanner.observe()  # the first scan walks: it learns libvirt's daemons
+                    walks = scanner.full_walks
+                    unit_scan = statistics.median(_own_cpu(scanner.observe) for _ in range(REPEATS))
+                    assert scanner.full_walks == walks, "the systemd host's scan walked /proc"
+                    members = len(scanner.observe().probes[0].members)
+                    walk = statistics.median(_own_cpu(lambda: scanner.observe(full=True)) for _ in range(REPEATS))
+                    ps = statistics.median(_child_cpu(["ps", "-e", "-o", "pid,stat,args"]) for _ in range(REPEATS))
+                rows.append(
+                    {
+                        "extra_processes": extra,
+                        "processes": total,
+                        "hung_probe_members": members,
+                        "systemd_scan_ms": round(unit_scan * 1000, 3),
+                        "full_walk_ms": round(walk * 1000, 2),
+                        "ps_ms": round(ps * 1000, 2),
+                    }
+                )
+        finally:
+            box.release()
+            waiting.wait(30)
+    return rows

@@ -395,3 +395,62 @@ def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_p
     after = scanner.observe()
     assert scanner.full_walks == walks + 1, "the known libvirtd is gone: walk everything to find the new one"
     assert own_libvirt.libvirtd_pid in after.libvirt_pids and old not in after.libvirt_pids
+
+
+OUTSIDER = r"""
+import ctypes, sys, time
+ctypes.CDLL(None).prctl(15, b"qemu-system-x86", 0, 0, 0)  # PR_SET_NAME: named like a probe
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_on_a_systemd_host_a_probe_costs_a_read_of_libvirts_unit_and_no_process_outside_it_joins(
+    own_libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+) -> None:
+    """Where systemd runs, the kernel keeps every probe libvirt starts in libvirt's own unit: a hung probe is found
+    there, without a walk of /proc however many processes the host runs, and a process of the same uid outside the
+    unit, named like QEMU and naming the probe's dir, is no member of it, on a walk or not."""
+    from harness.unit_cgroup import UnitCgroup, systemd_tree
+
+    from watchdogd.observe.scan import Scanner
+    from watchdogd.service.app import build
+    from watchdogd.service.preflight import load_config
+
+    if systemd_tree() is None:
+        pytest.skip("no writable systemd cgroup tree here")
+    with UnitCgroup("libvirtd.service") as unit:
+        assert own_libvirt.supervisor is not None
+        unit.place([own_libvirt.supervisor.pid, own_libvirt.libvirtd_pid])  # systemd's ExecStart= and its daemon
+        assert own_libvirt.libvirtd_pid in unit.pids()
+        scanner = build(load_config(write_config(own_libvirt.config(state_dir)), True)).scanner
+        assert isinstance(scanner, Scanner)
+        scanner.proc.systemd = True  # what /run/systemd/system tells on a host whose PID 1 is systemd
+        scanner.observe()
+        assert scanner.full_walks == 1
+
+        waiting = own_libvirt.hang("hang-init", count=1)
+        probe_dir = own_libvirt.the_hung_probe()["dir"]
+        user = own_libvirt.user
+        outsider = subprocess.Popen(
+            ["/usr/bin/python3", "-c", OUTSIDER, "-pidfile", f"{probe_dir}/qmp.pid"],
+            stdout=subprocess.PIPE,
+            text=True,
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=[],
+        )
+        try:
+            assert outsider.stdout is not None and outsider.stdout.readline() == "ready\n"
+            hung = scanner.observe()
+            assert scanner.full_walks == 1, "a probe dir, libvirt in its unit: the unit's cgroup, not a walk"
+            walked = scanner.observe(full=True)
+            for seen in (hung, walked):
+                [probe] = seen.probes
+                assert sorted(m.role.value for m in probe.members) == ["daemon", "first", "intermediate"]
+                assert outsider.pid not in {m.process.pid for m in probe.members}
+        finally:
+            outsider.kill()
+            outsider.wait()
+            own_libvirt.release()
+            waiting.wait(30)

@@ -117,6 +117,17 @@ def in_machine_slice(components: Sequence[str]) -> bool:
     return len(components) > 0 and components[0] == MACHINE_SLICE
 
 
+def is_libvirt_unit(components: Sequence[str], daemons: Iterable[str]) -> bool:
+    """A libvirt daemon's own service unit (libvirtd.service, virtqemud.service) is the cgroup's last component.
+
+    >>> is_libvirt_unit(("system.slice", "virtqemud.service"), ("libvirtd", "virtqemud"))
+    True
+    >>> is_libvirt_unit(("user.slice", "user-1000.slice", "session-3.scope"), ("libvirtd",))
+    False
+    """
+    return len(components) > 0 and components[-1] in {f"{d}.service" for d in daemons}
+
+
 def why_not_guest(
     proc: Process,
     emulator_names: Iterable[str],

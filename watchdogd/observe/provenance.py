@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
+from ..emulators import is_libvirt_unit
 from ..model import ProbeMember, Process
 from .procfs import ProcFS
 
@@ -53,12 +54,12 @@ class Provenance:
         Elsewhere, a member that is (or was seen by an earlier scan as) a libvirt daemon's child."""
         own: List[Tuple[ProbeMember, str]] = []
         if self.proc.systemd and not self.config.libvirt.session_dirs:
-            units = {f"{d}.service" for d in self.config.detect.libvirt_daemons}
+            daemons = self.config.detect.libvirt_daemons
             for m in members[:MEMBERS_CHECKED]:
                 if m.process.is_zombie:
                     continue
                 cgroup = self.proc.cgroup(m.process.pid) or ()
-                if len(cgroup) >= 2 and cgroup[0] == "system.slice" and cgroup[1] in units:
+                if len(cgroup) >= 2 and cgroup[0] == "system.slice" and is_libvirt_unit(cgroup[:2], daemons):
                     own.append((m, f"{m.role.value} process {m.process.pid} runs in {cgroup[1]}'s cgroup"))
             return own
         for m in members[:MEMBERS_CHECKED]:

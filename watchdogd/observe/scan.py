@@ -16,27 +16,21 @@ import errno
 import os
 import threading
 import time
-from typing import AbstractSet, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import AbstractSet, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..config import Config
-from ..emulators import is_emulator_name
 from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
-from ..model import DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from ..model import DirFlood, LatencyResult, MissingDir, Observation, PidfileRead, Probe, ProbeMember, Role
 from ..pidfile import read_pid_max, read_pidfile
 from ..problems import Problem
 from ..safety import QMP_DIR, Protected, why_not_member
 from ..state import StateStore
 from .cache_dir import cache_entries
 from .guests import Guests
+from .process_table import ProcessTable
 from .procfs import ProcFS
 from .provenance import Provenance
 from .view import ProcessView, defunct, role_of
-
-# With no probe dir anywhere, a scan reads only libvirt's own process subtree; the
-# whole of /proc is walked at least this often even then (a safety net: nothing an idle host
-# can show needs it) (and always when a probe
-# dir exists, a known libvirt daemon is gone, or an action is about to act).
-FULL_WALK_EVERY = 600.0
 
 
 class Maker(NamedTuple):
@@ -67,9 +61,7 @@ class Scanner:
         self.state = state
         self.clock = clock
         self.mono: Callable[[], float] = time.monotonic
-        self.full_walks = 0
-        self._last_walk: Optional[float] = None
-        self._libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
+        self.processes = ProcessTable(config, proc)
         self._first_seen: Dict[str, Tuple[float, float]] = {}  # probe dir -> (monotonic time, its age then)
         self.provenance = Provenance(config, proc)  # proofs per process, never per dir
         self._missing_since: Dict[str, float] = {}  # probe base -> monotonic time it was first seen missing
@@ -77,19 +69,19 @@ class Scanner:
         self.guests = Guests(proc, config.detect.emulator_names, self.own_pid)
         self._pid_max: Optional[int] = None  # read from proc's root when first needed
         self._lock = threading.Lock()
-        names = config.detect.emulator_names
-        daemons = set(config.detect.libvirt_daemons)
-        self._interesting = lambda comm: comm in daemons or is_emulator_name(comm, names)
 
     def adopt(self, old: Scanner) -> None:
         """After a reload: the old scanner's memory (first sight of each dir, proofs, libvirt's pids, guests)."""
         with old._lock:
             self._first_seen = dict(old._first_seen)
             self.provenance.proven = dict(old.provenance.proven)
-            self._libvirt = dict(old._libvirt)
+            self.processes.adopt(old.processes)
             self.guests.known = dict(old.guests.known)
             self._missing_since = {k: v for k, v in old._missing_since.items() if k in self.config.libvirt.probe_dirs}
-            self._last_walk = old._last_walk
+
+    @property
+    def full_walks(self) -> int:
+        return self.processes.full_walks
 
     @property
     def pid_max(self) -> int:
@@ -98,7 +90,7 @@ class Scanner:
         return self._pid_max
 
     def observe(self, latency: Optional[LatencyResult] = None, full: Optional[bool] = None) -> Observation:
-        """One pass. full=True walks all of /proc; None lets the scanner choose (see FULL_WALK_EVERY)."""
+        """One pass. full=True walks all of /proc; None lets the scanner choose (process_table)."""
         with self._lock:
             return self._observe(latency, full, with_state=True)
 
@@ -111,9 +103,11 @@ class Scanner:
         errors: List[str] = []
         now = self.clock()
         uptime = self.proc.uptime()
-        table, walked = self._table(full)
-        libvirt_pids = frozenset(self._libvirt)
-        view = ProcessView(table, Protected(self.own_pid, libvirt_pids), now, uptime, self.config.libvirt.probe_dirs)
+        read = self.processes.read(full)
+        table = read.processes
+        libvirt_pids = frozenset(self.processes.libvirt)
+        protected = Protected(self.own_pid, libvirt_pids)
+        view = ProcessView(table, protected, now, uptime, self.config.libvirt.probe_dirs, read.placed)
         probes: List[Probe] = []
         floods: List[DirFlood] = []
         as_libvirt = bool(self.config.libvirt.probe_dirs)
@@ -123,7 +117,7 @@ class Scanner:
             as_libvirt = as_libvirt and base_as_libvirt
             if flood is not None:
                 floods.append(flood)
-        self.guests.update(table, walked, probes, libvirt_pids)
+        self.guests.update(table, read.walked, probes, libvirt_pids)
         present = {p.path for p in probes}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in present}
         alive = {(m.process.pid, m.process.start_boot_s) for p in probes for m in p.members}
@@ -154,62 +148,6 @@ class Scanner:
     def _missing(self) -> Tuple[MissingDir, ...]:
         mono = self.mono()
         return tuple(MissingDir(path, mono - since) for path, since in sorted(self._missing_since.items()))
-
-    def _table(self, full: Optional[bool]) -> Tuple[Dict[int, Process], bool]:
-        """The interesting processes, and whether all of /proc was walked (else only libvirt's subtree: nothing needed
-        more)."""
-        now = self.mono()
-        if full is None:
-            full = (
-                self._last_walk is None
-                or not self._libvirt
-                or now - self._last_walk >= FULL_WALK_EVERY
-                or self._any_probe_dir()
-            )
-        table: Dict[int, Process] = {}
-        if not full:
-            table = self.proc.descendants(tuple(self._libvirt), self._interesting)
-            full = any(_not_the_same(table.get(pid), start) for pid, start in self._libvirt.items())
-        if full:
-            table = self.proc.scan(self._interesting)
-            self._last_walk = now
-            self.full_walks += 1
-        daemons = set(self.config.detect.libvirt_daemons)
-        uids = self._daemon_uids()
-        self._libvirt = {
-            p.pid: p.start_boot_s for p in table.values() if p.comm in daemons and not p.is_zombie and p.uid in uids
-        }
-        return table, bool(full)
-
-    def _daemon_uids(self) -> FrozenSet[int]:
-        """Who a libvirt daemon may run as: root, or (libvirt.session_dirs) the owner of a probe base.
-
-        Anyone can name a process `libvirtd`; one of another uid's neither makes "libvirt is running"
-        true nor proves a probe."""
-        uids = {0}
-        if self.config.libvirt.session_dirs:
-            for base in self.config.libvirt.probe_dirs:
-                try:
-                    uids.add(os.stat(base, follow_symlinks=False).st_uid)
-                except OSError:
-                    continue
-        return frozenset(uids)
-
-    def _any_probe_dir(self) -> bool:
-        for base in self.config.libvirt.probe_dirs:
-            try:
-                fd = open_path_nofollow(base)
-            except OSError:
-                continue
-            try:
-                with os.scandir(fd) as entries:
-                    if any(QMP_DIR.fullmatch(e.name) for e in entries):
-                        return True
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
-        return False
 
     def _open_or_note(self, base: str, errors: List[str]) -> Optional[int]:
         """The base's fd; None (with the reason noted) when it is missing or refused."""
@@ -301,7 +239,8 @@ class Scanner:
             if named is None:
                 rejected = f"pidfile names pid {pidfile.pid}, which is not running"
             else:
-                why = why_not_member(named, path, made, boot_wall, protected, names, owner)
+                outside = view.why_outside(named.pid)
+                why = outside or why_not_member(named, path, made, boot_wall, protected, names, owner)
                 rejected = f"pidfile names pid {named.pid} ({named.comm}), which is not part of this probe: {why}"
         members = [ProbeMember(p, role_of(p, pidfile.pid, live_pids, protected.libvirt_pids)) for p in live]
         daemons = [m for m in members if m.role == Role.DAEMON]
@@ -341,8 +280,3 @@ class Scanner:
         mono = self.mono()
         first = self._first_seen.setdefault(path, (mono, wall_age))
         return min(wall_age, first[1] + (mono - first[0]))
-
-
-def _not_the_same(now: Optional[Process], start: float) -> bool:
-    """A libvirt daemon seen before is gone, a zombie, or its PID names another process now."""
-    return now is None or now.is_zombie or now.start_boot_s != start

@@ -20,19 +20,29 @@ class ProcessView:
     most DIRS_PER_PROCESS dirs: a probe names its own dir twice, -qmp and -pidfile, so a 4 KiB
     command line naming 80 dirs costs 2), and a dir's members are looked up there, never by
     walking the whole table once per dir.
+
+    placed: the pids in libvirt's own units where systemd runs (process_table); a process outside them names no
+    probe dir here, whatever its command line says.
     """
 
     def __init__(
-        self, table: Dict[int, Process], protected: Protected, now: float, uptime: float, bases: Sequence[str] = ()
+        self,
+        table: Dict[int, Process],
+        protected: Protected,
+        now: float,
+        uptime: float,
+        bases: Sequence[str] = (),
+        placed: Optional[AbstractSet[int]] = None,
     ):
         self.table = table
+        self.placed = placed
         self.protected = protected
         self.now = now
         self.uptime = uptime
         self.naming: Dict[str, List[Process]] = {}  # probe dir -> the live processes whose command line names it
         known = frozenset(bases)
         for p in table.values():
-            if p.is_zombie:
+            if p.is_zombie or self.why_outside(p.pid):
                 continue
             dirs: List[str] = []
             for arg in p.cmdline:
@@ -43,6 +53,12 @@ class ProcessView:
                         break
             for d in dirs:
                 self.naming.setdefault(d, []).append(p)
+
+    def why_outside(self, pid: int) -> Optional[str]:
+        """Why pid can be no probe's member before its command line is looked at: outside libvirt's units."""
+        if self.placed is None or pid in self.placed:
+            return None
+        return "it is outside libvirt's own unit cgroup, where the kernel keeps every probe libvirt starts"
 
     def named_dirs(self, base: str, cap: int) -> FrozenSet[str]:
         """Names of the qmp dirs under base that a live process names, always read: at most `cap`, those a libvirt

@@ -1,0 +1,136 @@
+"""Which processes one scan reads: all of /proc now and then; between walks, libvirt's own and what the kernel placed.
+
+A walk of /proc costs a read per process on the host. Between walks a scan reads libvirt's daemons and their
+children (a probe's first process and its intermediate, a zombie when hung) and, where systemd runs, the
+processes in the cgroups of libvirt's own units (cgroupfs): a probe's daemon re-parents away from libvirt but
+never leaves its unit. There a probe dir costs no walk, however many processes the host runs, and a process
+outside those cgroups is no probe's member, whatever its command line names (no unprivileged uid can enter
+them). Without systemd (or with a libvirt daemon outside a unit of its own) a probe dir means a walk.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, FrozenSet, Optional, Set
+
+from ..config import Config
+from ..emulators import is_emulator_name, is_libvirt_unit
+from ..fsafe import open_path_nofollow
+from ..model import Process
+from ..safety import QMP_DIR
+from .cgroupfs import cgroup_pids
+from .procfs import ProcFS
+
+# With no probe dir anywhere (or libvirt's units to read), a scan reads no more than libvirt's own processes; the
+# whole of /proc is walked at least this often even then (a safety net: nothing an idle host can show needs it)
+# (and always when a known libvirt daemon is gone, or an action is about to act).
+FULL_WALK_EVERY = 600.0
+
+
+class Table:
+    """What one scan read: the interesting processes, whether all of /proc was walked, and the pids in libvirt's
+    units (None where that cannot be told)."""
+
+    def __init__(self, processes: Dict[int, Process], walked: bool, placed: Optional[FrozenSet[int]]):
+        self.processes = processes
+        self.walked = walked
+        self.placed = placed
+
+
+class ProcessTable:
+    """The choice between a walk and libvirt's own, and the libvirt daemons the last walk found (the scanner's lock
+    guards it)."""
+
+    def __init__(self, config: Config, proc: ProcFS, mono: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.proc = proc
+        self.mono = mono
+        self.full_walks = 0
+        self.last_walk: Optional[float] = None
+        self.libvirt: Dict[int, float] = {}  # libvirt daemons seen by the last walk: pid -> start time
+        names = config.detect.emulator_names
+        self.daemons = frozenset(config.detect.libvirt_daemons)
+        self.interesting: Callable[[str], bool] = lambda comm: comm in self.daemons or is_emulator_name(comm, names)
+
+    def adopt(self, old: ProcessTable) -> None:
+        self.libvirt = dict(old.libvirt)
+        self.last_walk = old.last_walk
+
+    def read(self, full: Optional[bool]) -> Table:
+        """full=True walks all of /proc; None chooses (see FULL_WALK_EVERY)."""
+        now = self.mono()
+        placed = self.placed()
+        if full is None:
+            full = (
+                self.last_walk is None
+                or not self.libvirt
+                or now - self.last_walk >= FULL_WALK_EVERY
+                or (placed is None and self._any_probe_dir())
+            )
+        table: Dict[int, Process] = {}
+        if not full:
+            table = self.proc.descendants(tuple(self.libvirt), self.interesting)
+            full = any(_not_the_same(table.get(pid), start) for pid, start in self.libvirt.items())
+            for pid in sorted((placed or frozenset()) - table.keys()):
+                p = self.proc.process(pid)
+                if p is not None and not p.kthread and self.interesting(p.comm):
+                    table[pid] = p
+        if full:
+            table = self.proc.scan(self.interesting)
+            self.last_walk = now
+            self.full_walks += 1
+        uids = self._daemon_uids()
+        daemons = (p for p in table.values() if p.comm in self.daemons and not p.is_zombie and p.uid in uids)
+        self.libvirt = {p.pid: p.start_boot_s for p in daemons}
+        return Table(table, bool(full), self.placed() if full else placed)
+
+    def placed(self) -> Optional[FrozenSet[int]]:
+        """The pids the kernel placed in the cgroups of the known libvirt daemons' own units (libvirtd.service,
+        virtqemud.service; a session daemon's under its user's manager); None where systemd does not run, no daemon
+        is known, or one is outside a unit of its own."""
+        if not (self.proc.systemd and self.proc.root == "/proc") or not self.libvirt:
+            return None
+        placed: Set[int] = set()
+        for pid in self.libvirt:
+            unit = self.proc.cgroup(pid)
+            found = cgroup_pids(unit) if unit and is_libvirt_unit(unit, self.daemons) else None
+            if found is None or pid not in found:
+                return None
+            placed |= found
+        return frozenset(placed)
+
+    def _daemon_uids(self) -> FrozenSet[int]:
+        """Who a libvirt daemon may run as: root, or (libvirt.session_dirs) the owner of a probe base.
+
+        Anyone can name a process `libvirtd`; one of another uid's neither makes "libvirt is running"
+        true nor proves a probe."""
+        uids = {0}
+        if self.config.libvirt.session_dirs:
+            for base in self.config.libvirt.probe_dirs:
+                try:
+                    uids.add(os.stat(base, follow_symlinks=False).st_uid)
+                except OSError:
+                    continue
+        return frozenset(uids)
+
+    def _any_probe_dir(self) -> bool:
+        for base in self.config.libvirt.probe_dirs:
+            try:
+                fd = open_path_nofollow(base)
+            except OSError:
+                continue
+            try:
+                with os.scandir(fd) as entries:
+                    if any(QMP_DIR.fullmatch(e.name) for e in entries):
+                        return True
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+        return False
+
+
+def _not_the_same(now: Optional[Process], start: float) -> bool:
+    """A libvirt daemon seen before is gone, a zombie, or its PID names another process now."""
+    return now is None or now.is_zombie or now.start_boot_s != start
