@@ -406,11 +406,12 @@ time.sleep(3600)
 
 
 def test_on_a_systemd_host_a_probe_costs_a_read_of_libvirts_unit_and_no_process_outside_it_joins(
-    own_libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
+    libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig
 ) -> None:
     """Where systemd runs, the kernel keeps every probe libvirt starts in libvirt's own unit: a hung probe is found
     there, without a walk of /proc however many processes the host runs, and a process of the same uid outside the
-    unit, named like QEMU and naming the probe's dir, is no member of it, on a walk or not."""
+    unit, named like QEMU and naming the probe's dir, is no member of it, on a walk or not. (The shared sandbox: the
+    only libvirt daemon here while the test runs; a daemon outside a unit of its own would mean a walk.)"""
     from harness.unit_cgroup import UnitCgroup, systemd_tree
 
     from watchdogd.observe.scan import Scanner
@@ -420,18 +421,18 @@ def test_on_a_systemd_host_a_probe_costs_a_read_of_libvirts_unit_and_no_process_
     if systemd_tree() is None:
         pytest.skip("no writable systemd cgroup tree here")
     with UnitCgroup("libvirtd.service") as unit:
-        assert own_libvirt.supervisor is not None
-        unit.place([own_libvirt.supervisor.pid, own_libvirt.libvirtd_pid])  # systemd's ExecStart= and its daemon
-        assert own_libvirt.libvirtd_pid in unit.pids()
-        scanner = build(load_config(write_config(own_libvirt.config(state_dir)), True)).scanner
+        assert libvirt.supervisor is not None
+        unit.place([libvirt.supervisor.pid, libvirt.libvirtd_pid])  # systemd's ExecStart= and its daemon
+        assert libvirt.libvirtd_pid in unit.pids()
+        scanner = build(load_config(write_config(libvirt.config(state_dir)), True)).scanner
         assert isinstance(scanner, Scanner)
         scanner.proc.systemd = True  # what /run/systemd/system tells on a host whose PID 1 is systemd
         scanner.observe()
         assert scanner.full_walks == 1
 
-        waiting = own_libvirt.hang("hang-init", count=1)
-        probe_dir = own_libvirt.the_hung_probe()["dir"]
-        user = own_libvirt.user
+        waiting = libvirt.hang("hang-init", count=1)
+        probe_dir = libvirt.the_hung_probe()["dir"]
+        user = libvirt.user
         outsider = subprocess.Popen(
             ["/usr/bin/python3", "-c", OUTSIDER, "-pidfile", f"{probe_dir}/qmp.pid"],
             stdout=subprocess.PIPE,
@@ -452,5 +453,5 @@ def test_on_a_systemd_host_a_probe_costs_a_read_of_libvirts_unit_and_no_process_
         finally:
             outsider.kill()
             outsider.wait()
-            own_libvirt.release()
+            libvirt.release()
             waiting.wait(30)

@@ -2,7 +2,7 @@
 
 A problem is news once: "report once" compares keys, not words, so a time, a size
 or an errno in the words never makes the same problem news again. Whoever meets one
-(the state store reading a corrupt file, the log follower over its file limit)
+(the state store reading a corrupt file, the domain-log monitor over its file limit)
 adds it to the collector it was given; the scan takes them all into its observation
 (`drain`), so nothing keeps a list of its own for someone else to empty.
 """

@@ -16,8 +16,6 @@ from watchdogd.model import Observation
 from watchdogd.observe.capture import Capturer
 from watchdogd.observe.kernel_journal import KernelLine
 from watchdogd.observe.libvirt_journal import PROBE_FAILED_ID, Trust, failure_of
-from watchdogd.observe.logs import LogFollower
-from watchdogd.problems import Problems
 from watchdogd.state import StateStore
 
 BINARY = "/usr/libexec/qemu-kvm"
@@ -90,7 +88,6 @@ def _diagnostician(tmp_path: Path, kernel_lines: Sequence[str]) -> Diagnostician
     state = StateStore(str(tmp_path / "state"))
     readers = Readers(
         Capturer(str(tmp_path)),
-        LogFollower(str(tmp_path / "logs"), Problems()),
         device=lambda: False,
         kernel=lambda: ([KernelLine(0.0, line) for line in kernel_lines], None),
     )

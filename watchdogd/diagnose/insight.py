@@ -4,10 +4,9 @@ The Diagnostician runs between observe and assess, on every scan:
 - a probe that turns hung is captured (observe.capture) before anything acts on it,
   classified, and its bundle kept under state_dir/incidents/ (once per probe);
 - each probe's outcome goes into the kernel history (worked or hung, per release);
-- the domains' QEMU logs are followed and matched against the signature table (at
-  every scan, and between scans as soon as inotify says a log grew); a match opens a
-  VM start failure, resolved when that domain next starts cleanly (or after
-  detect.stale_dir_after);
+- what the domain-log monitor read is matched against the signature table
+  (diagnose.vm_starts: a match opens a VM start failure, resolved when that domain
+  next starts cleanly, or after detect.stale_dir_after);
 - the KVM self-test runs once, at the first scan where /dev/kvm exists (a new kernel
   is a boot, so that is also when kernel_changed opens).
 """
@@ -24,9 +23,9 @@ from ..config import Config
 from ..model import Observation, Probe
 from ..observe import kernel_journal
 from ..observe.capture import Capturer
+from ..observe.domain_logs import DomainLines
 from ..observe.kernel_journal import KernelLine
 from ..observe.libvirt_journal import ProbeFailure
-from ..observe.logs import LogFollower
 from ..problems import Problem
 from ..rules import is_hung
 from ..state import StateStore
@@ -34,10 +33,9 @@ from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
 from .kvmtest import KvmResult, device_present, run_selftest
-from .signatures import FAILED, KVM_REFUSED, STARTING, Signature, explain, load_or_shipped, match
+from .signatures import KVM_REFUSED, Signature, explain, load_or_shipped, match
+from .vm_starts import VmFailure, VmStarts
 
-CLEAN_START_AFTER = 5.0  # seconds after a "starting up" line with no failure: the domain started cleanly
-MAX_DOMAINS = 1000
 CAPTURES_PER_SCAN = 4  # hung probes captured in full per scan, proven ones first (a flood of forged ones costs 4)
 LOOKUPS_PER_SCAN = 2  # emulators whose package is asked of dpkg/rpm per scan (~150 ms each)
 SYSTEM_DIRS = ("/usr/", "/opt/", "/bin/", "/sbin/", "/lib/")
@@ -74,17 +72,6 @@ def trusted(probe: Probe) -> bool:
     return probe.proof is not None and probe.held is None
 
 
-@dataclass
-class VmFailure:
-    domain: str
-    log: str
-    cause: str
-    what_to_do: str
-    lines: List[str]
-    since: float
-    restarted_at: Optional[float] = None  # a later start attempt was seen
-
-
 @dataclass(frozen=True)
 class Insight:
     diagnoses: Dict[str, Diagnosis] = field(default_factory=dict)  # probe dir -> why it hung
@@ -105,11 +92,10 @@ class ExplainedFailure:
 
 @dataclass
 class Readers:
-    """What the diagnostician reads of the host: a hung probe's stacks, libvirt's per-domain logs, /dev/kvm's
-    answers."""
+    """What the diagnostician reads of the host itself: a hung probe's stacks, /dev/kvm's answers, the kernel's
+    lines."""
 
     capturer: Capturer
-    follower: LogFollower
     selftest: Callable[[], KvmResult] = run_selftest
     device: Callable[[], bool] = device_present  # is there a /dev/kvm at all?
     kernel: Callable[[], Tuple[List[KernelLine], Optional[str]]] = kernel_journal.this_boot  # this boot's lines
@@ -127,14 +113,14 @@ class Diagnostician:
     ):
         self.config = config
         self.state = state
-        self.readers = readers  # a reload keeps the old follower (its offsets) in it
+        self.readers = readers
         self.table = table
         self.history = history
         self.clock = clock
         # probe dir -> ((birth, members), the diagnosis)
         self._diagnosed: Dict[str, Tuple[Who, Diagnosis]] = {}
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
-        self._failures: Dict[str, VmFailure] = {}
+        self.vm_starts = VmStarts(config.libvirt.log_dir, table, config.detect.stale_dir_after)
         self._kvm: Optional[KvmResult] = None
         self._kernel_read = False  # no /dev/kvm: the kernel's lines were read for why, once
         # (emulator, its ctime) -> package: asked of dpkg/rpm once
@@ -143,28 +129,30 @@ class Diagnostician:
         self._unsaved: List[Tuple[str, Dict[str, object], float]] = []
 
     def adopt(self, old: Diagnostician) -> None:
-        """After a reload: the old diagnosis's memory, and (same log dir) the logs' offsets, so no line is lost or read
-        twice."""
+        """After a reload: the old diagnosis's memory, and (same log dir) the VM start failures open."""
         if old.config.libvirt.log_dir == self.config.libvirt.log_dir:
-            old.readers.follower.problems = self.readers.follower.problems  # it tells the new pipeline's collector
-            self.readers.follower = old.readers.follower
-            self._failures = old._failures
+            self.vm_starts.failures = old.vm_starts.failures
         self._diagnosed, self._live, self._kvm, self._packages = old._diagnosed, old._live, old._kvm, old._packages
         self._kernel_read = old._kernel_read
         self.history = old.history
         self._unsaved = old._unsaved + self._unsaved
 
-    def insight(self, obs: Observation, failures: Sequence[ProbeFailure] = ()) -> Insight:
-        """Why probes hung, why VMs and probes failed, whether KVM works: all this scan's diagnosis."""
+    def insight(
+        self, obs: Observation, failures: Sequence[ProbeFailure] = (), logged: Optional[DomainLines] = None
+    ) -> Insight:
+        """Why probes hung, why VMs and probes failed, whether KVM works: all this scan's diagnosis.
+
+        failures: what the libvirt-journal monitor read; logged: what the domain-log monitor read since the last
+        scan."""
         hung = sorted((p for p in obs.probes if is_hung(p, self.config.detect)), key=lambda p: not trusted(p))
         captures = Budget(CAPTURES_PER_SCAN)
         diagnoses = {p.path: self._diagnose(p, obs, captures) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
-        self.follow_logs(obs.taken_wall)
+        self.vm_starts.read(logged or {}, obs.taken_wall)
         explained = tuple(ExplainedFailure(f, *explain(f.qemu_said, self.table)) for f in failures)
         history = self.history.summary(obs.kernel_release)
-        return Insight(diagnoses, history, self.vm_failures(obs.taken_wall), self._kvm, explained)
+        return Insight(diagnoses, history, self.vm_starts.current(obs.taken_wall), self._kvm, explained)
 
     # ---- hung probes ---------------------------------------------------------------------
     def _diagnose(self, probe: Probe, obs: Observation, captures: Budget) -> Diagnosis:
@@ -269,48 +257,3 @@ class Diagnostician:
             m = refused[-1]
             problem = f"there is no /dev/kvm: the kernel said at boot {m.line.strip()!r} ({m.signature.cause})"
             self._kvm = KvmResult(False, None, problem=problem, advice=[m.signature.what_to_do])
-
-    # ---- domains' logs ----------------------------------------------------------------
-    def follow_logs(self, now: float) -> bool:
-        """Read what the domains' logs said since the last read; True when a VM start failure opened or ended.
-
-        Called by every scan, and by the daemon's loop as soon as inotify says a log grew
-        (so a failure is told within a second whatever `interval` is)."""
-        before = self._failure_keys()
-        for domain, lines in list(self.readers.follower.poll().items())[:MAX_DOMAINS]:
-            self._read_domain(domain, lines, now)
-        return self._failure_keys() != before
-
-    def _failure_keys(self) -> Tuple[Tuple[str, float, bool], ...]:
-        return tuple(sorted((d, f.since, f.restarted_at is None) for d, f in self._failures.items()))
-
-    def due(self) -> List[float]:
-        """Wall times at which an open VM start failure may end (a clean start settled, or it aged out): scans then."""
-        out = [f.restarted_at + CLEAN_START_AFTER for f in self._failures.values() if f.restarted_at is not None]
-        return out + [f.since + self.config.detect.stale_dir_after for f in self._failures.values()]
-
-    def vm_failures(self, now: float) -> Tuple[VmFailure, ...]:
-        """The open VM start failures; one whose domain since started cleanly (or that is old) is dropped."""
-        for domain, f in list(self._failures.items()):
-            clean = f.restarted_at is not None and now - f.restarted_at >= CLEAN_START_AFTER
-            if clean or now - f.since >= self.config.detect.stale_dir_after:
-                del self._failures[domain]
-        return tuple(sorted(self._failures.values(), key=lambda f: f.domain))
-
-    def _read_domain(self, domain: str, lines: List[str], now: float) -> None:
-        log = os.path.join(self.config.libvirt.log_dir, domain + ".log")
-        for index, line in enumerate(lines):
-            if STARTING.search(line) and domain in self._failures:
-                self._failures[domain].restarted_at = now
-            hits = [m for m in match([line], self.table) if m.signature.alert]
-            if hits or (FAILED.search(line) and domain in self._failures):
-                current = self._failures.get(domain)
-                if hits and (current is None or current.restarted_at is not None):
-                    # the matched line first
-                    context = [line[:300]] + [raw[:300] for raw in lines[index + 1 : index + 4]]
-                    sig = hits[0].signature
-                    self._failures[domain] = VmFailure(domain, log, sig.cause, sig.what_to_do, context, now)
-                elif current is not None:
-                    current.restarted_at = None  # this attempt failed too
-                    if hits and len(current.lines) < 20:
-                        current.lines.append(line[:300])

@@ -29,9 +29,9 @@ from ..fsafe import BirthTime
 from ..observe import kernel_journal
 from ..observe.capture import Capturer
 from ..observe.capture_helper import HelpedCapturer
+from ..observe.domain_logs import DomainLogs
 from ..observe.latency import LatencyProbe, SocketActivation
 from ..observe.libvirt_journal import ProbeFailures, open_journal, trust_for
-from ..observe.logs import LogFollower
 from ..observe.procfs import ProcFS
 from ..observe.scan import Scanner
 from ..observe.slow_reads import SlowReads
@@ -77,7 +77,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     actor = Actor(actions, engine)
     activated = SocketActivation()
     capturer = Capturer(proc_root, slow=slow) if proc_root != "/proc" else HelpedCapturer(slow=slow, problems=problems)
-    readers = Readers(capturer, LogFollower(lib.log_dir, problems), run_selftest)
+    readers = Readers(capturer, run_selftest)
     diagnostician = Diagnostician(config, state, readers, signature_table(config), KernelHistory.load(state))
     journal, why_not = open_journal()
     if why_not:
@@ -93,6 +93,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
         actor=actor,
         diagnostician=diagnostician,
         failures=failures,
+        domain_logs=DomainLogs(lib.log_dir, problems),
         activated=activated,
         cancel=cancel,
         problems=problems,
@@ -176,7 +177,7 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
     ]
     table = signature_table(config)
     seen = []
-    for domain, lines in sorted(LogFollower(config.libvirt.log_dir, parts.problems, from_tail=True).poll().items()):
+    for domain, lines in sorted(DomainLogs(config.libvirt.log_dir, parts.problems, from_tail=True).poll().items()):
         for m in signatures.match(lines, table)[-10:]:
             seen.append(
                 {

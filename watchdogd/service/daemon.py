@@ -155,12 +155,11 @@ class Daemon:
     def _read_logs(self, now: float) -> None:
         """The domains' logs grew: read them now (at most every LOG_READ_GAP); a start-up failure found asks for a
         scan."""
-        diagnostician = self.parts.diagnostician
-        if not self._logs_due or now < self._next_log_read or diagnostician is None:
+        if not self._logs_due or now < self._next_log_read:
             return
         self._logs_due = False
         self._next_log_read = now + LOG_READ_GAP
-        if diagnostician.follow_logs(self.wall()):
+        if self.parts.follow_logs(self.wall()):
             self._scan_now = True
 
     @property
@@ -243,7 +242,7 @@ class Daemon:
         wall_due = [
             *self.wiring.ledger.due(grace),
             *self.status.condition.due(),
-            *(self.parts.diagnostician.due() if self.parts.diagnostician is not None else ()),
+            *(self.parts.diagnostician.vm_starts.due() if self.parts.diagnostician is not None else ()),
         ]
         self.deadlines = sorted(
             [d for d in deadlines(obs, self.config.detect, taken) if d > taken]

@@ -18,6 +18,7 @@ from ..decide.assess import assess
 from ..decide.policy import BOTH_LANES, STATE_FILE, BreakerChange, PlannedAction, PolicyEngine
 from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
+from ..observe.domain_logs import DomainLogs
 from ..observe.latency import LatencyProbe, why_not_connect
 from ..observe.libvirt_journal import ProbeFailure, ProbeFailures
 from ..observe.procfs import ProcFS
@@ -46,6 +47,7 @@ class Pipeline:
     actor: Actor
     diagnostician: Optional[Diagnostician] = None
     failures: Optional[ProbeFailures] = None  # libvirt's probe-failure entries in its journal
+    domain_logs: Optional[DomainLogs] = None  # the guests' QEMU logs
     activated: Callable[[], bool] = lambda: False  # is libvirt socket-activated here (an idle timer to respect)?
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
     # what the parts met and could not see or save; each look drains it
@@ -63,6 +65,10 @@ class Pipeline:
             self.diagnostician.adopt(old.diagnostician)
         if self.failures is not None and old.failures is not None:
             self.failures.adopt(old.failures)
+        if self.domain_logs is not None and old.domain_logs is not None:
+            if old.domain_logs.log_dir == self.domain_logs.log_dir:  # its offsets: no line lost or read twice
+                old.domain_logs.problems = self.problems
+                self.domain_logs = old.domain_logs
         self.proc.slow = old.proc.slow  # the workers, and the processes found stuck: none costs a deadline again
         if self.diagnostician is not None:
             self.diagnostician.readers.capturer.slow = old.proc.slow
@@ -91,9 +97,16 @@ class Pipeline:
             failed = self.failures.current(obs.cache_entries)
             for problem in self.failures.save():
                 self.problems.add(problem.text, problem.key)
-        insight = self.diagnostician.insight(obs, failed) if self.diagnostician is not None else None
+        logged = self.domain_logs.poll() if self.domain_logs is not None else None
+        insight = self.diagnostician.insight(obs, failed, logged) if self.diagnostician is not None else None
         obs = replace(obs, errors=obs.errors + self.problems.drain())  # the state's, the logs' since the last look
         return obs, assess(obs, self.config, insight)
+
+    def follow_logs(self, now: float) -> bool:
+        """Between scans, as soon as inotify says a log grew: True when a VM start failure opened or ended."""
+        if self.domain_logs is None or self.diagnostician is None:
+            return False
+        return self.diagnostician.vm_starts.read(self.domain_logs.poll(), now)
 
     def acted(self, records: Sequence[ActionRecord]) -> None:
         """What was done: a probe the watchdog ended makes libvirt log a failure that is that hang's, not news."""

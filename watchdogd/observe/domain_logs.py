@@ -1,4 +1,4 @@
-"""Following libvirt's per-domain QEMU logs from their end, bounded, never through a link.
+"""The domain-log monitor: libvirt's per-domain QEMU logs followed from their end, bounded, never through a link.
 
 Each NAME.log under libvirt.log_dir that exists at the first poll is read from where
 it was then (old failures are not news); one that appears later (a new domain's
@@ -8,7 +8,7 @@ guests write: at most READ_CAP bytes a file and POLL_BUDGET bytes in all per pol
 turn so one chatty log cannot starve the others), at most MAX_FILES `.log` files
 followed (rotated `NAME.log.N` files are never counted or read), said once when
 reached. A file that shrank (rotated, truncated) is read again from its start.
-Returns the new complete lines per domain.
+Its result, DomainLines, is the new complete lines per domain; diagnose.vm_starts reads them.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ POLL_BUDGET = 128 * 1024
 MAX_FILES = 2000
 SUFFIX = ".log"
 
+DomainLines = Dict[str, List[str]]  # domain name -> the complete lines its log gained since the last poll
 
-class LogFollower:
+
+class DomainLogs:
     def __init__(self, log_dir: str, problems: Problems, from_tail: bool = False):
         """from_tail: on first sight read a file's last READ_CAP bytes (for `diagnose`), not nothing (the daemon).
 
@@ -40,7 +42,7 @@ class LogFollower:
         self._turn = ""  # the file the next poll starts at (the one after where the budget ran out)
         self.problems = problems
 
-    def poll(self) -> Dict[str, List[str]]:
+    def poll(self) -> DomainLines:
         """New lines since the last poll, by domain name."""
         try:
             dir_fd = open_path_nofollow(self.log_dir)
