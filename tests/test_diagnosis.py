@@ -13,12 +13,13 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 import pytest
 from conftest import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald, read_journal
-from harness.sandbox import LibvirtSandbox
+from harness.sandbox import LibvirtSandbox, state_of
 from harness.service import command
 from harness.wait import wait_for
 
@@ -189,3 +190,80 @@ def test_an_operators_signature_row_is_tried_first(tmp_path: Path) -> None:
     )
     [found] = match(["qemu: failed to set irq for PMU"], load(str(table)))
     assert found.signature.cause == "site_specific"
+
+
+class HungTaskTimeout:
+    """The kernel's hung-task watchdog, made to speak after `seconds` rather than 120 while the story runs; its
+    settings (and the warnings left this boot) are put back after. Never where a hung task panics the host."""
+
+    FILES = ("hung_task_timeout_secs", "hung_task_warnings")
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+        self.saved: Dict[str, str] = {}
+
+    @staticmethod
+    def usable() -> bool:
+        knobs = Path("/proc/sys/kernel")
+        return (knobs / "hung_task_timeout_secs").exists() and (knobs / "hung_task_panic").read_text().strip() == "0"
+
+    def __enter__(self) -> HungTaskTimeout:
+        for name in self.FILES:
+            self.saved[name] = (Path("/proc/sys/kernel") / name).read_text().strip()
+        Path("/proc/sys/kernel/hung_task_warnings").write_text("10\n")
+        Path("/proc/sys/kernel/hung_task_timeout_secs").write_text(f"{self.seconds}\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in self.saved.items():
+            (Path("/proc/sys/kernel") / name).write_text(value + "\n")
+
+
+@pytest.mark.skipif(not HungTaskTimeout.usable(), reason="no hung-task watchdog here, or one that panics the host")
+def test_a_probe_the_kernel_holds_past_sigkill_is_told_with_the_kernels_own_hung_task_line(
+    journald: Journald,
+    own_libvirt: LibvirtSandbox,
+    state_dir: Path,
+    write_config: WriteConfig,
+    start_daemon: StartDaemon,
+) -> None:
+    """A probe's daemon reads a file whose FUSE server never answers; the watchdog's kill leaves it in D state, which
+    SIGKILL cannot end, and the kernel's hung-task watchdog names it: that line joins the probe's diagnosis."""
+    from harness.fuse_hold import HeldFile
+
+    held = HeldFile(own_libvirt.root / "held").mount()
+    waiting = None
+    try:
+        with HungTaskTimeout(2):
+            daemon = start_daemon(write_config(own_libvirt.daemon_config(state_dir)))
+            daemon.wait_journal("started")
+            own_libvirt.arm(f"hang-read:{held.path}", count=1)
+            waiting = own_libvirt.domcaps_async()
+            pid = wait_for(own_libvirt.hung_probe, 30, "the probe to hang")["daemon"]
+            daemon.wait_journal("action", timeout=30, KVMWD_ACTION="kill_probe")
+            wait_for(lambda: state_of(pid) == "D", 30, "the signalled probe daemon to wait in D state")
+
+            def joined() -> Optional[Dict[str, Any]]:
+                result = run_cli("-c", daemon.config, "status", "--json")
+                hung = [f for f in (result.json or {}).get("open", []) if f.get("kind") == "probe_hung"]
+                said = [f for f in hung if f["evidence"].get("diagnosis", {}).get("kernel_said")]
+                return said[0] if said else None
+
+            finding = wait_for(joined, 60, "the kernel's hung-task line in the probe's diagnosis")
+            report = run_cli("-c", daemon.config, "diagnose", "--json")  # an operator's look, from this boot's lines
+            [told] = [p["diagnosis"].get("kernel_said") or "" for p in report.json["probes"]]
+            assert f"INFO: task qemu-system-x86:{pid} blocked for more than " in told, report.json["probes"]
+        said = finding["evidence"]["diagnosis"]["kernel_said"]
+        assert f":{pid} blocked for more than " in said and said.startswith("INFO: task "), said
+        assert finding["evidence"]["uninterruptible"] == [pid]
+        [line] = [
+            e
+            for e in read_journal("_TRANSPORT=kernel")
+            if e.get("MESSAGE", "").startswith("INFO: task ") and f":{pid} blocked" in e.get("MESSAGE", "")
+        ][:1]
+        assert line["SYSLOG_FACILITY"] == "0", "the kernel's own line, not one a process wrote"
+    finally:
+        held.close()  # the read is answered: the daemon ends at last (its SIGKILL was pending)
+        if waiting is not None:
+            waiting.wait(30)
+        wait_for(lambda: own_libvirt.hung_probe() is None, 30, "the probe to be gone")

@@ -10,6 +10,8 @@ beside the binary. Its content is ``MODE [COUNT]``:
 - ``hang-init``  the daemon writes its pidfile and never reports success down the
                  daemonize pipe: the incident (first process waits, second is a zombie);
 - ``hang-qmp``   the daemon reports success, listens on the QMP socket and never greets;
+- ``hang-read:PATH`` as hang-init, and the daemon then reads PATH (a file whose FUSE server holds
+                 the read: signalled, it waits in D state, and SIGKILL cannot end it);
 - ``slow:N``     wait N seconds, then exec the real emulator;
 - ``crash``      print an error and abort, as qemu does on the broken kernel;
 - ``no-kvm``     print QEMU's "Could not access KVM kernel module: Permission denied" and exit 1
@@ -203,7 +205,10 @@ def main(argv: List[str]) -> int:
         sys.stderr.write("Could not access KVM kernel module: Permission denied\n")
         sys.stderr.write("qemu-system-x86_64: failed to initialize kvm: Permission denied\n")
         return 1
-    if mode not in ("hang-init", "hang-qmp"):
+    # hang-read:PATH: the daemon reads PATH (a file whose FUSE server holds the read): once signalled, the kernel
+    # waits out the request uninterruptibly (fs/fuse/dev.c), and SIGKILL cannot end it: a D-state probe
+    read_from = mode.split(":", 1)[1] if mode.startswith("hang-read:") else None
+    if mode not in ("hang-init", "hang-qmp") and read_from is None:
         sys.stderr.write("fake qemu: unknown fault mode %r\n" % mode)
         return 1
     pidfile = _arg_after(argv, "-pidfile")
@@ -214,6 +219,9 @@ def main(argv: List[str]) -> int:
     sock = _listen_qmp(qmp) if qmp and qmp.startswith("unix:") else None
     if mode == "hang-qmp":
         _report_success(wfd)
+    if read_from is not None:
+        with open(read_from, "rb") as held:
+            held.read(1)
     _hang(sock)
 
 

@@ -55,15 +55,19 @@ class Diagnosis:
     cause: str
     what_to_do: str
     detail: str  # a sentence of what was seen
+    kernel_said: Optional[str] = None  # the kernel's hung-task line of a member: in D state for minutes
 
     def to_json(self) -> Dict[str, object]:
-        return {
+        out: Dict[str, object] = {
             "stage": self.stage,
             "blocked_in": self.blocked_in,
             "cause": self.cause,
             "what_to_do": self.what_to_do,
             "detail": self.detail,
         }
+        if self.kernel_said is not None:
+            out["kernel_said"] = self.kernel_said
+        return out
 
 
 def _daemon(probe: Probe, capture: Capture) -> Optional[ProcessCapture]:

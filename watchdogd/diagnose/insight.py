@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..budget import Budget
@@ -24,7 +24,7 @@ from ..model import Observation, Probe
 from ..observe import kernel_journal
 from ..observe.capture import Capturer
 from ..observe.domain_logs import DomainLines
-from ..observe.kernel_journal import KernelLine
+from ..observe.kernel_journal import BlockedTasks, KernelLine
 from ..observe.libvirt_journal import ProbeFailure
 from ..problems import Problem
 from ..rules import is_hung
@@ -90,6 +90,18 @@ class ExplainedFailure:
     what_to_do: str
 
 
+def _joined(diagnosis: Diagnosis, probe: Probe, obs: Observation, blocked: Optional[BlockedTasks]) -> Diagnosis:
+    """The diagnosis, with the kernel's hung-task line of one of the probe's live members if it told one."""
+    if blocked is None or diagnosis.kernel_said is not None:
+        return diagnosis
+    boot_wall = obs.taken_wall - obs.uptime_s
+    for m in probe.live_members:
+        said = blocked.said_of(m.process.pid, m.process.comm, boot_wall + m.process.start_boot_s)
+        if said is not None:
+            return replace(diagnosis, kernel_said=said.text)
+    return diagnosis
+
+
 @dataclass
 class Readers:
     """What the diagnostician reads of the host itself: a hung probe's stacks, /dev/kvm's answers, the kernel's
@@ -138,15 +150,19 @@ class Diagnostician:
         self._unsaved = old._unsaved + self._unsaved
 
     def insight(
-        self, obs: Observation, failures: Sequence[ProbeFailure] = (), logged: Optional[DomainLines] = None
+        self,
+        obs: Observation,
+        failures: Sequence[ProbeFailure] = (),
+        logged: Optional[DomainLines] = None,
+        blocked: Optional[BlockedTasks] = None,
     ) -> Insight:
         """Why probes hung, why VMs and probes failed, whether KVM works: all this scan's diagnosis.
 
         failures: what the libvirt-journal monitor read; logged: what the domain-log monitor read since the last
-        scan."""
+        scan; blocked: the kernel's hung-task lines, joined to the probe whose member they name."""
         hung = sorted((p for p in obs.probes if is_hung(p, self.config.detect)), key=lambda p: not trusted(p))
         captures = Budget(CAPTURES_PER_SCAN)
-        diagnoses = {p.path: self._diagnose(p, obs, captures) for p in hung}
+        diagnoses = {p.path: _joined(self._diagnose(p, obs, captures), p, obs, blocked) for p in hung}
         self._outcomes(obs, {p.path for p in hung})
         self._kvm_check(obs)
         self.vm_starts.read(logged or {}, obs.taken_wall)

@@ -22,7 +22,7 @@ from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tu
 from ..config import Config
 from ..problems import Problem
 from ..state import StateError, StateStore
-from ..typing_compat import Protocol
+from .journal import JournalSource, open_reader
 
 PROBE_FAILED_ID = "8ae2f3fb-2dbe-498e-8fbd-012d40afa361"
 STATE_FILE = "libvirt-journal.json"
@@ -54,38 +54,9 @@ class ProbeFailure:
             return None
 
 
-class JournalSource(Protocol):
-    """The journal seam, shaped like systemd-python's journal.Reader (matched on libvirt's MESSAGE_ID)."""
-
-    def fileno(self) -> int: ...
-
-    def process(self) -> int: ...
-
-    def get_next(self, skip: int = 1) -> Dict[str, Any]: ...
-
-    def seek_cursor(self, cursor: str) -> None: ...
-
-    def seek_tail(self) -> None: ...
-
-    def get_previous(self, skip: int = 1) -> Dict[str, Any]: ...
-
-    def test_cursor(self, cursor: str) -> bool: ...
-
-    def close(self) -> None: ...
-
-
 def open_journal() -> Tuple[Optional[JournalSource], Optional[str]]:
     """systemd-python's reader on libvirt's probe-failure entries, or why there is none."""
-    try:
-        from systemd import journal  # type: ignore[attr-defined]
-    except ImportError:
-        return None, "systemd-python is not installed: libvirt's probe-failure entries are not read"
-    try:
-        reader = journal.Reader()
-        reader.add_match(MESSAGE_ID=PROBE_FAILED_ID)
-    except OSError as exc:
-        return None, f"cannot open the journal: {exc.strerror}; libvirt's probe-failure entries are not read"
-    return reader, None
+    return open_reader("libvirt's probe-failure entries", MESSAGE_ID=PROBE_FAILED_ID)
 
 
 @dataclass(frozen=True)

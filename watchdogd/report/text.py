@@ -132,6 +132,8 @@ def _probes_and_logs(report: Dict[str, Any]) -> List[str]:
         d = p.get("diagnosis") or {}
         why = f"{d.get('cause')}, {d.get('stage')}, blocked in {d.get('blocked_in')}: {d.get('detail')}"
         lines.append(f"  {p['probe_dir']} ({p.get('age_s')} s): {why}")
+        if d.get("kernel_said"):
+            lines.append(f"    the kernel said: {d['kernel_said']}")
     lines.append(f"start-up failure signatures in the domains' logs: {len(report['signatures'])}")
     for s in report["signatures"]:
         lines.append(f"  {s['domain']}: {s['cause']}{'' if s.get('alert') else ' (noted only)'}: {s['line'].strip()}")

@@ -83,6 +83,9 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     if why_not:
         problems.add(why_not)
     failures = ProbeFailures(journal, trust_for(config, proc.systemd), state)
+    blocked, why_not = kernel_journal.BlockedTasks.opened()
+    if why_not:
+        problems.add(why_not)
     return Pipeline(
         config=config,
         proc=proc,
@@ -94,6 +97,7 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
         diagnostician=diagnostician,
         failures=failures,
         domain_logs=DomainLogs(lib.log_dir, problems),
+        blocked=blocked,
         activated=activated,
         cancel=cancel,
         problems=problems,
@@ -162,6 +166,10 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
     """Everything `kvm-watchdog diagnose` reports, from a read-only look (the self-test runs now)."""
     parts = build(config, read_only=True)
     kvm = run_selftest()
+    kernel_lines, unread = kernel_journal.this_boot()
+    if unread:
+        parts.problems.add(unread)
+    parts.blocked = kernel_journal.BlockedTasks.of_lines(kernel_lines)  # this boot's hung tasks, first and latest
     obs, findings = scan_once(parts, with_latency=False)
     probes = [
         {
@@ -189,9 +197,6 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
                 }
             )
     history = KernelHistory.load(parts.state)
-    kernel_lines, unread = kernel_journal.this_boot()
-    if unread:
-        parts.problems.add(unread)
     said = signatures.match([k.text for k in kernel_lines], signature_table(config, "kernel"))
     report: Dict[str, Any] = {
         "kvm": kvm.to_json(),

@@ -19,6 +19,7 @@ from ..decide.policy import BOTH_LANES, STATE_FILE, BreakerChange, PlannedAction
 from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.domain_logs import DomainLogs
+from ..observe.kernel_journal import BlockedTasks
 from ..observe.latency import LatencyProbe, why_not_connect
 from ..observe.libvirt_journal import ProbeFailure, ProbeFailures
 from ..observe.procfs import ProcFS
@@ -48,6 +49,7 @@ class Pipeline:
     diagnostician: Optional[Diagnostician] = None
     failures: Optional[ProbeFailures] = None  # libvirt's probe-failure entries in its journal
     domain_logs: Optional[DomainLogs] = None  # the guests' QEMU logs
+    blocked: Optional[BlockedTasks] = None  # the kernel's hung-task lines
     activated: Callable[[], bool] = lambda: False  # is libvirt socket-activated here (an idle timer to respect)?
     cancel: threading.Event = field(default_factory=threading.Event)  # set: end long actions now
     # what the parts met and could not see or save; each look drains it
@@ -65,6 +67,8 @@ class Pipeline:
             self.diagnostician.adopt(old.diagnostician)
         if self.failures is not None and old.failures is not None:
             self.failures.adopt(old.failures)
+        if self.blocked is not None and old.blocked is not None:
+            self.blocked.adopt(old.blocked)
         if self.domain_logs is not None and old.domain_logs is not None:
             if old.domain_logs.log_dir == self.domain_logs.log_dir:  # its offsets: no line lost or read twice
                 old.domain_logs.problems = self.problems
@@ -98,7 +102,12 @@ class Pipeline:
             for problem in self.failures.save():
                 self.problems.add(problem.text, problem.key)
         logged = self.domain_logs.poll() if self.domain_logs is not None else None
-        insight = self.diagnostician.insight(obs, failed, logged) if self.diagnostician is not None else None
+        unread = self.blocked.read() if self.blocked is not None else None
+        if unread:
+            self.problems.add(unread, "kernel-journal")
+        insight = None
+        if self.diagnostician is not None:
+            insight = self.diagnostician.insight(obs, failed, logged, self.blocked)
         obs = replace(obs, errors=obs.errors + self.problems.drain())  # the state's, the logs' since the last look
         return obs, assess(obs, self.config, insight)
 
