@@ -98,13 +98,16 @@ def test_the_installed_daemon_counts_libvirts_guests_and_never_itself_nor_the_ke
     assert comm_of(daemon.pid) == "kvm-watchdog", "the daemon runs as installed: the console script"
     seen = scan_json(state_dir)
     assert seen["libvirt_running"] is True
-    assert seen["guests"] == 1, (
-        f"only libvirt's guest (-name guest=...) counts; not the watchdog, kvm-pit or a QEMU by hand: {seen}"
+    assert guest.pid in seen["guest_pids"] and by_hand.pid not in seen["guest_pids"], (
+        f"only libvirt's guest (-name guest=...) counts; not a QEMU by hand: {seen}"
     )
+    assert daemon.pid not in seen["guest_pids"], "nor the watchdog itself"
+    kvm_threads = set(kernel_threads_named(f"kvm-pit/{guest.pid}") or [])
+    assert not kvm_threads & set(seen["guest_pids"]), "nor the kernel's threads"
 
     # the last guest stops: the host is idle at the next scan, not at the next full walk minutes later
     guest.kill()
     guest.wait(10)
     scans = seen["scans"]
     wait_for(lambda: scan_json(state_dir).get("scans", 0) >= scans + 2, 30, "two more scans")
-    assert scan_json(state_dir)["guests"] == 0
+    assert guest.pid not in scan_json(state_dir)["guest_pids"]

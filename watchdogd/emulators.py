@@ -9,10 +9,11 @@ A running guest is what keeps a socket-activated libvirt from idling out, and so
 what lets a latency call go out without disturbing it (observe.latency). It is an
 emulator process that:
 - is no probe's member, not the watchdog itself and none of its children;
-- carries libvirt's ``-name guest=NAME`` (every domain libvirt starts does; an
-  emulator started by hand is no domain of libvirt's and keeps nothing awake);
 - where systemd runs, lives in ``machine.slice`` (libvirt puts every guest in a
-  ``machine-qemu-….scope``), a cgroup no unprivileged user can move into.
+  ``machine-qemu-….scope``), a cgroup no unprivileged user can move into: the
+  kernel placed it, and its command line is not read;
+- elsewhere, carries libvirt's ``-name guest=NAME`` (every domain libvirt starts
+  does; an emulator started by hand is no domain of libvirt's and keeps nothing awake).
 The watchdog's own process (comm ``kvm-watchdog``, the console script's name) has
 the word ``kvm``, and is none of those. Pure functions, no I/O.
 """
@@ -138,7 +139,7 @@ def why_not_guest(
     """None when proc is a running guest of libvirt's, else why not.
 
     excluded: probe members and libvirt daemons. cgroup: the process's cgroup path
-    where systemd runs (None without systemd: that check is not made).
+    where systemd runs (None without systemd: the command line decides).
     """
     if proc.is_zombie:
         return "a zombie"
@@ -150,8 +151,8 @@ def why_not_guest(
         return "the watchdog itself or its child"
     if proc.pid in excluded:
         return "a probe's member or a libvirt daemon"
+    if cgroup is not None:  # the kernel's word: its command line is not read (nor needed)
+        return None if in_machine_slice(cgroup) else "not in machine.slice, where libvirt puts every guest"
     if not names_guest(proc.cmdline):
         return "no -name guest=... on its command line: no domain of libvirt's"
-    if cgroup is not None and not in_machine_slice(cgroup):
-        return "not in machine.slice, where libvirt puts every guest"
     return None

@@ -239,7 +239,7 @@ class Observation:
     # libvirt, and nothing of the qemu user's can fail or hang them
     probes_as_libvirt: bool = False
     # libvirt's running guests (emulators.why_not_guest), as of the last full walk, less those gone since
-    guests: int = 0
+    guests: Tuple[int, ...] = ()  # their pids
     errors: Tuple[Problem, ...] = ()  # what could not be observed (makes the result UNKNOWN)
 
 

@@ -61,6 +61,9 @@ def test_a_qemu_started_by_libvirt_for_a_domain_is_a_guest() -> None:
     assert not guest(proc(902, "qemu-system-x86", ())), (
         "a qemu started by hand is no domain of libvirt's: it keeps libvirt up no more than any process"
     )
+    assert guest(proc(902, "qemu-system-x86", ()), MACHINE), (
+        "where systemd runs, the kernel placed it in machine.slice: its command line is not needed (nor read)"
+    )
     assert not guest(proc(903, "qemu-system-x86", GUEST_ARGV, state="Z")), "a zombie runs nothing"
 
 

@@ -146,7 +146,7 @@ def test_the_latency_call_never_wakes_libvirt_nor_keeps_an_idle_one_awake() -> N
     idle = Observation(taken_wall=0.0)
     running = Observation(taken_wall=0.0, libvirt_pids=(42,))
     probing = Observation(taken_wall=0.0, libvirt_pids=(42,), probes=(probe(1.0, live=True),))
-    guests = Observation(taken_wall=0.0, libvirt_pids=(42,), guests=3)
+    guests = Observation(taken_wall=0.0, libvirt_pids=(42,), guests=(7, 8, 9))
     assert why_not_connect(idle, "busy") == IDLE and why_not_connect(idle, "running") == IDLE
     assert why_not_connect(idle, "always") is None
     assert "left to idle out" in str(why_not_connect(running, "busy")) and why_not_connect(running, "running") is None

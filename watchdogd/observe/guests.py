@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import AbstractSet, Dict, Iterable, Sequence, Tuple
+from typing import AbstractSet, Dict, Iterable, Optional, Sequence, Tuple
 
-from ..emulators import MACHINE_SLICE, why_not_guest
+from ..emulators import MACHINE_SLICE, is_emulator, why_not_guest
 from ..model import Probe, Process
 from .cgroupfs import slice_pids
 from .procfs import ProcFS
@@ -34,17 +34,22 @@ class Guests:
             if p is None or p.is_zombie or p.start_boot_s != start:
                 del self.known[pid]
         placed = slice_pids(MACHINE_SLICE) if self.proc.systemd and self.proc.root == "/proc" else None
-        new = [table.get(pid) or self.proc.process(pid) for pid in sorted(placed or ()) if pid not in self.known]
+        # placed by the kernel: no command line read (a hung guest's can block)
+        new = [
+            table.get(pid) or self.proc.process(pid, argv=False)
+            for pid in sorted(placed or ())
+            if pid not in self.known
+        ]
         self.known.update(self._found((p for p in new if p is not None), excluded))
 
     def _found(self, processes: Iterable[Process], excluded: AbstractSet[int]) -> Dict[int, float]:
         found: Dict[int, float] = {}
         for p in processes:
-            if why_not_guest(p, self.names, excluded, self.own_pid, None) is not None:
-                continue  # the cheap checks first: the cgroup is read only for what passes them
-            if self.proc.systemd and why_not_guest(
-                p, self.names, excluded, self.own_pid, self.proc.cgroup(p.pid) or ()
-            ):
-                continue
-            found[p.pid] = p.start_boot_s
+            cgroup: Optional[Tuple[str, ...]] = None
+            if self.proc.systemd:
+                if p.is_zombie or not is_emulator(p, self.names):
+                    continue  # the cheap checks first: the cgroup is read only for what passes them
+                cgroup = self.proc.cgroup(p.pid) or ()
+            if why_not_guest(p, self.names, excluded, self.own_pid, cgroup) is None:
+                found[p.pid] = p.start_boot_s
         return found

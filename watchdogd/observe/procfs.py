@@ -108,8 +108,10 @@ class ProcFS:
         """A file the kernel answers without waiting on the process (stat, status, cgroup); None when gone."""
         return read_file(path, cap)
 
-    def process(self, pid: int) -> Optional[Process]:
-        """One process, or None when it is not there (or vanished while being read)."""
+    def process(self, pid: int, argv: bool = True) -> Optional[Process]:
+        """One process, or None when it is not there (or vanished while being read).
+
+        argv=False: its command line is not read (a process the kernel placed needs none)."""
         data = self._read(f"{self.root}/{pid}/stat", 4096)
         if not data:
             return None
@@ -117,14 +119,16 @@ class ProcFS:
             stat = parse_stat(data)
         except ValueError:
             return None
-        return self._complete(pid, *stat)
+        return self._complete(pid, *stat, argv=argv)
 
-    def _complete(self, pid: int, comm: str, state: str, ppid: int, start: int, flags: int = 0) -> Optional[Process]:
+    def _complete(
+        self, pid: int, comm: str, state: str, ppid: int, start: int, flags: int = 0, argv: bool = True
+    ) -> Optional[Process]:
         """A Process from its parsed stat, with command line (none for a zombie or a kernel thread) and owner."""
         base = f"{self.root}/{pid}"
         cmdline: Tuple[str, ...] = ()
         kthread = bool(flags & PF_KTHREAD)
-        if state != "Z" and not kthread:
+        if state != "Z" and not kthread and argv:
             owner = (pid, start / self._ticks)
             raw = self.slow.read(base + "/cmdline", CMDLINE_CAP, owner)
             if raw is UNANSWERED:

@@ -141,7 +141,7 @@ class Scanner:
             missing_dirs=self._missing(),
             cache_owner_uid=cache_owner,
             probes_as_libvirt=as_libvirt,
-            guests=len(self.guests.known),
+            guests=tuple(sorted(self.guests.known)),
             errors=tuple(Problem(e) for e in errors),
         )
 

@@ -23,6 +23,7 @@ from ..timefmt import iso_utc
 
 STATUS_FILE = "status.json"
 SCAN_FILE = "scan.json"  # the per-scan figures: last scan, scan count, STATUS line
+MAX_GUEST_PIDS = 1000  # of the guests counted, the pids scan.json names
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def scan_document(obs: Observation, scans: int, line: str) -> Dict[str, Any]:
         "scans": scans,
         "status_line": line,
         "libvirt_running": bool(obs.libvirt_pids),
-        "guests": obs.guests,  # libvirt's running guests, as the latency gate counts them
+        "guests": len(obs.guests),  # libvirt's running guests, as the latency gate counts them
+        "guest_pids": list(obs.guests[:MAX_GUEST_PIDS]),
     }
 
 
