@@ -419,14 +419,18 @@ def test_twenty_thousand_stale_dirs_cost_bounded_memory_and_state_that_reads_bac
     daemon = start_daemon(cfg)
     [found] = daemon.wait_journal("probe_dirs_flood", timeout=60)
     assert "20000 qmp-XXXXXX dirs" in found["MESSAGE"]
-    status = host / "state" / "status.json"
-    size = status.stat().st_size
-    assert size < 4 * 1024 * 1024, f"status.json is {size} bytes"
     daemon.wait_journal("probe_dir_stale", count=1000, timeout=60, KVMWD_STATE="open")
     seen = scans(host / "state")
     wait_for(lambda: scans(host / "state") >= seen + 3, 30, "three more scans")
     opened = daemon.journal_events("probe_dir_stale", KVMWD_STATE="open")
     assert len(opened) == 1000, "detect.max_dirs_per_base (1,000) dirs tracked, the rest one count"
+    status = host / "state" / "status.json"  # written by the scans since (the state read, not the event before it)
+    told = json.loads(status.read_text())
+    assert [f["kind"] for f in told["open"]].count("probe_dir_stale") == 1000 and any(
+        f["kind"] == "probe_dirs_flood" for f in told["open"]
+    ), "status.json says what the journal said"
+    size = status.stat().st_size
+    assert size < 4 * 1024 * 1024, f"status.json is {size} bytes, with every finding open"
     rss = peak_rss_mb(daemon.pid)
     figures.peak_rss_mb["20,000 stale dirs"] = rss
     assert rss < 150, f"peak RSS {rss:.1f} MB"
