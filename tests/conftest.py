@@ -267,3 +267,12 @@ def bystanders(figures: HostileFigures) -> Iterator[Processes]:
             p.kill()
         p.wait(10)
     assert dead == [], f"bystanders {dead} were signalled"
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .deb, built once a run (scripts/build-deb), for the host stories."""
+    out = tmp_path_factory.mktemp("dist")
+    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out

@@ -193,3 +193,32 @@ def test_a_failed_resolved_is_retried_until_it_succeeds_and_a_restart_re_tells_o
         assert not again.pending() and len(calls(record)) == 3, "the same state again: told once"
     finally:
         again.stop()
+
+
+def test_the_hook_runner_runs_only_a_hook_of_its_own_config_and_never_a_command_it_is_sent(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    """What kvm-watchdog-hook@.service runs for the daemon (whose unit has no network): asked by name over a socket
+    only root may use, it runs its own config's hook, and refuses a request naming another program."""
+    from harness.service import command
+
+    record = tmp_path / "calls.jsonl"
+    recorder = program(tmp_path / "hooks" / "recorder", RECORDER)
+    run = [str(recorder), str(record)]
+    cfg = write_config(
+        {"state_dir": str(tmp_path / "state"), "hooks": [{"name": "tell", "on": "vm_starts_blocked", "run": run}]}
+    )
+
+    def ask(request: Dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        line = json.dumps(request) + "\n"
+        return subprocess.run(
+            [command(), "-c", cfg, "hook-runner"], input=line, capture_output=True, text=True, timeout=60
+        )
+
+    told = ask({"hook": "tell", "run": run, "state": "open", "fields": {"KVMWD_EVENT": "vm_starts_blocked"}})
+    assert told.returncode == 0 and json.loads(told.stdout) == {"result": "ok", "detail": ""}, told.stderr
+    [call] = calls(record)
+    assert call["state"] == "open" and call["event"] == {"KVMWD_EVENT": "vm_starts_blocked"}
+    forged = ask({"hook": "tell", "run": ["/bin/sh", "-c", f"touch {tmp_path}/owned"], "state": "open", "fields": {}})
+    assert forged.returncode == 2 and json.loads(forged.stdout)["result"] == "failed"
+    assert not (tmp_path / "owned").exists() and len(calls(record)) == 1, "nothing it was sent ran"

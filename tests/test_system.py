@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from harness.box import Box, arm, events, install, journal, main_pid
 from harness.hosts import HOSTS, MATRIX_HOSTS, SYSTEM_HOSTS, Host
-from harness.nspawn import Container, ensure_image
+from harness.nspawn import ensure_image
 from harness.wait import Timeout, wait_for
 
 from watchdogd.report.events import MESSAGE_IDS
@@ -44,25 +44,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([str(REPO / "scripts" / "build-deb"), str(out)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
-
-
 NSPAWN_HOSTS = [pytest.param(HOSTS[name], id=name) for name in SYSTEM_HOSTS] + [
     pytest.param(HOSTS[name], id=name, marks=pytest.mark.matrix)
     for name in MATRIX_HOSTS
     if HOSTS[name].boot == "nspawn"
 ]
-
-
-class Box(Container):
-    """A booted host of the table: the container, and what the table says of it."""
-
-    host: Host
 
 
 @pytest.fixture(params=NSPAWN_HOSTS)
@@ -81,32 +67,6 @@ def container(request: pytest.FixtureRequest, dist: Path, tmp_path_factory: pyte
         box.poweroff()
 
 
-def install(box: Box) -> None:
-    """The package as an operator installs it (apt, its Depends from the distro), and the fault-injecting emulator."""
-    box.run("apt-get install -y -q --no-install-recommends /mnt/pkg/kvm-watchdog_*_all.deb", check=True, timeout=300)
-    fake = box.host.emulator_wrapper  # before /usr/bin on the daemon's PATH
-    box.run(
-        f"install -m 755 /mnt/harness/fake_qemu.py {fake} && echo none > {fake}.fault && chmod 666 {fake}.fault",
-        check=True,
-    )
-    assert box.run("virsh -c qemu:///system domcapabilities >/dev/null", timeout=120).returncode == 0, (
-        "a healthy libvirt to start from"
-    )
-
-
-def journal(box: Box, *matches: str) -> List[Dict[str, str]]:
-    out = box.run("journalctl --no-pager -o json -u kvm-watchdog " + " ".join(matches)).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
-def events(box: Box, kind: str, **fields: str) -> List[Dict[str, str]]:
-    return [e for e in journal(box, f"KVMWD_EVENT={kind}") if all(e.get(k) == v for k, v in fields.items())]
-
-
-def main_pid(box: Box) -> int:
-    return int(box.run("systemctl show -p MainPID --value kvm-watchdog").stdout.strip() or 0)
-
-
 def opened_findings(box: Box) -> List[Dict[str, str]]:
     return [e for e in journal(box, "KVMWD_STATE=open")]
 
@@ -119,19 +79,6 @@ def scans(box: Box) -> int:
         return int(seen["scans"]) if seen.get("pid") == main_pid(box) else 0
     except (ValueError, KeyError, AttributeError):
         return 0
-
-
-def arm(box: Box, mode: str) -> None:
-    """Set the fault and make libvirt re-probe (it compares the binary's ctime in whole seconds)."""
-    fake = box.host.emulator_wrapper
-    box.run(f"echo '{mode}' > {fake}.fault", check=True)
-    before = box.run(f"stat -c %Z {fake}").stdout.strip()
-    wait_for(
-        lambda: box.run(f"chmod 755 {fake} && stat -c %Z {fake}").stdout.strip() != before,
-        5,
-        "a new ctime second",
-        poll=0.1,
-    )
 
 
 def libvirtd_state(box: Box) -> Tuple[str, str]:

@@ -63,7 +63,7 @@ def test_the_unit_has_what_the_service_needs() -> None:
         "Restart=on-failure",
         "StateDirectory=kvm-watchdog",
         "CapabilityBoundingSet=CAP_KILL CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER",
-        "Wants=kvm-watchdog-capture.socket",
+        "Wants=kvm-watchdog-capture.socket kvm-watchdog-hook.socket",
     ):
         assert line in text.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
@@ -99,6 +99,37 @@ def test_the_capture_helper_reads_apart_with_ptraces_read_access_only_and_is_loc
             ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
         )
         assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+
+
+def test_hooks_run_apart_with_the_network_the_daemons_unit_has_not(tmp_path: Path) -> None:
+    """The daemon has no network (a hook that tells nova or Kubernetes needs one): a socket only root may use starts
+    the hook runner, which runs a hook of its own config's by name, with the network and no capability."""
+    assert "Wants=kvm-watchdog-capture.socket kvm-watchdog-hook.socket" in UNIT.read_text().splitlines()
+    assert "PrivateNetwork=yes" in UNIT.read_text().splitlines()
+    runner = REPO / "systemd" / "kvm-watchdog-hook@.service"
+    text = runner.read_text()
+    for line in (
+        "ExecStart=/usr/bin/kvm-watchdog hook-runner",
+        "StandardInput=socket",
+        "CapabilityBoundingSet=",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ):
+        assert line in text.splitlines(), line
+    socket_unit = (REPO / "systemd" / "kvm-watchdog-hook.socket").read_text().splitlines()
+    assert "SocketMode=0600" in socket_unit and "SocketUser=root" in socket_unit and "Accept=yes" in socket_unit
+    command = shutil.which("kvm-watchdog") or str(Path(__import__("sys").executable).parent / "kvm-watchdog")
+    copy = tmp_path / "kvm-watchdog-hook@x.service"
+    copy.write_text(text.replace("/usr/bin/kvm-watchdog", command))
+    assert exposure(copy) <= 2.0, "root with the network, and little else"
+    for unit in (copy, REPO / "systemd" / "kvm-watchdog-hook.socket"):
+        r = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    for name in ("kvm-watchdog-hook.socket", "kvm-watchdog-hook@.service"):
+        assert os.readlink(REPO / "packaging" / "debian" / f"kvm-watchdog.{name}") == f"../systemd/{name}"
+        assert f"%{{_unitdir}}/{name}" in (REPO / "packaging" / "rpm" / "kvm-watchdog.spec").read_text()
 
 
 PULLING = re.compile(r"^(Wants|Requires|Requisite|BindsTo|PartOf|Upholds|Wants|Also)=.*\b(libvirtd|virtqemud)\b", re.M)

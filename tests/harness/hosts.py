@@ -104,7 +104,7 @@ class Host:
 
 
 # bump a step's version when what it does changes: the images that use it are rebuilt
-BUILD_STEP_VERSIONS = {"virtqemud": "2", "arm64-kernel": "1", "python37": "1"}
+BUILD_STEP_VERSIONS = {"virtqemud": "2", "arm64-kernel": "1", "python37": "1", "nova": "1"}
 
 HOSTS: Dict[str, Host] = {
     h.name: h
@@ -152,6 +152,9 @@ HOSTS: Dict[str, Host] = {
                 "KVM_CAP_ARM_PMU_V3": "1",
             },
         ),
+        # an OpenStack compute host: Debian 12's Zed nova (with keystone, glance, placement, MariaDB and RabbitMQ)
+        # on the bookworm image, for the scheduler story (tests/test_nova.py)
+        Host("bookworm-nova", "bookworm", python="3.11", libvirt="9.0", build_step="nova", base="bookworm"),
         # the incident's own host family, Kylin V10 / openEuler 20.03 LTS: Python 3.7 (/usr/bin/python3.7 with
         # PyYAML 5.3.1, python-systemd 234 and setuptools 44) running the daemon, systemd with cgroup v1 (legacy
         # hierarchy: name=systemd only), qemu.conf's user and group root (probes run as root), the emulator at
@@ -194,3 +197,4 @@ HOSTS: Dict[str, Host] = {
 
 SYSTEM_HOSTS = ("bookworm", "trixie")  # make test
 MATRIX_HOSTS = ("bullseye", "trixie-modular", "bookworm-arm64", "kylin-v10-like")  # make matrix
+NOVA_HOST = "bookworm-nova"  # make matrix: the scheduler story (not the system story: its own)

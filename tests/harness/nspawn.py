@@ -29,10 +29,15 @@ from typing import IO, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from .chroot import CHROOT_ENV, in_chroot
 from .hosts import BASE, CACHE, HOSTS, MIRROR, SYSTEM_HOSTS, Host, cache_lock
 from .modular import build_virtqemud
+from .openstack import build_nova
 from .py37 import build_in_image as build_python37
 from .wait import wait_for
 
-BUILD_STEPS: Dict[str, Callable[[Path, IO[str]], None]] = {"virtqemud": build_virtqemud, "python37": build_python37}
+BUILD_STEPS: Dict[str, Callable[[Path, IO[str]], None]] = {
+    "virtqemud": build_virtqemud,
+    "python37": build_python37,
+    "nova": build_nova,
+}
 
 CGROUP_TREES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 INNER_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -114,9 +119,17 @@ def mounts_below(path: Path) -> List[str]:
 
 
 class Container:
-    def __init__(self, image: Path, binds_ro: Sequence[Tuple[str, str]] = (), workdir: Optional[Path] = None):
+    def __init__(
+        self,
+        image: Path,
+        binds_ro: Sequence[Tuple[str, str]] = (),
+        workdir: Optional[Path] = None,
+        private_network: bool = False,
+    ):
+        """private_network: a loopback of its own (services that listen, such as OpenStack's, touch no host port)."""
         self.image = image
         self.binds_ro = list(binds_ro)
+        self.private_network = private_network
         self.name = f"kvmwd-{uuid.uuid4().hex[:8]}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kvmwd-nspawn-"))
         self.log_path = self.workdir / "nspawn.log"
@@ -170,6 +183,7 @@ class Container:
             "--console=passive",
         ]
         argv += [f"--bind-ro={src}:{dst}" for src, dst in self.binds_ro]
+        argv += ["--private-network"] if self.private_network else []
         # a shell moves itself into our cgroups, then becomes nspawn (no preexec_fn: the test runs threads)
         enter = " ".join(f"echo $$ > '{path}/cgroup.procs' &&" for path in self.cgroups)
         argv = ["/bin/sh", "-c", f'{enter} exec "$@"', "sh", *argv]

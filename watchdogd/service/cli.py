@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         "capture-helper",
         help="(run by kvm-watchdog-capture@.service) read one hung probe's threads, asked on stdin, answered on stdout",
     )
+    sub.add_parser(
+        "hook-runner",
+        help="(run by kvm-watchdog-hook@.service) run one hook of the config, asked on stdin, answered on stdout",
+    )
     diagnose = sub.add_parser(
         "diagnose",
         help="why probes hang and VMs fail to start, what to do; "
@@ -253,6 +257,17 @@ def capture_helper(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus(serve(sys.stdin.buffer, sys.stdout.buffer, Capturer()))
 
 
+def hook_runner(args: argparse.Namespace) -> ExitStatus:
+    """The socket-activated hook runner's one run (service/hook_runner.py), of a hook of its own config."""
+    from .hook_runner import HookResult, serve
+
+    config = Cli(sys.stderr, sys.stderr, os.environ).load(args)
+    if config is None:
+        print(json.dumps({"result": HookResult.FAILED.value, "detail": "the hook runner cannot read its config"}))
+        return ExitStatus.UNKNOWN
+    return ExitStatus(serve(sys.stdin.buffer, sys.stdout.buffer, config.hooks))
+
+
 def main(
     argv: Optional[List[str]] = None,
     out: TextIO = sys.stdout,
@@ -269,6 +284,7 @@ def main(
         "config": cli.config,
         "diagnose": cli.diagnose,
         "capture-helper": capture_helper,
+        "hook-runner": hook_runner,
     }
     try:
         return int(commands[args.command](args))

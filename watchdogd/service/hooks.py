@@ -4,7 +4,9 @@ What a hook is told is an event (the host condition vm_starts_blocked, or a find
 JSON on its stdin, with KVMWD_STATE (open, resolved), KVMWD_ON and KVMWD_SUBJECT in a minimal
 environment; its argv is the config's alone, never an untrusted string. Each hook has a thread
 of its own, so one that hangs holds up no other hook, no kill and no scan; its program runs
-through children.run_with_timeout (a session of its own, its whole group ended at `timeout`).
+through children.run_with_timeout (a session of its own, its whole group ended at `timeout`),
+by the socket-activated hook runner where there is one (hook_runner: it has the network the
+daemon's unit has not).
 Each run is a `hook` event with its result (ok, failed, timeout). One that did not succeed is
 run again after RETRY_FIRST_S, doubling up to RETRY_MAX_S, until it does or what it was to tell
 changes: a host is never left disabled by a lost `resolved`. What each hook last told, and what
@@ -13,30 +15,21 @@ it still has to, is kept in state_dir/hooks.json: a restart re-tells only a chan
 
 from __future__ import annotations
 
-import enum
-import json
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .. import children
 from ..config import HookConfig
 from ..report.events import NOTICE, WARNING, Event, EventSink, lifecycle
 from ..state import StateError, StateStore
+from . import hook_runner
+from .hook_runner import HookResult
 
 STATE_FILE = "hooks.json"
 RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 300.0
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 TOLD = ("open", "resolved")
-
-
-class HookResult(enum.Enum):
-    OK = "ok"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
 
 
 @dataclass
@@ -107,7 +100,7 @@ class HookWorker:
             with self.hooks.lock:
                 telling = self.book[subject]
                 state, fields = telling.state, dict(telling.fields)
-            result, detail = self._run(state, fields)
+            result, detail = hook_runner.run(self.hook, state, fields, self.hooks.cancel)
             with self.hooks.lock:
                 current = self.book.get(subject)
                 if current is not None and current.state == state:  # not superseded while it ran
@@ -120,25 +113,6 @@ class HookWorker:
                         del self.book[subject]  # told to the end: nothing left to remember
             self.hooks.sink.emit(hook_ran(self.hook, Telling(state, fields), result, detail))
             self.hooks.save()
-
-    def _run(self, state: str, fields: Mapping[str, str]) -> Tuple[HookResult, str]:
-        env = dict(ENV, KVMWD_STATE=state, KVMWD_ON=self.hook.on, KVMWD_SUBJECT=fields.get("KVMWD_SUBJECT", ""))
-        payload = json.dumps(fields, sort_keys=True).encode()
-        try:
-            done = children.run_with_timeout(
-                self.hook.run, self.hook.timeout, self.hooks.cancel, input=payload, env=env
-            )
-        except subprocess.TimeoutExpired:
-            return HookResult.TIMEOUT, f"ended at its timeout ({self.hook.timeout:g}s) with its process group"
-        except children.Cancelled:
-            return HookResult.FAILED, "ended: the watchdog is stopping"
-        except OSError as exc:
-            return HookResult.FAILED, f"cannot run {self.hook.run[0]}: {exc.strerror}"
-        said = (done.stdout or b"").decode("utf-8", "replace").strip().splitlines()
-        tail = said[-1][:300] if said else ""
-        if done.returncode != 0:
-            return HookResult.FAILED, f"exit {done.returncode}{': ' + tail if tail else ''}"
-        return HookResult.OK, tail
 
 
 class Hooks:
