@@ -60,11 +60,11 @@ system-test: venv
 
 # the hosts of tests/harness/hosts.py beyond make test's two; images cached in /var/cache/kvm-watchdog-test
 matrix: venv
-	KVMWD_ARM64_RESULTS=tests/arm64-results.json KVMWD_KYLIN_RESULTS=tests/kylin-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py tests/test_kylin.py $(PYTEST_ARGS)
+	KVMWD_ARM64_RESULTS=tests/arm64-results.json KVMWD_KYLIN_RESULTS=tests/kylin-results.json KVMWD_NOVA_RESULTS=tests/nova-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py tests/test_kylin.py tests/test_nova.py $(PYTEST_ARGS)
 
 # the images make matrix boots, built ahead (CI runs this beside make test, which mostly waits on libvirt's timers)
 matrix-images: venv
-	cd tests && ../$(BIN)/python -m harness.nspawn build bullseye trixie-modular
+	cd tests && ../$(BIN)/python -m harness.nspawn build bullseye trixie-modular bookworm-nova
 	cd tests && ../$(BIN)/python -m harness.vm build kylin-v10-like
 	cd tests && ../$(BIN)/python -m harness.vm build bookworm-arm64
 

@@ -113,7 +113,7 @@ def test_hooks_run_apart_with_the_network_the_daemons_unit_has_not(tmp_path: Pat
         "StandardInput=socket",
         "CapabilityBoundingSet=",
         "NoNewPrivileges=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
     ):
         assert line in text.splitlines(), line
     socket_unit = (REPO / "systemd" / "kvm-watchdog-hook.socket").read_text().splitlines()

@@ -59,6 +59,7 @@ def _ensure_image(host: Host, log: IO[str]) -> Path:
         return final
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=CACHE))
+    work.chmod(0o755)  # it becomes a system's /
     try:
         if host.base:  # the base host's image, copied: its packages are this one's
             work.rmdir()

@@ -46,6 +46,7 @@ UNITS = (
 
 
 def build_nova(root: Path, log: IO[str]) -> None:
+    root.chmod(0o755)  # a system's /: mysql and man, not only root, walk it (the image began as a 0700 temp dir)
     in_chroot(
         root,
         "apt-get update -q && apt-get install -y -q --no-install-recommends "
