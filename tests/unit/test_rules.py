@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import pytest
 from harness.findings import hung_probe
 
 from watchdogd.act.actions import Actor, Alert, Result
@@ -198,14 +197,18 @@ def test_report_once_goes_by_a_problems_key_not_its_words() -> None:
 
 
 def test_a_systemctl_that_cannot_answer_means_libvirts_idle_timer_is_respected(tmp_path: Path) -> None:
-    """Where systemd's dir exists but systemctl cannot reach PID 1 (here: no systemd runs), the answer is
-    "cannot tell", and that must read as socket-activated: latency calls then go out only while libvirt
-    is busy, never on a timer that keeps an idle libvirt from exiting."""
-    import shutil
-
+    """Where systemd's dir exists but systemctl cannot reach PID 1, the answer is "cannot tell", and that must read
+    as socket-activated: latency calls then go out only while libvirt is busy, never on a timer that keeps an idle
+    libvirt from exiting. (A systemctl of the test's own, as on a host whose PID 1 is no systemd: the laptop's own
+    systemctl would answer.)"""
     from watchdogd.observe.latency import SocketActivation
 
-    if shutil.which("systemctl") is None:
-        pytest.skip("no systemctl here")
-    ask = SocketActivation(systemd_dir=str(tmp_path))
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(
+        '#!/bin/sh\necho "System has not been booted with systemd as init system (PID 1)." >&2\nexit 1\n'
+    )
+    systemctl.chmod(0o755)
+    ask = SocketActivation(systemd_dir=str(tmp_path), systemctl=str(systemctl))
     assert ask() is True
+    missing = SocketActivation(systemd_dir=str(tmp_path), systemctl=str(tmp_path / "none"))
+    assert missing() is True, "no systemctl at all: cannot tell either"

@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from .. import children
 from ..problems import Problem
 from ..state import StateError, StateStore
 from ..timefmt import compact_utc
@@ -29,20 +30,24 @@ def package_of(path: Optional[str], timeout: float = 2.0) -> Optional[str]:
         return None
     try:
         if shutil.which("dpkg-query"):
-            owner = subprocess.run(["dpkg-query", "-S", path], capture_output=True, text=True, timeout=timeout)
-            if owner.returncode == 0 and ":" in owner.stdout:
-                name = owner.stdout.split(":", 1)[0].split(",")[0].strip()
-                ver = subprocess.run(
-                    ["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True, timeout=timeout
-                )
-                return f"{name} {ver.stdout.strip()}" if ver.returncode == 0 else name
+            owner, said = _ask(["dpkg-query", "-S", path], timeout)
+            if owner and ":" in said:
+                name = said.split(":", 1)[0].split(",")[0].strip()
+                known, version = _ask(["dpkg-query", "-W", "-f=${Version}", name], timeout)
+                return f"{name} {version.strip()}" if known else name
         if shutil.which("rpm"):
-            r = subprocess.run(["rpm", "-qf", path], capture_output=True, text=True, timeout=timeout)
-            if r.returncode == 0:
-                return r.stdout.strip()
+            known, said = _ask(["rpm", "-qf", path], timeout)
+            if known:
+                return said.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
     return None
+
+
+def _ask(argv: List[str], timeout: float) -> Tuple[bool, str]:
+    """Whether the package manager answered yes, and what it printed (children.py: its group ended at timeout)."""
+    done = children.run_with_timeout(argv, timeout, stderr=subprocess.DEVNULL)
+    return done.returncode == 0, (done.stdout or b"").decode("utf-8", "replace")
 
 
 def save(state: StateStore, name: str, bundle: Dict[str, Any], now: float) -> List[Problem]:

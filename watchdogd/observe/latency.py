@@ -78,8 +78,15 @@ class SocketActivation:
 
     UNITS = ("libvirtd.socket", "virtqemud.socket", "libvirtd-ro.socket", "virtqemud-ro.socket")
 
-    def __init__(self, systemd_dir: str = "/run/systemd/system", every: float = 60.0, no_for: float = 5.0):
+    def __init__(
+        self,
+        systemd_dir: str = "/run/systemd/system",
+        every: float = 60.0,
+        no_for: float = 5.0,
+        systemctl: str = "systemctl",
+    ):
         self.systemd_dir = systemd_dir
+        self.systemctl = systemctl
         self.every = every
         self.no_for = no_for
         self.clock: Callable[[], float] = time.monotonic
@@ -98,16 +105,10 @@ class SocketActivation:
     def _any_active(self) -> bool:
         """One `systemctl is-active` for all the units: it prints one state a line, in order."""
         try:
-            r = subprocess.run(
-                ["systemctl", "is-active", *self.UNITS],
-                timeout=5,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-            )
+            r = children.run_with_timeout([self.systemctl, "is-active", *self.UNITS], 5, stderr=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired):
             return True  # cannot tell: assume an idle timer to respect
-        answer = any_socket_active(r.stdout, len(self.UNITS))
+        answer = any_socket_active((r.stdout or b"").decode("utf-8", "replace"), len(self.UNITS))
         return True if answer is None else answer
 
 

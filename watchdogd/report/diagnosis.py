@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-from .render import ExitStatus
+from .answer import ExitStatus
 
 HEALTHY = "healthy"
 

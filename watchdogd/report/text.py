@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from ..decide.condition import Condition
 from ..durations import format_duration
 from ..model import Finding, Observation
-from .render import worst_first
+from .answer import worst_first
 
 
 def plural(n: int, one: str, many: str) -> str:

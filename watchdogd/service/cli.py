@@ -14,9 +14,9 @@ from ..config import Config, resolve_path, to_yaml
 from ..printable import PrintableWriter
 from ..problems import Problem
 from ..report import diagnosis
+from ..report.answer import ExitStatus, as_json, exit_status
 from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
-from ..report.render import ExitStatus, as_json, exit_status
 from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, npd_answer
 from ..report.text import diagnosis_text, human, problem_line, status_text
 from ..state import StateStore
@@ -171,7 +171,7 @@ class Cli:
         source = self.source(args)
         config = source.read(self.err)
         if config is None:
-            return ExitStatus.CRITICAL
+            return ExitStatus.CONFIG_ERROR
         try:
             lock = hold_run_lock(config.state_dir)
         except AlreadyRunning as exc:
@@ -235,14 +235,14 @@ class Cli:
         if args.config_command == "show":
             config = self.load(args)
             if config is None:
-                return ExitStatus.CRITICAL
+                return ExitStatus.CONFIG_ERROR
             print(f"# effective config (from {config.source or 'built-in defaults'})", file=self.out)
             print(to_yaml(config), end="", file=self.out)
             return ExitStatus.OK
         path = self.source(args).path if args.file is None else args.file
         checked = ConfigSource(path, required=True).read(self.err)  # errors on stderr, as every other command's
         if checked is None:
-            return ExitStatus.CRITICAL
+            return ExitStatus.CONFIG_ERROR
         for note in checked.notes:
             print(f"{path}: note: {note}", file=self.out)
         print(f"{path}: valid", file=self.out)

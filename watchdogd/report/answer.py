@@ -1,4 +1,5 @@
-"""What `check` and `remediate` answer in JSON, and the exit status monitoring reads (their text: report.text)."""
+"""The answer a command gives: the exit status monitoring reads, and `check`'s and `remediate`'s JSON (their text:
+report.text)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class ExitStatus(enum.IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
+    CONFIG_ERROR = 2  # `run`, `config check`, `config show`: the config is not valid (the plugin convention's 2)
 
 
 def exit_status(findings: Sequence[Finding], errors: Sequence[object]) -> ExitStatus:
