@@ -23,7 +23,7 @@ import pytest
 from watchdogd.config import parse_config
 from watchdogd.decide.assess import assess
 from watchdogd.decide.evidence import HungProbe
-from watchdogd.decide.policy import PolicyEngine, PolicyState
+from watchdogd.decide.policy import Lane, PolicyEngine, PolicyState
 from watchdogd.fsafe import BirthTime
 from watchdogd.model import Probe
 from watchdogd.observe.procfs import ProcFS
@@ -145,7 +145,7 @@ def test_a_held_probe_is_not_hung_never_proven_and_never_counted_toward_a_restar
             [dataclasses.replace(hung, subject=f"{hung.subject}-{n}", evidence=evidence)], 1000.0 + n
         )
     assert {p.action for p in planned} == {"kill_probe"}, "ended on the unproven lane; never a quarantine or a restart"
-    assert all(not p.proven for p in planned)
+    assert all(p.lane is Lane.UNPROVEN for p in planned)
 
 
 def test_a_traced_probe_is_held_too(tmp_path: Path) -> None:

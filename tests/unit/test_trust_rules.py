@@ -14,7 +14,7 @@ from watchdogd.act.quarantine import quarantine_cache
 from watchdogd.config import Config, LimitsConfig
 from watchdogd.decide.evidence import Latency
 from watchdogd.decide.grounds import of_libvirt_call, of_probe
-from watchdogd.decide.policy import PolicyEngine
+from watchdogd.decide.policy import Lane, PolicyEngine
 from watchdogd.model import Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
 
 
@@ -27,7 +27,7 @@ def test_forged_probes_are_killed_but_never_counted_toward_an_escalation() -> No
     engine = PolicyEngine(Config())
     planned = engine.decide(hung(10, proven=False), now=100.0)
     assert {p.action for p in planned} == {"kill_probe"}, "host-wide actions never act on forgeable evidence"
-    assert len(planned) == 10 and not any(p.proven for p in planned)
+    assert len(planned) == 10 and all(p.lane is Lane.UNPROVEN for p in planned)
 
 
 def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_three() -> None:
@@ -38,7 +38,10 @@ def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_thre
     )
     findings += hung(3, proven=True)[2:]
     escalated = [p for p in engine.decide(findings, now=101.0) if p.action in ("quarantine_cache", "restart_libvirt")]
-    assert [(p.action, p.proven) for p in escalated] == [("quarantine_cache", True), ("restart_libvirt", True)]
+    assert [(p.action, p.lane) for p in escalated] == [
+        ("quarantine_cache", Lane.PROVEN),
+        ("restart_libvirt", Lane.PROVEN),
+    ]
 
 
 def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are() -> None:
@@ -114,7 +117,7 @@ def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted
     assert [p.action for p in engine.decide([forged], now=112.0)] == ["kill_probe"], (
         "the qemu user's own process in that dir is ended too"
     )
-    assert all(not p.proven for p in engine.decide([], now=113.0) + engine.decide([forged], now=120.0))
+    assert all(p.lane is Lane.UNPROVEN for p in engine.decide([], now=113.0) + engine.decide([forged], now=120.0))
     hang = [Finding("domcaps_hung", Severity.CRITICAL, "qemu:///system", 0.0, "m", Latency("qemu:///system"))]
     engine = PolicyEngine(Config())
     from watchdogd.config import PolicyConfig

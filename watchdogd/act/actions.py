@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
-from ..decide.policy import BreakerChange, PlannedAction, PolicyEngine, Spend
+from ..decide.policy import BreakerChange, Lane, PlannedAction, PolicyEngine, Spend
 from ..fsafe import BirthTime
 from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
@@ -279,7 +279,7 @@ class Actor:
         """
         records: List[ActionRecord] = []
         refused: Dict[Spend, List[PlannedAction]] = {Spend.HOST_WIDE: [], Spend.UNPROVEN: []}
-        for p in sorted(planned, key=lambda p: not p.proven):  # proven first: forged work never delays it
+        for p in sorted(planned, key=lambda p: p.lane is not Lane.PROVEN):  # proven first: forged work never delays it
             action = self.actions[p.action]
             now = self.clock()
             outcome: Result

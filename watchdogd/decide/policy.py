@@ -35,7 +35,20 @@ STATE_FILE = "policy.json"
 BreakerChange = Literal["paused", "resumed"]  # what breaker_transition reports, once each
 MAX_SUBJECTS = 2000  # remembered per kind (occurrences) and per policy (firings)
 ENDED = "\x1f"  # an ended occurrence's key: its subject, this, and when it was first seen
-BOTH_LANES = frozenset((True, False))
+
+
+class Lane(enum.Enum):
+    """Which action worker a finding's actions run on: libvirt's own evidence never waits behind forged work."""
+
+    PROVEN = "proven"
+    UNPROVEN = "unproven"
+
+    @classmethod
+    def of(cls, finding: Finding) -> Lane:
+        return cls.PROVEN if finding.proven else cls.UNPROVEN
+
+
+ALL_LANES = frozenset(Lane)
 
 
 class Spend(enum.Enum):
@@ -54,9 +67,8 @@ class PlannedAction:
     dry_run: bool
 
     @property
-    def proven(self) -> bool:
-        """Which action lane it runs on: libvirt's evidence never waits behind forged work."""
-        return self.finding.proven
+    def lane(self) -> Lane:
+        return Lane.of(self.finding)
 
     @property
     def spends(self) -> Spend:
@@ -184,11 +196,11 @@ class PolicyEngine:
 
     # ---- deciding ----------------------------------------------------------------------
     def decide(
-        self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES
+        self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[Lane] = ALL_LANES
     ) -> List[PlannedAction]:
         """The actions to take now, in policy order (so a kill comes before a restart).
 
-        lanes: which budgets may take actions now (True: proven, False: unproven);
+        lanes: which lanes may take actions now;
         findings of a busy lane are left for a later call.
         """
         with self._lock:
@@ -213,13 +225,13 @@ class PolicyEngine:
         findings: Sequence[Finding],
         now: float,
         dry_run: bool,
-        lanes: AbstractSet[bool],
+        lanes: AbstractSet[Lane],
         held: Dict[Spend, bool],
     ) -> List[PlannedAction]:
         fired = self.state.fired.setdefault(policy.name, {})
         planned: List[PlannedAction] = []
         for finding in findings:
-            if finding.kind != policy.on or finding.subject in fired or finding.proven not in lanes:
+            if finding.kind != policy.on or finding.subject in fired or Lane.of(finding) not in lanes:
                 continue
             do = [a for a in policy.do if finding.host_wide_ok or a not in HOST_WIDE_ACTIONS]
             if not do:

@@ -19,7 +19,7 @@ from ..act.killer import ProcessEnder
 from ..act.restart import LibvirtRestarter
 from ..config import Config
 from ..decide.evidence import HungProbe
-from ..decide.policy import STATE_FILE, PolicyEngine, PolicyState
+from ..decide.policy import STATE_FILE, Lane, PolicyEngine, PolicyState
 from ..diagnose import incidents, signatures
 from ..diagnose.history import KernelHistory
 from ..diagnose.insight import Diagnostician, Readers
@@ -147,7 +147,7 @@ def build_daemon(
         sink=sink,
         notifier=Notifier(environ),
         waker=waker,
-        lanes={True: ActionRunner(waker), False: ActionRunner(waker)},  # proven, unproven
+        lanes={lane: ActionRunner(waker) for lane in Lane},
         watch=watch_for(config),
         ledger=ledger,
         recent=recent,

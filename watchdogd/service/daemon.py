@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Sequence, Set
 
 from ..act.actions import ActionRecord
 from ..config import Config, ConfigError
-from ..decide.policy import BOTH_LANES, BreakerChange
+from ..decide.policy import BreakerChange, Lane
 from ..model import Finding, Observation
 from ..problems import Problem
 from ..report import events
@@ -228,12 +228,12 @@ class Daemon:
             self.wiring.sink.emit(events.finding_resolved(f, open_for))
         condition = self.status.condition_after(findings, obs.taken_wall)
         problems = list(obs.errors)
-        free = frozenset(lane for lane in BOTH_LANES if not self.wiring.lanes[lane].busy)
-        if True in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
+        free = frozenset(lane for lane in Lane if not self.wiring.lanes[lane].busy)
+        if Lane.PROVEN in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
             self.wiring.sink.emit(events.remediation_resumed())
         planned = self.parts.plan(findings, obs.taken_wall, lanes=free) if free else []
         for lane in free:
-            batch = [p for p in planned if p.proven == lane]
+            batch = [p for p in planned if p.lane is lane]
             if batch:
                 self.wiring.lanes[lane].submit(self.parts.actor, batch)
         problems += self.parts.keep_incidents()  # after the kill is on its way: dpkg is slow

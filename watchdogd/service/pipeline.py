@@ -15,7 +15,7 @@ from typing import AbstractSet, Callable, List, Optional, Sequence, Tuple
 from ..act.actions import ActionRecord, Actor
 from ..config import Config
 from ..decide.assess import assess
-from ..decide.policy import BOTH_LANES, STATE_FILE, BreakerChange, PlannedAction, PolicyEngine
+from ..decide.policy import ALL_LANES, STATE_FILE, BreakerChange, Lane, PlannedAction, PolicyEngine
 from ..diagnose.insight import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.domain_logs import DomainLogs
@@ -128,7 +128,7 @@ class Pipeline:
         return self.diagnostician.keep_incidents() if self.diagnostician is not None else []
 
     def plan(
-        self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[bool] = BOTH_LANES
+        self, findings: Sequence[Finding], now: float, dry_run: bool = False, lanes: AbstractSet[Lane] = ALL_LANES
     ) -> List[PlannedAction]:
         """decide."""
         return self.engine.decide(findings, now, dry_run=dry_run, lanes=lanes)

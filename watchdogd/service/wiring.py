@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Sequence
 from ..config import Config
 from ..decide.condition import ConditionTracker
 from ..decide.ledger import FindingLedger
+from ..decide.policy import Lane
 from ..observe.watch import DirWatch
 from ..report.events import EventSink
 from ..report.figures import Figures, Outlet
@@ -24,7 +25,7 @@ class Wiring:
     sink: EventSink
     notifier: Notifier
     waker: Waker
-    lanes: Dict[bool, ActionRunner]  # True: proven findings, False: the rest
+    lanes: Dict[Lane, ActionRunner]  # a worker each: libvirt's own evidence never waits behind forged work
     watch: DirWatch
     ledger: FindingLedger  # read back from the previous daemon's status
     recent: Sequence[Dict[str, Any]]
