@@ -70,6 +70,22 @@ def test_the_unit_has_what_the_service_needs() -> None:
     assert re.search(r"^After=.*libvirtd\.service.*virtqemud\.service", text, re.M)
 
 
+def socket_activated(name: str, tmp_path: Path) -> float:
+    """A helper pair (NAME.socket, NAME@.service): the socket root's alone, both verified by systemd-analyze; the
+    template's exposure (its ExecStart pointed at this venv's console script)."""
+    socket_unit = (REPO / "systemd" / f"{name}.socket").read_text().splitlines()
+    assert "SocketMode=0600" in socket_unit and "SocketUser=root" in socket_unit and "Accept=yes" in socket_unit
+    command = shutil.which("kvm-watchdog") or str(Path(__import__("sys").executable).parent / "kvm-watchdog")
+    copy = tmp_path / f"{name}@x.service"
+    copy.write_text((REPO / "systemd" / f"{name}@.service").read_text().replace("/usr/bin/kvm-watchdog", command))
+    for unit in (copy, REPO / "systemd" / f"{name}.socket"):
+        r = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    return exposure(copy)
+
+
 HELPER = REPO / "systemd" / "kvm-watchdog-capture@.service"
 
 
@@ -88,17 +104,7 @@ def test_the_capture_helper_reads_apart_with_ptraces_read_access_only_and_is_loc
         "ExecStart=/usr/bin/kvm-watchdog capture-helper",
     ):
         assert line in text.splitlines(), line
-    socket_unit = (REPO / "systemd" / "kvm-watchdog-capture.socket").read_text().splitlines()
-    assert "SocketMode=0600" in socket_unit and "SocketUser=root" in socket_unit and "Accept=yes" in socket_unit
-    command = shutil.which("kvm-watchdog") or str(Path(__import__("sys").executable).parent / "kvm-watchdog")
-    copy = tmp_path / "kvm-watchdog-capture@x.service"
-    copy.write_text(text.replace("/usr/bin/kvm-watchdog", command))
-    assert exposure(copy) <= 1.6
-    for unit in (copy, REPO / "systemd" / "kvm-watchdog-capture.socket"):
-        r = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
-        )
-        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    assert socket_activated("kvm-watchdog-capture", tmp_path) <= 1.6
 
 
 def test_hooks_run_apart_with_the_network_the_daemons_unit_has_not(tmp_path: Path) -> None:
@@ -116,17 +122,7 @@ def test_hooks_run_apart_with_the_network_the_daemons_unit_has_not(tmp_path: Pat
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
     ):
         assert line in text.splitlines(), line
-    socket_unit = (REPO / "systemd" / "kvm-watchdog-hook.socket").read_text().splitlines()
-    assert "SocketMode=0600" in socket_unit and "SocketUser=root" in socket_unit and "Accept=yes" in socket_unit
-    command = shutil.which("kvm-watchdog") or str(Path(__import__("sys").executable).parent / "kvm-watchdog")
-    copy = tmp_path / "kvm-watchdog-hook@x.service"
-    copy.write_text(text.replace("/usr/bin/kvm-watchdog", command))
-    assert exposure(copy) <= 2.0, "root with the network, and little else"
-    for unit in (copy, REPO / "systemd" / "kvm-watchdog-hook.socket"):
-        r = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
-        )
-        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    assert socket_activated("kvm-watchdog-hook", tmp_path) <= 2.0, "root with the network, and little else"
     for name in ("kvm-watchdog-hook.socket", "kvm-watchdog-hook@.service"):
         assert os.readlink(REPO / "packaging" / "debian" / f"kvm-watchdog.{name}") == f"../systemd/{name}"
         assert f"%{{_unitdir}}/{name}" in (REPO / "packaging" / "rpm" / "kvm-watchdog.spec").read_text()

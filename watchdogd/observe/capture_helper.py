@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
+from .. import helper_socket
 from ..problems import Problems
 from .capture import CAPTURE_BUDGET_S, MAX_MEMBERS, Capture, Capturer
 from .slow_reads import SlowReads
@@ -75,25 +75,9 @@ class HelpedCapturer(Capturer):
         return super().capture_pids(probe_dir, members, budget)
 
     def _ask(self, probe_dir: str, members: Sequence[Tuple[int, str]]) -> Capture:
-        deadline = time.monotonic() + DEADLINE_S
         request = json.dumps({"probe_dir": probe_dir, "members": [list(m) for m in members[:MAX_MEMBERS]]})
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(DEADLINE_S)
-            s.connect(self.socket_path)
-            s.sendall(request.encode() + b"\n")
-            chunks: List[bytes] = []
-            size = 0
-            while size < ANSWER_BYTES:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise OSError(f"no answer within {DEADLINE_S:g}s")
-                s.settimeout(left)
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        answer = json.loads(b"".join(chunks).decode("utf-8"))
+        answered = helper_socket.ask(self.socket_path, request.encode(), DEADLINE_S, ANSWER_BYTES)
+        answer = json.loads(answered.decode("utf-8"))
         if isinstance(answer, dict) and "error" in answer:
             raise ValueError(str(answer["error"]))
         return Capture.from_json(answer)

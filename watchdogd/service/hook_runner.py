@@ -14,13 +14,11 @@ from __future__ import annotations
 import enum
 import json
 import os
-import socket
 import subprocess
 import threading
-import time
-from typing import BinaryIO, Dict, List, Mapping, Sequence, Tuple
+from typing import BinaryIO, Dict, Mapping, Sequence, Tuple
 
-from .. import children
+from .. import children, helper_socket
 from ..config import HookConfig
 
 SOCKET = "/run/kvm-watchdog-hook.sock"
@@ -70,24 +68,9 @@ def run(
 
 
 def _ask(socket_path: str, hook: HookConfig, state: str, fields: Mapping[str, str]) -> Tuple[HookResult, str]:
-    limit = hook.timeout + MARGIN_S
-    deadline = time.monotonic() + limit
     request = {"hook": hook.name, "run": list(hook.run), "state": state, "fields": dict(fields)}
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(limit)
-        s.connect(socket_path)
-        s.sendall(json.dumps(request, sort_keys=True).encode() + b"\n")
-        chunks: List[bytes] = []
-        while sum(len(c) for c in chunks) < ANSWER_BYTES:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise OSError(f"no answer within {limit:g}s")
-            s.settimeout(left)
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    answer = json.loads(b"".join(chunks).decode("utf-8"))
+    line = json.dumps(request, sort_keys=True).encode()
+    answer = json.loads(helper_socket.ask(socket_path, line, hook.timeout + MARGIN_S, ANSWER_BYTES).decode("utf-8"))
     return HookResult(answer["result"]), str(answer.get("detail", ""))[:300]
 
 
