@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import List, Optional, Set, Tuple
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a file read that never follows a link (ELOOP), never waits on a FIFO's writer and never takes a terminal: how every
+# file someone else could have put in place is opened
+READ_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> int:

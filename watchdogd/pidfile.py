@@ -5,9 +5,11 @@ libvirt writes qmp.pid in a dir the qemu user owns: whatever is there may be pla
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
+from .fsafe import READ_NOFOLLOW
 from .model import PidfileRead
 
 PIDFILE_NAME = "qmp.pid"
@@ -46,13 +48,12 @@ def parse_pid(data: bytes, pid_max: int) -> PidfileRead:
 
 def read_pidfile(dir_fd: int, pid_max: int, name: str = PIDFILE_NAME) -> PidfileRead:
     """Read a probe's pidfile relative to its (already verified) dir fd."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(name, flags, dir_fd=dir_fd)
+        fd = os.open(name, READ_NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError:
         return PidfileRead(None, "missing")
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: it is a symlink
+        if exc.errno == errno.ELOOP:  # it is a symlink
             return PidfileRead(None, "is a symbolic link; not followed")
         return PidfileRead(None, f"cannot open: {exc.strerror}")
     try:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .fsafe import READ_NOFOLLOW
 from .problems import Problem, Problems
 from .timefmt import compact_utc
 
@@ -51,7 +52,7 @@ class StateStore:
         """The stored object, or None when absent, unreadable or corrupt (then noted)."""
         path = self.path(name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(path, READ_NOFOLLOW)
         except FileNotFoundError:
             return None
         except OSError as exc:

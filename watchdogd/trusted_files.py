@@ -13,9 +13,9 @@ import os
 import stat
 from typing import AbstractSet, List, Optional
 
-from .fsafe import read_capped
+from .fsafe import READ_NOFOLLOW, read_capped
 
-_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
+_OPEN = READ_NOFOLLOW
 
 
 class UntrustedFileError(ValueError):

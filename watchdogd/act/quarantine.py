@@ -22,10 +22,10 @@ import stat
 from dataclasses import dataclass, field
 from typing import List
 
-from ..fsafe import open_dir_nofollow, open_path_nofollow
+from ..fsafe import READ_NOFOLLOW, open_dir_nofollow, open_path_nofollow
 from ..timefmt import compact_utc
 
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_READ = READ_NOFOLLOW
 # libvirt's entries are a few hundred KiB each, a dozen at most; on libvirt < 7.8 the dir is the
 # qemu user's, who could fill it: past these bounds, entries are left in place and said so
 MAX_ENTRY_BYTES = 64 << 20

@@ -18,7 +18,7 @@ import os
 import stat
 from typing import Dict, List, Tuple
 
-from ..fsafe import open_path_nofollow
+from ..fsafe import READ_NOFOLLOW, open_path_nofollow
 from ..printable import printable
 from ..problems import Problems
 
@@ -97,7 +97,7 @@ class DomainLogs:
     def _new_lines(self, dir_fd: int, name: str, budget: int) -> Tuple[List[str], int]:
         """The new complete lines of one log, and the bytes read."""
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = os.open(name, READ_NOFOLLOW, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ELOOP):
                 path = os.path.join(self.log_dir, name)
