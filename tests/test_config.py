@@ -1,5 +1,6 @@
 """An operator edits /etc/kvm-watchdog/config.yaml: what the config check asks of the host (an old
-prometheus-client, files others could write, a FIFO); the parser's own rules are tests/unit/test_config_rules.py."""
+prometheus-client, files others could write, a FIFO), and any text or YAML shape fuzzed; the parser's own rules
+are tests/unit/test_config_rules.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict
 
+import pytest
+import yaml
 from conftest import run_cli, run_cli_process
 from harness.configs import CONTRACT_EXAMPLE
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watchdogd.config import ConfigError, parse_config
 
 
 def test_config_check_refuses_metrics_with_a_prometheus_client_too_old_to_run_them(tmp_path: Path) -> None:
@@ -81,3 +89,44 @@ def test_a_signature_table_that_is_a_fifo_is_refused_at_once_not_waited_on(tmp_p
     took = time.monotonic() - started
     assert refused.rc == 2 and f"{fifo}: refused: {fifo} is not a regular file" in refused.err, refused.err
     print(f"a FIFO signature table refused in {took:.2f} s")  # a figure, never a bound: the timeout above is
+
+
+# ---- fuzz (hypothesis: the slow lane, which runs on the distro's Python with its test tools) -------------
+
+
+@pytest.mark.hostile
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_is_a_config_or_a_clear_error(text: str) -> None:
+    try:
+        parse_config(text, "fuzz.yaml")
+    except ConfigError as exc:
+        assert exc.problems and all(str(p).startswith("fuzz.yaml:") for p in exc.problems)
+
+
+_keys = st.sampled_from(
+    ["interval", "detect", "policies", "latency", "probe_hung_after", "on", "do", "name", "times", "x"]
+)
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=10),
+    st.sampled_from(["5s", "kill_probe", "probe_hung"]),
+)
+_trees = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@pytest.mark.hostile
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _trees, max_size=5))
+def test_any_yaml_shape_is_a_config_or_a_clear_error(tree: Dict[str, Any]) -> None:
+    try:
+        parse_config(yaml.safe_dump(tree), "fuzz.yaml")
+    except ConfigError as exc:
+        assert exc.problems

@@ -125,7 +125,8 @@ def test_hooks_run_apart_with_the_network_the_daemons_unit_has_not(tmp_path: Pat
     assert socket_activated("kvm-watchdog-hook", tmp_path) <= 2.0, "root with the network, and little else"
     for name in ("kvm-watchdog-hook.socket", "kvm-watchdog-hook@.service"):
         assert os.readlink(REPO / "packaging" / "debian" / f"kvm-watchdog.{name}") == f"../systemd/{name}"
-        assert f"%{{_unitdir}}/{name}" in (REPO / "packaging" / "rpm" / "kvm-watchdog.spec").read_text()
+        installed, _, listed = (REPO / "packaging" / "rpm" / "kvm-watchdog.spec").read_text().partition("\n%files")
+        assert f"%{{buildroot}}%{{_unitdir}}/{name}\n" in installed and f"\n%{{_unitdir}}/{name}\n" in listed, name
 
 
 PULLING = re.compile(r"^(Wants|Requires|Requisite|BindsTo|PartOf|Upholds|Wants|Also)=.*\b(libvirtd|virtqemud)\b", re.M)

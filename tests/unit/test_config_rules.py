@@ -4,14 +4,11 @@ CLI in this process, on files of the test's own)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pytest
-import yaml
 from conftest import REPO, run_cli
 from harness.configs import CONTRACT_EXAMPLE
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from watchdogd.config import Config, ConfigError, PolicyConfig, parse_config
 from watchdogd.service.preflight import load_config
@@ -149,44 +146,6 @@ def test_binary_or_huge_files_are_refused_cleanly(tmp_path: Path) -> None:
     huge.write_bytes(b"#" * (2 * 1024 * 1024))
     with pytest.raises(ConfigError, match="larger than 1 MiB"):
         load_config(str(huge), True)
-
-
-@pytest.mark.hostile
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=300))
-def test_any_text_is_a_config_or_a_clear_error(text: str) -> None:
-    try:
-        parse_config(text, "fuzz.yaml")
-    except ConfigError as exc:
-        assert exc.problems and all(str(p).startswith("fuzz.yaml:") for p in exc.problems)
-
-
-_keys = st.sampled_from(
-    ["interval", "detect", "policies", "latency", "probe_hung_after", "on", "do", "name", "times", "x"]
-)
-_leaves = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-5, 10**6),
-    st.floats(allow_nan=True),
-    st.text(max_size=10),
-    st.sampled_from(["5s", "kill_probe", "probe_hung"]),
-)
-_trees = st.recursive(
-    _leaves,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
-    max_leaves=20,
-)
-
-
-@pytest.mark.hostile
-@settings(max_examples=300, deadline=None)
-@given(st.dictionaries(_keys, _trees, max_size=5))
-def test_any_yaml_shape_is_a_config_or_a_clear_error(tree: Dict[str, Any]) -> None:
-    try:
-        parse_config(yaml.safe_dump(tree), "fuzz.yaml")
-    except ConfigError as exc:
-        assert exc.problems
 
 
 def test_the_shipped_config_is_valid() -> None:
