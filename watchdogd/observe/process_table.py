@@ -3,9 +3,10 @@
 A walk of /proc costs a read per process on the host. Between walks a scan reads libvirt's daemons and their
 children (a probe's first process and its intermediate, a zombie when hung) and, where systemd runs, the
 processes in the cgroups of libvirt's own units (cgroupfs): a probe's daemon re-parents away from libvirt but
-never leaves its unit. There a probe dir costs no walk, however many processes the host runs, and a process
-outside those cgroups is no probe's member, whatever its command line names (no unprivileged uid can enter
-them). Without systemd (or with a libvirt daemon outside a unit of its own) a probe dir means a walk.
+never leaves its unit, nor does a probe whose daemon died. There a probe dir costs no walk, however many
+processes the host runs, and a process outside those cgroups is no probe's member, whatever its command line
+names (no unprivileged uid can enter them). Without systemd (or with a libvirt daemon outside its units) a
+probe dir means a walk.
 """
 
 from __future__ import annotations
@@ -86,10 +87,20 @@ class ProcessTable:
         return Table(table, bool(full), self.placed() if full else placed)
 
     def placed(self) -> Optional[FrozenSet[int]]:
-        """The pids the kernel placed in the cgroups of the known libvirt daemons' own units (libvirtd.service,
-        virtqemud.service; a session daemon's under its user's manager); None where systemd does not run, no daemon
-        is known, or one is outside a unit of its own."""
-        if not (self.proc.systemd and self.proc.root == "/proc") or not self.libvirt:
+        """The pids the kernel placed in libvirt's own units' cgroups; None where that cannot be told: systemd does
+        not run, or a libvirt daemon runs outside those units (started by hand).
+
+        root's libvirt: system.slice/libvirtd.service and virtqemud.service, whether or not a daemon runs now (its
+        units use KillMode=process: a probe outlives its daemon there). A session libvirt: the cgroup of each of
+        its known daemons, when that is a unit of its own under its user's manager."""
+        if not (self.proc.systemd and self.proc.root == "/proc"):
+            return None
+        if not self.config.libvirt.session_dirs:
+            units = [("system.slice", f"{d}.service") for d in sorted(self.daemons)]
+            if any(tuple((self.proc.cgroup(pid) or ())[:2]) not in units for pid in self.libvirt):
+                return None
+            return frozenset(pid for unit in units for pid in cgroup_pids(unit) or ())
+        if not self.libvirt:
             return None
         placed: Set[int] = set()
         for pid in self.libvirt:
