@@ -103,12 +103,6 @@ class BlockedTasks:
             found._take(line)
         return found
 
-    def adopt(self, old: BlockedTasks) -> None:
-        """After a reload: the old reader, where it was, and what it found."""
-        if self.source is not None:
-            self.source.close()
-        self.source, self.blocked = old.source, old.blocked
-
     def read(self) -> Optional[str]:
         """New kernel entries, READ_CAP at most; why they could not be read, if so."""
         if self.source is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Optional, Set
 
 from ..config import Config
@@ -29,14 +30,14 @@ from .procfs import ProcFS
 FULL_WALK_EVERY = 600.0
 
 
+@dataclass(frozen=True)
 class Table:
     """What one scan read: the interesting processes, whether all of /proc was walked, and the pids in libvirt's
     units (None where that cannot be told)."""
 
-    def __init__(self, processes: Dict[int, Process], walked: bool, placed: Optional[FrozenSet[int]]):
-        self.processes = processes
-        self.walked = walked
-        self.placed = placed
+    processes: Dict[int, Process]
+    walked: bool
+    placed: Optional[FrozenSet[int]]
 
 
 class ProcessTable:
@@ -61,7 +62,7 @@ class ProcessTable:
     def read(self, full: Optional[bool]) -> Table:
         """full=True walks all of /proc; None chooses (see FULL_WALK_EVERY)."""
         now = self.mono()
-        placed = self.placed()
+        placed = None if full else self.placed()  # asked for a walk: nothing to choose, nothing to add
         if full is None:
             full = (
                 self.last_walk is None

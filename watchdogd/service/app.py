@@ -83,9 +83,6 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
     if why_not:
         problems.add(why_not)
     failures = ProbeFailures(journal, trust_for(config, proc.systemd), state)
-    blocked, why_not = kernel_journal.BlockedTasks.opened()
-    if why_not:
-        problems.add(why_not)
     return Pipeline(
         config=config,
         proc=proc,
@@ -97,7 +94,6 @@ def build(config: Config, proc_root: str = "/proc", read_only: bool = False) -> 
         diagnostician=diagnostician,
         failures=failures,
         domain_logs=DomainLogs(lib.log_dir, problems),
-        blocked=blocked,
         activated=activated,
         cancel=cancel,
         problems=problems,
@@ -130,6 +126,11 @@ def build_daemon(
     """`kvm-watchdog run`'s long-lived parts, each made once, and the daemon that drives them (the sink is the
     caller's)."""
     parts = builder(config)
+    # the daemon follows the kernel's hung-task lines as they come (a one-shot command reads none; `diagnose` reads
+    # this boot's); a reload's pipeline takes this reader over
+    parts.blocked, why_not = kernel_journal.BlockedTasks.opened()
+    if why_not:
+        parts.problems.add(why_not)
     waker = Waker()
     ledger, recent, condition = restore(parts.state)
     hooks = Hooks(config.hooks, sink, parts.state)

@@ -67,8 +67,7 @@ class Pipeline:
             self.diagnostician.adopt(old.diagnostician)
         if self.failures is not None and old.failures is not None:
             self.failures.adopt(old.failures)
-        if self.blocked is not None and old.blocked is not None:
-            self.blocked.adopt(old.blocked)
+        self.blocked = old.blocked  # the daemon's kernel reader, where it was, and what it found
         if self.domain_logs is not None and old.domain_logs is not None:
             if old.domain_logs.log_dir == self.domain_logs.log_dir:  # its offsets: no line lost or read twice
                 old.domain_logs.problems = self.problems
