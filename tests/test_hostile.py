@@ -34,7 +34,8 @@ from watchdogd.act.actions import QuarantineCache
 from watchdogd.act.stale import NotLibvirtsError, RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig
 from watchdogd.fsafe import BirthTime
-from watchdogd.model import Finding, Severity
+from watchdogd.kinds import Kind, Severity
+from watchdogd.model import Finding
 from watchdogd.observe.procfs import ProcFS, parse_stat, split_cmdline
 from watchdogd.observe.scan import Scanner
 from watchdogd.pidfile import parse_pid, read_pidfile
@@ -360,7 +361,7 @@ def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(
         (cache / f"qemu-{i}.xml").write_bytes(os.urandom(48 * 1024))
     before = tree_digest(cache)
     config = Config(state_dir=str(tiny_tmpfs), libvirt=LibvirtConfig(cache_dir=str(cache)))
-    result, detail, _ = QuarantineCache(config).run(Finding("probe_hung", Severity.CRITICAL, "x", 0, "x"))
+    result, detail, _ = QuarantineCache(config).run(Finding(Kind.PROBE_HUNG, Severity.CRITICAL, "x", 0, "x"))
     after = tree_digest(cache)
     quarantined = {}
     for d in (tiny_tmpfs / "quarantine").glob("*/"):

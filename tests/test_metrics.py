@@ -27,8 +27,10 @@ from harness.wait import wait_for
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from watchdogd.causes import Cause
 from watchdogd.config import Config
-from watchdogd.model import FINDING_KINDS, Finding
+from watchdogd.kinds import FINDING_KINDS
+from watchdogd.model import Finding
 from watchdogd.report.figures import Counters, Figures, Snapshot
 from watchdogd.report.metrics import Metrics
 from watchdogd.state import StateStore
@@ -107,8 +109,8 @@ def test_the_exposition_has_every_kind_bounded_labels_and_the_contract_names() -
     figures = Figures(Counters())
     figures.snapshot = snapshot(
         [
-            hung_probe("/var/lib/libvirt/qemu/qmp-AAAAAA", proven=True, pids=[4242], cause="userspace_deadlock"),
-            hung_probe("/var/lib/libvirt/qemu/qmp-BBBBBB", proven=False, pids=[4243], cause="held"),
+            hung_probe("/var/lib/libvirt/qemu/qmp-AAAAAA", proven=True, pids=[4242], cause=Cause.USERSPACE_DEADLOCK),
+            hung_probe("/var/lib/libvirt/qemu/qmp-BBBBBB", proven=False, pids=[4243], cause=Cause.HELD),
         ]
     )
     text = exposition(figures)

@@ -24,7 +24,8 @@ from watchdogd.act.killer import ProcessEnder
 from watchdogd.config import parse_config
 from watchdogd.decide.evidence import Latency
 from watchdogd.fsafe import BirthTime
-from watchdogd.model import Finding, Process, Severity
+from watchdogd.kinds import Kind, Severity
+from watchdogd.model import Finding, Process
 from watchdogd.observe.procfs import ProcFS
 from watchdogd.observe.scan import Scanner
 from watchdogd.state import StateStore
@@ -161,7 +162,7 @@ def test_kill_probe_only_ever_targets_what_the_rule_allows(
                 table.get(pid),
             )
     ender.signalled.clear()
-    kill.run(Finding("domcaps_hung", Severity.CRITICAL, "uri", 0.0, "", Latency("uri")))
+    kill.run(Finding(Kind.DOMCAPS_HUNG, Severity.CRITICAL, "uri", 0.0, "", Latency("uri")))
     made = {p.path: p.made_wall for p in obs.probes}
     for pid in ender.signalled:
         assert any(allowed(process_of(proc, pid), path, m, boot_wall, uids) for path, m in made.items()), (

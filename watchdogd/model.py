@@ -11,64 +11,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from .kinds import KINDS, LIBVIRT_LEVEL_KINDS, Kind, Severity
 from .problems import Problem
 from .timefmt import iso_utc
-
-
-class Severity(enum.IntEnum):
-    INFO = 0
-    WARNING = 1
-    CRITICAL = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-@dataclass(frozen=True)
-class KindSpec:
-    """What a finding kind is: the one table the assessor, the config, the policy, the ledger and the metrics read."""
-
-    severity: Severity
-    # the daemon opens it only once its condition has held this long (seconds; detect.grace overrides):
-    # where a moment of it is normal
-    grace: float = 0.0
-    # only libvirt itself (or root's own state) produces it: proven whatever the qemu user does
-    libvirt_level: bool = False
-    # never proof, whatever is seen: what it rests on is the qemu user's to make (its dirs, its logs)
-    forgeable: bool = False
-
-
-# The stable finding kinds of the contract, and the ones beyond it.
-KINDS: Dict[str, KindSpec] = {
-    "probe_hung": KindSpec(Severity.CRITICAL),
-    "probe_defunct": KindSpec(Severity.WARNING),
-    "probe_dir_stale": KindSpec(Severity.WARNING, forgeable=True),
-    "domcaps_slow": KindSpec(Severity.WARNING, libvirt_level=True),
-    "domcaps_hung": KindSpec(Severity.CRITICAL, libvirt_level=True),
-    # a restarting libvirt does not answer for a few seconds
-    "libvirt_unreachable": KindSpec(Severity.CRITICAL, grace=30.0, libvirt_level=True),
-    # empty until the first probe after a start finishes
-    "cache_empty": KindSpec(Severity.WARNING, grace=30.0),
-    "kernel_changed": KindSpec(Severity.INFO, libvirt_level=True),
-    # beyond the contract's list: libvirt answered getDomainCapabilities with an error (a probe failed, not hung)
-    "domcaps_failed": KindSpec(Severity.CRITICAL, grace=10.0, libvirt_level=True),
-    # libvirt's journal says a probe of a binary failed (subject: the binary), not probed well since
-    "probe_failed": KindSpec(Severity.CRITICAL, libvirt_level=True),
-    # a configured probe dir has not existed for longer than stale_dir_after
-    "probe_dir_missing": KindSpec(Severity.WARNING, forgeable=True),
-    # more qmp-XXXXXX dirs in one base than detect.max_dirs_per_base: one finding, with the count
-    "probe_dirs_flood": KindSpec(Severity.WARNING, forgeable=True),
-    # a domain's QEMU log shows a known start-up failure signature (subject: the domain)
-    "vm_start_failed": KindSpec(Severity.WARNING, forgeable=True),
-    # the KVM self-test failed
-    "kvm_unusable": KindSpec(Severity.CRITICAL, libvirt_level=True),
-}
-# views of the table, for the readers that need only one column
-FINDING_KINDS: Dict[str, Severity] = {kind: spec.severity for kind, spec in KINDS.items()}
-DEFAULT_GRACE: Dict[str, float] = {kind: spec.grace for kind, spec in KINDS.items() if spec.grace}
-LIBVIRT_LEVEL_KINDS = tuple(kind for kind, spec in KINDS.items() if spec.libvirt_level)
-FORGEABLE_KINDS = tuple(kind for kind, spec in KINDS.items() if spec.forgeable)
+from .words import Word
 
 
 @dataclass(frozen=True)
@@ -80,8 +26,8 @@ class ActionSpec:
 
 
 ACTIONS: Dict[str, ActionSpec] = {
-    "kill_probe": ActionSpec(("probe_hung", "probe_defunct", "domcaps_hung")),
-    "remove_stale_dir": ActionSpec(("probe_dir_stale",)),
+    "kill_probe": ActionSpec((Kind.PROBE_HUNG, Kind.PROBE_DEFUNCT, Kind.DOMCAPS_HUNG)),
+    "remove_stale_dir": ActionSpec((Kind.PROBE_DIR_STALE,)),
     "quarantine_cache": ActionSpec(("*",), host_wide=True),
     "restart_libvirt": ActionSpec(("*",), host_wide=True),
     "alert": ActionSpec(("*",)),
@@ -105,7 +51,7 @@ class Grounds(enum.Enum):
         return self is not Grounds.FORGEABLE
 
 
-class Role(str, enum.Enum):
+class Role(Word):
     """What a process is to its probe, in qemu's -daemonize double fork."""
 
     FIRST = "first"  # started by libvirt, waits on the daemonize pipe
@@ -308,7 +254,7 @@ class Finding:
     findings draw on a budget of their own (docs/THREAT-MODEL.md). Given only `proven`, a finding
     rests on HOST grounds when proven (libvirt-level kinds always are), else on forgeable ones."""
 
-    kind: str
+    kind: Kind
     severity: Severity
     subject: str
     since: float  # wall time the condition began, as best known
@@ -316,6 +262,14 @@ class Finding:
     evidence: Evidence = field(default_factory=Evidence)
     proven: bool = False
     grounds: Optional[Grounds] = None  # None: from `proven` (read it as rests_on)
+
+    @classmethod
+    def new(
+        cls, kind: Kind, subject: str, since: float, message: str, evidence: Evidence, on: Optional[Grounds] = None
+    ) -> Finding:
+        """Of its kind's severity. on: what it rests on (decide/grounds.py); None: its kind's default
+        (libvirt-level: HOST, else forgeable)."""
+        return cls(kind, KINDS[kind].severity, subject, since, message, evidence, grounds=on)
 
     def __post_init__(self) -> None:
         if self.grounds is None:
@@ -333,7 +287,7 @@ class Finding:
         return self.grounds is Grounds.HOST
 
     @property
-    def key(self) -> Tuple[str, str]:
+    def key(self) -> Tuple[Kind, str]:
         return (self.kind, self.subject)
 
     def evidence_json(self) -> Dict[str, object]:

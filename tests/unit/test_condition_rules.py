@@ -6,7 +6,8 @@ from harness.findings import hung_probe
 
 from watchdogd.decide.condition import RESOLVE_AFTER_S, ConditionTracker
 from watchdogd.decide.evidence import Latency
-from watchdogd.model import Finding, Severity
+from watchdogd.kinds import Kind, Severity
+from watchdogd.model import Finding
 
 
 def test_a_hang_opens_it_at_once_and_a_flicker_shut_and_open_again_is_told_once() -> None:
@@ -25,11 +26,13 @@ def test_a_hang_opens_it_at_once_and_a_flicker_shut_and_open_again_is_told_once(
 def test_only_what_stops_vm_starts_and_is_libvirts_own_opens_it() -> None:
     tracker = ConditionTracker()
     forged = hung_probe("/l/qmp-FFFFFF", proven=False)
-    slow = Finding("domcaps_slow", Severity.WARNING, "qemu:///system", 0.0, "slow", Latency("qemu:///system"))
+    slow = Finding(Kind.DOMCAPS_SLOW, Severity.WARNING, "qemu:///system", 0.0, "slow", Latency("qemu:///system"))
     assert tracker.update([forged, slow], now=1.0) is None and not tracker.current.blocked, (
         "the qemu user's own process named like a probe blocks nothing; a slow answer is an answer"
     )
-    failing = Finding("domcaps_failed", Severity.CRITICAL, "qemu:///system", 0.0, "failed", Latency("qemu:///system"))
+    failing = Finding(
+        Kind.DOMCAPS_FAILED, Severity.CRITICAL, "qemu:///system", 0.0, "failed", Latency("qemu:///system")
+    )
     assert tracker.update([failing], now=2.0) is not None
 
 

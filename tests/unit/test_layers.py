@@ -71,7 +71,7 @@ def test_the_shared_layer_imports_no_stage() -> None:
 
 
 def test_every_finding_kind_has_a_message_id_and_a_catalog_entry() -> None:
-    from watchdogd.model import FINDING_KINDS
+    from watchdogd.kinds import FINDING_KINDS
     from watchdogd.report.events import MESSAGE_IDS
 
     catalog = (PACKAGE.parent / "systemd" / "kvm-watchdog.catalog").read_text()

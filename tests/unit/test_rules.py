@@ -12,7 +12,8 @@ from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
 from watchdogd.decide.assess import assess
 from watchdogd.decide.evidence import EmptyCache
 from watchdogd.decide.policy import PolicyEngine
-from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
+from watchdogd.kinds import Kind, Severity
+from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 from watchdogd.rules import is_hung, why_not_stale
 
 
@@ -93,7 +94,7 @@ def test_alert_is_an_event_only_and_never_spends_the_budget() -> None:
     assert engine.admit(0.0), "the one action the window allows"
     actor = Actor({"alert": Alert()}, engine, clock=lambda: 1.0)
     empty = Finding(
-        "cache_empty", Severity.WARNING, "/c", 0.0, "the cache is empty", EmptyCache("/c", 0, 0), proven=True
+        Kind.CACHE_EMPTY, Severity.WARNING, "/c", 0.0, "the cache is empty", EmptyCache("/c", 0, 0), proven=True
     )
     records, breaker = actor.execute(engine.decide([empty], now=1.0))
     assert [(r.action, r.result, r.detail) for r in records] == [("alert", "ok", "alert: the cache is empty")]
@@ -124,8 +125,8 @@ def test_a_finding_in_its_grace_never_opens_and_one_that_outlasts_it_opens_once(
     from watchdogd.decide.ledger import FindingLedger
 
     ledger = FindingLedger()
-    empty = Finding("cache_empty", Severity.WARNING, "/c", 0.0, "m", EmptyCache("/c", 0, 0))
-    grace = {"cache_empty": 30.0}
+    empty = Finding(Kind.CACHE_EMPTY, Severity.WARNING, "/c", 0.0, "m", EmptyCache("/c", 0, 0))
+    grace = {Kind.CACHE_EMPTY: 30.0}
     assert ledger.update([empty], 100.0, grace=grace).opened == (), "a libvirt start: the cache is empty for a moment"
     assert ledger.due(grace) == (130.0,)
     assert ledger.update([], 101.5, grace=grace).opened == () and ledger.pending == {}, (

@@ -15,7 +15,8 @@ from watchdogd.config import Config, LimitsConfig
 from watchdogd.decide.evidence import Latency
 from watchdogd.decide.grounds import of_libvirt_call, of_probe
 from watchdogd.decide.policy import Lane, PolicyEngine
-from watchdogd.model import Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role, Severity
+from watchdogd.kinds import Kind, Severity
+from watchdogd.model import Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 
 
 def hung(n: int, proven: bool) -> List[Finding]:
@@ -45,10 +46,10 @@ def test_three_proven_hangs_escalate_once_and_forged_ones_do_not_help_reach_thre
 
 
 def test_libvirt_level_kinds_are_proven_and_dir_kinds_never_are() -> None:
-    def kind(k: str) -> Finding:
+    def kind(k: Kind) -> Finding:
         return Finding(k, Severity.CRITICAL, "s", 0.0, "m", Latency("qemu:///system"))
 
-    assert kind("domcaps_hung").proven and kind("domcaps_failed").proven and kind("libvirt_unreachable").proven
+    assert kind(Kind.DOMCAPS_HUNG).proven and kind(Kind.DOMCAPS_FAILED).proven and kind(Kind.LIBVIRT_UNREACHABLE).proven
     assert not stale_dir("/l/qmp-AAAAAA").proven and not hung_probe("/l/qmp-AAAAAA", proven=False).proven
     assert hung_probe("/l/qmp-AAAAAA", proven=True).proven
     assert hung_probe("/l/qmp-AAAAAA", proven=True).to_json()["evidence"]["proven_libvirt"] is True, (
@@ -118,7 +119,7 @@ def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted
         "the qemu user's own process in that dir is ended too"
     )
     assert all(p.lane is Lane.UNPROVEN for p in engine.decide([], now=113.0) + engine.decide([forged], now=120.0))
-    hang = [Finding("domcaps_hung", Severity.CRITICAL, "qemu:///system", 0.0, "m", Latency("qemu:///system"))]
+    hang = [Finding(Kind.DOMCAPS_HUNG, Severity.CRITICAL, "qemu:///system", 0.0, "m", Latency("qemu:///system"))]
     engine = PolicyEngine(Config())
     from watchdogd.config import PolicyConfig
 
@@ -153,7 +154,12 @@ def test_a_probe_libvirt_runs_as_the_qemu_user_is_killed_and_never_escalates() -
     config = Config()
     libvirts = [
         Finding(
-            "probe_hung", Severity.CRITICAL, f"/l/qmp-Q{i:05d}", 0.0, "m", grounds=of_probe(_probe("/l", 64055), config)
+            Kind.PROBE_HUNG,
+            Severity.CRITICAL,
+            f"/l/qmp-Q{i:05d}",
+            0.0,
+            "m",
+            grounds=of_probe(_probe("/l", 64055), config),
         )
         for i in range(13)
     ]
@@ -171,7 +177,7 @@ def test_a_probe_libvirt_runs_as_root_escalates_as_on_the_incidents_host() -> No
     assert of_probe(_probe("/l", 0, proof=False), config) is Grounds.FORGEABLE
     root_hangs = [
         Finding(
-            "probe_hung", Severity.CRITICAL, f"/l/qmp-R{i:05d}", 0.0, "m", grounds=of_probe(_probe("/l", 0), config)
+            Kind.PROBE_HUNG, Severity.CRITICAL, f"/l/qmp-R{i:05d}", 0.0, "m", grounds=of_probe(_probe("/l", 0), config)
         )
         for i in range(3)
     ]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..config import Config
 from ..decide.policy import BreakerChange, Lane, PlannedAction, PolicyEngine, Spend
 from ..fsafe import BirthTime
+from ..kinds import Kind
 from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
 from ..rules import is_hung, why_not_stale
@@ -44,7 +45,7 @@ class ActionRecord:
     action: str
     policy: str
     subject: str
-    kind: str
+    kind: Kind
     result: ResultName
     dry_run: bool
     detail: str
@@ -81,14 +82,14 @@ class KillProbe:
         obs = self.scanner.recheck()
         protected = Protected(self.scanner.own_pid, frozenset(obs.libvirt_pids))
         boot_wall = obs.taken_wall - obs.uptime_s
-        if finding.kind == "domcaps_hung":
+        if finding.kind == Kind.DOMCAPS_HUNG:
             hung = [p for p in obs.probes if is_hung(p, self.config.detect)]
             return hung, protected, boot_wall
         path = finding.evidence.probe_path()
         return [p for p in obs.probes if p.path == path], protected, boot_wall
 
     def plan(self, finding: Finding) -> str:
-        if finding.kind == "probe_defunct" and finding.evidence.probe_path() is None:
+        if finding.kind == Kind.PROBE_DEFUNCT and finding.evidence.probe_path() is None:
             return "nothing: the zombies' parent is libvirt itself; only restart_libvirt resolves that"
         probes, _, _ = self._probes(finding)
         if not probes:
@@ -99,7 +100,7 @@ class KillProbe:
         )
 
     def run(self, finding: Finding) -> Result:
-        if finding.kind == "probe_defunct" and finding.evidence.probe_path() is None:
+        if finding.kind == Kind.PROBE_DEFUNCT and finding.evidence.probe_path() is None:
             return "skipped", "the zombies' parent is libvirt itself; only restart_libvirt resolves that", ()
         probes, protected, boot_wall = self._probes(finding)
         if not probes:

@@ -12,7 +12,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from ..durations import format_duration
-from ..model import ACTION_NAMES, ACTIONS, FINDING_KINDS, FORGEABLE_KINDS
+from ..kinds import FINDING_KINDS, FORGEABLE_KINDS
+from ..model import ACTION_NAMES, ACTIONS
 from .schema import CONDITION, HOOK_KEYS, POLICY_KEYS, SECTIONS, TOP_LEVEL, Config, HookConfig, PolicyConfig
 from .values import Invalid, Parser
 

@@ -9,7 +9,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import yaml
 
 from ..durations import format_duration
-from ..model import DEFAULT_GRACE
+from ..kinds import DEFAULT_GRACE, Kind
+from ..words import Word
 from . import values as v
 from .values import Parser
 
@@ -48,7 +49,7 @@ class DetectConfig:
     max_dirs_per_base: int = v.key(1000, v.int_at_least(1))
     # kind -> duration: the daemon opens a finding only once its condition has held this long
     # (check and remediate report what they see at once); the rest open at once
-    grace: Dict[str, float] = field(
+    grace: Dict[Kind, float] = field(
         default_factory=lambda: dict(DEFAULT_GRACE), metadata={"parse": v.grace, "duration": False}
     )
 
@@ -131,10 +132,10 @@ class HookConfig:
 
 
 DEFAULT_POLICIES = (
-    PolicyConfig(name="kill-hung-probes", on="probe_hung", do=("kill_probe",)),
+    PolicyConfig(name="kill-hung-probes", on=Kind.PROBE_HUNG, do=("kill_probe",)),
     PolicyConfig(
         name="reset-after-repeated-hangs",
-        on="probe_hung",
+        on=Kind.PROBE_HUNG,
         do=("quarantine_cache", "restart_libvirt"),
         times=3,
         within=3600.0,
@@ -209,7 +210,7 @@ def to_yaml(config: Config) -> str:
         if isinstance(obj, float) and name in DURATION_KEYS:
             return format_duration(obj)
         if isinstance(obj, dict):
-            return {k: format_duration(v) if isinstance(v, float) else v for k, v in obj.items()}
-        return obj
+            return {plain(k): format_duration(v) if isinstance(v, float) else plain(v) for k, v in obj.items()}
+        return str(obj) if isinstance(obj, Word) else obj  # YAML's safe dumper knows no enum
 
     return yaml.safe_dump(plain(config), sort_keys=False, default_flow_style=False)

@@ -7,7 +7,7 @@ from dataclasses import field
 from typing import Any, Callable, Dict, Tuple, Union
 
 from ..durations import parse_duration
-from ..model import DEFAULT_GRACE, FINDING_KINDS
+from ..kinds import DEFAULT_GRACE, FINDING_KINDS, Kind
 
 
 class Invalid(Exception):
@@ -127,15 +127,15 @@ def listen(value: Any) -> str:
     return text
 
 
-def grace(value: Any) -> Dict[str, float]:
+def grace(value: Any) -> Dict[Kind, float]:
     """finding kind -> how long its condition must hold before it opens."""
     if not isinstance(value, dict):
         raise Invalid(f"must map finding kinds to durations (e.g. {{cache_empty: 30s}}), not {value!r}")
-    out: Dict[str, float] = {}
+    out: Dict[Kind, float] = {}
     for kind, length in value.items():
         if kind not in FINDING_KINDS:
             raise Invalid(f"unknown finding kind {kind!r} (known: {', '.join(FINDING_KINDS)})")
-        out[str(kind)] = duration(length)
+        out[Kind(kind)] = duration(length)
     return {**DEFAULT_GRACE, **out}  # the operator's on top of the defaults (0s turns one off)
 
 

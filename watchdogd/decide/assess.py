@@ -11,14 +11,15 @@ from typing import Dict, List, Optional, Tuple
 from ..config import Config
 from ..diagnose.classify import classify
 from ..diagnose.insight import Insight
-from ..diagnose.kvmtest import KvmResult
 from ..durations import format_duration
-from ..model import FINDING_KINDS, Defunct, Evidence, Finding, Grounds, Observation, Probe
+from ..kinds import Kind
+from ..model import Defunct, Finding, Grounds, Observation, Probe
 from ..observe.capture import Capture
-from ..rules import is_hung, is_lasting_zombie, is_starting, why_not_stale
+from ..rules import is_hung, is_lasting_zombie, why_not_stale
 from ..timefmt import iso_utc
 from . import evidence as ev
 from . import grounds
+from .libvirt_said import said
 
 
 def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) -> List[Finding]:
@@ -34,32 +35,8 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
     findings.extend(_probe_defunct(obs, config))
     findings.extend(_floods(obs, config))
     findings.extend(_missing_dirs(obs, config))
-    findings.extend(_latency(obs, config))
-    findings.extend(_cache(obs, config))
-    findings.extend(_vm_start_failed(obs, seen))
-    findings.extend(_probe_failed(obs, config, seen))
-    if seen.kvm is not None and not seen.kvm.usable:
-        findings.append(_kvm_unusable(obs, seen.kvm))
-    if obs.kernel_last_good and obs.kernel_last_good != obs.kernel_release:
-        findings.append(
-            _finding(
-                "kernel_changed",
-                obs.kernel_release,
-                obs.taken_wall,
-                f"The running kernel {obs.kernel_release} differs from {obs.kernel_last_good}, the last one on which "
-                "capability probing worked: libvirt re-probes every emulator now, which is when a broken kernel hangs "
-                "probes.",
-                ev.KernelChanged(release=obs.kernel_release, last_good=obs.kernel_last_good),
-            )
-        )
+    findings.extend(said(obs, config, seen))
     return findings
-
-
-def _finding(
-    kind: str, subject: str, since: float, message: str, evidence: Evidence, on: Optional[Grounds] = None
-) -> Finding:
-    """on: what it rests on (decide/grounds.py); None: its kind's default (libvirt-level: HOST, else forgeable)."""
-    return Finding(kind, FINDING_KINDS[kind], subject, since, message, evidence, grounds=on)
 
 
 def process_evidence(probe: Probe, obs: Observation) -> Tuple[ev.ProcessFact, ...]:
@@ -125,7 +102,7 @@ def _probe_hung(probe: Probe, obs: Observation, config: Config, insight: Insight
             f" Libvirt's, but it runs as uid {probe.owner_uid} (a qemu user), who can make its own probes hang:"
             " it is ended, and host-wide actions will not act on it (libvirt.qemu_probes_host_wide)."
         )
-    return _finding("probe_hung", probe.path, obs.taken_wall - probe.age_s, message, evidence, on)
+    return Finding.new(Kind.PROBE_HUNG, probe.path, obs.taken_wall - probe.age_s, message, evidence, on)
 
 
 def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
@@ -142,7 +119,7 @@ def _probe_dir_stale(probe: Probe, obs: Observation) -> Finding:
         pidfile_rejected=probe.pidfile_rejected or None,
     )
     # never proven: a dir no process belongs to proves nothing, anyone who can write the base can make one
-    return _finding("probe_dir_stale", probe.path, probe.made_wall, message, evidence)
+    return Finding.new(Kind.PROBE_DIR_STALE, probe.path, probe.made_wall, message, evidence)
 
 
 def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
@@ -183,7 +160,7 @@ def _probe_defunct(obs: Observation, config: Config) -> List[Finding]:
         )
         since = obs.taken_wall - max(d.age_s for d in zombies)
         on = grounds.of_zombies(probe, zombies, config)
-        findings.append(_finding("probe_defunct", subject, since, message, evidence, on))
+        findings.append(Finding.new(Kind.PROBE_DEFUNCT, subject, since, message, evidence, on))
     return findings
 
 
@@ -199,7 +176,7 @@ def _floods(obs: Observation, config: Config) -> List[Finding]:
             "dirs without end: find who owns them."
         )
         evidence = ev.Flood(base=flood.base, total=flood.total, tracked=flood.tracked)
-        out.append(_finding("probe_dirs_flood", flood.base, obs.taken_wall, message, evidence))
+        out.append(Finding.new(Kind.PROBE_DIRS_FLOOD, flood.base, obs.taken_wall, message, evidence))
     return out
 
 
@@ -217,130 +194,7 @@ def _missing_dirs(obs: Observation, config: Config) -> List[Finding]:
             "/home, /root and /run/user: add the path with a drop-in)."
         )
         evidence = ev.MissingDir(probe_dir=missing.path, missing_s=round(missing.missing_s, 1))
-        out.append(_finding("probe_dir_missing", missing.path, obs.taken_wall - missing.missing_s, message, evidence))
+        out.append(
+            Finding.new(Kind.PROBE_DIR_MISSING, missing.path, obs.taken_wall - missing.missing_s, message, evidence)
+        )
     return out
-
-
-def _vm_start_failed(obs: Observation, insight: Insight) -> List[Finding]:
-    out = []
-    for f in insight.vm_failures:
-        seen = next((line.strip() for line in f.lines if line.strip()), "")
-        message = (
-            f"Domain {f.domain} failed to start: its QEMU log ({f.log}) shows {f.cause} ({seen!r}). "
-            f"What to do: {f.what_to_do}"
-        )
-        # never proven: the lines are QEMU's stderr, and the qemu user writes them
-        evidence = ev.VmStart(domain=f.domain, log=f.log, lines=tuple(f.lines), found=ev.Cause(f.cause, f.what_to_do))
-        out.append(_finding("vm_start_failed", f.domain, f.since, message, evidence))
-    return out
-
-
-def _probe_failed(obs: Observation, config: Config, insight: Insight) -> List[Finding]:
-    out = []
-    for e in insight.probe_failures:
-        f = e.failure
-        message = (
-            f"libvirt could not probe {f.binary}: its journal says {f.message!r}. No VM that uses this emulator can "
-            f"be defined or started until a probe of it works ({e.cause}). What to do: {e.what_to_do}"
-        )
-        evidence = ev.FailedProbe(
-            f.binary, f.message, f.qemu_said, iso_utc(f.when), f.pid, found=ev.Cause(e.cause, e.what_to_do)
-        )
-        on = grounds.of_libvirt_call("probe_failed", obs, config)
-        out.append(_finding("probe_failed", f.binary, f.when, message, evidence, on))
-    return out
-
-
-def _kvm_unusable(obs: Observation, kvm: KvmResult) -> Finding:
-    message = (
-        f"KVM is unusable on this host: {kvm.problem}. "
-        "No VM can start with KVM acceleration; run `kvm-watchdog diagnose`."
-    )
-    return _finding("kvm_unusable", "/dev/kvm", obs.taken_wall, message, ev.KvmUnusable(kvm))
-
-
-def _latency(obs: Observation, config: Config) -> List[Finding]:
-    lat = obs.latency
-    if lat is None or lat.skipped:
-        return []
-    uri = config.libvirt.uri
-    timeout = config.latency.timeout
-    if lat.answered and lat.domcaps_ms is not None:
-        if lat.domcaps_ms >= config.latency.slow * 1000:
-            evidence = ev.Latency(uri, latency_ms=round(lat.domcaps_ms, 1), slow_ms=config.latency.slow * 1000)
-            return [
-                _finding(
-                    "domcaps_slow",
-                    uri,
-                    obs.taken_wall,
-                    f"getDomainCapabilities on {uri} took {lat.domcaps_ms / 1000:.1f}s (slow is "
-                    f"{format_duration(config.latency.slow)}): "
-                    "libvirt is probing or busy; VM starts are delayed.",
-                    evidence,
-                    grounds.of_libvirt_call("domcaps_slow", obs, config),
-                )
-            ]
-        return []
-    if lat.timed_out and lat.reachable:
-        evidence = ev.Latency(uri, latency_ms=round(timeout * 1000, 1), timeout_s=timeout)
-        return [
-            _finding(
-                "domcaps_hung",
-                uri,
-                obs.taken_wall,
-                f"getDomainCapabilities on {uri} did not answer within {format_duration(timeout)}: libvirt answers, "
-                "but "
-                "its capabilities are stuck (usually behind a hung probe); VMs cannot be started or defined.",
-                evidence,
-                grounds.of_libvirt_call("domcaps_hung", obs, config),
-            )
-        ]
-    if lat.reachable is False or (lat.timed_out and lat.reachable is None):
-        why = lat.error or f"no answer to getLibVersion within {format_duration(timeout)}"
-        return [
-            _finding(
-                "libvirt_unreachable",
-                uri,
-                obs.taken_wall,
-                f"libvirt at {uri} cannot be reached: {why}.",
-                ev.Latency(uri, error=why),
-            )
-        ]
-    if lat.reachable and lat.error:
-        evidence = ev.Latency(
-            uri, latency_ms=round(lat.domcaps_ms, 1) if lat.domcaps_ms is not None else None, error=lat.error
-        )
-        return [
-            _finding(
-                "domcaps_failed",
-                uri,
-                obs.taken_wall,
-                f"getDomainCapabilities on {uri} failed: {lat.error}. VMs cannot be started until capabilities can be "
-                "probed.",
-                evidence,
-                grounds.of_libvirt_call("domcaps_failed", obs, config),
-            )
-        ]
-    return []
-
-
-def _cache(obs: Observation, config: Config) -> List[Finding]:
-    if obs.cache_entries is None or obs.cache_entries:
-        return []
-    lat = obs.latency
-    libvirt_up = lat.reachable if lat is not None and not lat.skipped else bool(obs.libvirt_pids)
-    if not libvirt_up:
-        return []
-    if any(is_starting(p, config.detect) for p in obs.probes):
-        return []  # a probe is running and not hung yet: the cache is expected to be empty until it finishes
-    return [
-        _finding(
-            "cache_empty",
-            obs.cache_dir,
-            obs.taken_wall,
-            f"libvirt is up but its capabilities cache {obs.cache_dir} holds no entry: no probe has finished since the "
-            "cache was last invalidated (a new kernel, emulator or libvirt), so nothing can start a VM yet.",
-            ev.EmptyCache(cache_dir=obs.cache_dir, entries=0, owner_uid=obs.cache_owner_uid),
-            grounds.of_cache(obs, config),
-        )
-    ]

@@ -15,11 +15,19 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config.schema import CONDITION
+from ..kinds import Kind
 from ..model import Finding
 from ..timefmt import iso_utc
 
 NAME = CONDITION
-BLOCKING_KINDS = ("probe_hung", "domcaps_hung", "domcaps_failed", "libvirt_unreachable", "probe_failed", "kvm_unusable")
+BLOCKING_KINDS = (
+    Kind.PROBE_HUNG,
+    Kind.DOMCAPS_HUNG,
+    Kind.DOMCAPS_FAILED,
+    Kind.LIBVIRT_UNREACHABLE,
+    Kind.PROBE_FAILED,
+    Kind.KVM_UNUSABLE,
+)
 RESOLVE_AFTER_S = 10.0
 
 

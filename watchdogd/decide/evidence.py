@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
+from ..causes import Cause
 from ..diagnose.classify import Diagnosis
 from ..diagnose.kvmtest import KvmResult
 from ..model import AS_DIAGNOSIS, OMIT_IF_NONE, Evidence, Grounds, PidfileRead
@@ -119,7 +120,9 @@ class MissingDir(Evidence):
 
 
 @dataclass(frozen=True)
-class Cause:
+class Explained:
+    """What a signature table row says of a line: its cause (the table's word) and what to do."""
+
     cause: str
     what_to_do: str
 
@@ -131,7 +134,7 @@ class VmStart(Evidence):
     domain: str
     log: str
     lines: Tuple[str, ...]
-    found: Cause = field(metadata=AS_DIAGNOSIS)
+    found: Explained = field(metadata=AS_DIAGNOSIS)
 
     def diagnosis(self) -> Optional[Dict[str, object]]:
         return {"cause": self.found.cause, "what_to_do": self.found.what_to_do}
@@ -146,7 +149,7 @@ class FailedProbe(Evidence):
     qemu_said: str
     logged: str  # ISO 8601 UTC
     libvirt_pid: int
-    found: Cause = field(metadata=AS_DIAGNOSIS)
+    found: Explained = field(metadata=AS_DIAGNOSIS)
 
     def diagnosis(self) -> Optional[Dict[str, object]]:
         return {"cause": self.found.cause, "what_to_do": self.found.what_to_do}
@@ -162,7 +165,7 @@ class KvmUnusable(Evidence):
         return {"kvm": self.kvm.to_json(), "diagnosis": self.diagnosis()}
 
     def diagnosis(self) -> Optional[Dict[str, object]]:
-        return {"cause": "kvm_unusable", "what_to_do": self.kvm.problem}
+        return {"cause": Cause.KVM_UNUSABLE, "what_to_do": self.kvm.problem}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..config import Config
+from ..kinds import Kind
 from ..model import Defunct, Grounds, Observation, Probe
 
 
@@ -47,7 +48,7 @@ def of_libvirt_call(kind: str, obs: Observation, config: Config) -> Grounds:
     """
     if obs.probes_as_libvirt or config.libvirt.qemu_probes_host_wide:
         return Grounds.HOST
-    if kind in ("domcaps_failed", "probe_failed"):
+    if kind in (Kind.DOMCAPS_FAILED, Kind.PROBE_FAILED):
         return Grounds.LIBVIRTS
     explained = any(p.proof is not None and p.live_members and not p.as_libvirt for p in obs.probes)
     return Grounds.LIBVIRTS if explained else Grounds.HOST

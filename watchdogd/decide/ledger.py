@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import AbstractSet, Any, Dict, List, Mapping, Sequence, Tuple
 
-from ..model import FINDING_KINDS, Finding, Severity
+from ..kinds import FINDING_KINDS, Kind
+from ..model import Finding
 from .evidence import Recorded
 
-Key = Tuple[str, str]
+Key = Tuple[Kind, str]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class FindingLedger:
         findings: Sequence[Finding],
         now: float,
         hold: AbstractSet[Key] = frozenset(),
-        grace: Mapping[str, float] = MappingProxyType({}),
+        grace: Mapping[Kind, float] = MappingProxyType({}),
     ) -> Change:
         """`hold`: keys being acted on right now; they stay open until the action is reported.
 
@@ -58,7 +59,7 @@ class FindingLedger:
         self.pending = {k: t for k, t in self.pending.items() if k in waiting}
         return Change(opened, resolved)
 
-    def due(self, grace: Mapping[str, float]) -> Tuple[float, ...]:
+    def due(self, grace: Mapping[Kind, float]) -> Tuple[float, ...]:
         """Wall times at which a pending finding's grace runs out (the daemon scans then)."""
         return tuple(first + grace.get(k[0], 0.0) for k, first in self.pending.items())
 
@@ -73,11 +74,11 @@ class FindingLedger:
         found: List[OpenFinding] = []
         for item in data if isinstance(data, list) else []:
             try:
-                kind = str(item["kind"])
+                kind = Kind(item["kind"])  # a kind this version lacks: dropped
                 recorded = dict(item.get("evidence") or {})
                 finding = Finding(
                     kind=kind,
-                    severity=FINDING_KINDS.get(kind, Severity.WARNING),
+                    severity=FINDING_KINDS[kind],
                     subject=str(item["subject"]),
                     since=float(item["since_wall"]),
                     message=str(item.get("message", "")),

@@ -16,35 +16,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from ..causes import Cause
 from ..model import Probe, Role
 from ..observe.capture import Capture, ProcessCapture
 
-WHAT_TO_DO: Dict[str, str] = {
-    "userspace_deadlock": (
+WHAT_TO_DO: Dict[Cause, str] = {
+    Cause.USERSPACE_DEADLOCK: (
         "QEMU deadlocked in itself right after daemonizing, before any KVM work (the incident's shape: a malloc "
         "spin-lock). Ending the probe releases libvirt, but the next probe will hang the same way: roll back the "
         "emulator or the library that changed with it (check `kvm-watchdog diagnose` for the package versions), "
         "or the kernel if it changed."
     ),
-    "kvm_ioctl": (
+    Cause.KVM_IOCTL: (
         "QEMU is blocked in a KVM ioctl: the kernel's KVM does not answer. Boot the last kernel on which probing "
         "worked, and report the kernel's KVM regression."
     ),
-    "uninterruptible": (
+    Cause.UNINTERRUPTIBLE: (
         "A QEMU thread is in uninterruptible sleep (D): the kernel holds it, and SIGKILL will not end it. "
         "The host needs a reboot (into the last good kernel); the watchdog does not retry the kill."
     ),
-    "qmp_unanswered": (
+    Cause.QMP_UNANSWERED: (
         "QEMU reported it was ready, but never answered libvirt's monitor (QMP). Ending the probe releases "
         "libvirt; if it repeats, look at the emulator's QMP handling (its version) and at libvirt's log."
     ),
-    "held": (
+    Cause.HELD: (
         "A process of the probe is stopped (SIGSTOP) or traced by a debugger: it is held by its own uid or by "
         "whoever debugs it, not hung by the kernel or the emulator. It is ended like any probe whose processes "
         "are that uid's own, on the budget for evidence that uid could make, and it never counts toward a libvirt "
         "restart or a cache quarantine. If it repeats, find who stops the qemu user's processes."
     ),
-    "unknown": "No known shape matched: ending the probe releases libvirt; keep the incident bundle for a bug report.",
+    Cause.UNKNOWN: (
+        "No known shape matched: ending the probe releases libvirt; keep the incident bundle for a bug report."
+    ),
 }
 
 
@@ -52,10 +55,13 @@ WHAT_TO_DO: Dict[str, str] = {
 class Diagnosis:
     stage: str
     blocked_in: Optional[str]
-    cause: str
-    what_to_do: str
+    cause: Cause
     detail: str  # a sentence of what was seen
     kernel_said: Optional[str] = None  # the kernel's hung-task line of a member: in D state for minutes
+
+    @property
+    def what_to_do(self) -> str:
+        return WHAT_TO_DO[self.cause]
 
     def to_json(self) -> Dict[str, object]:
         out: Dict[str, object] = {
@@ -92,27 +98,23 @@ def classify(probe: Probe, capture: Capture) -> Diagnosis:
         if t.syscall == "ioctl" and (p.pid, t.syscall_fd) in kvm_fds
     ]
     if probe.held:
-        return Diagnosis(stage, blocked_in, "held", WHAT_TO_DO["held"], probe.held)
+        return Diagnosis(stage, blocked_in, Cause.HELD, probe.held)
     if stuck:
         where = ", ".join(f"thread {t.tid} at {t.wchan or 'an unreadable wchan'}" for t in stuck[:3])
-        return Diagnosis(
-            stage, blocked_in, "uninterruptible", WHAT_TO_DO["uninterruptible"], f"in uninterruptible sleep: {where}"
-        )
+        return Diagnosis(stage, blocked_in, Cause.UNINTERRUPTIBLE, f"in uninterruptible sleep: {where}")
     if in_kvm:
         pid, t = in_kvm[0]
         return Diagnosis(
             stage,
             blocked_in,
-            "kvm_ioctl",
-            WHAT_TO_DO["kvm_ioctl"],
+            Cause.KVM_IOCTL,
             f"thread {t.tid} of {pid} is blocked in an ioctl on KVM fd {t.syscall_fd}",
         )
     if stage == "before_ready" and blocked_in == "futex":
         return Diagnosis(
             stage,
             blocked_in,
-            "userspace_deadlock",
-            WHAT_TO_DO["userspace_deadlock"],
+            Cause.USERSPACE_DEADLOCK,
             "the first process waits for the daemon's \"started\"; the daemon's main thread waits on a futex, no KVM "
             "ioctl in flight",
         )
@@ -120,14 +122,12 @@ def classify(probe: Probe, capture: Capture) -> Diagnosis:
         return Diagnosis(
             stage,
             blocked_in,
-            "qmp_unanswered",
-            WHAT_TO_DO["qmp_unanswered"],
+            Cause.QMP_UNANSWERED,
             f"the daemon reported ready and sits in {blocked_in or 'an unknown call'}",
         )
     return Diagnosis(
         stage,
         blocked_in,
-        "unknown",
-        WHAT_TO_DO["unknown"],
+        Cause.UNKNOWN,
         f"the daemon's main thread sits in {blocked_in or 'an unknown call'}",
     )

@@ -7,7 +7,8 @@ import enum
 import json
 from typing import Any, Dict, List, Sequence
 
-from ..model import Finding, Severity
+from ..kinds import Severity
+from ..model import Finding
 
 
 class ExitStatus(enum.IntEnum):

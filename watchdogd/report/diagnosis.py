@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
+from ..causes import Cause
 from .answer import ExitStatus
-
-HEALTHY = "healthy"
 
 
 def verdict(
@@ -34,13 +33,13 @@ def verdict(
             "load the KVM module (kvm-intel / kvm-amd) and check virtualization in the firmware",
             "after a kernel upgrade: boot the last good kernel",
         ]
-        return {"cause": "kvm_unusable", "what_to_do": steps}
+        return {"cause": Cause.KVM_UNUSABLE, "what_to_do": steps}
     for p in probes:
         d = p.get("diagnosis") or {}
         if d.get("cause"):
             steps.append(f"probe {p.get('probe_dir')}: {d.get('what_to_do')}")
     if probes:
-        cause = (probes[0].get("diagnosis") or {}).get("cause", "unknown")
+        cause = (probes[0].get("diagnosis") or {}).get("cause", Cause.UNKNOWN)
         steps.append(
             "`kvm-watchdog remediate` (or the running daemon) ends hung probes; `journalctl KVMWD_EVENT=probe_hung "
             "-x` for the history"
@@ -54,14 +53,14 @@ def verdict(
             "what_to_do": [f"domain {s['domain']}: {s['what_to_do']}"] + [a for a in kvm.get("advice", [])] + cited,
         }
     if errors:
-        return {"cause": "unknown", "what_to_do": [f"could not see everything: {e}" for e in errors]}
-    return {"cause": HEALTHY, "what_to_do": list(kvm.get("advice", [])) + cited}
+        return {"cause": Cause.UNKNOWN, "what_to_do": [f"could not see everything: {e}" for e in errors]}
+    return {"cause": Cause.HEALTHY, "what_to_do": list(kvm.get("advice", [])) + cited}
 
 
 def exit_status(report: Dict[str, Any]) -> ExitStatus:
     cause = report["verdict"]["cause"]
-    if cause == HEALTHY:
+    if cause == Cause.HEALTHY:
         return ExitStatus.OK
-    if cause == "unknown" and not report["probes"]:
+    if cause == Cause.UNKNOWN and not report["probes"]:
         return ExitStatus.UNKNOWN
     return ExitStatus.CRITICAL  # KVM unusable, or a cause found

@@ -22,7 +22,8 @@ from .. import __version__
 from ..act.actions import ActionRecord
 from ..config import Config, LimitsConfig
 from ..decide.condition import Condition
-from ..model import Finding, Severity
+from ..kinds import Kind, Severity
+from ..model import Finding
 from ..printable import printable
 from ..timefmt import iso_utc
 from ..typing_compat import Protocol
@@ -32,15 +33,15 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # KVMWD_EVENT -> MESSAGE_ID. Fixed forever: operators and their tooling match on them.
 MESSAGE_IDS: Dict[str, str] = {
-    "probe_hung": "0e01d9f831ac40549a3cbaeac1ed4ee2",
-    "probe_defunct": "acb13dae1024484d83a24055edca0c35",
-    "probe_dir_stale": "08c23965df0f47f2bfb642d1d2bb8df7",
-    "domcaps_slow": "2d25e5503daf4b45b64f9ea1bce83981",
-    "domcaps_hung": "c689a4f8decb4d22830f6f02fc028e00",
-    "domcaps_failed": "2488d6733fea43ef9eb74178ea018baf",
-    "libvirt_unreachable": "d6291be3cb254247930740f8157b8285",
-    "cache_empty": "2cfb8ac3ae8a4deda3d6d14592a169b8",
-    "kernel_changed": "16da003ad786406baba99a2238bdb070",
+    Kind.PROBE_HUNG: "0e01d9f831ac40549a3cbaeac1ed4ee2",
+    Kind.PROBE_DEFUNCT: "acb13dae1024484d83a24055edca0c35",
+    Kind.PROBE_DIR_STALE: "08c23965df0f47f2bfb642d1d2bb8df7",
+    Kind.DOMCAPS_SLOW: "2d25e5503daf4b45b64f9ea1bce83981",
+    Kind.DOMCAPS_HUNG: "c689a4f8decb4d22830f6f02fc028e00",
+    Kind.DOMCAPS_FAILED: "2488d6733fea43ef9eb74178ea018baf",
+    Kind.LIBVIRT_UNREACHABLE: "d6291be3cb254247930740f8157b8285",
+    Kind.CACHE_EMPTY: "2cfb8ac3ae8a4deda3d6d14592a169b8",
+    Kind.KERNEL_CHANGED: "16da003ad786406baba99a2238bdb070",
     "action": "1b0ff9497e7e44dbbc3fdad1d7bc0197",
     "started": "33cba9a7a05944fca04fe610b3491c6a",
     "stopped": "0ec09c0b93424c43b5001c541856f556",
@@ -50,11 +51,11 @@ MESSAGE_IDS: Dict[str, str] = {
     "remediation_resumed": "efd5f58fb17e486381df30ab698d89db",
     # beyond the contract's list: something could not be read or saved (reported once)
     "scan_problem": "5b8f1f0e6d2a4f7e9c3a1d2b4e6f8a0c",
-    "probe_dir_missing": "37c4e87088fe43858a1c93489824d07c",
-    "probe_dirs_flood": "5139c1e160cb47c5902738e263a13b38",
-    "vm_start_failed": "74452283f0454fb18c101fc9e3c5cbef",
-    "kvm_unusable": "ca5d8aaef9d34463994cb0c086c92017",
-    "probe_failed": "e7f54537a4b04e34833ab9236ae1375d",
+    Kind.PROBE_DIR_MISSING: "37c4e87088fe43858a1c93489824d07c",
+    Kind.PROBE_DIRS_FLOOD: "5139c1e160cb47c5902738e263a13b38",
+    Kind.VM_START_FAILED: "74452283f0454fb18c101fc9e3c5cbef",
+    Kind.KVM_UNUSABLE: "ca5d8aaef9d34463994cb0c086c92017",
+    Kind.PROBE_FAILED: "e7f54537a4b04e34833ab9236ae1375d",
     "hook": "a5001eb2855448b6ba32bdf5e4af3a27",  # an operator's hook ran (its result: ok, failed, timeout)
     # the host condition (decide/condition.py): open and resolved
     "vm_starts_blocked": "87e6d77a7bd04ea2bbb283b7f7b337f1",

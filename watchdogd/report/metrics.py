@@ -32,17 +32,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..causes import HUNG_PROBE_CAUSES, Cause
 from ..config import MetricsConfig
 from ..fsafe import write_file_in
-from ..model import ACTION_NAMES, FINDING_KINDS
+from ..kinds import FINDING_KINDS
+from ..model import ACTION_NAMES
 from ..problems import Problem
 from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
 
 # the causes always present (0 when none); an operator's table may add a few more, capped
 CAUSES = (
-    *("userspace_deadlock", "kvm_ioctl", "uninterruptible", "qmp_unanswered", "held", "unknown"),  # hung probes
-    *("no_in_kernel_vgic", "kernel_vpmu", "kvm_unavailable", "kvm_unusable"),  # VM starts, KVM
+    *HUNG_PROBE_CAUSES,
+    *("no_in_kernel_vgic", "kernel_vpmu", "kvm_unavailable"),  # VM starts: the shipped signature table's
+    Cause.KVM_UNUSABLE,
 )
 MAX_CAUSES = 32
 

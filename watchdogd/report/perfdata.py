@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from ..config import Config
-from ..model import Finding, Observation, Severity
+from ..kinds import Severity
+from ..model import Finding, Observation
 from .figures import probe_states
 
 

@@ -15,6 +15,7 @@ from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 from ..act.actions import ActionRecord, Actor
 from ..decide.policy import BreakerChange, PlannedAction
+from ..kinds import Kind
 
 Outcome = Tuple[List[ActionRecord], Optional[BreakerChange]]
 
@@ -54,7 +55,7 @@ class ActionRunner:
         self.waker = waker
         self._thread: Optional[threading.Thread] = None
         self._outcome: Optional[Outcome] = None
-        self.subjects: FrozenSet[Tuple[str, str]] = frozenset()  # (kind, subject) of the batch in flight
+        self.subjects: FrozenSet[Tuple[Kind, str]] = frozenset()  # (kind, subject) of the batch in flight
 
     @property
     def busy(self) -> bool:
