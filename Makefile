@@ -4,11 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# make test's workers (pytest-xdist): this host's stories in order on one, each booted host's story on one of its own
+TEST_WORKERS ?= 5
+MATRIX_WORKERS ?= 4
 
-.PHONY: help deps venv lint unit test matrix matrix-images demo bench hostile deb rpm package-test system-test clean
+.PHONY: help deps venv lint unit test test-busy matrix matrix-images demo bench hostile deb rpm package-test system-test clean
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
+	@echo "make test-busy   make test beside a CPU-bound job on every core and a KVM guest (the suite must not need an idle machine)"
 	@echo "make unit   the rules on recorded inputs and the doctests: no root, no libvirt, seconds"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
 	@echo "make deb / make rpm   build the packages (rpm where rpmbuild and its macros exist)"
@@ -39,7 +43,10 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit watchdogd
 
 test: venv lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+test-busy: venv
+	$(BIN)/python tests/harness/busy.py $(MAKE) test
 
 demo: venv
 	$(BIN)/python scripts/demo.py
@@ -60,7 +67,7 @@ system-test: venv
 
 # the hosts of tests/harness/hosts.py beyond make test's two; images cached in /var/cache/kvm-watchdog-test
 matrix: venv
-	KVMWD_ARM64_RESULTS=tests/arm64-results.json KVMWD_KYLIN_RESULTS=tests/kylin-results.json KVMWD_NOVA_RESULTS=tests/nova-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py tests/test_kylin.py tests/test_nova.py $(PYTEST_ARGS)
+	KVMWD_ARM64_RESULTS=tests/arm64-results.json KVMWD_KYLIN_RESULTS=tests/kylin-results.json KVMWD_NOVA_RESULTS=tests/nova-results.json $(BIN)/pytest -n $(MATRIX_WORKERS) --dist loadgroup -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py tests/test_kylin.py tests/test_nova.py $(PYTEST_ARGS)
 
 # the images make matrix boots, built ahead (CI runs this beside make test, which mostly waits on libvirt's timers)
 matrix-images: venv

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from watchdogd import __version__  # noqa: E402
-from watchdogd.model import FINDING_KINDS  # noqa: E402
+from watchdogd.kinds import FINDING_KINDS  # noqa: E402
 from watchdogd.report.events import MESSAGE_IDS  # noqa: E402
 from watchdogd.service.cli import _parser  # noqa: E402
 

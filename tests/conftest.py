@@ -9,7 +9,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Generator, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import yaml
@@ -150,8 +150,23 @@ def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
 FIGURES = pytest.StashKey[HostileFigures]()
 
 
+class HostileTally:
+    """Counts the hostile scenarios that passed and failed, where the reports arrive: the one process of a plain
+    run, the controller of a pytest-xdist one (a worker's reports reach it too; its figures come at its end)."""
+
+    def __init__(self, figures: HostileFigures):
+        self.figures = figures
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and "hostile" in report.keywords:
+            self.figures.scenarios += report.passed
+            self.figures.failed += report.failed
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[FIGURES] = HostileFigures()
+    if not hasattr(config, "workerinput"):  # a pytest-xdist worker sends its reports on, and counts none
+        config.pluginmanager.register(HostileTally(config.stash[FIGURES]), "kvmwd-hostile-tally")
     config.addinivalue_line("markers", "hostile: faults, bad input and races (make hostile)")
     config.addinivalue_line("markers", "system: the package under a real systemd in a container (make system-test)")
     config.addinivalue_line(
@@ -160,6 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, what in REAL_PARTS.values():
         config.addinivalue_line("markers", f"{name}: {what} (set from the fixtures the test uses)")
     config.addinivalue_line("markers", "unit: recorded inputs only, no root, no libvirt (make unit)")
+    config.addinivalue_line("markers", "xdist_group(name): the tests one pytest-xdist worker runs in order (_group)")
     config.addinivalue_line("markers", "py37: the package, its CLI and make unit's tests on a real CPython 3.7.4")
     config.addinivalue_line("markers", "root: recorded inputs that only root can write (files of other uids)")
 
@@ -175,6 +191,18 @@ REAL_PARTS = {
 }
 
 
+def _group(item: pytest.Item, in_unit: bool) -> None:
+    """Where `make test` (pytest-xdist, --dist loadgroup) runs a test: the stories of a booted host (a container,
+    a VM) each on a worker of their own, side by side, since they mostly wait on libvirt's own timers; a module
+    that boots one host for all its tests marks itself one group; every other story that stands on this host
+    (its journald, its session libvirts, its /proc) on one worker, in order, as a plain run does; the pure ones
+    wherever there is room."""
+    booted = item.get_closest_marker("system") or item.get_closest_marker("matrix")
+    if not booted and not in_unit and not item.get_closest_marker("xdist_group"):
+        item.add_marker(pytest.mark.xdist_group("host"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     """Each test marked with the real parts its fixtures bring; a unit test that asks for one is a mistake."""
     unit_dir = Path(__file__).resolve().parent / "unit"
@@ -183,6 +211,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
         in_unit = unit_dir in Path(str(item.fspath)).resolve().parents or str(item.fspath).startswith(
             str(REPO / "watchdogd")
         )
+        _group(item, in_unit)
         if in_unit and used:
             raise pytest.UsageError(f"{item.nodeid} is a unit test but uses real parts: {', '.join(sorted(used))}")
         for name in sorted(used):
@@ -191,19 +220,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
             item.add_marker("unit")
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" and "hostile" in report.keywords:
-        figures = report.config.stash[FIGURES] if hasattr(report, "config") else None
-        if figures is not None:
-            figures.scenarios += report.passed
-            figures.failed += report.failed
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands what its hostile tests measured to the controller (pytest_testnodedown)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["hostile"] = session.config.stash[FIGURES].measured()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-    """The report carries its config, so pytest_runtest_logreport can reach the hostile figures."""
-    outcome = yield
-    outcome.get_result().config = item.config
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    measured = getattr(node, "workeroutput", {}).get("hostile")
+    if measured:
+        node.config.stash[FIGURES].add(measured)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -34,6 +34,9 @@ HARNESS = Path(__file__).resolve().parent / "harness"
 REPO = HARNESS.parent.parent
 
 pytestmark = [
+    pytest.mark.xdist_group(
+        "arm64"
+    ),  # one boot for the module's tests: one worker (make matrix runs hosts side by side)
     pytest.mark.matrix,
     pytest.mark.skipif(
         not (shutil.which("qemu-system-aarch64") and shutil.which("mmdebstrap")),

@@ -39,6 +39,9 @@ JOB_FILES = ("vm_job.py", "wait.py", "fake_qemu.py", "chdir_hang.c", "recycled_p
 DEADLINE_S = 60  # the shipped detect.probe_hung_after
 
 pytestmark = [
+    pytest.mark.xdist_group(
+        "kylin"
+    ),  # one boot for the module's tests: one worker (make matrix runs hosts side by side)
     pytest.mark.matrix,
     pytest.mark.skipif(
         not (shutil.which("qemu-system-x86_64") and shutil.which("debootstrap")),

@@ -31,6 +31,9 @@ ADMIN = "set -a; . /root/admin.env; set +a; "
 REASON = "kvm-watchdog: VM starts blocked (probe_hung)"
 
 pytestmark = [
+    pytest.mark.xdist_group(
+        "nova"
+    ),  # one boot for the module's tests: one worker (make matrix runs hosts side by side)
     pytest.mark.system,
     pytest.mark.matrix,
     pytest.mark.skipif(

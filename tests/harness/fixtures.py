@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -28,3 +29,20 @@ class HostileFigures:
     # ESC, BEL or newline bytes of untrusted input in any output (must be 0)
     raw_controls_in_output: Optional[int] = None
     files_changed_outside_state: Optional[int] = None  # modes or owners of files root did not make, changed (must be 0)
+
+    def measured(self) -> Dict[str, Any]:
+        """What the tests measured (not the pass/fail tally): what a pytest-xdist worker hands the controller."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("scenarios", "failed")}
+
+    def add(self, other: Dict[str, Any]) -> None:
+        """Another worker's measurements: counts add up, the worst of each figure stands."""
+        for name, theirs in other.items():
+            mine = getattr(self, name)
+            if theirs is None:
+                continue
+            if isinstance(theirs, dict):
+                mine.update(theirs)
+            elif name in ("genuine_kill_delay_s", "churn_scans_per_s", "longest_ping_gap_s"):
+                setattr(self, name, theirs if mine is None else max(mine, theirs))
+            else:
+                setattr(self, name, (mine or 0) + theirs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Dict
 
 from watchdogd.causes import HUNG_PROBE_CAUSES, Cause
 from watchdogd.config import Config
@@ -15,13 +16,14 @@ from watchdogd.model import Role
 def test_a_kind_prints_as_its_word_on_every_python() -> None:
     # Python 3.11 prints a plain str-mixin enum as "Kind.PROBE_HUNG" in an f-string; 3.7 as its value
     assert f"{Kind.PROBE_HUNG}" == "probe_hung" and f"{Kind.PROBE_HUNG:>12}" == "  probe_hung"
-    assert str(Cause.HELD) == "held" and "%s" % Role.DAEMON == "daemon"
+    assert str(Cause.HELD) == "held" and f"{Role.DAEMON}" == "daemon" and "x=" + Kind.PROBE_HUNG == "x=probe_hung"
     assert json.dumps({Kind.CACHE_EMPTY: Cause.UNKNOWN}) == '{"cache_empty": "unknown"}'
 
 
 def test_a_word_read_back_is_its_member() -> None:
     assert Kind("probe_hung") is Kind.PROBE_HUNG and Cause("kvm_ioctl") is Cause.KVM_IOCTL
-    assert {Kind.PROBE_HUNG: 1}.get("probe_hung") == 1, "a word from a state file finds its kind"
+    recorded: Dict[str, int] = {Kind.PROBE_HUNG: 1}
+    assert recorded.get("probe_hung") == 1, "a word from a state file finds its kind"
     assert set(KINDS) == set(Kind) and len(HUNG_PROBE_CAUSES) == 6
 
 
