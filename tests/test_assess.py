@@ -6,6 +6,7 @@ from typing import cast
 
 from watchdogd.act.actions import KillProbe
 from watchdogd.act.killer import ProcessEnder
+from watchdogd.act.result import ActionResult
 from watchdogd.config import Config
 from watchdogd.decide.assess import assess
 from watchdogd.model import Defunct, Observation, Process
@@ -31,8 +32,8 @@ def test_a_zombie_libvirt_has_not_reaped_is_reported_with_libvirt_as_its_parent(
         {"pid": 90, "parent_pid": 77, "parent_comm": "libvirtd", "parent_kind": "libvirt", "age_s": 120}
     ]
     # kill_probe has nothing it may do about it: only restart_libvirt resolves it
-    result, detail, pids = KillProbe(Config(), scanner=cast(Scanner, None), ender=cast(ProcessEnder, None)).run(finding)
-    assert result == "skipped" and "only restart_libvirt" in detail and pids == ()
+    done = KillProbe(Config(), scanner=cast(Scanner, None), ender=cast(ProcessEnder, None)).run(finding)
+    assert done == ActionResult.skipped("the zombies' parent is libvirt itself; only restart_libvirt resolves that")
 
 
 def test_a_zombie_for_a_moment_is_how_every_probe_starts() -> None:

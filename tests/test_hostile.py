@@ -31,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchdogd.act.actions import QuarantineCache
+from watchdogd.act.result import Result
 from watchdogd.act.stale import NotLibvirtsError, RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig
 from watchdogd.fsafe import BirthTime
@@ -361,7 +362,7 @@ def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(
         (cache / f"qemu-{i}.xml").write_bytes(os.urandom(48 * 1024))
     before = tree_digest(cache)
     config = Config(state_dir=str(tiny_tmpfs), libvirt=LibvirtConfig(cache_dir=str(cache)))
-    result, detail, _ = QuarantineCache(config).run(Finding(Kind.PROBE_HUNG, Severity.CRITICAL, "x", 0, "x"))
+    done = QuarantineCache(config).run(Finding(Kind.PROBE_HUNG, Severity.CRITICAL, "x", 0, "x"))
     after = tree_digest(cache)
     quarantined = {}
     for d in (tiny_tmpfs / "quarantine").glob("*/"):
@@ -369,7 +370,7 @@ def test_quarantine_into_a_full_state_dir_loses_no_byte_of_the_cache(
     lost = {k: v for k, v in before.items() if after.get(k) != v and v not in quarantined.values()}
     figures.bytes_lost += sum((cache / k).stat().st_size if (cache / k).exists() else 48 * 1024 for k in lost)
     assert lost == {}
-    assert result == "failed" and "left in place" in detail
+    assert done.result is Result.FAILED and "left in place" in done.detail
 
 
 def test_the_config_deleted_while_running_keeps_the_old_one(

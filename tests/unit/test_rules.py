@@ -7,7 +7,8 @@ from typing import List, Optional
 
 from harness.findings import hung_probe
 
-from watchdogd.act.actions import Actor, Alert, Result
+from watchdogd.act.actions import Actor, Alert
+from watchdogd.act.result import ActionResult
 from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
 from watchdogd.decide.assess import assess
 from watchdogd.decide.evidence import EmptyCache
@@ -112,7 +113,7 @@ def test_a_dry_run_plans_every_action_and_does_none() -> None:
         def plan(self, f: Finding) -> str:
             return "kill it"
 
-        def run(self, f: Finding) -> Result:
+        def run(self, f: Finding) -> ActionResult:
             raise AssertionError("a dry run ran an action")
 
     records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(

@@ -9,8 +9,9 @@ from typing import List
 
 from harness.findings import hung_probe, stale_dir
 
-from watchdogd.act.actions import Actor, Result
+from watchdogd.act.actions import Actor
 from watchdogd.act.quarantine import quarantine_cache
+from watchdogd.act.result import ActionResult
 from watchdogd.config import Config, LimitsConfig
 from watchdogd.decide.evidence import Latency
 from watchdogd.decide.grounds import of_libvirt_call, of_probe
@@ -61,8 +62,8 @@ class _Ok:
     def plan(self, finding: Finding) -> str:
         return "nothing"
 
-    def run(self, finding: Finding) -> Result:
-        return "ok", "", ()
+    def run(self, finding: Finding) -> ActionResult:
+        return ActionResult.ok("")
 
 
 def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation() -> None:

@@ -22,14 +22,12 @@ from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
 from ..rules import is_hung, why_not_stale
 from ..safety import Protected, why_not_member
-from ..typing_compat import Literal, Protocol
+from ..typing_compat import Protocol
 from .killer import ProcessEnder
 from .quarantine import quarantine_cache
 from .restart import LibvirtRestarter
+from .result import ActionResult, Result
 from .stale import NotLibvirtsError, RefusedError, remove_probe_dir
-
-ResultName = Literal["ok", "failed", "skipped", "dry_run"]
-Result = Tuple[ResultName, str, Tuple[int, ...]]  # what happened, the detail, the pids touched
 
 
 class Action(Protocol):
@@ -37,7 +35,7 @@ class Action(Protocol):
 
     def plan(self, finding: Finding) -> str: ...
 
-    def run(self, finding: Finding) -> Result: ...
+    def run(self, finding: Finding) -> ActionResult: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class ActionRecord:
     policy: str
     subject: str
     kind: Kind
-    result: ResultName
+    result: Result
     dry_run: bool
     detail: str
     pids: Tuple[int, ...] = ()
@@ -55,7 +53,7 @@ class ActionRecord:
     @property
     def changed_something(self) -> bool:
         """Done for real (not a dry run, not only an alert): worth looking at the host again."""
-        return self.result == "ok" and not self.dry_run and self.action != "alert"
+        return self.result is Result.OK and not self.dry_run and self.action != "alert"
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -99,12 +97,12 @@ class KillProbe:
             for p in probes
         )
 
-    def run(self, finding: Finding) -> Result:
+    def run(self, finding: Finding) -> ActionResult:
         if finding.kind == Kind.PROBE_DEFUNCT and finding.evidence.probe_path() is None:
-            return "skipped", "the zombies' parent is libvirt itself; only restart_libvirt resolves that", ()
+            return ActionResult.skipped("the zombies' parent is libvirt itself; only restart_libvirt resolves that")
         probes, protected, boot_wall = self._probes(finding)
         if not probes:
-            return "ok", "the probe had already ended", ()
+            return ActionResult.ok("the probe had already ended")
         notes: List[str] = []
         touched: List[int] = []
         failed = False
@@ -123,7 +121,7 @@ class KillProbe:
             failed = self._end(daemons, verify, notes, touched) or failed
             rest = self._still_there(others, notes) if daemons else others  # only once the daemon is gone
             failed = self._end(rest, verify, notes, touched) or failed
-        return ("failed" if failed else "ok"), "; ".join(notes), tuple(touched)
+        return (ActionResult.failed if failed else ActionResult.ok)("; ".join(notes), tuple(touched))
 
     def _end(
         self, group: List[ProbeMember], verify: Callable[[Any], Optional[str]], notes: List[str], touched: List[int]
@@ -159,34 +157,31 @@ class RemoveStaleDir:
         self.scanner = scanner
         self.birth = birth
 
-    def _still_stale(self, path: str) -> Tuple[Optional[str], Optional[float]]:
-        """(None, its birth time) when path is still stale right now, else (why not, None)."""
-        for probe in self.scanner.recheck().probes:
-            if probe.path == path:
-                why = why_not_stale(probe, self.config.detect)
-                return why, (probe.made_wall if why is None else None)
-        return "gone", None
+    def _now(self, path: str) -> Optional[Probe]:
+        """The probe dir at path as a full re-check sees it right now; None when it is gone."""
+        return next((probe for probe in self.scanner.recheck().probes if probe.path == path), None)
 
     def plan(self, finding: Finding) -> str:
         return f"remove {finding.subject} if it is shaped as libvirt leaves a probe's dir (its qmp.monitor and qmp.pid)"
 
-    def run(self, finding: Finding) -> Result:
-        why, made = self._still_stale(finding.subject)
-        if why == "gone":
-            return "ok", "already gone", ()
+    def run(self, finding: Finding) -> ActionResult:
+        probe = self._now(finding.subject)
+        if probe is None:
+            return ActionResult.ok("already gone")
+        why = why_not_stale(probe, self.config.detect)
         if why:
-            return "skipped", why, ()
+            return ActionResult.skipped(why)
         try:
-            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs, self.birth, made)
+            count = remove_probe_dir(finding.subject, self.config.libvirt.probe_dirs, self.birth, probe.made_wall)
         except FileNotFoundError:
-            return "ok", "already gone", ()
+            return ActionResult.ok("already gone")
         except NotLibvirtsError as exc:
-            return "skipped", f"not removed, not a dir libvirt made: {exc}", ()
+            return ActionResult.skipped(f"not removed, not a dir libvirt made: {exc}")
         except RefusedError as exc:
-            return "failed", str(exc), ()
+            return ActionResult.failed(str(exc))
         except OSError as exc:
-            return "failed", f"cannot remove: {exc.strerror or exc}", ()
-        return "ok", f"removed {count} entr{'y' if count == 1 else 'ies'}", ()
+            return ActionResult.failed(f"cannot remove: {exc.strerror or exc}")
+        return ActionResult.ok(f"removed {count} entr{'y' if count == 1 else 'ies'}")
 
 
 class QuarantineCache:
@@ -201,28 +196,26 @@ class QuarantineCache:
     def plan(self, finding: Finding) -> str:
         return f"move every entry of {self.config.libvirt.cache_dir} to {self.root}/<UTC time>/"
 
-    def run(self, finding: Finding) -> Result:
+    def run(self, finding: Finding) -> ActionResult:
         try:
             result = quarantine_cache(
                 self.config.libvirt.cache_dir, self.root, self.config.actions.quarantine_keep, self.clock()
             )
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                return (
-                    "failed",
+                return ActionResult.failed(
                     f"refused: {self.config.libvirt.cache_dir} (or a part of its path) is a symbolic link or not a "
-                    "directory; nothing moved",
-                    (),
+                    "directory; nothing moved"
                 )
-            return "failed", f"cannot quarantine: {exc.strerror or exc}; the cache is untouched", ()
+            return ActionResult.failed(f"cannot quarantine: {exc.strerror or exc}; the cache is untouched")
         if not result.moved and not result.failed:
-            return "ok", "the cache was already empty", ()
+            return ActionResult.ok("the cache was already empty")
         detail = f"moved {len(result.moved)} entr{'y' if len(result.moved) == 1 else 'ies'} to {result.dest}"
         if result.pruned:
             detail += f" (older sets pruned past actions.quarantine_keep: {', '.join(result.pruned)})"
         if result.failed:
-            return "failed", detail + f"; left in place: {'; '.join(result.failed)}", ()
-        return "ok", detail, ()
+            return ActionResult.failed(detail + f"; left in place: {'; '.join(result.failed)}")
+        return ActionResult.ok(detail)
 
 
 class RestartLibvirt:
@@ -233,17 +226,16 @@ class RestartLibvirt:
         argv = self.restarter.argv()
         return f"run {' '.join(argv)}" if not isinstance(argv, str) else f"nothing: {argv}"
 
-    def run(self, finding: Finding) -> Result:
-        outcome = self.restarter.restart()
-        return ("ok" if outcome.ok else "failed"), outcome.detail, ()
+    def run(self, finding: Finding) -> ActionResult:
+        return self.restarter.restart()
 
 
 class Alert:
     def plan(self, finding: Finding) -> str:
         return "an alert event"
 
-    def run(self, finding: Finding) -> Result:
-        return "ok", f"alert: {finding.message}", ()
+    def run(self, finding: Finding) -> ActionResult:
+        return ActionResult.ok(f"alert: {finding.message}")
 
 
 def build_actions(
@@ -283,9 +275,9 @@ class Actor:
         for p in sorted(planned, key=lambda p: p.lane is not Lane.PROVEN):  # proven first: forged work never delays it
             action = self.actions[p.action]
             now = self.clock()
-            outcome: Result
+            outcome: ActionResult
             if p.dry_run:
-                outcome = ("dry_run", "would " + action.plan(p.finding), ())
+                outcome = ActionResult(Result.DRY_RUN, "would " + action.plan(p.finding))
             elif not self.engine.admit(now, p.spends):
                 refused[p.spends].append(p)
                 self.engine.unfire(p.policy, p.finding.subject)
@@ -294,11 +286,18 @@ class Actor:
                 try:
                     outcome = action.run(p.finding)
                 except Exception as exc:  # an action must never take the daemon down
-                    outcome = ("failed", f"internal error: {type(exc).__name__}: {exc}", ())
-            result, detail, pids = outcome
+                    outcome = ActionResult.failed(f"internal error: {type(exc).__name__}: {exc}")
             records.append(
                 ActionRecord(
-                    p.action, p.policy, p.finding.subject, p.finding.kind, result, p.dry_run, detail, pids, now
+                    p.action,
+                    p.policy,
+                    p.finding.subject,
+                    p.finding.kind,
+                    outcome.result,
+                    p.dry_run,
+                    outcome.detail,
+                    outcome.pids,
+                    now,
                 )
             )
         for spend, held in refused.items():
@@ -325,7 +324,7 @@ class Actor:
             first.policy,
             first.finding.subject,
             first.finding.kind,
-            "skipped",
+            Result.SKIPPED,
             False,
             detail,
             (),

@@ -11,19 +11,13 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Union
 
 from ..children import Cancelled, run_with_timeout
 from ..observe.latency import LatencyProbe
+from .result import ActionResult
 
 UNITS = ("libvirtd.service", "virtqemud.service")
-
-
-@dataclass(frozen=True)
-class RestartOutcome:
-    ok: bool
-    detail: str
 
 
 def auto_command(systemctl: Optional[str] = None) -> Union[List[str], str]:
@@ -63,25 +57,25 @@ class LibvirtRestarter:
     def argv(self) -> Union[List[str], str]:
         return auto_command() if self.command == "auto" else list(self.command)
 
-    def restart(self) -> RestartOutcome:
+    def restart(self) -> ActionResult:
         argv = self.argv()
         if isinstance(argv, str):
-            return RestartOutcome(False, argv)
+            return ActionResult.failed(argv)
         started = self.clock()
         try:
             r = run_with_timeout(argv, self.timeout, self.cancel)
         except Cancelled:
-            return RestartOutcome(False, f"{' '.join(argv)} was ended: the watchdog is stopping")
+            return ActionResult.failed(f"{' '.join(argv)} was ended: the watchdog is stopping")
         except subprocess.TimeoutExpired:
-            return RestartOutcome(False, f"{' '.join(argv)} did not finish within {self.timeout:g}s")
+            return ActionResult.failed(f"{' '.join(argv)} did not finish within {self.timeout:g}s")
         except OSError as exc:
-            return RestartOutcome(False, f"cannot run {argv[0]}: {exc.strerror}")
+            return ActionResult.failed(f"cannot run {argv[0]}: {exc.strerror}")
         if r.returncode != 0:
             tail = (r.stdout or b"").decode("utf-8", "replace").strip()[-300:]
-            return RestartOutcome(False, f"{' '.join(argv)} exited {r.returncode}: {tail}")
+            return ActionResult.failed(f"{' '.join(argv)} exited {r.returncode}: {tail}")
         return self.verify(argv, started)
 
-    def verify(self, argv: Sequence[str], started: float) -> RestartOutcome:
+    def verify(self, argv: Sequence[str], started: float) -> ActionResult:
         """libvirt answers a cheap call again (retried until the restart timeout)."""
         deadline = started + self.timeout
         last = "no answer"
@@ -89,13 +83,13 @@ class LibvirtRestarter:
             left = deadline - self.clock()
             result = self.connector(max(1.0, min(10.0, left))).run()
             if result.reachable:
-                return RestartOutcome(
-                    True, f"ran {' '.join(argv)}; libvirt answers again after {self.clock() - started:.1f}s"
+                return ActionResult.ok(
+                    f"ran {' '.join(argv)}; libvirt answers again after {self.clock() - started:.1f}s"
                 )
             last = result.error or "no answer"
             if self.clock() >= deadline:
-                return RestartOutcome(False, f"ran {' '.join(argv)}, but libvirt does not answer: {last}")
+                return ActionResult.failed(f"ran {' '.join(argv)}, but libvirt does not answer: {last}")
             if self.cancel.wait(0.2):
-                return RestartOutcome(
-                    False, f"ran {' '.join(argv)}; the watchdog is stopping, so libvirt was not seen to answer"
+                return ActionResult.failed(
+                    f"ran {' '.join(argv)}; the watchdog is stopping, so libvirt was not seen to answer"
                 )
