@@ -15,6 +15,7 @@ from ..decide.condition import Condition
 from ..durations import format_duration
 from ..model import Finding, Observation
 from .answer import worst_first
+from .diagnosis import DiagnoseReport
 
 
 def plural(n: int, one: str, many: str) -> str:
@@ -105,8 +106,9 @@ def status_text(status: Dict[str, Any], now: float, running: bool) -> str:
 
 
 # ---- kvm-watchdog diagnose ------------------------------------------------------------------
-def diagnosis_text(report: Dict[str, Any]) -> str:
+def diagnosis_text(diagnosed: DiagnoseReport) -> str:
     """The 3 a.m. report: the verdict and its steps first, then what it rests on."""
+    report = diagnosed.to_json()
     kvm, kernel = report["kvm"], report["kernel"]
     lines = [f"VERDICT: {report['verdict']['cause']}"]
     lines += [f"  {n}. {step}" for n, step in enumerate(report["verdict"]["what_to_do"], 1)]

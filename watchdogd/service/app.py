@@ -12,13 +12,12 @@ dir, pass a fake where a seam's Protocol allows, and nothing reaches for globals
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Callable, Mapping, Tuple
 
 from ..act.actions import Actor, build_actions
 from ..act.killer import ProcessEnder
 from ..act.restart import LibvirtRestarter
 from ..config import Config
-from ..decide.evidence import HungProbe
 from ..decide.policy import STATE_FILE, Lane, PolicyEngine, PolicyState
 from ..diagnose import incidents, signatures
 from ..diagnose.history import KernelHistory
@@ -163,7 +162,7 @@ def build_daemon(
     return Daemon(source, parts, wiring)
 
 
-def diagnose_host(config: Config) -> Dict[str, Any]:
+def diagnose_host(config: Config) -> diagnosis.DiagnoseReport:
     """Everything `kvm-watchdog diagnose` reports, from a read-only look (the self-test runs now)."""
     parts = build(config, read_only=True)
     kvm = run_selftest()
@@ -172,49 +171,10 @@ def diagnose_host(config: Config) -> Dict[str, Any]:
         parts.problems.add(unread)
     parts.blocked = kernel_journal.BlockedTasks.of_lines(kernel_lines)  # this boot's hung tasks, first and latest
     obs, findings = scan_once(parts, with_latency=False)
-    probes = [
-        {
-            "probe_dir": f.subject,
-            "age_s": f.evidence.age_s,
-            "pids": list(f.evidence.pids),
-            "diagnosis": f.evidence.diagnosis(),
-            "proven_libvirt": f.proven,
-            "kernel_history": f.evidence.kernel_history,
-        }
-        for f in findings
-        if isinstance(f.evidence, HungProbe)
-    ]
-    table = signature_table(config)
-    seen = []
-    for domain, lines in sorted(DomainLogs(config.libvirt.log_dir, parts.problems, from_tail=True).poll().items()):
-        for m in signatures.match(lines, table)[-10:]:
-            seen.append(
-                {
-                    "domain": domain,
-                    "cause": m.signature.cause,
-                    "alert": m.signature.alert,
-                    "what_to_do": m.signature.what_to_do,
-                    "line": m.line,
-                }
-            )
-    history = KernelHistory.load(parts.state)
-    said = signatures.match([k.text for k in kernel_lines], signature_table(config, "kernel"))
-    report: Dict[str, Any] = {
-        "kvm": kvm.to_json(),
-        "kernel": {
-            "release": obs.kernel_release,
-            "last_good": obs.kernel_last_good,
-            "history": history.to_json(),
-            "said": [{"line": m.line, "cause": m.signature.cause, "what_to_do": m.signature.what_to_do} for m in said],
-        },
-        "probes": probes,
-        "signatures": seen,
-        "incidents": [
-            {k: i.get(k) for k in ("file", "probe_dir", "taken", "diagnosis", "kernel", "emulator", "packages")}
-            for i in incidents.recent(parts.state)
-        ],
-    }
+    domain_lines = DomainLogs(config.libvirt.log_dir, parts.problems, from_tail=True).poll()
+    tables = diagnosis.Tables(signature_table(config), signature_table(config, "kernel"))
+    recorded = (KernelHistory.load(parts.state).to_json(), incidents.recent(parts.state))
     errors = [str(e) for e in obs.errors + parts.problems.drain()]
-    report["errors"] = errors
-    report["verdict"] = diagnosis.verdict(report["kvm"], probes, seen, errors, report["kernel"]["said"])
-    return report
+    return diagnosis.report(
+        kvm, (obs, findings), domain_lines, [k.text for k in kernel_lines], tables, recorded, errors
+    )

@@ -13,7 +13,6 @@ from .. import __version__
 from ..config import Config, resolve_path, to_yaml
 from ..printable import PrintableWriter
 from ..problems import Problem
-from ..report import diagnosis
 from ..report.answer import ExitStatus, as_json, exit_status
 from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
@@ -228,8 +227,8 @@ class Cli:
         if config is None:
             return ExitStatus.UNKNOWN
         report = diagnose_host(config)
-        print(json.dumps(report, indent=2) if args.json else diagnosis_text(report), file=self.out)
-        return diagnosis.exit_status(report)
+        print(json.dumps(report.to_json(), indent=2) if args.json else diagnosis_text(report), file=self.out)
+        return report.exit_status
 
     def config(self, args: argparse.Namespace) -> ExitStatus:
         if args.config_command == "show":
