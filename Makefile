@@ -66,8 +66,12 @@ system-test: venv
 	$(BIN)/pytest tests/test_system.py
 
 # the hosts of tests/harness/hosts.py beyond make test's two; images cached in /var/cache/kvm-watchdog-test
+# The hosts side by side, then the emulated arm64 one alone: TCG runs it some twenty times slower than hardware,
+# and beside three other hosts on two cores its hung probe's capture came back without the daemon's main thread
+# (cause unknown, where it is userspace_deadlock alone). Exit 5 is a phase that PYTEST_ARGS selected nothing of.
 matrix: venv
-	KVMWD_ARM64_RESULTS=tests/arm64-results.json KVMWD_KYLIN_RESULTS=tests/kylin-results.json KVMWD_NOVA_RESULTS=tests/nova-results.json $(BIN)/pytest -n $(MATRIX_WORKERS) --dist loadgroup -m matrix -p no:cacheprovider tests/test_system.py tests/test_arm64.py tests/test_kylin.py tests/test_nova.py $(PYTEST_ARGS)
+	KVMWD_KYLIN_RESULTS=tests/kylin-results.json KVMWD_NOVA_RESULTS=tests/nova-results.json $(BIN)/pytest -n $(MATRIX_WORKERS) --dist loadgroup -m matrix -p no:cacheprovider tests/test_system.py tests/test_kylin.py tests/test_nova.py $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	KVMWD_ARM64_RESULTS=tests/arm64-results.json $(BIN)/pytest -m matrix -p no:cacheprovider tests/test_arm64.py $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # the images make matrix boots, built ahead (CI runs this beside make test, which mostly waits on libvirt's timers)
 matrix-images: venv
