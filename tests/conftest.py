@@ -2,63 +2,24 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.cli import REPO  # noqa: E402
 from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig  # noqa: E402
 from harness.journald import Journald  # noqa: E402
 from harness.sandbox import LibvirtSandbox  # noqa: E402
-from harness.service import NotifyListener, RunningDaemon, command  # noqa: E402
-
-from watchdogd.service.cli import main  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class CliResult:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Dict[str, Any]:
-        answer: Dict[str, Any] = json.loads(self.out)
-        return answer
-
-    def kinds(self) -> List[str]:
-        return sorted(f["kind"] for f in self.json["findings"])
-
-    def finding(self, kind: str) -> Dict[str, Any]:
-        found: List[Dict[str, Any]] = [f for f in self.json["findings"] if f["kind"] == kind]
-        assert len(found) == 1, f"expected one {kind}, got {self.json['findings']}"
-        return found[0]
-
-
-def run_cli(*argv: str, env: Optional[Dict[str, str]] = None) -> CliResult:
-    """The CLI in this process, as an operator would call it."""
-    out, err = io.StringIO(), io.StringIO()
-    rc = main(list(argv), out=out, err=err, environ=env or {})
-    return CliResult(rc, out.getvalue(), err.getvalue())
-
-
-def run_cli_process(*argv: str, timeout: float = 60, env: Optional[Dict[str, str]] = None) -> CliResult:
-    """The CLI as a separate process (for timing it, or when it must not share our state)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    r = subprocess.run([command(), *argv], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(REPO))
-    return CliResult(r.returncode, r.stdout, r.stderr)
+from harness.service import NotifyListener, RunningDaemon  # noqa: E402
 
 
 def _running_sandbox() -> Iterator[LibvirtSandbox]:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional, Tuple
 
-from conftest import REPO, run_cli_process
+from harness.cli import REPO, run_cli_process
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald
 from harness.prom import samples

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import pytest
 import yaml
-from conftest import run_cli, run_cli_process
+from harness.cli import run_cli, run_cli_process
 from harness.configs import CONTRACT_EXAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import pytest
-from conftest import run_cli, run_cli_process
+from harness.cli import run_cli, run_cli_process
 from harness.fixtures import Processes, WriteConfig
 from harness.sandbox import LibvirtSandbox, alive, file_tree
 from harness.wait import wait_for

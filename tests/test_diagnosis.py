@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
-from conftest import REPO, run_cli
+from harness.cli import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald, read_journal
 from harness.sandbox import LibvirtSandbox, state_of

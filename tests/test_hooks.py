@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
-from conftest import REPO, run_cli
+from harness.cli import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald
 from harness.sandbox import LibvirtSandbox

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 import yaml
-from conftest import run_cli
+from harness.cli import run_cli
 from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
 from harness.journald import Journald
 from harness.sandbox import LibvirtSandbox

@@ -334,7 +334,7 @@ def test_prometheus_scraping_the_endpoint_fires_the_probe_hung_alert(
     [("9877", "must be HOST:PORT"), (":0", "must be HOST:PORT"), ("::1:9877", "an IPv6 address goes in brackets")],
 )
 def test_a_bad_listen_address_is_a_config_error_with_its_line(tmp_path: Path, value: str, message: str) -> None:
-    from conftest import run_cli
+    from harness.cli import run_cli
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {tmp_path}/state\nmetrics:\n  listen: '{value}'\n")
@@ -418,7 +418,7 @@ def test_root_never_chmods_nor_writes_a_file_the_textfile_dirs_owner_swaps_in(fi
 
 
 def test_config_check_refuses_a_textfile_dir_behind_a_link(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from harness.cli import run_cli
 
     real = tmp_path / "real"
     real.mkdir()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-from conftest import run_cli_process
+from harness.cli import run_cli_process
 from harness.fixtures import HostileFigures, StartDaemon, WriteConfig
 from harness.journald import Journald
 from harness.sandbox import LibvirtSandbox

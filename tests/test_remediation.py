@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import REPO, CliResult, run_cli
+from harness.cli import REPO, CliResult, run_cli
 from harness.findings import hung_probe
 from harness.fixtures import WriteConfig
 from harness.procs import process_of

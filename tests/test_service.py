@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
-from conftest import run_cli
+from harness.cli import run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald, journal_answers
 from harness.sandbox import LibvirtSandbox, alive

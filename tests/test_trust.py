@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from conftest import REPO, run_cli
 from harness.actors import NOBODY, RootLibvirt, as_nobody, attacker, host_root, nobodys
+from harness.cli import REPO, run_cli
 from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
 from harness.journald import Journald
 from harness.procs import comm_of

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import REPO, run_cli
+from harness.cli import REPO, run_cli
 from harness.configs import CONTRACT_EXAMPLE
 
 from watchdogd.config import Config, ConfigError, PolicyConfig, parse_config
