@@ -6,10 +6,26 @@ daemon's loop wakes at the deadlines they give.
 
 from __future__ import annotations
 
+import enum
 from typing import List, Optional
 
 from .config import DetectConfig
 from .model import Defunct, Observation, Probe
+
+
+class ProbeState(enum.Enum):
+    """What a probe dir is now: the one classification assess finds by and the metrics count."""
+
+    RUNNING = "running"  # its processes run, not hung yet: libvirt waits on it, as it should
+    HUNG = "hung"  # its processes are older than probe_hung_after
+    STALE = "stale"  # no live process, older than stale_dir_after
+    LEFT = "left"  # no live process, not stale yet (a dir libvirt just finished with)
+
+
+def probe_state(probe: Probe, detect: DetectConfig) -> ProbeState:
+    if probe.live_members:
+        return ProbeState.HUNG if is_hung(probe, detect) else ProbeState.RUNNING
+    return ProbeState.STALE if why_not_stale(probe, detect) is None else ProbeState.LEFT
 
 
 def is_hung(probe: Probe, detect: DetectConfig) -> bool:

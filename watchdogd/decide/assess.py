@@ -15,7 +15,7 @@ from ..durations import format_duration
 from ..kinds import Kind
 from ..model import Defunct, Finding, Grounds, Observation, Probe
 from ..observe.capture import Capture
-from ..rules import is_hung, is_lasting_zombie, why_not_stale
+from ..rules import ProbeState, is_lasting_zombie, probe_state
 from ..timefmt import iso_utc
 from . import evidence as ev
 from . import grounds
@@ -28,9 +28,10 @@ def assess(obs: Observation, config: Config, insight: Optional[Insight] = None) 
     detect = config.detect
     seen = insight or Insight()
     for probe in obs.probes:
-        if is_hung(probe, detect):
+        state = probe_state(probe, detect)
+        if state is ProbeState.HUNG:
             findings.append(_probe_hung(probe, obs, config, seen))
-        elif why_not_stale(probe, detect) is None:
+        elif state is ProbeState.STALE:
             findings.append(_probe_dir_stale(probe, obs))
     findings.extend(_probe_defunct(obs, config))
     findings.extend(_floods(obs, config))

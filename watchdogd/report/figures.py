@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import Config, DetectConfig, MetricsConfig
 from ..model import Finding, LatencyResult, Observation
 from ..problems import Problem
-from ..rules import is_hung, why_not_stale
+from ..rules import ProbeState, probe_state
 from ..state import StateStore
 from ..typing_compat import Protocol
 
@@ -24,7 +24,7 @@ STATE_FILE = "metrics.json"
 # seconds: separate a healthy answer (ms) from a probing libvirt (s) from a timeout (tens of s)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RESULTS = ("ok", "failed", "skipped", "dry_run")
-PROBE_STATES = ("running", "hung", "stale")
+PROBE_STATES = tuple(s.value for s in (ProbeState.RUNNING, ProbeState.HUNG, ProbeState.STALE))  # the metric's labels
 
 
 @dataclass
@@ -107,12 +107,9 @@ def probe_states(obs: Observation, detect: DetectConfig) -> Dict[str, int]:
     """How many probes are running (not hung yet), hung, or stale dirs."""
     counts = dict.fromkeys(PROBE_STATES, 0)
     for probe in obs.probes:
-        if is_hung(probe, detect):
-            counts["hung"] += 1
-        elif why_not_stale(probe, detect) is None:
-            counts["stale"] += 1
-        elif probe.live_members:
-            counts["running"] += 1
+        state = probe_state(probe, detect).value
+        if state in counts:
+            counts[state] += 1
     return counts
 
 
