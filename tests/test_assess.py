@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from watchdogd.act.actions import KillProbe
-from watchdogd.act.killer import ProcessEnder
+from watchdogd.act.process_ender import ProcessEnder
 from watchdogd.act.result import ActionResult
 from watchdogd.config import Config
 from watchdogd.decide.assess import assess

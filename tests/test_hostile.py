@@ -31,8 +31,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchdogd.act.actions import QuarantineCache
+from watchdogd.act.probe_dir_removal import NotLibvirtsError, RefusedError, remove_probe_dir
 from watchdogd.act.result import Result
-from watchdogd.act.stale import NotLibvirtsError, RefusedError, remove_probe_dir
 from watchdogd.config import Config, LibvirtConfig
 from watchdogd.fsafe import BirthTime
 from watchdogd.kinds import Kind, Severity

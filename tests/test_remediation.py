@@ -25,7 +25,7 @@ from harness.procs import process_of
 from harness.sandbox import LibvirtSandbox, alive, file_tree
 from harness.wait import wait_for
 
-from watchdogd.act.killer import ProcessEnder
+from watchdogd.act.process_ender import ProcessEnder
 from watchdogd.config import parse_config
 from watchdogd.fsafe import BirthTime
 from watchdogd.model import Process
@@ -188,7 +188,7 @@ def test_a_stale_dir_full_of_symlinks_is_left_as_not_libvirts_and_a_probe_shaped
 def test_a_stale_dir_swapped_for_a_symlink_is_refused(
     libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, tmp_path: Path
 ) -> None:
-    from watchdogd.act.stale import RefusedError, remove_probe_dir
+    from watchdogd.act.probe_dir_removal import RefusedError, remove_probe_dir
 
     target = tmp_path / "target"
     target.mkdir()
@@ -331,7 +331,7 @@ def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
 PID1_SCRIPT = """
 import os, sys
 sys.path.insert(0, {repo!r})
-from watchdogd.act.killer import ProcessEnder
+from watchdogd.act.process_ender import ProcessEnder
 from watchdogd.observe.procfs import ProcFS
 from watchdogd.safety import Protected, why_not_member
 assert os.getpid() == 1, os.getpid()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watchdogd.act.actions import KillProbe
-from watchdogd.act.killer import ProcessEnder
+from watchdogd.act.process_ender import ProcessEnder
 from watchdogd.config import parse_config
 from watchdogd.decide.evidence import Latency
 from watchdogd.fsafe import BirthTime

@@ -124,9 +124,9 @@ def enabled_without_pidfd() -> None:
         "cmdline": open(f"/proc/{pid}/cmdline").read().replace("\0", " ").strip(),
         "cgroup": open(f"/proc/{pid}/cgroup").read(),
     }
-    # the daemon's own python3.7, asked the way the killer asks, inside the unit's seccomp filter
+    # the daemon's own python3.7, asked the way the process ender asks, inside the unit's seccomp filter
     probe = "import os, sys; sys.path[:0] = ['/usr/lib/python3.7/site-packages']; " + (
-        "from watchdogd.act.killer import _pidfd_supported as s; print(s())"
+        "from watchdogd.act.process_ender import _pidfd_supported as s; print(s())"
     )
     said = sh(
         f"systemd-run --wait --pipe -q -p 'SystemCallFilter=~pidfd_open:ENOSYS pidfd_send_signal:ENOSYS' "

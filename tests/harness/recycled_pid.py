@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import Dict, Tuple, Union
 
-from watchdogd.act.killer import ProcessEnder
+from watchdogd.act.process_ender import ProcessEnder
 from watchdogd.observe.procfs import ProcFS
 
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"

@@ -9,8 +9,8 @@ from typing import Dict, Sequence
 
 from watchdogd.config import Config
 from watchdogd.decide.assess import assess
+from watchdogd.diagnose.diagnostician import Diagnostician, Readers
 from watchdogd.diagnose.history import KernelHistory
-from watchdogd.diagnose.insight import Diagnostician, Readers
 from watchdogd.diagnose.signatures import UNMATCHED, explain, load, match
 from watchdogd.model import Observation
 from watchdogd.observe.capture import Capturer

@@ -15,7 +15,7 @@ from watchdogd.decide.evidence import EmptyCache
 from watchdogd.decide.policy import PolicyEngine
 from watchdogd.kinds import Kind, Severity
 from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role
-from watchdogd.rules import is_hung, why_not_stale
+from watchdogd.thresholds import is_hung, why_not_stale
 
 
 def probe(age: float, live: bool) -> Probe:

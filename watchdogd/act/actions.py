@@ -20,14 +20,14 @@ from ..fsafe import BirthTime
 from ..kinds import Kind
 from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
-from ..rules import is_hung, why_not_stale
 from ..safety import Protected, why_not_member
+from ..thresholds import is_hung, why_not_stale
 from ..typing_compat import Protocol
-from .killer import ProcessEnder
+from .probe_dir_removal import NotLibvirtsError, RefusedError, remove_probe_dir
+from .process_ender import ProcessEnder
 from .quarantine import quarantine_cache
 from .restart import LibvirtRestarter
 from .result import ActionResult, Result
-from .stale import NotLibvirtsError, RefusedError, remove_probe_dir
 
 
 class Action(Protocol):

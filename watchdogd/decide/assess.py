@@ -10,12 +10,12 @@ from typing import Dict, List, Optional, Tuple
 
 from ..config import Config
 from ..diagnose.classify import classify
-from ..diagnose.insight import Insight
+from ..diagnose.diagnostician import Insight
 from ..durations import format_duration
 from ..kinds import Kind
 from ..model import Defunct, Finding, Grounds, Observation, Probe
 from ..observe.capture import Capture
-from ..rules import ProbeState, is_lasting_zombie, probe_state
+from ..thresholds import ProbeState, is_lasting_zombie, probe_state
 from ..timefmt import iso_utc
 from . import evidence as ev
 from . import grounds

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import List
 
 from ..config import Config
-from ..diagnose.insight import Insight
+from ..diagnose.diagnostician import Insight
 from ..diagnose.kvmtest import KvmResult
 from ..durations import format_duration
 from ..kinds import Kind
 from ..model import Finding, Observation
-from ..rules import is_starting
+from ..thresholds import is_starting
 from ..timefmt import iso_utc
 from . import evidence as ev
 from . import grounds

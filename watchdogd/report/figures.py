@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import Config, DetectConfig, MetricsConfig
 from ..model import Finding, LatencyResult, Observation
 from ..problems import Problem
-from ..rules import ProbeState, probe_state
 from ..state import StateStore
+from ..thresholds import ProbeState, probe_state
 from ..typing_compat import Protocol
 
 STATE_FILE = "metrics.json"

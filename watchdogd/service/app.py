@@ -15,13 +15,13 @@ import threading
 from typing import Callable, Mapping, Tuple
 
 from ..act.actions import Actor, build_actions
-from ..act.killer import ProcessEnder
+from ..act.process_ender import ProcessEnder
 from ..act.restart import LibvirtRestarter
 from ..config import Config
 from ..decide.policy import STATE_FILE, Lane, PolicyEngine, PolicyState
 from ..diagnose import incidents, signatures
+from ..diagnose.diagnostician import Diagnostician, Readers
 from ..diagnose.history import KernelHistory
-from ..diagnose.insight import Diagnostician, Readers
 from ..diagnose.kvmtest import run_selftest
 from ..diagnose.signatures import Signature
 from ..fsafe import BirthTime

@@ -37,7 +37,7 @@ from ..problems import Problem
 from ..report import events
 from ..report.figures import Snapshot, snapshot_of
 from ..report.text import status_line
-from ..rules import deadlines
+from ..thresholds import deadlines
 from .latency_schedule import LatencySchedule
 from .pipeline import Pipeline
 from .preflight import ConfigSource

@@ -16,7 +16,7 @@ from ..act.actions import ActionRecord, Actor
 from ..config import Config
 from ..decide.assess import assess
 from ..decide.policy import ALL_LANES, STATE_FILE, BreakerChange, Lane, PlannedAction, PolicyEngine
-from ..diagnose.insight import Diagnostician
+from ..diagnose.diagnostician import Diagnostician
 from ..model import Finding, LatencyResult, Observation
 from ..observe.domain_logs import DomainLogs
 from ..observe.kernel_journal import BlockedTasks

@@ -27,8 +27,8 @@ from ..observe.domain_logs import DomainLines
 from ..observe.kernel_journal import BlockedTasks, KernelLine
 from ..observe.libvirt_journal import ProbeFailure
 from ..problems import Problem
-from ..rules import is_hung
 from ..state import StateStore
+from ..thresholds import is_hung
 from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
