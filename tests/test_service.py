@@ -25,7 +25,7 @@ from harness.wait import wait_for
 from watchdogd.config import Config
 from watchdogd.model import LatencyResult, Observation
 from watchdogd.report.events import MESSAGE_IDS
-from watchdogd.report.status import merged
+from watchdogd.report.status import StatusDocument
 from watchdogd.service.pipeline import Observer, Pipeline
 
 HUNG_AFTER = 3.0
@@ -34,9 +34,8 @@ HUNG_AFTER = 3.0
 def status_of(state_dir: Path) -> Dict[str, Any]:
     """What `kvm-watchdog status --json` shows: status.json with the latest scan.json laid over it."""
     scan = state_dir / "scan.json"
-    return merged(
-        json.loads((state_dir / "status.json").read_text()), json.loads(scan.read_text()) if scan.exists() else None
-    )
+    status = json.loads((state_dir / "status.json").read_text())
+    return StatusDocument.of(status, json.loads(scan.read_text()) if scan.exists() else None).raw
 
 
 def scans(state_dir: Path) -> int:

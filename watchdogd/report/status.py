@@ -86,16 +86,74 @@ def restore(state: StateStore) -> Tuple[FindingLedger, List[Dict[str, Any]], Con
     return FindingLedger.from_json(previous.get("open")), actions, ConditionTracker.from_json(previous.get("condition"))
 
 
-def merged(status: Dict[str, Any], scan: Any) -> Dict[str, Any]:
-    """status.json with the latest scan.json of the same daemon laid over it."""
-    out = dict(status)
-    if isinstance(scan, dict) and scan.get("pid") == status.get("pid"):
-        out.update({k: v for k, v in scan.items() if k != "pid"})
-    return out
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def _dicts(value: Any) -> Tuple[Dict[str, Any], ...]:
+    return tuple(v for v in value if isinstance(v, dict)) if isinstance(value, list) else ()
+
+
+@dataclass(frozen=True)
+class StatusDocument:
+    """status.json with the latest scan.json of the same daemon laid over it, as `status` and NPD read it. Lenient:
+    a field another version lacks, or holds in another type, reads as not known."""
+
+    raw: Dict[str, Any]  # all of it, for `status --json`
+    pid: Optional[int]
+    version: str
+    last_scan: Optional[float]
+    last_scan_utc: str
+    interval: Optional[float]
+    status_line: str
+    paused: bool
+    stopped: bool
+    open: Tuple[Dict[str, Any], ...]
+    recent_actions: Tuple[Dict[str, Any], ...]
+    errors: Tuple[str, ...]
+    blocked_by: Optional[Tuple[str, ...]]  # the kinds VM starts are blocked by; None: not blocked
+
+    @classmethod
+    def of(cls, status: Dict[str, Any], scan: Any = None) -> StatusDocument:
+        raw = dict(status)
+        if isinstance(scan, dict) and scan.get("pid") == status.get("pid"):
+            raw.update({k: v for k, v in scan.items() if k != "pid"})
+        pid = raw.get("pid")
+        said = raw.get("condition")
+        condition: Dict[str, Any] = said if isinstance(said, dict) else {}
+        reasons = _dicts(condition.get("reasons"))
+        return cls(
+            raw=raw,
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
+            version=str(raw.get("version", "?")),
+            last_scan=_number(raw.get("last_scan")),
+            last_scan_utc=str(raw.get("last_scan_utc", "?")),
+            interval=_number(raw.get("interval")),
+            status_line=str(raw.get("status_line", "")),
+            paused=raw.get("paused") is True,
+            stopped=bool(raw.get("stopped_at")),
+            open=_dicts(raw.get("open")),
+            recent_actions=_dicts(raw.get("recent_actions")),
+            errors=tuple(str(e) for e in raw.get("errors") or [] if isinstance(raw.get("errors"), list)),
+            blocked_by=tuple(sorted({str(r.get("kind")) for r in reasons}))
+            if condition.get("state") == "open"
+            else None,
+        )
+
+    @classmethod
+    def read(cls, state: StateStore) -> Optional[StatusDocument]:
+        """None when there is none (or it is not a JSON object: the store says why)."""
+        status = state.read_json(STATUS_FILE)
+        return cls.of(status, state.read_json(SCAN_FILE)) if isinstance(status, dict) else None
+
+    @property
+    def running(self) -> bool:
+        """Is the daemon that wrote it still there (and did not say it stopped)?"""
+        return pid_alive(self.pid) and not self.stopped
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if pid is None:
         return False
     try:
         os.kill(pid, 0)
@@ -104,11 +162,6 @@ def pid_alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def is_running(status: Dict[str, Any]) -> bool:
-    """Is the daemon that wrote this status still there (and did not say it stopped)?"""
-    return pid_alive(status.get("pid")) and not status.get("stopped_at")
 
 
 class NpdStatus(enum.IntEnum):
@@ -122,24 +175,23 @@ class NpdStatus(enum.IntEnum):
 NPD_LINE = 80  # NPD keeps a plugin's first line, and no more than this
 
 
-def npd_answer(status: Optional[Dict[str, Any]], running: bool, now: float) -> Tuple[NpdStatus, str]:
+def npd_answer(status: Optional[StatusDocument], now: float) -> Tuple[NpdStatus, str]:
     """Are VM starts blocked here, from the running daemon's saved state alone (no libvirt call: NPD allows 5 s)?
+    Not by pid: NPD may run in a pid namespace of its own; a daemon gone stale is caught by its scan's age.
 
-    >>> npd_answer(None, False, 0.0)[0].name
+    >>> npd_answer(None, 0.0)[0].name
     'UNKNOWN'
     >>> doc = {"last_scan": 100.0, "interval": 5.0, "condition": {"state": "open", "reasons": [{"kind": "probe_hung"}]}}
-    >>> npd_answer(doc, True, 101.0)
+    >>> npd_answer(StatusDocument.of(doc), 101.0)
     (<NpdStatus.PROBLEM: 1>, 'VM starts blocked: probe_hung')
     """
     if status is None:
         return NpdStatus.UNKNOWN, "no kvm-watchdog state: is the daemon running?"
-    last, interval = status.get("last_scan"), status.get("interval")
-    if not running or not isinstance(last, (int, float)) or not isinstance(interval, (int, float)):
+    last, interval = status.last_scan, status.interval
+    if status.stopped or last is None or interval is None:
         return NpdStatus.UNKNOWN, "kvm-watchdog is not running"
     if now - last > 3 * interval + 30:
         return NpdStatus.UNKNOWN, f"kvm-watchdog's last scan is {int(now - last)} s old"
-    condition = status.get("condition") or {}
-    if condition.get("state") != "open":
+    if status.blocked_by is None:
         return NpdStatus.OK, "VM starts not blocked"
-    kinds = sorted({str(r.get("kind")) for r in condition.get("reasons") or [] if isinstance(r, dict)})
-    return NpdStatus.PROBLEM, f"VM starts blocked: {', '.join(kinds)}"[:NPD_LINE]
+    return NpdStatus.PROBLEM, f"VM starts blocked: {', '.join(status.blocked_by)}"[:NPD_LINE]

@@ -16,6 +16,7 @@ from ..durations import format_duration
 from ..model import Finding, Observation
 from .answer import worst_first
 from .diagnosis import DiagnoseReport
+from .status import StatusDocument
 
 
 def plural(n: int, one: str, many: str) -> str:
@@ -82,26 +83,23 @@ def status_line(
 
 
 # ---- kvm-watchdog status --------------------------------------------------------------------
-def status_text(status: Dict[str, Any], now: float, running: bool) -> str:
-    """The human form of `kvm-watchdog status`, from status.json with scan.json laid over it."""
-    last = status.get("last_scan")
-    age = f" ({format_duration(max(0, round(now - last)))} ago)" if isinstance(last, (int, float)) else ""
-    state = "running" if running else "NOT running"
+def status_text(status: StatusDocument, now: float) -> str:
+    """The human form of `kvm-watchdog status`."""
+    last = status.last_scan
+    age = f" ({format_duration(max(0, round(now - last)))} ago)" if last is not None else ""
+    state = "running" if status.running else "NOT running"
     lines = [
-        f"kvm-watchdog {status.get('version', '?')}, pid {status.get('pid')}: {state};"
-        f" last scan {status.get('last_scan_utc', '?')}{age}",
-        f"status: {status.get('status_line', '')}",
-        "remediation: " + ("PAUSED (the limits were reached)" if status.get("paused") else "active"),
+        f"kvm-watchdog {status.version}, pid {status.pid}: {state}; last scan {status.last_scan_utc}{age}",
+        f"status: {status.status_line}",
+        "remediation: " + ("PAUSED (the limits were reached)" if status.paused else "active"),
     ]
-    findings = status.get("open") or []
-    lines.append(f"open findings: {len(findings)}")
-    for f in findings:
+    lines.append(f"open findings: {len(status.open)}")
+    for f in status.open:
         what = finding_line(str(f.get("severity", "")), f"{f.get('kind')} since {f.get('since')}", f.get("message"))
         lines.append("  " + what)
-    actions = status.get("recent_actions") or []
-    lines.append(f"recent actions: {len(actions)}")
-    lines += [f"  {a.get('at_utc')} {action_line(a)}" for a in actions[-10:]]
-    lines += [problem_line(e) for e in status.get("errors") or []]
+    lines.append(f"recent actions: {len(status.recent_actions)}")
+    lines += [f"  {a.get('at_utc')} {action_line(a)}" for a in status.recent_actions[-10:]]
+    lines += [problem_line(e) for e in status.errors]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from ..problems import Problem
 from ..report.answer import ExitStatus, as_json, exit_status
 from ..report.events import EventSink, journal_sender
 from ..report.perfdata import perfdata
-from ..report.status import SCAN_FILE, STATUS_FILE, is_running, merged, npd_answer
+from ..report.status import STATUS_FILE, StatusDocument, npd_answer
 from ..report.text import diagnosis_text, human, problem_line, status_text
 from ..state import StateStore
 from .app import build, build_daemon, diagnose_host
@@ -198,28 +198,22 @@ class Cli:
         if config is None:
             return ExitStatus.UNKNOWN
         state = StateStore(config.state_dir, read_only=True)
-        current = state.read_json(STATUS_FILE)
-        if isinstance(current, dict):
-            current = merged(current, state.read_json(SCAN_FILE))
+        current = StatusDocument.read(state)
         if args.npd:
-            doc = current if isinstance(current, dict) else None
-            # not by pid: NPD may run in a pid namespace of its own; a daemon gone stale is caught by its scan's age
-            answer, line = npd_answer(doc, doc is not None and not doc.get("stopped_at"), time.time())
+            answer, line = npd_answer(current, time.time())
             print(line, file=self.out)
             return answer  # type: ignore[return-value]  # NPD's own codes, not the monitoring-plugin ones
-        if not isinstance(current, dict):
+        if current is None:
             why = (
                 "; ".join(str(p) for p in state.problems.drain())
                 or f"no daemon state in {state.path(STATUS_FILE)}: is `kvm-watchdog run` running?"
             )
             print(json.dumps({"error": why}) if args.json else problem_line(why, "UNKNOWN"), file=self.out)
             return ExitStatus.UNKNOWN
-        running = is_running(current)
         if args.json:
-            current["running"] = running
-            print(json.dumps(current, indent=2), file=self.out)
+            print(json.dumps(dict(current.raw, running=current.running), indent=2), file=self.out)
         else:
-            print(status_text(current, time.time(), running), file=self.out)
+            print(status_text(current, time.time()), file=self.out)
         return ExitStatus.OK
 
     def diagnose(self, args: argparse.Namespace) -> ExitStatus:
