@@ -11,7 +11,7 @@ from typing import Dict, List
 from harness.findings import hung_probe, stale_dir
 
 from watchdogd.act.actions import ActionRecord
-from watchdogd.act.result import Result
+from watchdogd.act.result import ActionResult
 from watchdogd.decide.ledger import FindingLedger
 from watchdogd.report.events import MESSAGE_IDS, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
 
@@ -61,8 +61,9 @@ def test_events_carry_the_contract_fields() -> None:
         and opened["KVMWD_PROBE_DIR"] == "/d/qmp-abcdef"
     )
     assert finding_resolved(HUNG, 5).journal_fields(0)["KVMWD_STATE"] == "resolved"
-    record = ActionRecord("kill_probe", "p", HUNG.subject, HUNG.kind, Result.FAILED, False, "still there", (8,))
-    action = action_taken(record, "/d/qmp-abcdef").journal_fields(0)
+    record = ActionRecord("kill_probe", "p", HUNG, ActionResult.failed("still there", (8,)), False)
+    action = action_taken(record).journal_fields(0)
+    assert action["KVMWD_PROBE_DIR"] == "/d/qmp-abcdef", "the dir of the finding it acted on"
     assert (action["KVMWD_RESULT"], action["PRIORITY"], action["KVMWD_DRY_RUN"], action["KVMWD_PIDS"]) == (
         "failed",
         "3",

@@ -40,15 +40,34 @@ class Action(Protocol):
 
 @dataclass(frozen=True)
 class ActionRecord:
+    """An action on a finding, what it did, and when."""
+
     action: str
     policy: str
-    subject: str
-    kind: Kind
-    result: Result
+    finding: Finding
+    done: ActionResult
     dry_run: bool
-    detail: str
-    pids: Tuple[int, ...] = ()
     at: float = 0.0
+
+    @property
+    def subject(self) -> str:
+        return self.finding.subject
+
+    @property
+    def kind(self) -> Kind:
+        return self.finding.kind
+
+    @property
+    def result(self) -> Result:
+        return self.done.result
+
+    @property
+    def detail(self) -> str:
+        return self.done.detail
+
+    @property
+    def pids(self) -> Tuple[int, ...]:
+        return self.done.pids
 
     @property
     def changed_something(self) -> bool:
@@ -287,19 +306,7 @@ class Actor:
                     outcome = action.run(p.finding)
                 except Exception as exc:  # an action must never take the daemon down
                     outcome = ActionResult.failed(f"internal error: {type(exc).__name__}: {exc}")
-            records.append(
-                ActionRecord(
-                    p.action,
-                    p.policy,
-                    p.finding.subject,
-                    p.finding.kind,
-                    outcome.result,
-                    p.dry_run,
-                    outcome.detail,
-                    outcome.pids,
-                    now,
-                )
-            )
+            records.append(ActionRecord(p.action, p.policy, p.finding, outcome, p.dry_run, now))
         for spend, held in refused.items():
             if held:
                 records.append(self._held_back(held, spend))
@@ -320,13 +327,5 @@ class Actor:
                 f"{self.engine.per:g}s (limits.unproven_actions){more}; remediation of proven probes goes on"
             )
         return ActionRecord(
-            first.action,
-            first.policy,
-            first.finding.subject,
-            first.finding.kind,
-            Result.SKIPPED,
-            False,
-            detail,
-            (),
-            self.clock(),
+            first.action, first.policy, first.finding, ActionResult.skipped(detail), False, self.clock()
         )

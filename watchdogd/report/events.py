@@ -121,7 +121,7 @@ def finding_resolved(finding: Finding, open_for_s: float) -> Event:
     return Event(finding.kind, message, NOTICE, fields)
 
 
-def action_taken(record: ActionRecord, probe_dir: Optional[str]) -> Event:
+def action_taken(record: ActionRecord) -> Event:
     fields = {
         "KVMWD_ACTION": record.action,
         "KVMWD_POLICY": record.policy,
@@ -131,6 +131,7 @@ def action_taken(record: ActionRecord, probe_dir: Optional[str]) -> Event:
         "KVMWD_SUBJECT": record.subject,
         "KVMWD_DETAIL": record.detail,
     }
+    probe_dir = record.finding.evidence.probe_path()
     if probe_dir:
         fields["KVMWD_PROBE_DIR"] = probe_dir
     if record.pids:

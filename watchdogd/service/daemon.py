@@ -270,8 +270,7 @@ class Daemon:
     def _after_actions(self, records: Sequence[ActionRecord], breaker: Optional[BreakerChange]) -> None:
         for record in records:
             self.wiring.figures.acted(record.action, record.result)
-            probe_dir = self._probe_dir_of(record)
-            self.wiring.sink.emit(events.action_taken(record, probe_dir))
+            self.wiring.sink.emit(events.action_taken(record))
             self.status.acted(record)
         self.parts.acted(records)
         if breaker == "paused":
@@ -281,10 +280,6 @@ class Daemon:
         self._scan_now = True
         if any(r.changed_something for r in records):
             self.latency.next_at = self.mono()  # see at once whether libvirt answers again
-
-    def _probe_dir_of(self, record: ActionRecord) -> Optional[str]:
-        held = self.wiring.ledger.open.get((record.kind, record.subject))  # held open while it was acted on
-        return held.finding.evidence.probe_path() if held else None
 
     # ---- reload and stop ---------------------------------------------------------------
     def reload(self) -> None:
