@@ -181,7 +181,7 @@ def test_a_capture_reads_at_most_its_caps_of_members_and_threads_and_a_probe_pas
 def test_the_emulators_package_is_asked_only_for_a_root_owned_binary_in_a_system_dir(tmp_path: Path) -> None:
     import os
 
-    from watchdogd.diagnose.diagnostician import worth_asking
+    from watchdogd.diagnose.packages import worth_asking
 
     placed = tmp_path / "qemu-system-x86_64"
     placed.write_text("")

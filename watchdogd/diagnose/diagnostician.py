@@ -33,24 +33,11 @@ from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
 from .kvmtest import KvmResult, device_present, run_selftest
+from .packages import LOOKUPS_PER_SCAN, EmulatorPackages
 from .signatures import KVM_REFUSED, Signature, explain, load_or_shipped, match
 from .vm_starts import VmFailure, VmStarts
 
 CAPTURES_PER_SCAN = 4  # hung probes captured in full per scan, proven ones first (a flood of forged ones costs 4)
-LOOKUPS_PER_SCAN = 2  # emulators whose package is asked of dpkg/rpm per scan (~150 ms each)
-SYSTEM_DIRS = ("/usr/", "/opt/", "/bin/", "/sbin/", "/lib/")
-
-
-def worth_asking(exe: str, st: os.stat_result) -> bool:
-    """Is dpkg/rpm asked which package owns this emulator? Only a root-owned binary nobody else can write, in a system
-    dir.
-
-    >>> import os
-    >>> trusted_binary = worth_asking("/usr/bin/python3", os.stat("/usr/bin/python3"))
-    >>> trusted_binary, worth_asking("/tmp/qemu-system-x86_64", os.stat("/"))
-    (True, False)
-    """
-    return st.st_uid == 0 and not st.st_mode & 0o022 and exe.startswith(SYSTEM_DIRS)
 
 
 Who = Tuple[float, FrozenSet[Tuple[int, float]]]  # a probe dir's birth, and its live members (pid, start time)
@@ -136,7 +123,7 @@ class Diagnostician:
         self._kvm: Optional[KvmResult] = None
         self._kernel_read = False  # no /dev/kvm: the kernel's lines were read for why, once
         # (emulator, its ctime) -> package: asked of dpkg/rpm once
-        self._packages: Dict[Tuple[str, float], Optional[str]] = {}
+        self.packages = EmulatorPackages()
         # incident bundles to keep once the scan has acted
         self._unsaved: List[Tuple[str, Dict[str, object], float]] = []
 
@@ -144,7 +131,7 @@ class Diagnostician:
         """After a reload: the old diagnosis's memory, and (same log dir) the VM start failures open."""
         if old.config.libvirt.log_dir == self.config.libvirt.log_dir:
             self.vm_starts.failures = old.vm_starts.failures
-        self._diagnosed, self._live, self._kvm, self._packages = old._diagnosed, old._live, old._kvm, old._packages
+        self._diagnosed, self._live, self._kvm, self.packages = old._diagnosed, old._live, old._kvm, old.packages
         self._kernel_read = old._kernel_read
         self.history = old.history
         self._unsaved = old._unsaved + self._unsaved
@@ -211,29 +198,11 @@ class Diagnostician:
             if not self.state.read_only:
                 exes = bundle.get("emulator")
                 bundle["packages"] = (
-                    {exe: self._package(exe, lookups) for exe in exes} if isinstance(exes, list) else {}
+                    {exe: self.packages.of(exe, lookups) for exe in exes} if isinstance(exes, list) else {}
                 )
                 problems += incidents.save(self.state, name, bundle, taken)
         self._unsaved = []
         return problems
-
-    def _package(self, exe: str, lookups: Budget) -> Optional[str]:
-        """The emulator's package and version, asked of dpkg/rpm (~150 ms) once per binary (a new ctime: an upgrade),
-        a few per scan, and only for a root-owned binary in a system dir: never for one the qemu user placed."""
-        try:
-            st = os.stat(exe)
-        except OSError:
-            return None
-        if not worth_asking(exe, st):
-            return None
-        key = (exe, st.st_ctime)
-        if key not in self._packages:
-            if not lookups.take():
-                return None
-            if len(self._packages) > 64:
-                self._packages.clear()
-            self._packages[key] = incidents.package_of(exe)
-        return self._packages[key]
 
     def _outcomes(self, obs: Observation, hung: set) -> None:  # type: ignore[type-arg]
         """Each probe once into the kernel history: hung when it turned hung, worked when it went without."""

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
-from .. import children
 from ..problems import Problem
 from ..state import StateError, StateStore
 from ..timefmt import compact_utc
@@ -22,32 +19,6 @@ from ..timefmt import compact_utc
 DIR = "incidents"
 KEEP = 20
 MAX_BYTES = 256 * 1024
-
-
-def package_of(path: Optional[str], timeout: float = 2.0) -> Optional[str]:
-    """The package (and its version) that owns a file, where dpkg or rpm knows it."""
-    if not path:
-        return None
-    try:
-        if shutil.which("dpkg-query"):
-            owner, said = _ask(["dpkg-query", "-S", path], timeout)
-            if owner and ":" in said:
-                name = said.split(":", 1)[0].split(",")[0].strip()
-                known, version = _ask(["dpkg-query", "-W", "-f=${Version}", name], timeout)
-                return f"{name} {version.strip()}" if known else name
-        if shutil.which("rpm"):
-            known, said = _ask(["rpm", "-qf", path], timeout)
-            if known:
-                return said.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return None
-
-
-def _ask(argv: List[str], timeout: float) -> Tuple[bool, str]:
-    """Whether the package manager answered yes, and what it printed (children.py: its group ended at timeout)."""
-    done = children.run_with_timeout(argv, timeout, stderr=subprocess.DEVNULL)
-    return done.returncode == 0, (done.stdout or b"").decode("utf-8", "replace")
 
 
 def save(state: StateStore, name: str, bundle: Dict[str, Any], now: float) -> List[Problem]:
