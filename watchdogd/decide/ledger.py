@@ -29,6 +29,7 @@ class OpenFinding:
 class Change:
     opened: Tuple[Finding, ...]
     resolved: Tuple[Tuple[Finding, float], ...]  # the finding as last seen, seconds it was open
+    open: Tuple[Finding, ...] = ()  # this scan's findings that are open now: past their grace (shown, acted on)
 
 
 class FindingLedger:
@@ -57,7 +58,7 @@ class FindingLedger:
         resolved = tuple((o.finding, max(0.0, now - o.opened_at)) for k, o in self.open.items() if k not in current)
         self.open = {k: OpenFinding(f, self.open[k].opened_at if k in self.open else now) for k, f in current.items()}
         self.pending = {k: t for k, t in self.pending.items() if k in waiting}
-        return Change(opened, resolved)
+        return Change(opened, resolved, tuple(f for f in findings if f.key in self.open))
 
     def due(self, grace: Mapping[Kind, float]) -> Tuple[float, ...]:
         """Wall times at which a pending finding's grace runs out (the daemon scans then)."""

@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Sequence, Set
 
 from ..act.actions import ActionRecord
 from ..config import Config, ConfigError
-from ..decide.policy import BreakerChange, Lane
+from ..decide.policy import BreakerChange, Lane, PlannedAction
 from ..model import Finding, Observation
 from ..problems import Problem
 from ..report import events
@@ -39,6 +39,7 @@ from ..report.figures import Snapshot, snapshot_of
 from ..report.text import status_line
 from ..thresholds import deadlines
 from .latency_schedule import LatencySchedule
+from .outlets import ScanReport, outlets, tell
 from .pipeline import Pipeline
 from .preflight import ConfigSource
 from .signals import SignalFlags
@@ -207,61 +208,68 @@ class Daemon:
             self.wiring.notifier.watchdog()
             self.next_ping = now + interval
 
-    # ---- one scan: observe, assess, report changes, decide -----------------------------------
+    # ---- one scan: observe, assess, decide, then tell each outlet -----------------------------
     def scan(self) -> None:
         self._scan_now = False
         taken = self.mono()
         self.last_scan_mono = taken
-        obs, findings = self.parts.look(self.latency.result)
+        obs, seen = self.parts.look(self.latency.result)
         self.obs = obs
         self.scans += 1
         held = frozenset().union(*(lane.subjects for lane in self.wiring.lanes.values()))
         grace = self.config.detect.grace
-        change = self.wiring.ledger.update(findings, obs.taken_wall, hold=held, grace=grace)
-        # a finding still in its grace is not acted on, nor shown
-        findings = [f for f in findings if f.key in self.wiring.ledger.open]
+        change = self.wiring.ledger.update(seen, obs.taken_wall, hold=held, grace=grace)
+        findings = list(change.open)  # a finding still in its grace is not acted on, nor shown
         self.findings = findings
-        self.wiring.figures.opened(change.opened)
-        for f in change.opened:
-            self.wiring.sink.emit(events.finding_opened(f))
-        for f, open_for in change.resolved:
-            self.wiring.sink.emit(events.finding_resolved(f, open_for))
-        condition = self.status.condition_after(findings, obs.taken_wall)
+        condition_changed = self.status.condition.update(findings, obs.taken_wall) is not None
+        condition = self.status.condition.current
         problems = list(obs.errors)
+        planned = self._remediate(findings, obs.taken_wall)
+        problems += self.parts.keep_incidents()  # after the kill is on its way: dpkg is slow
+        if planned is not None and not planned and (change.opened or change.resolved or self.latency.is_new):
+            problems += self._save_progress(obs)
+        self.deadlines = self._deadlines(obs, taken)
+        self.next_scan = taken + self.config.interval
+        paused = self.parts.engine.state.paused
+        line = status_line(findings, obs, paused, condition)
+        self.snapshot = snapshot_of(obs, findings, self.config, paused, self.mono() - taken, condition.blocked)
+        report = ScanReport(
+            obs, tuple(findings), change, condition, condition_changed, line, self.snapshot, self.scans, tuple(problems)
+        )
+        unsaved = tell(outlets(self.wiring, self.status, self.parts, self._first_report), report)
+        self.status.report(problems + unsaved, replace=True)
+        self.wiring.watch.refresh()
+
+    def _first_report(self) -> bool:
+        first, self._ready = not self._ready, True
+        return first
+
+    def _remediate(self, findings: Sequence[Finding], now: float) -> Optional[List[PlannedAction]]:
+        """Plan for the lanes that are free, and hand each its batch; None when no lane was free."""
         free = frozenset(lane for lane in Lane if not self.wiring.lanes[lane].busy)
-        if Lane.PROVEN in free and self.parts.engine.breaker_transition(obs.taken_wall, wanted_more=False) == "resumed":
+        if Lane.PROVEN in free and self.parts.engine.breaker_transition(now, wanted_more=False) == "resumed":
             self.wiring.sink.emit(events.remediation_resumed())
-        planned = self.parts.plan(findings, obs.taken_wall, lanes=free) if free else []
+        if not free:
+            return None
+        planned = self.parts.plan(findings, now, lanes=free)
         for lane in free:
             batch = [p for p in planned if p.lane is lane]
             if batch:
                 self.wiring.lanes[lane].submit(self.parts.actor, batch)
-        problems += self.parts.keep_incidents()  # after the kill is on its way: dpkg is slow
-        if free and not planned and (change.opened or change.resolved or self.latency.is_new):
-            problems += self._save_progress(obs)
+        return planned
+
+    def _deadlines(self, obs: Observation, taken: float) -> List[float]:
+        """Monotonic times the loop wakes at besides its interval: a probe or zombie crossing a threshold, a
+        finding's grace running out, the host condition settling, a VM start's failure expiring."""
         wall_due = [
-            *self.wiring.ledger.due(grace),
+            *self.wiring.ledger.due(self.config.detect.grace),
             *self.status.condition.due(),
             *(self.parts.diagnostician.vm_starts.due() if self.parts.diagnostician is not None else ()),
         ]
-        self.deadlines = sorted(
+        return sorted(
             [d for d in deadlines(obs, self.config.detect, taken) if d > taken]
             + [taken + max(0.0, t - obs.taken_wall) + 0.01 for t in wall_due]
         )
-        self.next_scan = taken + self.config.interval
-        line = status_line(findings, obs, self.parts.engine.state.paused, condition)
-        unsaved = self.status.write(self.parts, obs, self.scans, line, problems)
-        self.snapshot = snapshot_of(
-            obs, findings, self.config, self.parts.engine.state.paused, self.mono() - taken, condition.blocked
-        )
-        unsaved += self.wiring.outlet.publish(self.snapshot)
-        self.status.report(problems + unsaved, replace=True)
-        if not self._ready:
-            self._ready = True
-            self.wiring.notifier.ready(line)
-        else:
-            self.wiring.notifier.status(line)
-        self.wiring.watch.refresh()
 
     def _save_progress(self, obs: Observation) -> List[Problem]:
         self.latency.is_new = False

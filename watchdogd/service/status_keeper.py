@@ -7,11 +7,11 @@ import collections
 from typing import Any, Deque, Dict, List, Optional, Sequence, Set
 
 from ..act.actions import ActionRecord
-from ..decide.condition import Condition, ConditionTracker
+from ..decide.condition import ConditionTracker
 from ..decide.ledger import FindingLedger
-from ..model import Finding, Observation
+from ..model import Observation
 from ..problems import Problem
-from ..report.events import WARNING, EventSink, condition_changed, lifecycle
+from ..report.events import WARNING, EventSink, lifecycle
 from ..report.status import SCAN_FILE, STATUS_FILE, DaemonView, scan_document
 from ..state import StateError
 from ..timefmt import iso_utc
@@ -42,13 +42,6 @@ class StatusKeeper:
         self.started_wall = started_wall
         self.problems_seen: Set[str] = set()
         self._saved: Optional[Dict[str, Any]] = None  # what status.json says now (what_it_says), when we wrote it
-
-    def condition_after(self, findings: Sequence[Finding], now: float) -> Condition:
-        """The host condition after this scan's open findings; a change told once (open, resolved)."""
-        changed = self.condition.update(findings, now)
-        if changed is not None:
-            self.sink.emit(condition_changed(changed))
-        return self.condition.current
 
     def acted(self, record: ActionRecord) -> None:
         self.recent.append(dict(record.to_json(), at=record.at, at_utc=iso_utc(record.at)))
