@@ -119,7 +119,7 @@ class StatusDocument:
         if isinstance(scan, dict) and scan.get("pid") == status.get("pid"):
             raw.update({k: v for k, v in scan.items() if k != "pid"})
         pid = raw.get("pid")
-        said = raw.get("condition")
+        errors, said = raw.get("errors"), raw.get("condition")
         condition: Dict[str, Any] = said if isinstance(said, dict) else {}
         reasons = _dicts(condition.get("reasons"))
         return cls(
@@ -134,7 +134,7 @@ class StatusDocument:
             stopped=bool(raw.get("stopped_at")),
             open=_dicts(raw.get("open")),
             recent_actions=_dicts(raw.get("recent_actions")),
-            errors=tuple(str(e) for e in raw.get("errors") or [] if isinstance(raw.get("errors"), list)),
+            errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
             blocked_by=tuple(sorted({str(r.get("kind")) for r in reasons}))
             if condition.get("state") == "open"
             else None,

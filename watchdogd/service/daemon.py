@@ -75,7 +75,6 @@ class Daemon:
         self._scan_now = True
         self._logs_due = False
         self._next_log_read = 0.0
-        self._ready = False
         self.next_scan = 0.0
         self.next_ping = mono()
         self.deadlines: List[float] = []
@@ -236,13 +235,9 @@ class Daemon:
         report = ScanReport(
             obs, tuple(findings), change, condition, condition_changed, line, self.snapshot, self.scans, tuple(problems)
         )
-        unsaved = tell(outlets(self.wiring, self.status, self.parts, self._first_report), report)
+        unsaved = tell(outlets(self.wiring, self.status, self.parts), report)
         self.status.report(problems + unsaved, replace=True)
         self.wiring.watch.refresh()
-
-    def _first_report(self) -> bool:
-        first, self._ready = not self._ready, True
-        return first
 
     def _remediate(self, findings: Sequence[Finding], now: float) -> Optional[List[PlannedAction]]:
         """Plan for the lanes that are free, and hand each its batch; None when no lane was free."""

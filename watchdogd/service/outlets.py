@@ -5,7 +5,7 @@ save; the daemon tells those once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from ..decide.condition import Condition
 from ..decide.ledger import Change
@@ -81,25 +81,24 @@ class MetricsOutlet:
 class NotifyOutlet:
     """systemd: READY=1 with the first scan's line, STATUS= with each one after."""
 
-    def __init__(self, notifier: Notifier, first: Callable[[], bool]):
+    def __init__(self, notifier: Notifier):
         self.notifier = notifier
-        self.first = first  # true once: the first report is the daemon's readiness
 
     def scanned(self, report: ScanReport) -> List[Problem]:
-        if self.first():
+        if report.scans == 1:  # the daemon's first scan is its readiness (a reload keeps counting)
             self.notifier.ready(report.line)
         else:
             self.notifier.status(report.line)
         return []
 
 
-def outlets(wiring: Wiring, status: StatusKeeper, parts: Pipeline, first: Callable[[], bool]) -> List[ScanOutlet]:
+def outlets(wiring: Wiring, status: StatusKeeper, parts: Pipeline) -> List[ScanOutlet]:
     """Who is told of each scan, in order: the journal (and the hooks that hear it), status, metrics, systemd."""
     return [
         JournalOutlet(wiring.sink, wiring.figures),
         StatusOutlet(status, parts),
         MetricsOutlet(wiring.outlet),
-        NotifyOutlet(wiring.notifier, first),
+        NotifyOutlet(wiring.notifier),
     ]
 
 
