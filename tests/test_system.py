@@ -466,7 +466,8 @@ def test_the_qemu_user_holding_or_forging_the_real_libvirts_probes_causes_no_hos
     for n in range(3):
         probe, first = new_probe(box, "slow:60 1")  # its first process waits a minute before it runs the real emulator
         box.run(f"{as_qemu(box)} kill -STOP {first}", check=True)
-        assert box.run(f"ps -o stat= -p {first}").stdout.strip().startswith("T"), "held"
+        # a stop is delivered when the process next leaves the kernel: wait for the state, do not read it at once
+        wait_for(lambda: box.run(f"ps -o stat= -p {first}").stdout.strip().startswith("T"), 10, "the probe held")  # noqa: B023
         [opened] = wait_for(
             more_than(box, 0, "probe_hung", KVMWD_STATE="open", KVMWD_PROBE_DIR=probe),
             30,
