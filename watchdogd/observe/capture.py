@@ -175,9 +175,9 @@ class Capturer:
     def _read(self, path: str, cap: int = 512, blocks_for: Optional[int] = None) -> Optional[str]:
         """blocks_for: the pid whose locks the read waits on (then it runs off the loop, with a deadline)."""
         if blocks_for is None:
-            data: Answer = read_file(path, cap, os.O_NONBLOCK)
+            data: Answer = read_file(path, cap)
         else:
-            data = self.slow.read(path, cap, (blocks_for, -1.0), os.O_NONBLOCK)
+            data = self.slow.read(path, cap, (blocks_for, -1.0))
         return data.decode("ascii", "replace").strip() if isinstance(data, bytes) else None
 
     def thread(self, pid: int, tid: int) -> Optional[ThreadState]:

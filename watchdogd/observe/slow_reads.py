@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import AbstractSet, Dict, List, Optional, Tuple, Union
 
-from ..fsafe import read_capped
+from ..fsafe import READ_NOFOLLOW, read_capped
 
 DEADLINE_S = 0.25
 WORKERS = 4
@@ -42,17 +42,17 @@ Answer = Union[bytes, None, Unanswered]
 class _Read:
     path: str
     cap: int
-    flags: int
     owner: Owner
     done: threading.Event = field(default_factory=threading.Event)
     data: Optional[bytes] = None
     late: bool = False  # its caller stopped waiting: the owner is stuck until this returns
 
 
-def read_file(path: str, cap: int, flags: int = 0) -> Optional[bytes]:
-    """The file's first cap bytes; None when it cannot be opened or read (gone, not ours)."""
+def read_file(path: str, cap: int) -> Optional[bytes]:
+    """The file's first cap bytes; None when it cannot be opened or read (gone, not ours). Opened as every file
+    someone else could have put in place is (fsafe.READ_NOFOLLOW)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | flags)
+        fd = os.open(path, READ_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -75,7 +75,7 @@ class SlowReads:
         self._busy = 0
         self._lock = threading.Lock()
 
-    def read(self, path: str, cap: int, owner: Owner, flags: int = 0) -> Answer:
+    def read(self, path: str, cap: int, owner: Owner) -> Answer:
         """What read_file gives; UNANSWERED at once for a stuck process (or with every worker stuck), or after the
         deadline (the process is then stuck)."""
         if owner in self.stuck:
@@ -88,7 +88,7 @@ class SlowReads:
                 worker = threading.Thread(target=self._work, name="kvmwd-slow-read", daemon=True)
                 worker.start()  # daemon: a worker stuck for good never holds up the exit
                 self._threads.append(worker)
-        job = _Read(path, cap, flags, owner)
+        job = _Read(path, cap, owner)
         self._jobs.put(job)
         job.done.wait(self.deadline)
         with self._lock:
@@ -104,7 +104,7 @@ class SlowReads:
         while True:
             job = self._jobs.get()
             try:
-                job.data = read_file(job.path, job.cap, job.flags)
+                job.data = read_file(job.path, job.cap)
             finally:
                 with self._lock:
                     self._busy -= 1
