@@ -160,7 +160,7 @@ def test_nova_compute_never_enables_a_service_an_operator_disabled_for_a_reason_
 
 def test_a_failed_resolved_is_retried_until_it_succeeds_and_a_restart_re_tells_only_a_change(tmp_path: Path) -> None:
     """A lost `resolved` must never leave a host disabled; what was told stays told across a restart."""
-    from watchdogd.config import HookConfig
+    from watchdogd.config import EventsTo, HookConfig
     from watchdogd.report.events import EventSink, lifecycle
     from watchdogd.service.hooks import Hooks
     from watchdogd.state import StateStore
@@ -172,7 +172,7 @@ def test_a_failed_resolved_is_retried_until_it_succeeds_and_a_restart_re_tells_o
         RECORDER + f"import os; p = {str(failures)!r}\nif os.path.exists(p):\n    os.unlink(p)\n    sys.exit(3)\n",
     )
     hook = HookConfig(name="tell", on="vm_starts_blocked", run=(str(flaky), str(record)), timeout=10.0)
-    sink = EventSink("stderr", None, stream=open(tmp_path / "events.jsonl", "w"))
+    sink = EventSink(EventsTo.STDERR, None, stream=open(tmp_path / "events.jsonl", "w"))
     state = StateStore(str(tmp_path / "state"))
     hooks = Hooks([hook], sink, state)
     sink.listeners.append(hooks.on_event)

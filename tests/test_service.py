@@ -22,7 +22,7 @@ from harness.sandbox import LibvirtSandbox, alive
 from harness.service import NotifyListener, command
 from harness.wait import wait_for
 
-from watchdogd.config import Config
+from watchdogd.config import Config, EventsTo
 from watchdogd.model import LatencyResult, Observation
 from watchdogd.report.events import MESSAGE_IDS
 from watchdogd.report.status import StatusDocument
@@ -369,7 +369,7 @@ def test_the_watchdog_pings_come_from_the_loop_itself_so_a_stuck_loop_stops_them
         ConfigSource(str(path), True),
         config,
         env,
-        EventSink("stderr", None, stream=io.StringIO()),
+        EventSink(EventsTo.STDERR, None, stream=io.StringIO()),
         builder=sticky_build,
     )
     loop = threading.Thread(target=daemon.run)
@@ -430,7 +430,7 @@ def test_an_unforeseen_error_in_a_scan_is_reported_and_the_daemon_goes_on(
         ConfigSource(str(path), True),
         load_config(str(path), True),
         {},
-        EventSink("stderr", None, stream=out),
+        EventSink(EventsTo.STDERR, None, stream=out),
         builder=flaky_build,
     )
     loop = threading.Thread(target=daemon.run)

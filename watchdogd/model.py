@@ -17,22 +17,35 @@ from .timefmt import iso_utc
 from .words import Word
 
 
+class ActionName(Word):
+    """What a policy may `do`: the config's words, the action events' and the metrics' label."""
+
+    KILL_PROBE = "kill_probe"
+    REMOVE_STALE_DIR = "remove_stale_dir"
+    QUARANTINE_CACHE = "quarantine_cache"
+    RESTART_LIBVIRT = "restart_libvirt"
+    ALERT = "alert"
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """What an action may act on: the one registry the config, the policy and the act stage read."""
 
-    applies_to: Tuple[str, ...]  # finding kinds; ("*",) for any
+    applies_to: Optional[Tuple[Kind, ...]]  # the finding kinds it acts on; None: any
     host_wide: bool = False  # reaches beyond one probe's processes: acts only on proven findings
 
+    def acts_on(self, kind: Kind) -> bool:
+        return self.applies_to is None or kind in self.applies_to
 
-ACTIONS: Dict[str, ActionSpec] = {
-    "kill_probe": ActionSpec((Kind.PROBE_HUNG, Kind.PROBE_DEFUNCT, Kind.DOMCAPS_HUNG)),
-    "remove_stale_dir": ActionSpec((Kind.PROBE_DIR_STALE,)),
-    "quarantine_cache": ActionSpec(("*",), host_wide=True),
-    "restart_libvirt": ActionSpec(("*",), host_wide=True),
-    "alert": ActionSpec(("*",)),
+
+ACTIONS: Dict[ActionName, ActionSpec] = {
+    ActionName.KILL_PROBE: ActionSpec((Kind.PROBE_HUNG, Kind.PROBE_DEFUNCT, Kind.DOMCAPS_HUNG)),
+    ActionName.REMOVE_STALE_DIR: ActionSpec((Kind.PROBE_DIR_STALE,)),
+    ActionName.QUARANTINE_CACHE: ActionSpec(None, host_wide=True),
+    ActionName.RESTART_LIBVIRT: ActionSpec(None, host_wide=True),
+    ActionName.ALERT: ActionSpec(None),
 }
-ACTION_NAMES = tuple(ACTIONS)
+assert set(ACTIONS) == set(ActionName), "one registry: every action has its spec"
 
 # Actions whose effect reaches beyond the processes of one probe: only on HOST grounds (decide/grounds.py).
 HOST_WIDE_ACTIONS = tuple(name for name, spec in ACTIONS.items() if spec.host_wide)

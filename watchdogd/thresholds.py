@@ -1,7 +1,9 @@
-"""The thresholds, in one place: hung, stale, and when each is crossed next.
+"""The thresholds, in one place: hung, stale, missing, a VM start failure's age, and when each is crossed next.
 
 Assess finds by them, diagnosis and the act stage's re-checks call them, and the
-daemon's loop wakes at the deadlines they give.
+daemon's loop wakes at the deadlines they give. Two knobs carry them all: probe_hung_after
+(a process, or a zombie, has waited too long) and stale_dir_after (what libvirt left, or
+stopped saying, is over: a dir with nobody in it, a probe dir gone, a failure with no news).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import enum
 from typing import List, Optional
 
 from .config import DetectConfig
-from .model import Defunct, Observation, Probe
+from .model import Defunct, MissingDir, Observation, Probe
 
 
 class ProbeState(enum.Enum):
@@ -65,3 +67,15 @@ def why_not_stale(probe: Probe, detect: DetectConfig) -> Optional[str]:
     if probe.age_s < detect.stale_dir_after:
         return "no longer stale: it is newer than detect.stale_dir_after"
     return None
+
+
+def is_long_missing(missing: MissingDir, detect: DetectConfig) -> bool:
+    """A configured probe dir gone for stale_dir_after: a libvirt between runs (a session one, a restart) is not
+    told of, a dir that never comes back is."""
+    return missing.missing_s >= detect.stale_dir_after
+
+
+def vm_failure_kept_for(detect: DetectConfig) -> float:
+    """How long a VM start failure with no news stays open: stale_dir_after, after which what libvirt said is
+    over (a domain nobody tried again since)."""
+    return detect.stale_dir_after

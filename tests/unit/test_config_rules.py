@@ -11,6 +11,8 @@ from harness.cli import REPO, run_cli
 from harness.configs import CONTRACT_EXAMPLE
 
 from watchdogd.config import Config, ConfigError, PolicyConfig, parse_config
+from watchdogd.kinds import Kind
+from watchdogd.model import ActionName
 from watchdogd.service.preflight import load_config
 
 
@@ -30,8 +32,8 @@ def test_the_contract_example_is_the_default() -> None:
     assert cfg == Config(source="c.yaml")
     assert cfg.policies[1] == PolicyConfig(
         name="reset-after-repeated-hangs",
-        on="probe_hung",
-        do=("quarantine_cache", "restart_libvirt"),
+        on=Kind.PROBE_HUNG,
+        do=(ActionName.QUARANTINE_CACHE, ActionName.RESTART_LIBVIRT),
         times=3,
         within=3600.0,
     )

@@ -12,7 +12,9 @@ from harness.findings import hung_probe, stale_dir
 
 from watchdogd.act.actions import ActionRecord
 from watchdogd.act.result import ActionResult
+from watchdogd.config import EventsTo
 from watchdogd.decide.ledger import FindingLedger
+from watchdogd.model import ActionName
 from watchdogd.report.events import MESSAGE_IDS, EventSink, action_taken, finding_opened, finding_resolved, lifecycle
 
 HUNG = dataclasses.replace(hung_probe("/d/qmp-abcdef", pids=[7, 8], age_s=61.0, since=100.0), message="hung")
@@ -61,7 +63,7 @@ def test_events_carry_the_contract_fields() -> None:
         and opened["KVMWD_PROBE_DIR"] == "/d/qmp-abcdef"
     )
     assert finding_resolved(HUNG, 5).journal_fields(0)["KVMWD_STATE"] == "resolved"
-    record = ActionRecord("kill_probe", "p", HUNG, ActionResult.failed("still there", (8,)), False)
+    record = ActionRecord(ActionName.KILL_PROBE, "p", HUNG, ActionResult.failed("still there", (8,)), False)
     action = action_taken(record).journal_fields(0)
     assert action["KVMWD_PROBE_DIR"] == "/d/qmp-abcdef", "the dir of the finding it acted on"
     assert (action["KVMWD_RESULT"], action["PRIORITY"], action["KVMWD_DRY_RUN"], action["KVMWD_PIDS"]) == (
@@ -93,7 +95,7 @@ def test_when_the_journal_refuses_events_go_to_stderr_and_back_to_the_journal_wh
         journal.append(fields)
 
     stream = io.StringIO()
-    sink = EventSink("journal", send, stream=stream)
+    sink = EventSink(EventsTo.JOURNAL, send, stream=stream)
     sink.emit(lifecycle("started", "one"))
     down[0] = False
     sink.emit(lifecycle("stopped", "two"))
@@ -104,7 +106,7 @@ def test_when_the_journal_refuses_events_go_to_stderr_and_back_to_the_journal_wh
 
 def test_an_event_neither_journal_nor_stderr_takes_is_kept_and_delivered_in_order_later() -> None:
     stream = FlakyStream()
-    sink = EventSink("stderr", None, stream=stream)
+    sink = EventSink(EventsTo.STDERR, None, stream=stream)
     stream.full = True
     sink.emit(lifecycle("started", "one"))
     sink.emit(lifecycle("config_reloaded", "two"))
@@ -118,7 +120,7 @@ def test_an_event_neither_journal_nor_stderr_takes_is_kept_and_delivered_in_orde
 def test_auto_uses_the_journal_only_where_its_socket_exists(tmp_path: Path) -> None:
     sent: List[Dict[str, str]] = []
     stream = io.StringIO()
-    sink = EventSink("auto", lambda **f: sent.append(f), stream=stream, socket_path=str(tmp_path / "socket"))
+    sink = EventSink(EventsTo.AUTO, lambda **f: sent.append(f), stream=stream, socket_path=str(tmp_path / "socket"))
     sink.emit(lifecycle("started", "no socket"))
     (tmp_path / "socket").touch()
     sink.emit(lifecycle("stopped", "socket"))

@@ -9,12 +9,12 @@ from harness.findings import hung_probe
 
 from watchdogd.act.actions import Actor, Alert
 from watchdogd.act.result import ActionResult
-from watchdogd.config import Config, DetectConfig, LimitsConfig, PolicyConfig
+from watchdogd.config import Config, DetectConfig, LatencyWhen, LimitsConfig, PolicyConfig
 from watchdogd.decide.assess import assess
 from watchdogd.decide.evidence import EmptyCache
 from watchdogd.decide.policy import PolicyEngine
 from watchdogd.kinds import Kind, Severity
-from watchdogd.model import Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from watchdogd.model import ActionName, Finding, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 from watchdogd.thresholds import is_hung, why_not_stale
 
 
@@ -58,7 +58,9 @@ def test_kernel_changed_opens_only_when_a_last_good_kernel_is_known_and_differs(
 
 
 def test_cooldown_is_the_least_time_between_two_firings_of_a_policy() -> None:
-    config = Config(policies=(PolicyConfig(name="slow", on="probe_hung", do=("kill_probe",), cooldown=60.0),))
+    config = Config(
+        policies=(PolicyConfig(name="slow", on=Kind.PROBE_HUNG, do=(ActionName.KILL_PROBE,), cooldown=60.0),)
+    )
     engine = PolicyEngine(config)
     assert [p.finding.subject for p in engine.decide([finding("/l/qmp-A00000")], now=0.0)] == ["/l/qmp-A00000"]
     both = [finding("/l/qmp-A00000"), finding("/l/qmp-B00000")]
@@ -88,12 +90,12 @@ def test_the_breaker_pauses_host_wide_actions_once_resumes_once_and_never_stops_
 
 def test_alert_is_an_event_only_and_never_spends_the_budget() -> None:
     config = Config(
-        policies=(PolicyConfig(name="tell", on="cache_empty", do=("alert",)),),
+        policies=(PolicyConfig(name="tell", on=Kind.CACHE_EMPTY, do=(ActionName.ALERT,)),),
         limits=LimitsConfig(actions=1, per=3600.0),
     )
     engine = PolicyEngine(config)
     assert engine.admit(0.0), "the one action the window allows"
-    actor = Actor({"alert": Alert()}, engine, clock=lambda: 1.0)
+    actor = Actor({ActionName.ALERT: Alert()}, engine, clock=lambda: 1.0)
     empty = Finding(
         Kind.CACHE_EMPTY, Severity.WARNING, "/c", 0.0, "the cache is empty", EmptyCache("/c", 0, 0), proven=True
     )
@@ -116,9 +118,7 @@ def test_a_dry_run_plans_every_action_and_does_none() -> None:
         def run(self, f: Finding) -> ActionResult:
             raise AssertionError("a dry run ran an action")
 
-    records, _ = Actor({a: Never() for a in ("kill_probe", "quarantine_cache", "restart_libvirt")}, engine).execute(
-        planned
-    )
+    records, _ = Actor({a: Never() for a in ActionName}, engine).execute(planned)
     assert [r.result for r in records] == ["dry_run"] * 5 and all(r.detail == "would kill it" for r in records)
 
 
@@ -148,11 +148,14 @@ def test_the_latency_call_never_wakes_libvirt_nor_keeps_an_idle_one_awake() -> N
     running = Observation(taken_wall=0.0, libvirt_pids=(42,))
     probing = Observation(taken_wall=0.0, libvirt_pids=(42,), probes=(probe(1.0, live=True),))
     guests = Observation(taken_wall=0.0, libvirt_pids=(42,), guests=(7, 8, 9))
-    assert why_not_connect(idle, "busy") == IDLE and why_not_connect(idle, "running") == IDLE
-    assert why_not_connect(idle, "always") is None
-    assert "left to idle out" in str(why_not_connect(running, "busy")) and why_not_connect(running, "running") is None
-    assert why_not_connect(probing, "busy") is None and why_not_connect(guests, "busy") is None
-    assert why_not_connect(None, "busy") == "not before the first scan"
+    assert why_not_connect(idle, LatencyWhen.BUSY) == IDLE and why_not_connect(idle, LatencyWhen.RUNNING) == IDLE
+    assert why_not_connect(idle, LatencyWhen.ALWAYS) is None
+    assert (
+        "left to idle out" in str(why_not_connect(running, LatencyWhen.BUSY))
+        and why_not_connect(running, LatencyWhen.RUNNING) is None
+    )
+    assert why_not_connect(probing, LatencyWhen.BUSY) is None and why_not_connect(guests, LatencyWhen.BUSY) is None
+    assert why_not_connect(None, LatencyWhen.BUSY) == "not before the first scan"
 
 
 def test_cache_empty_is_expected_while_a_young_probe_runs() -> None:

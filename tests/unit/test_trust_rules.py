@@ -17,7 +17,7 @@ from watchdogd.decide.evidence import Latency
 from watchdogd.decide.grounds import of_libvirt_call, of_probe
 from watchdogd.decide.policy import Lane, PolicyEngine
 from watchdogd.kinds import Kind, Severity
-from watchdogd.model import Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from watchdogd.model import ActionName, Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role
 
 
 def hung(n: int, proven: bool) -> List[Finding]:
@@ -69,7 +69,7 @@ class _Ok:
 def test_a_spent_unproven_budget_never_pauses_nor_holds_proven_remediation() -> None:
     config = Config(limits=LimitsConfig(actions=5, unproven_actions=3, per=3600.0))
     engine = PolicyEngine(config)
-    actor = Actor({"kill_probe": _Ok()}, engine, clock=lambda: 100.0)
+    actor = Actor({ActionName.KILL_PROBE: _Ok()}, engine, clock=lambda: 100.0)
     records, breaker = actor.execute(engine.decide(hung(6, proven=False), now=100.0))
     assert [r.result for r in records] == ["ok", "ok", "ok", "skipped"] and breaker is None
     assert "unproven budget spent" in records[-1].detail and not engine.state.paused
@@ -124,7 +124,9 @@ def test_a_new_occurrence_in_a_dir_acted_on_before_is_acted_on_again_and_counted
     engine = PolicyEngine(Config())
     from watchdogd.config import PolicyConfig
 
-    engine.policies = (PolicyConfig(name="reset", on="domcaps_hung", do=("restart_libvirt",), times=3, within=3600.0),)
+    engine.policies = (
+        PolicyConfig(name="reset", on=Kind.DOMCAPS_HUNG, do=(ActionName.RESTART_LIBVIRT,), times=3, within=3600.0),
+    )
     fired = []
     for t in range(3):  # three separate hangs of the same libvirt, each ended in between
         fired += engine.decide(hang, now=200.0 + 10 * t)
@@ -201,7 +203,11 @@ def test_a_spent_host_wide_budget_never_stops_a_kill() -> None:
     config = Config(limits=LimitsConfig(actions=1, per=3600.0))
     engine = PolicyEngine(config)
     ok = _Ok()
-    actor = Actor({"kill_probe": ok, "quarantine_cache": ok, "restart_libvirt": ok}, engine, clock=lambda: 100.0)
+    actor = Actor(
+        {ActionName.KILL_PROBE: ok, ActionName.QUARANTINE_CACHE: ok, ActionName.RESTART_LIBVIRT: ok},
+        engine,
+        clock=lambda: 100.0,
+    )
     records, breaker = actor.execute(engine.decide(hung(3, proven=True), now=100.0))
     assert [(r.action, r.result) for r in records] == [("kill_probe", "ok")] * 3 + [
         ("quarantine_cache", "ok"),

@@ -18,7 +18,7 @@ from ..config import Config
 from ..decide.policy import BreakerChange, Lane, PlannedAction, PolicyEngine, Spend
 from ..fsafe import BirthTime
 from ..kinds import Kind
-from ..model import ACTIONS, Finding, Probe, ProbeMember, Role
+from ..model import ACTIONS, ActionName, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
 from ..safety import Protected, why_not_member
 from ..thresholds import is_hung, why_not_stale
@@ -42,7 +42,7 @@ class Action(Protocol):
 class ActionRecord:
     """An action on a finding, what it did, and when."""
 
-    action: str
+    action: ActionName
     policy: str
     finding: Finding
     done: ActionResult
@@ -72,7 +72,7 @@ class ActionRecord:
     @property
     def changed_something(self) -> bool:
         """Done for real (not a dry run, not only an alert): worth looking at the host again."""
-        return self.result is Result.OK and not self.dry_run and self.action != "alert"
+        return self.result is Result.OK and not self.dry_run and self.action is not ActionName.ALERT
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -259,14 +259,14 @@ class Alert:
 
 def build_actions(
     config: Config, scanner: Scanner, ender: ProcessEnder, birth: BirthTime, restarter: LibvirtRestarter
-) -> Dict[str, Action]:
+) -> Dict[ActionName, Action]:
     """The registry: every action of model.ACTIONS by its config name, with the collaborators the root made."""
-    actions: Dict[str, Action] = {
-        "kill_probe": KillProbe(config, scanner, ender),
-        "remove_stale_dir": RemoveStaleDir(config, scanner, birth),
-        "quarantine_cache": QuarantineCache(config),
-        "restart_libvirt": RestartLibvirt(restarter),
-        "alert": Alert(),
+    actions: Dict[ActionName, Action] = {
+        ActionName.KILL_PROBE: KillProbe(config, scanner, ender),
+        ActionName.REMOVE_STALE_DIR: RemoveStaleDir(config, scanner, birth),
+        ActionName.QUARANTINE_CACHE: QuarantineCache(config),
+        ActionName.RESTART_LIBVIRT: RestartLibvirt(restarter),
+        ActionName.ALERT: Alert(),
     }
     assert set(actions) == set(ACTIONS), "one registry: model.ACTIONS names every action built here"
     return actions
@@ -275,7 +275,7 @@ def build_actions(
 class Actor:
     """Runs planned actions through the breaker; dry-run ones only say what they would do."""
 
-    def __init__(self, actions: Dict[str, Action], engine: PolicyEngine, clock: Callable[[], float] = time.time):
+    def __init__(self, actions: Dict[ActionName, Action], engine: PolicyEngine, clock: Callable[[], float] = time.time):
         self.actions = actions
         self.engine = engine
         self.clock = clock

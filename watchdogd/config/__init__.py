@@ -5,6 +5,7 @@ must not silently turn remediation off. `parse_config` is pure; what a config as
 host it runs on is checked by the composition root's preflight (service/preflight.py).
 """
 
+from .choices import EventsTo, KvmSelftest, LatencyWhen
 from .files import DEFAULT_PATH, ENV_VAR, read_text, resolve_path
 from .reader import ConfigError, ConfigProblem, parse_config
 from .schema import (
@@ -32,8 +33,11 @@ __all__ = [
     "ConfigProblem",
     "DetectConfig",
     "DiagnoseConfig",
+    "EventsTo",
     "HookConfig",
+    "KvmSelftest",
     "LatencyConfig",
+    "LatencyWhen",
     "LibvirtConfig",
     "LimitsConfig",
     "MetricsConfig",

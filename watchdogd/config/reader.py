@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from ..durations import format_duration
-from ..kinds import FINDING_KINDS, FORGEABLE_KINDS
-from ..model import ACTION_NAMES, ACTIONS
+from ..kinds import FINDING_KINDS, FORGEABLE_KINDS, Kind
+from ..model import ACTIONS, ActionName
 from .schema import CONDITION, HOOK_KEYS, POLICY_KEYS, SECTIONS, TOP_LEVEL, Config, HookConfig, PolicyConfig
 from .values import Invalid, Parser
 
@@ -131,7 +131,8 @@ class Reader:
         policies: List[PolicyConfig] = []
         for where, items, values in self.entries(node, "policies", POLICY_KEYS, tuple(FINDING_KINDS)):
             before = len(self.problems)
-            values["do"] = self._actions(items["do"][1], f"{where}.do", values.get("on"))
+            values["on"] = Kind(values["on"])  # a known finding kind: entries checked it
+            values["do"] = self._actions(items["do"][1], f"{where}.do", values["on"])
             if len(self.problems) == before:
                 policies.append(PolicyConfig(**values))
         return tuple(policies)
@@ -141,19 +142,21 @@ class Reader:
         known = (CONDITION,) + tuple(FINDING_KINDS)
         return tuple(HookConfig(**values) for _, _, values in self.entries(node, "hooks", HOOK_KEYS, known))
 
-    def _actions(self, node: yaml.Node, where: str, kind: Optional[str]) -> Tuple[str, ...]:
+    def _actions(self, node: yaml.Node, where: str, kind: Kind) -> Tuple[ActionName, ...]:
         if not isinstance(node, yaml.SequenceNode) or not node.value:
             self.problem(node, where, "must be a non-empty list of actions")
             return ()
-        actions: List[str] = []
+        actions: List[ActionName] = []
         for index, item in enumerate(node.value):
-            name = self.value(item)
+            given = self.value(item)
             here = f"{where}[{index}]"
-            if name not in ACTION_NAMES:
-                self.problem(item, here, f"unknown action {name!r} (known: {', '.join(ACTION_NAMES)})")
+            try:
+                name = ActionName(given)
+            except ValueError:
+                self.problem(item, here, f"unknown action {given!r} (known: {', '.join(map(str, ActionName))})")
                 continue
-            applies = ACTIONS[name].applies_to
-            if ACTIONS[name].host_wide and kind in FORGEABLE_KINDS:
+            spec = ACTIONS[name]
+            if spec.host_wide and kind in FORGEABLE_KINDS:
                 self.problem(
                     item,
                     here,
@@ -161,8 +164,8 @@ class Reader:
                     "docs/THREAT-MODEL.md)",
                 )
                 continue
-            if kind in FINDING_KINDS and "*" not in applies and kind not in applies:
-                self.problem(item, here, f"{name} cannot act on {kind} (it acts on {', '.join(applies)})")
+            if not spec.acts_on(kind):
+                self.problem(item, here, f"{name} cannot act on {kind} (it acts on {', '.join(spec.applies_to or ())})")
                 continue
             actions.append(name)
         return tuple(actions)

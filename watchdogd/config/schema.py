@@ -10,8 +10,10 @@ import yaml
 
 from ..durations import format_duration
 from ..kinds import DEFAULT_GRACE, Kind
+from ..model import ActionName
 from ..words import Word
 from . import values as v
+from .choices import EventsTo, KvmSelftest, LatencyWhen
 from .values import Parser
 
 
@@ -60,10 +62,7 @@ class LatencyConfig:
     every: float = v.key(60.0, v.positive_duration, duration=True)
     timeout: float = v.key(30.0, v.positive_duration, duration=True)
     slow: float = v.key(5.0, v.positive_duration, duration=True)
-    # busy: call only while libvirt runs and is in use anyway (a probe dir, or a guest's
-    # QEMU): a call resets a socket-activated daemon's idle timer. running: whenever a
-    # libvirt daemon runs (keeps an idle one awake). always: even when none runs (wakes it).
-    when: str = v.key("busy", v.choice("busy", "running", "always"))
+    when: LatencyWhen = v.key(LatencyWhen.BUSY, v.choice(LatencyWhen))
 
 
 def _as_given(value: Any) -> Any:
@@ -73,8 +72,8 @@ def _as_given(value: Any) -> Any:
 @dataclass(frozen=True)
 class PolicyConfig:
     name: str = field(metadata={"parse": v.string, "duration": False})
-    on: str = field(metadata={"parse": v.string, "duration": False})
-    do: Tuple[str, ...] = field(metadata={"parse": _as_given, "duration": False})
+    on: Kind = field(metadata={"parse": v.string, "duration": False})  # the reader makes it a Kind
+    do: Tuple[ActionName, ...] = field(metadata={"parse": _as_given, "duration": False})
     times: int = v.key(1, v.int_at_least(1))
     within: float = v.key(3600.0, v.positive_duration, duration=True)
     cooldown: float = v.key(0.0, v.duration, duration=True)
@@ -100,7 +99,7 @@ class ActionsConfig:
 class DiagnoseConfig:
     # an extra signature table, tried before the shipped one
     signatures: Optional[str] = v.key(None, v.optional(v.abs_path))
-    kvm_selftest: str = v.key("auto", v.choice("auto", "off"))  # auto: at start, where /dev/kvm exists
+    kvm_selftest: KvmSelftest = v.key(KvmSelftest.AUTO, v.choice(KvmSelftest))
 
 
 @dataclass(frozen=True)
@@ -132,11 +131,11 @@ class HookConfig:
 
 
 DEFAULT_POLICIES = (
-    PolicyConfig(name="kill-hung-probes", on=Kind.PROBE_HUNG, do=("kill_probe",)),
+    PolicyConfig(name="kill-hung-probes", on=Kind.PROBE_HUNG, do=(ActionName.KILL_PROBE,)),
     PolicyConfig(
         name="reset-after-repeated-hangs",
         on=Kind.PROBE_HUNG,
-        do=("quarantine_cache", "restart_libvirt"),
+        do=(ActionName.QUARANTINE_CACHE, ActionName.RESTART_LIBVIRT),
         times=3,
         within=3600.0,
     ),
@@ -148,7 +147,7 @@ class Config:
     interval: float = v.key(5.0, v.positive_duration, duration=True)
     dry_run: bool = v.key(False, v.boolean)
     state_dir: str = v.key("/var/lib/kvm-watchdog", v.abs_path)
-    events: str = v.key("auto", v.choice("journal", "stderr", "auto"))
+    events: EventsTo = v.key(EventsTo.AUTO, v.choice(EventsTo))
     libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)

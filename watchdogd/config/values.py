@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import field
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, Tuple, Type, TypeVar, Union
 
 from ..durations import parse_duration
 from ..kinds import DEFAULT_GRACE, FINDING_KINDS, Kind
+from ..words import Word
 
 
 class Invalid(Exception):
@@ -17,6 +18,7 @@ class Invalid(Exception):
 # ---- value parsers: a YAML value in, a Python value out, or Invalid(why) ----------
 
 Parser = Callable[[Any], Any]
+W = TypeVar("W", bound=Word)
 
 
 def duration(value: Any) -> float:
@@ -77,11 +79,14 @@ def int_at_least(lowest: int) -> Parser:
     return parse
 
 
-def choice(*allowed: str) -> Parser:
-    def parse(value: Any) -> str:
-        if value not in allowed:
-            raise Invalid(f"must be one of {', '.join(allowed)}, not {value!r}")
-        return str(value)
+def choice(words: Type[W]) -> Callable[[Any], W]:
+    """One of an enum's words, read into its member."""
+
+    def parse(value: Any) -> W:
+        try:
+            return words(value)
+        except ValueError:
+            raise Invalid(f"must be one of {', '.join(map(str, words))}, not {value!r}") from None
 
     return parse
 

@@ -15,7 +15,7 @@ from ..durations import format_duration
 from ..kinds import Kind
 from ..model import Defunct, Finding, Grounds, Observation, Probe
 from ..observe.capture import Capture
-from ..thresholds import ProbeState, is_lasting_zombie, probe_state
+from ..thresholds import ProbeState, is_lasting_zombie, is_long_missing, probe_state
 from ..timefmt import iso_utc
 from . import evidence as ev
 from . import grounds
@@ -184,7 +184,7 @@ def _floods(obs: Observation, config: Config) -> List[Finding]:
 def _missing_dirs(obs: Observation, config: Config) -> List[Finding]:
     out = []
     for missing in obs.missing_dirs:
-        if missing.missing_s < config.detect.stale_dir_after:
+        if not is_long_missing(missing, config.detect):
             continue
         message = (
             f"Probe dir {missing.path} has not existed for {format_duration(round(missing.missing_s))}: hung probes "

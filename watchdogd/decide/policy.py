@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, PolicyConfig
-from ..model import HOST_WIDE_ACTIONS, Finding
+from ..model import HOST_WIDE_ACTIONS, ActionName, Finding
 from ..typing_compat import Literal
 
 STATE_FILE = "policy.json"
@@ -61,7 +61,7 @@ class Spend(enum.Enum):
 
 @dataclass(frozen=True)
 class PlannedAction:
-    action: str
+    action: ActionName
     policy: str
     finding: Finding
     dry_run: bool
@@ -75,10 +75,10 @@ class PlannedAction:
         return spend_of(self.action, self.finding)
 
 
-def spend_of(action: str, finding: Finding) -> Spend:
+def spend_of(action: ActionName, finding: Finding) -> Spend:
     if action in HOST_WIDE_ACTIONS:
         return Spend.HOST_WIDE
-    if action == "alert" or finding.proven:
+    if action is ActionName.ALERT or finding.proven:
         return Spend.NOTHING
     return Spend.UNPROVEN
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..budget import Budget
-from ..config import Config
+from ..config import Config, KvmSelftest
 from ..model import Observation, Probe
 from ..observe import kernel_journal
 from ..observe.capture import Capturer
@@ -28,7 +28,7 @@ from ..observe.kernel_journal import BlockedTasks, KernelLine
 from ..observe.libvirt_journal import ProbeFailure
 from ..problems import Problem
 from ..state import StateStore
-from ..thresholds import is_hung
+from ..thresholds import is_hung, vm_failure_kept_for
 from . import incidents
 from .classify import Diagnosis, classify
 from .history import KernelHistory
@@ -119,7 +119,7 @@ class Diagnostician:
         # probe dir -> ((birth, members), the diagnosis)
         self._diagnosed: Dict[str, Tuple[Who, Diagnosis]] = {}
         self._live: Dict[str, bool] = {}  # probe dirs with live members seen: hung yet?
-        self.vm_starts = VmStarts(config.libvirt.log_dir, table, config.detect.stale_dir_after)
+        self.vm_starts = VmStarts(config.libvirt.log_dir, table, vm_failure_kept_for(config.detect))
         self._kvm: Optional[KvmResult] = None
         self._kernel_read = False  # no /dev/kvm: the kernel's lines were read for why, once
         # (emulator, its ctime) -> package: asked of dpkg/rpm once
@@ -227,7 +227,7 @@ class Diagnostician:
         """Once, at the first scan where /dev/kvm exists. The kernel cannot change under a running
         daemon: a new kernel is a boot and so a start, which is when kernel_changed opens too.
         Where there is none, the kernel's own lines say whether it refused KVM at boot (read once)."""
-        if self._kvm is not None or self.config.diagnose.kvm_selftest == "off":
+        if self._kvm is not None or self.config.diagnose.kvm_selftest is KvmSelftest.OFF:
             return
         if self.readers.device():
             self._kvm = self.readers.selftest()

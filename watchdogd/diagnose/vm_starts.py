@@ -2,7 +2,7 @@
 
 The monitor (observe.domain_logs) hands on the lines each domain's QEMU log gained; here they are matched
 against the signature table. A match opens a VM start failure, with the matched line and the few after it; a
-later "starting up" line followed by no failure for CLEAN_START_AFTER ends it, as does detect.stale_dir_after
+later "starting up" line followed by no failure for CLEAN_START_AFTER ends it, as does thresholds.vm_failure_kept_for
 without news. Read at every scan and, between scans, as soon as inotify says a log grew (so a failure is told
 within a second whatever `interval` is).
 """
@@ -35,10 +35,10 @@ class VmFailure:
 class VmStarts:
     """The VM start failures open, per domain."""
 
-    def __init__(self, log_dir: str, table: Tuple[Signature, ...], stale_after: float):
+    def __init__(self, log_dir: str, table: Tuple[Signature, ...], kept_for: float):
         self.log_dir = log_dir
         self.table = table
-        self.stale_after = stale_after
+        self.kept_for = kept_for
         self.failures: Dict[str, VmFailure] = {}
 
     def read(self, logged: DomainLines, now: float) -> bool:
@@ -54,13 +54,13 @@ class VmStarts:
     def due(self) -> List[float]:
         """Wall times at which an open VM start failure may end (a clean start settled, or it aged out): scans then."""
         out = [f.restarted_at + CLEAN_START_AFTER for f in self.failures.values() if f.restarted_at is not None]
-        return out + [f.since + self.stale_after for f in self.failures.values()]
+        return out + [f.since + self.kept_for for f in self.failures.values()]
 
     def current(self, now: float) -> Tuple[VmFailure, ...]:
         """The open VM start failures; one whose domain since started cleanly (or that is old) is dropped."""
         for domain, f in list(self.failures.items()):
             clean = f.restarted_at is not None and now - f.restarted_at >= CLEAN_START_AFTER
-            if clean or now - f.since >= self.stale_after:
+            if clean or now - f.since >= self.kept_for:
                 del self.failures[domain]
         return tuple(sorted(self.failures.values(), key=lambda f: f.domain))
 

@@ -19,13 +19,14 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import children
+from ..config import LatencyWhen
 from ..fsafe import try_flock_dir
 from ..model import LatencyResult, Observation
 
 IDLE = "libvirt idle: socket-activated, not running"
 
 
-def why_not_connect(obs: Optional[Observation], when: str) -> Optional[str]:
+def why_not_connect(obs: Optional[Observation], when: LatencyWhen) -> Optional[str]:
     """Why no getDomainCapabilities call may go out now (latency.when), or None when it may.
 
     Connecting to a socket-activated libvirtd starts it, and every client resets its
@@ -34,13 +35,13 @@ def why_not_connect(obs: Optional[Observation], when: str) -> Optional[str]:
     while a libvirt daemon runs and is in use anyway: a probe dir exists (someone
     asked for capabilities), or a guest's QEMU runs (it never idles out then).
     """
-    if when == "always":
+    if when is LatencyWhen.ALWAYS:
         return None
     if obs is None:
         return "not before the first scan"
     if not obs.libvirt_pids:
         return IDLE
-    if when == "busy" and not obs.probes and not obs.guests:
+    if when is LatencyWhen.BUSY and not obs.probes and not obs.guests:
         return "libvirt idle: running with no guest and no probe, left to idle out (latency.when: busy)"
     return None
 

@@ -20,7 +20,7 @@ from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tex
 
 from .. import __version__
 from ..act.actions import ActionRecord
-from ..config import Config, LimitsConfig
+from ..config import Config, EventsTo, LimitsConfig
 from ..decide.condition import Condition
 from ..kinds import Kind, Severity
 from ..model import Finding
@@ -238,7 +238,7 @@ def journal_sender() -> Optional[Sender]:
 class EventSink:
     """Delivers events: journal when it can, stderr JSON when it cannot; never raises.
 
-    mode: "journal", "stderr" or "auto" (journal when its socket exists). An event
+    mode: the config's `events` (auto: the journal when its socket exists). An event
     that neither the journal nor stderr takes is kept (up to `backlog` of them) and
     delivered first next time, so a full disk or a restarting journald loses nothing
     short of that bound, and the count of what was dropped past it is reported.
@@ -246,7 +246,7 @@ class EventSink:
 
     def __init__(
         self,
-        mode: str,
+        mode: EventsTo,
         send: Optional[Sender],
         stream: TextIO = sys.stderr,
         socket_path: str = JOURNAL_SOCKET,
@@ -268,9 +268,9 @@ class EventSink:
         self._lock = threading.Lock()
 
     def _journal_wanted(self) -> bool:
-        if self.send is None or self.mode == "stderr":
+        if self.send is None or self.mode is EventsTo.STDERR:
             return False
-        return self.mode == "journal" or os.path.exists(self.socket_path)
+        return self.mode is EventsTo.JOURNAL or os.path.exists(self.socket_path)
 
     def emit(self, event: Event) -> None:
         """Deliver one event (the loop and the hook workers both emit: one at a time), then hand it to the
@@ -313,7 +313,7 @@ class EventSink:
 
     def _to_stream(self, fields: Mapping[str, str]) -> bool:
         line = dict(fields)
-        if self.journal_error and self.mode != "stderr":
+        if self.journal_error and self.mode is not EventsTo.STDERR:
             line["KVMWD_JOURNAL_ERROR"] = self.journal_error
         if self.dropped:
             line["KVMWD_EVENTS_DROPPED"] = str(self.dropped)

@@ -36,7 +36,7 @@ from ..causes import HUNG_PROBE_CAUSES, Cause
 from ..config import MetricsConfig
 from ..fsafe import write_file_in
 from ..kinds import FINDING_KINDS
-from ..model import ACTION_NAMES
+from ..model import ActionName
 from ..problems import Problem
 from ..state import StateError, StateStore
 from .figures import BUCKETS, PROBE_STATES, RESULTS, STATE_FILE, Figures, Snapshot
@@ -76,7 +76,7 @@ class FleetCollector(Collector):
         actions = CounterMetricFamily(
             "kvmwd_actions", "Actions taken, by action and result.", labels=["action", "result"]
         )
-        for action in ACTION_NAMES:
+        for action in ActionName:
             for result in RESULTS:
                 actions.add_metric([action, result], c.actions.get(f"{action}/{result}", 0))
         yield actions

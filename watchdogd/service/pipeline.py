@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Callable, List, Optional, Sequence, Tuple
 
 from ..act.actions import ActionRecord, Actor
-from ..config import Config
+from ..config import Config, LatencyWhen
 from ..decide.assess import assess
 from ..decide.policy import ALL_LANES, STATE_FILE, BreakerChange, Lane, PlannedAction, PolicyEngine
 from ..diagnose.diagnostician import Diagnostician
-from ..model import Finding, LatencyResult, Observation
+from ..model import ActionName, Finding, LatencyResult, Observation
 from ..observe.domain_logs import DomainLogs
 from ..observe.kernel_journal import BlockedTasks
 from ..observe.latency import LatencyProbe, why_not_connect
@@ -78,7 +78,7 @@ class Pipeline:
 
     def may_connect(self, obs: Optional[Observation]) -> Optional[str]:
         """Why no latency call may go out now (never wake libvirt, never keep it from idling out), or None."""
-        if self.config.latency.when == "always" or not self.activated():
+        if self.config.latency.when is LatencyWhen.ALWAYS or not self.activated():
             return None  # nothing listens to start, no idle timer to reset: a call disturbs nothing
         return why_not_connect(obs, self.config.latency.when)
 
@@ -119,7 +119,7 @@ class Pipeline:
     def acted(self, records: Sequence[ActionRecord]) -> None:
         """What was done: a probe the watchdog ended makes libvirt log a failure that is that hang's, not news."""
         for r in records:
-            if r.action == "kill_probe" and r.changed_something and self.failures is not None:
+            if r.action is ActionName.KILL_PROBE and r.changed_something and self.failures is not None:
                 self.failures.ended_a_probe(r.at, time.time())
 
     def keep_incidents(self) -> List[Problem]:
