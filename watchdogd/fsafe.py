@@ -21,9 +21,24 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
+class PathRefused(OSError):
+    """A path root will not go through: a part of it is a symbolic link or not a directory (ELOOP, ENOTDIR).
+
+    Raised by the two openers below in place of those errnos, so every caller names the refusal in the same words."""
+
+    WHY = "a part of its path is a symbolic link or not a directory"
+
+
+def _refused(exc: OSError, path: str) -> OSError:
+    return PathRefused(exc.errno, PathRefused.WHY, path) if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc
+
+
 def open_dir_nofollow(path: str, dir_fd: Optional[int] = None) -> int:
-    """An fd for a directory that is not a symlink (OSError ELOOP/ENOTDIR otherwise)."""
-    return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+    """An fd for a directory that is not a symlink (PathRefused otherwise)."""
+    try:
+        return os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _refused(exc, path) from None
 
 
 def libc() -> ctypes.CDLL:
@@ -36,7 +51,7 @@ def open_path_nofollow(path: str) -> int:
 
     O_NOFOLLOW only guards the last component of a path; a symlink planted higher up
     (say, a user-owned part of a probe dir) would still be followed. Walking from /
-    with openat() and O_NOFOLLOW on every step refuses it (OSError ELOOP/ENOTDIR).
+    with openat() and O_NOFOLLOW on every step refuses it (PathRefused).
     """
     if not os.path.isabs(path):
         raise ValueError(f"not an absolute path: {path!r}")
@@ -45,7 +60,10 @@ def open_path_nofollow(path: str) -> int:
         for part in [p for p in path.split("/") if p and p != "."]:
             if part == "..":
                 raise OSError(errno.EINVAL, "'..' in a path root acts on", path)
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise _refused(exc, path) from None
             os.close(fd)
             fd = nxt
     except BaseException:

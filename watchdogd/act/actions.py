@@ -8,7 +8,6 @@ loaded from anywhere else.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..decide.policy import BreakerChange, Lane, PlannedAction, PolicyEngine, Spend
-from ..fsafe import BirthTime
+from ..fsafe import BirthTime, PathRefused
 from ..kinds import Kind
 from ..model import ACTIONS, ActionName, Finding, Probe, ProbeMember, Role
 from ..observe.scan import Scanner
@@ -220,12 +219,9 @@ class QuarantineCache:
             result = quarantine_cache(
                 self.config.libvirt.cache_dir, self.root, self.config.actions.quarantine_keep, self.clock()
             )
+        except PathRefused as exc:
+            return ActionResult.failed(f"refused: {exc.filename}: {PathRefused.WHY}; nothing moved")
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                return ActionResult.failed(
-                    f"refused: {self.config.libvirt.cache_dir} (or a part of its path) is a symbolic link or not a "
-                    "directory; nothing moved"
-                )
             return ActionResult.failed(f"cannot quarantine: {exc.strerror or exc}; the cache is untouched")
         if not result.moved and not result.failed:
             return ActionResult.ok("the cache was already empty")

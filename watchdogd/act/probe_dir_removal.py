@@ -13,12 +13,11 @@ path) swapped for a symlink is refused, a mount point is not removed.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from typing import AbstractSet, List, Optional, Sequence
 
-from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
+from ..fsafe import BirthTime, PathRefused, open_dir_nofollow, open_path_nofollow
 from ..printable import printable
 from ..safety import QMP_DIR
 
@@ -55,19 +54,13 @@ def remove_probe_dir(path: str, probe_dirs: Sequence[str], birth: BirthTime, mad
     base, name = os.path.split(path)
     try:
         base_fd = open_path_nofollow(base)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RefusedError(
-                f"{base} is reached through a symbolic link (or is not a directory); nothing under it is removed"
-            ) from None
-        raise
+    except PathRefused:
+        raise RefusedError(f"{base}: {PathRefused.WHY}; nothing under it is removed") from None
     try:
         try:
             dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise RefusedError(f"{path} is not a directory (a symlink?); not removed") from None
-            raise
+        except PathRefused:
+            raise RefusedError(f"{path} is not a directory (a symlink?); not removed") from None
         try:
             if os.fstat(dir_fd).st_dev != os.fstat(base_fd).st_dev:
                 raise RefusedError(f"{path} is a mount point; not removed")

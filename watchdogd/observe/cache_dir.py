@@ -3,11 +3,10 @@ links."""
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import List, Optional, Tuple
 
-from ..fsafe import non_root_writers, open_path_nofollow
+from ..fsafe import PathRefused, non_root_writers, open_path_nofollow
 
 CACHE_NAMES_KEPT = 256  # cache entries listed by name; past it only counted
 
@@ -18,11 +17,11 @@ def cache_entries(path: str, errors: List[str]) -> Tuple[Optional[Tuple[str, ...
         fd = open_path_nofollow(path)
     except FileNotFoundError:
         return (), None
+    except PathRefused:
+        errors.append(f"cache dir {path} refused: {PathRefused.WHY}")
+        return None, None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            errors.append(f"cache dir {path} refused: a part of its path is a symbolic link or not a directory")
-        else:
-            errors.append(f"cannot read cache dir {path}: {exc.strerror}")
+        errors.append(f"cannot read cache dir {path}: {exc.strerror}")
         return None, None
     try:
         # who could swap it: its owner, or a qemu user owning a dir on the way (libvirt < 7.8)

@@ -10,13 +10,12 @@ grows with the monotonic clock from then: a wall clock set forward makes no dir 
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from typing import AbstractSet, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..config import Config
-from ..fsafe import BirthTime, open_dir_nofollow, open_path_nofollow
+from ..fsafe import BirthTime, PathRefused, open_dir_nofollow, open_path_nofollow
 from ..model import DirFlood, MissingDir, PidfileRead
 from ..pidfile import read_pidfile
 from ..safety import QMP_DIR
@@ -109,15 +108,13 @@ class ProbeDirs:
         except FileNotFoundError:
             self.missing_since.setdefault(base, self.mono())
             return None
+        except PathRefused:
+            self.missing_since.pop(base, None)
+            errors.append(f"probe dir {base} refused: {PathRefused.WHY}; nothing under it is read or touched")
+            return None
         except OSError as exc:
             self.missing_since.pop(base, None)
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                errors.append(
-                    f"probe dir {base} refused: a part of its path is a symbolic link or not a directory; nothing "
-                    "under it is read or touched"
-                )
-            else:
-                errors.append(f"cannot read probe dir {base}: {exc.strerror}")
+            errors.append(f"cannot read probe dir {base}: {exc.strerror}")
             return None
         self.missing_since.pop(base, None)
         return fd
@@ -125,10 +122,11 @@ class ProbeDirs:
     def _read_dir(self, base_fd: int, base: str, name: str, errors: List[str]) -> Optional[DirRead]:
         try:
             dir_fd = open_dir_nofollow(name, dir_fd=base_fd)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                errors.append(f"cannot open {os.path.join(base, name)}: {exc.strerror}")
+        except (FileNotFoundError, PathRefused):
             return None  # vanished, or not a real dir: never a probe
+        except OSError as exc:
+            errors.append(f"cannot open {os.path.join(base, name)}: {exc.strerror}")
+            return None
         try:
             made = self.birth.of_fd(dir_fd)
             owner = os.fstat(dir_fd).st_uid
