@@ -1,3 +1,3 @@
-from .service.cli import entry
+from .service.launcher import entry
 
 entry()

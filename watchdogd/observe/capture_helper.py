@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
@@ -48,6 +49,11 @@ def serve(inp: BinaryIO, out: BinaryIO, capturer: Capturer) -> int:
     out.write(json.dumps(capture.to_json(), sort_keys=True).encode() + b"\n")
     out.flush()
     return 0
+
+
+def serve_stdio() -> int:
+    """The helper's one answer on its socket (systemd's StandardInput/StandardOutput=socket), reading /proc."""
+    return serve(sys.stdin.buffer, sys.stdout.buffer, Capturer())
 
 
 class HelpedCapturer(Capturer):

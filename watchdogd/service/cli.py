@@ -243,11 +243,11 @@ class Cli:
 
 
 def capture_helper(args: argparse.Namespace) -> ExitStatus:
-    """The socket-activated capture helper's one answer (observe/capture_helper.py)."""
-    from ..observe.capture import Capturer
-    from ..observe.capture_helper import serve
+    """The socket-activated capture helper's one answer (observe/capture_helper.py); the console script
+    (service/launcher.py) starts it without this module."""
+    from ..observe.capture_helper import serve_stdio
 
-    return ExitStatus(serve(sys.stdin.buffer, sys.stdout.buffer, Capturer()))
+    return ExitStatus(serve_stdio())
 
 
 def hook_runner(args: argparse.Namespace) -> ExitStatus:
@@ -283,7 +283,3 @@ def main(
         return int(commands[args.command](args))
     except KeyboardInterrupt:
         return int(ExitStatus.UNKNOWN)
-
-
-def entry() -> None:
-    sys.exit(main())
