@@ -13,11 +13,13 @@ session libvirt's tests) the daemon captures itself with what it may read, and s
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
 import time
-from typing import BinaryIO, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import BinaryIO, Deque, List, Optional, Sequence, Tuple
 
 from .. import helper_socket
 from ..problems import Problems
@@ -32,6 +34,16 @@ ANSWER_BYTES = 1024 * 1024
 # a minute, never one per probe (the capture runs on the loop, and 4 probes a scan may be captured).
 DEADLINE_S = 10.0
 AGAIN_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class HelperShare:
+    """What the helpers may take of the loop, which owes systemd a WATCHDOG=1 every WatchdogSec (30 s) and may
+    capture 4 probes a scan: `seconds` of any `window`, each ask given what is left, none with less than `least`."""
+
+    seconds: float = 15.0
+    window: float = 30.0
+    least: float = 2.0
 
 
 def serve(inp: BinaryIO, out: BinaryIO, capturer: Capturer) -> int:
@@ -65,24 +77,40 @@ class HelpedCapturer(Capturer):
         slow: Optional[SlowReads] = None,
         socket_path: str = SOCKET,
         problems: Optional[Problems] = None,
+        share: HelperShare = HelperShare(),
     ):
         super().__init__(root, slow=slow)
         self.socket_path = socket_path
         self.problems = problems
+        self.share = share
         self._helper_again_at = 0.0  # monotonic: after a failure, when the helper is asked again
+        self.asked: Deque[Tuple[float, float]] = collections.deque()  # (when, how long) each ask took, in the window
 
     def capture_pids(self, probe_dir: str, members: Sequence[Tuple[int, str]], budget: float) -> Capture:
-        if time.monotonic() >= self._helper_again_at and os.path.exists(self.socket_path):
+        now = time.monotonic()
+        left = self._share_left(now)
+        if now >= self._helper_again_at and os.path.exists(self.socket_path):
+            if left < self.share.least:
+                spent = f"{self.share.seconds:g}s of any {self.share.window:g}s"
+                self._tell(f"the capture helpers had their share of the loop ({spent}): captured by the daemon")
+                return super().capture_pids(probe_dir, members, budget)
             try:
-                return self._ask(probe_dir, members)
+                return self._ask(probe_dir, members, min(DEADLINE_S, left))
             except (OSError, ValueError) as exc:
                 self._helper_again_at = time.monotonic() + AGAIN_AFTER_S
                 self._tell(f"the capture helper at {self.socket_path} did not answer ({exc}): captured by the daemon")
+            finally:
+                self.asked.append((now, time.monotonic() - now))
         return super().capture_pids(probe_dir, members, budget)
 
-    def _ask(self, probe_dir: str, members: Sequence[Tuple[int, str]]) -> Capture:
+    def _share_left(self, now: float) -> float:
+        while self.asked and self.asked[0][0] < now - self.share.window:
+            self.asked.popleft()
+        return self.share.seconds - sum(took for _, took in self.asked)
+
+    def _ask(self, probe_dir: str, members: Sequence[Tuple[int, str]], limit_s: float) -> Capture:
         request = json.dumps({"probe_dir": probe_dir, "members": [list(m) for m in members[:MAX_MEMBERS]]})
-        answered = helper_socket.ask(self.socket_path, request.encode(), DEADLINE_S, ANSWER_BYTES)
+        answered = helper_socket.ask(self.socket_path, request.encode(), limit_s, ANSWER_BYTES)
         answer = json.loads(answered.decode("utf-8"))
         if isinstance(answer, dict) and "error" in answer:
             raise ValueError(str(answer["error"]))
