@@ -108,6 +108,11 @@ def table(results: Dict[str, Any]) -> List[str]:
             f"7. capture before kill, one hung probe ({c['members']} members, {c['threads']} threads; CPU, median of 100): "
             f"{c['capture_ms']:.3f} ms (goal: < {c['goal_ms']:g} ms)"
         )
+        if "helper_start_ms" in c:
+            out.append(
+                f"   the capture helper, started to its answer (wall, median of {capture_cost.STARTS}): "
+                f"{c['helper_start_ms']:.0f} ms; through the whole CLI {c['helper_start_through_cli_ms']:.0f} ms"
+            )
     if "vmstart" in results:
         v = results["vmstart"]
         out.append(
