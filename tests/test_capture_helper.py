@@ -8,13 +8,14 @@ the daemon reads for itself and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from harness.actors import as_nobody
@@ -24,13 +25,12 @@ from watchdogd.observe.capture_helper import HelpedCapturer, HelperShare
 from watchdogd.problems import Problems
 
 
-@pytest.fixture
-def helper_socket(tmp_path: Path) -> Iterator[Path]:
-    """A listening socket whose every connection runs `kvm-watchdog capture-helper` on it (Accept=yes)."""
-    path = tmp_path / "capture.sock"
+@contextlib.contextmanager
+def accepting(path: Path, handle: Callable[[socket.socket], None]) -> Iterator[Path]:
+    """A listening socket at path whose every connection `handle` is given, in turn, as systemd's Accept=yes does."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
-    server.listen(4)
+    server.listen(8)
 
     def accept() -> None:
         while True:
@@ -39,14 +39,24 @@ def helper_socket(tmp_path: Path) -> Iterator[Path]:
             except OSError:
                 return
             with conn:
-                subprocess.run([command(), "capture-helper"], stdin=conn.fileno(), stdout=conn.fileno(), timeout=30)
+                handle(conn)
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
+    threading.Thread(target=accept, daemon=True).start()
     try:
         yield path
     finally:
         server.close()
+
+
+@pytest.fixture
+def helper_socket(tmp_path: Path) -> Iterator[Path]:
+    """A socket whose every connection runs `kvm-watchdog capture-helper` on it."""
+
+    def run_helper(conn: socket.socket) -> None:
+        subprocess.run([command(), "capture-helper"], stdin=conn.fileno(), stdout=conn.fileno(), timeout=30)
+
+    with accepting(tmp_path / "capture.sock", run_helper) as path:
+        yield path
 
 
 def test_the_daemon_reads_another_users_process_through_the_helper(helper_socket: Path) -> None:
@@ -97,36 +107,26 @@ def test_a_helper_that_never_answers_costs_its_deadline_and_the_daemon_reads_for
 def test_helpers_that_answer_slowly_never_take_more_than_their_share_of_the_loop(tmp_path: Path) -> None:
     """The loop owes systemd its WATCHDOG=1 and may capture 4 probes a scan: slow helpers get a share of its time,
     and past it the daemon reads for itself and says so."""
-    path = tmp_path / "slow.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
 
-    def answer_slowly() -> None:  # a helper that starts slowly, then answers with nothing captured
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                request = json.loads(conn.makefile("rb").readline())
-                time.sleep(0.3)  # the fault: a helper slow to start
-                answer = {"probe_dir": request["probe_dir"], "machine": "x86_64", "processes": []}
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+    def answer_slowly(conn: socket.socket) -> None:  # a helper that starts slowly, then answers with nothing captured
+        request = json.loads(conn.makefile("rb").readline())
+        time.sleep(0.3)  # the fault: a helper slow to start
+        answer = {"probe_dir": request["probe_dir"], "machine": "x86_64", "processes": []}
+        conn.sendall(json.dumps(answer).encode() + b"\n")
 
-    threading.Thread(target=answer_slowly, daemon=True).start()
     sleeper = subprocess.Popen(["sleep", "600"])
     try:
-        problems = Problems()
-        share = HelperShare(seconds=2.0, window=600.0, least=1.0)
-        capturer = HelpedCapturer(socket_path=str(path), problems=problems, share=share)
-        captures = [capturer.capture_pids(f"/x/qmp-{n}", [(sleeper.pid, "daemon")], 0.25) for n in range(8)]
-        by_helper = [not c.processes for c in captures]  # the helper here captures nothing; the daemon finds the pid
-        assert by_helper[0] and not by_helper[-1], by_helper
-        assert by_helper == sorted(by_helper, reverse=True), "the helper until its share was spent, then the daemon"
-        assert sum(took for _, took in capturer.asked) <= share.seconds + 0.1, capturer.asked
-        assert any("had their share of the loop" in p.text for p in problems.drain())
+        with accepting(tmp_path / "slow.sock", answer_slowly) as path:
+            problems = Problems()
+            share = HelperShare(seconds=2.0, window=600.0, least=1.0)
+            capturer = HelpedCapturer(socket_path=str(path), problems=problems, share=share)
+            captures = [capturer.capture_pids(f"/x/qmp-{n}", [(sleeper.pid, "daemon")], 0.25) for n in range(8)]
+            # the helper here captures nothing; the daemon itself finds the pid
+            by_helper = [not c.processes for c in captures]
+            assert by_helper[0] and not by_helper[-1], by_helper
+            assert by_helper == sorted(by_helper, reverse=True), "the helper until its share was spent, then the daemon"
+            assert sum(took for _, took in capturer.asked) <= share.seconds + 0.1, capturer.asked
+            assert any("had their share of the loop" in p.text for p in problems.drain())
     finally:
-        server.close()
         sleeper.kill()
         sleeper.wait()
