@@ -17,7 +17,8 @@ from typing import Any, Dict, List
 from harness.sandbox import LibvirtSandbox
 
 from watchdogd.diagnose.classify import classify
-from watchdogd.observe.capture import Capturer
+from watchdogd.observe.capture import Capturer, live_members
+from watchdogd.observe.capture_helper import request_of
 from watchdogd.service.app import build
 
 from .common import sandbox_config
@@ -56,8 +57,7 @@ def measure(box: LibvirtSandbox) -> Dict[str, Any]:
 
         cpu = statistics.median(once() for _ in range(REPEATS))
         threads = sum(len(p.threads) for p in capturer.capture(probe).processes)
-        live = [[m.process.pid, m.role.value] for m in probe.members if not m.process.is_zombie]
-        request = json.dumps({"probe_dir": probe.path, "members": live}) + "\n"
+        request = request_of(probe.path, live_members(probe)) + "\n"
         helper_ms, through_cli_ms = _start_ms(HELPER, request), _start_ms(THROUGH_CLI, request)
     finally:
         box.release()

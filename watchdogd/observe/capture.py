@@ -164,6 +164,11 @@ class Capture:
 FD_SYSCALLS = {"read", "write", "ioctl", "accept", "accept4", "recvmsg"}
 
 
+def live_members(probe: Probe) -> List[Tuple[int, str]]:
+    """(pid, role) of what a capture reads: the probe's members but its zombies, which have no threads to read."""
+    return [(m.process.pid, m.role.value) for m in probe.members if not m.process.is_zombie]
+
+
 class Capturer:
     """Reads the /proc tree under `root` (a test may point it at a recorded one)."""
 
@@ -242,8 +247,7 @@ class Capturer:
 
     def capture(self, probe: Probe, budget: float = CAPTURE_BUDGET_S) -> Capture:
         """The probe's live members (at most MAX_MEMBERS), each thread of each, within `budget` seconds."""
-        live = [(m.process.pid, m.role.value) for m in probe.members if not m.process.is_zombie]
-        return self.capture_pids(probe.path, live, budget)
+        return self.capture_pids(probe.path, live_members(probe), budget)
 
     def capture_pids(self, probe_dir: str, members: Sequence[Tuple[int, str]], budget: float) -> Capture:
         """The members given (pid, role), MAX_MEMBERS at most, within `budget` seconds (the capture helper's job)."""

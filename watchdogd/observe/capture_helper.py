@@ -46,6 +46,11 @@ class HelperShare:
     least: float = 2.0
 
 
+def request_of(probe_dir: str, members: Sequence[Tuple[int, str]]) -> str:
+    """The helper's request line (without its newline): the probe dir, and its members (pid, role)."""
+    return json.dumps({"probe_dir": probe_dir, "members": [list(m) for m in members[:MAX_MEMBERS]]})
+
+
 def serve(inp: BinaryIO, out: BinaryIO, capturer: Capturer) -> int:
     """Answer one request; 0, or 2 for a request that is not one (nothing is read then)."""
     try:
@@ -109,8 +114,7 @@ class HelpedCapturer(Capturer):
         return self.share.seconds - sum(took for _, took in self.asked)
 
     def _ask(self, probe_dir: str, members: Sequence[Tuple[int, str]], limit_s: float) -> Capture:
-        request = json.dumps({"probe_dir": probe_dir, "members": [list(m) for m in members[:MAX_MEMBERS]]})
-        answered = helper_socket.ask(self.socket_path, request.encode(), limit_s, ANSWER_BYTES)
+        answered = helper_socket.ask(self.socket_path, request_of(probe_dir, members).encode(), limit_s, ANSWER_BYTES)
         answer = json.loads(answered.decode("utf-8"))
         if isinstance(answer, dict) and "error" in answer:
             raise ValueError(str(answer["error"]))
