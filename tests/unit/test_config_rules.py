@@ -11,6 +11,7 @@ from harness.cli import REPO, run_cli
 from harness.configs import CONTRACT_EXAMPLE
 
 from watchdogd.config import Config, ConfigError, PolicyConfig, parse_config
+from watchdogd.config.choices import KvmSelftest
 from watchdogd.kinds import Kind
 from watchdogd.model import ActionName
 from watchdogd.service.preflight import load_config
@@ -44,6 +45,18 @@ def test_a_misspelt_action_is_named_with_its_line_and_path() -> None:
     text = CONTRACT_EXAMPLE.replace("limits:", third)
     assert problems(text) == [
         "c.yaml:29: policies[2].do[0]: unknown action 'kil_probe' (known: kill_probe, remove_stale_dir, quarantine_cache, restart_libvirt, alert)"
+    ]
+
+
+def test_a_choice_is_read_as_written_where_yaml_1_1_would_read_a_boolean() -> None:
+    """`kvm_selftest: off`, as the shipped config's comment spells it, is the word off, never YAML 1.1's false."""
+    assert parse_config("diagnose:\n  kvm_selftest: off\n", "c.yaml").diagnose.kvm_selftest is KvmSelftest.OFF
+    assert parse_config("diagnose:\n  kvm_selftest: 'off'\n", "c.yaml").diagnose.kvm_selftest is KvmSelftest.OFF
+    assert problems("diagnose:\n  kvm_selftest: no\n") == [
+        "c.yaml:2: diagnose.kvm_selftest: must be one of auto, off, not 'no'"
+    ]
+    assert problems("events: [journal]\n") == [
+        "c.yaml:1: events: must be one of journal, stderr, auto, not ['journal']"
     ]
 
 

@@ -15,7 +15,7 @@ from ..durations import format_duration
 from ..kinds import FINDING_KINDS, FORGEABLE_KINDS, Kind
 from ..model import ACTIONS, ActionName
 from .schema import CONDITION, HOOK_KEYS, POLICY_KEYS, SECTIONS, TOP_LEVEL, Config, HookConfig, PolicyConfig
-from .values import Invalid, Parser
+from .values import Choice, Invalid, Parser
 
 REQUIRED = ("name", "on", "do", "run")  # the keys of a list section's entries that have no default
 Items = Dict[str, Tuple[yaml.Node, yaml.Node]]  # a mapping's keys, each with its key node and value node
@@ -59,6 +59,12 @@ class Reader:
     def value(self, node: yaml.Node) -> Any:
         return self._loader.construct_object(node, deep=True)
 
+    def as_written(self, node: yaml.Node) -> Any:
+        """A scalar's text as written (a policy's `on:` key, a choice's `off`: never YAML 1.1's booleans); anything
+        else, null included, as read."""
+        written = isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null"
+        return node.value if written else self.value(node)
+
     def mapping(self, node: yaml.Node, where: str) -> Dict[str, Tuple[yaml.Node, yaml.Node]]:
         """A mapping's items by key, reporting non-string and duplicate keys."""
         if not isinstance(node, yaml.MappingNode):
@@ -66,8 +72,7 @@ class Reader:
             return {}
         items: Dict[str, Tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
-            # Keys as written: YAML 1.1 would read a policy's `on:` as the boolean true.
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else self.value(key_node)
+            key = self.as_written(key_node)  # YAML 1.1 would read a policy's `on:` as the boolean true
             if not isinstance(key, str):
                 self.problem(key_node, where, f"keys must be names, not {key!r}")
                 continue
@@ -89,7 +94,7 @@ class Reader:
                 self.problem(key_node, path, f"unknown key (known here: {', '.join(sorted(parsers))})")
                 continue
             try:
-                out[key] = parser(self.value(value_node))
+                out[key] = parser(self.as_written(value_node) if isinstance(parser, Choice) else self.value(value_node))
             except Invalid as exc:
                 self.problem(value_node, path, str(exc))
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import field
-from typing import Any, Callable, Dict, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, Tuple, Type, TypeVar, Union
 
 from ..durations import parse_duration
 from ..kinds import DEFAULT_GRACE, FINDING_KINDS, Kind
@@ -79,16 +79,22 @@ def int_at_least(lowest: int) -> Parser:
     return parse
 
 
-def choice(words: Type[W]) -> Callable[[Any], W]:
-    """One of an enum's words, read into its member."""
+class Choice(Generic[W]):
+    """One of an enum's words, read into its member. The reader hands it a scalar as written: YAML 1.1 would read
+    `kvm_selftest: off` as the boolean false."""
 
-    def parse(value: Any) -> W:
+    def __init__(self, words: Type[W]):
+        self.words = words
+
+    def __call__(self, value: Any) -> W:
         try:
-            return words(value)
+            return self.words(value)
         except ValueError:
-            raise Invalid(f"must be one of {', '.join(map(str, words))}, not {value!r}") from None
+            raise Invalid(f"must be one of {', '.join(map(str, self.words))}, not {value!r}") from None
 
-    return parse
+
+def choice(words: Type[W]) -> Choice[W]:
+    return Choice(words)
 
 
 def argv(value: Any) -> Tuple[str, ...]:
