@@ -76,10 +76,13 @@ matrix: venv
 # the images make matrix boots, built ahead (CI runs this beside make test, which mostly waits on libvirt's timers).
 # The arm64 image, the longest build (mmdebstrap under qemu-user-static) and the last one booted, is built beside the
 # others from the start: after them, it began 21 minutes into a fresh-machine CI run and was not done at 39.
+# IMAGE_BUILT runs as each build ends, with its name (.ci/run marks the time).
+IMAGE_BUILT ?= :
 matrix-images: venv
-	cd tests && { ../$(BIN)/python -m harness.vm build bookworm-arm64 & arm64=$$!; \
-	  ../$(BIN)/python -m harness.nspawn build bullseye trixie-modular bookworm-nova && \
-	  ../$(BIN)/python -m harness.vm build kylin-v10-like; rest=$$?; wait $$arm64 && exit $$rest; }
+	cd tests && { { ../$(BIN)/python -m harness.vm build bookworm-arm64 && $(IMAGE_BUILT) arm64_image_ready; } & \
+	  arm64=$$!; ../$(BIN)/python -m harness.nspawn build bullseye trixie-modular bookworm-nova && \
+	  $(IMAGE_BUILT) nspawn_images_ready && ../$(BIN)/python -m harness.vm build kylin-v10-like && \
+	  $(IMAGE_BUILT) kylin_image_ready; rest=$$?; wait $$arm64 && exit $$rest; }
 
 hostile: venv
 	KVMWD_HOSTILE_RESULTS=tests/hostile-results.json $(BIN)/pytest -m hostile
