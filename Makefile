@@ -12,7 +12,7 @@ MATRIX_WORKERS ?= 4
 
 help:
 	@echo "make test   install what is missing, then lint, type-check and run the whole suite"
-	@echo "make test-busy   make test beside a CPU-bound job on every core and a KVM guest (the suite must not need an idle machine)"
+	@echo "make test-busy   make test three times beside a CPU-bound job on every core and a KVM guest (the suite must not need an idle machine)"
 	@echo "make unit   the rules on recorded inputs and the doctests: no root, no libvirt, seconds"
 	@echo "make demo   replay the incident in a sandboxed libvirt and watch it get fixed"
 	@echo "make deb / make rpm   build the packages (rpm where rpmbuild and its macros exist)"
@@ -45,8 +45,10 @@ unit: $(BIN)/.installed
 test: venv lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
+# three runs in a row under the same load, each one's status, seconds and summary in tests/busy-results.json
+BUSY_RUNS ?= 3
 test-busy: venv
-	$(BIN)/python tests/harness/busy.py $(MAKE) test
+	$(BIN)/python tests/harness/busy.py --runs $(BUSY_RUNS) --record tests/busy-results.json $(MAKE) test
 
 demo: venv
 	$(BIN)/python scripts/demo.py
