@@ -85,6 +85,8 @@ class Process:
     uid: Optional[int] = None
     cmdline: Tuple[str, ...] = ()
     kthread: bool = False  # PF_KTHREAD: the kernel's own thread (kvm-pit/1234), never an emulator
+    # its command line could not be read (the read waits on its memory-map lock): what it names is not known
+    cmdline_unread: bool = False
 
     @property
     def is_zombie(self) -> bool:
@@ -125,6 +127,9 @@ class Probe:
     # a member stopped (state T/t) or traced (TracerPid): held by its own uid or a debugger,
     # not hung by the host; None: nothing holds it
     held: Optional[str] = None
+    # processes whose command line could not be read that pass every other membership rule: they may be its own,
+    # so the dir is never stale while they run (and they are never its members)
+    unread_pids: Tuple[int, ...] = ()
 
     def pids(self, role: Optional[Role] = None) -> Tuple[int, ...]:
         return tuple(m.process.pid for m in self.members if role is None or m.role == role)

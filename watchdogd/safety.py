@@ -101,6 +101,32 @@ def why_not_member(
     owner_uid: Optional[int],
 ) -> Optional[str]:
     """None when proc belongs to the probe in probe_dir (owned by owner_uid), else the reason it does not."""
+    reason = _why_not_emulator(proc, protected, emulator_names)
+    if reason:
+        return reason
+    if not names_dir(proc.cmdline, probe_dir):
+        return "its command line does not name this probe's dir"
+    return _why_not_owned(proc, dir_made_wall, boot_wall, owner_uid)
+
+
+def may_be_member(
+    proc: Process,
+    dir_made_wall: float,
+    boot_wall: float,
+    protected: Protected,
+    emulator_names: Iterable[str],
+    owner_uid: Optional[int],
+) -> bool:
+    """Whether a process whose command line could not be read (its memory-map lock held) passes every membership
+    rule but the name: it may be the probe's. Never a member (nothing is done to it); its dir is not stale."""
+    return (
+        proc.cmdline_unread
+        and _why_not_emulator(proc, protected, emulator_names) is None
+        and _why_not_owned(proc, dir_made_wall, boot_wall, owner_uid) is None
+    )
+
+
+def _why_not_emulator(proc: Process, protected: Protected, emulator_names: Iterable[str]) -> Optional[str]:
     reason = protected.why(proc.pid)
     if reason:
         return reason
@@ -108,8 +134,10 @@ def why_not_member(
         return "it is a zombie (only its parent can reap it)"
     if not is_emulator(proc, emulator_names):
         return f"its name {proc.comm!r} is not an emulator's" if not proc.kthread else "it is a kernel thread"
-    if not names_dir(proc.cmdline, probe_dir):
-        return "its command line does not name this probe's dir"
+    return None
+
+
+def _why_not_owned(proc: Process, dir_made_wall: float, boot_wall: float, owner_uid: Optional[int]) -> Optional[str]:
     if owner_uid is None or proc.uid != owner_uid:
         return f"it runs as uid {proc.uid}, and the dir belongs to uid {owner_uid}"
     started_wall = boot_wall + proc.start_boot_s

@@ -60,10 +60,13 @@ def deadlines(obs: Observation, detect: DetectConfig, at: float) -> List[float]:
 
 
 def why_not_stale(probe: Probe, detect: DetectConfig) -> Optional[str]:
-    """None when the dir is stale (no live process, older than stale_dir_after), else why not (said in a skipped
-    action)."""
+    """None when the dir is stale (no live process, none that may be its own unread, older than stale_dir_after),
+    else why not (said in a skipped action)."""
     if probe.live_members:
         return f"no longer stale: pids {', '.join(map(str, probe.pids()))} belong to it"
+    if probe.unread_pids:
+        pids = ", ".join(map(str, probe.unread_pids))
+        return f"not stale: pids {pids} may belong to it (their command lines could not be read)"
     if probe.age_s < detect.stale_dir_after:
         return "no longer stale: it is newer than detect.stale_dir_after"
     return None

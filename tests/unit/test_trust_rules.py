@@ -18,6 +18,13 @@ from watchdogd.decide.grounds import of_libvirt_call, of_probe
 from watchdogd.decide.policy import Lane, PolicyEngine
 from watchdogd.kinds import Kind, Severity
 from watchdogd.model import ActionName, Finding, Grounds, Observation, PidfileRead, Probe, ProbeMember, Process, Role
+from watchdogd.observe.membership import Maker, Membership
+from watchdogd.observe.probe_dirs import DirRead
+from watchdogd.observe.procfs import ProcFS
+from watchdogd.observe.provenance import Provenance
+from watchdogd.observe.view import ProcessView
+from watchdogd.safety import Protected
+from watchdogd.thresholds import ProbeState, probe_state, why_not_stale
 
 
 def hung(n: int, proven: bool) -> List[Finding]:
@@ -216,3 +223,33 @@ def test_a_spent_host_wide_budget_never_stops_a_kill() -> None:
     assert breaker == "paused" and "kills of hung probes go on" in records[-1].detail
     records, _ = actor.execute(engine.decide(hung(6, proven=True)[3:], now=101.0))
     assert [(r.action, r.result) for r in records] == [("kill_probe", "ok")] * 3, "paused, and still killing"
+
+
+def test_a_dir_is_never_stale_while_a_process_that_may_be_its_own_cannot_be_read() -> None:
+    """A probe whose memory-map lock is held: its command line does not answer, so nothing proves it is the dir's
+    (never a member, never signalled), and nothing proves it is not: its dir is not stale, so not removed."""
+    config = Config()
+    base, uid, made = "/l", 107, 1050.0  # the machine booted at 1000, the dir made 50 s later
+    path = f"{base}/qmp-AAAAAA"
+
+    def unread(pid: int, comm: str = "qemu-system-x86", owner: int = uid, start: float = 60.0) -> Process:
+        return Process(pid, 1, "D", comm, start_boot_s=start, uid=owner, cmdline_unread=True)
+
+    def seen(*procs: Process) -> Probe:
+        view = ProcessView({p.pid: p for p in procs}, Protected(own_pid=2, libvirt_pids={3}), now=1200.0, uptime=200.0)
+        membership = Membership(config, ProcFS(), Provenance(config, ProcFS()))
+        read = DirRead(path, made, uid, PidfileRead(None, "missing"))
+        return membership.probe(read, view, Maker(0, frozenset({3})), lambda _, wall_age: wall_age)
+
+    old_enough = replace(config.detect, stale_dir_after=60.0)
+    alone = seen()
+    assert why_not_stale(alone, old_enough) is None, "no process: the dir is stale"
+    maybe = seen(unread(40))
+    assert maybe.unread_pids == (40,) and not maybe.members, "it may be the dir's, and it is never a member"
+    assert why_not_stale(maybe, old_enough) == (
+        "not stale: pids 40 may belong to it (their command lines could not be read)"
+    )
+    assert probe_state(maybe, old_enough) is ProbeState.LEFT
+    # whatever else rules it out still does: another uid, no emulator's name, started before the dir, libvirt itself
+    for other in (unread(41, owner=0), unread(42, comm="bash"), unread(43, start=10.0), unread(3)):
+        assert seen(other).unread_pids == (), other

@@ -7,7 +7,7 @@ from typing import AbstractSet, Callable, NamedTuple, Optional
 
 from ..config import Config
 from ..model import Probe, ProbeMember, Role
-from ..safety import why_not_member
+from ..safety import may_be_member, why_not_member
 from .probe_dirs import DirRead
 from .procfs import ProcFS
 from .provenance import Provenance
@@ -38,6 +38,11 @@ class Membership:
             if why_not_member(p, path, made, boot_wall, protected, names, owner) is None
         ]
         live_pids = {p.pid for p in live}
+        unread = tuple(
+            p.pid
+            for p in view.unread
+            if not view.why_outside(p.pid) and may_be_member(p, made, boot_wall, protected, names, owner)
+        )
         rejected: Optional[str] = None
         if pidfile.pid is not None and pidfile.pid not in live_pids:
             named = table.get(pidfile.pid) or self.proc.process(pidfile.pid)
@@ -73,4 +78,5 @@ class Membership:
             proof=proof,
             as_libvirt=owner == maker.uid,
             held=held,
+            unread_pids=unread,
         )

@@ -128,11 +128,13 @@ class ProcFS:
         base = f"{self.root}/{pid}"
         cmdline: Tuple[str, ...] = ()
         kthread = bool(flags & PF_KTHREAD)
+        unread = False
         if state != "Z" and not kthread and argv:
             owner = (pid, start / self._ticks)
             raw = self.slow.read(base + "/cmdline", CMDLINE_CAP, owner)
-            if raw is UNANSWERED:
-                raw = b""  # there, but what it names is not known: never a probe's member (slow_reads)
+            unread = raw is UNANSWERED  # there, but what it names is not known: never a probe's member (slow_reads)
+            if unread:
+                raw = b""
             if not isinstance(raw, bytes):
                 return None
             keep = self.keep_arg
@@ -150,6 +152,7 @@ class ProcFS:
             uid=uid,
             cmdline=cmdline,
             kthread=kthread,
+            cmdline_unread=unread,
         )
 
     def scan(self, interesting: Callable[[str], bool]) -> Dict[int, Process]:

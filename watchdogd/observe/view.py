@@ -40,6 +40,7 @@ class ProcessView:
         self.now = now
         self.uptime = uptime
         self.naming: Dict[str, List[Process]] = {}  # probe dir -> the live processes whose command line names it
+        self.unread = [p for p in table.values() if p.cmdline_unread]  # they may name any dir: none is known
         known = frozenset(bases)
         for p in table.values():
             if p.is_zombie or self.why_outside(p.pid):
