@@ -11,7 +11,9 @@ A process belongs to the probe in dir D only if all of these hold:
 - it started no earlier than D was made, give or take START_SLACK_S.
 
 The scan uses it to decide membership; the act step checks it again, on a fresh
-read of the process, right before any signal. Pure functions, no I/O.
+read of the process, right before any signal. A process whose command line could not
+be read is never a member; where it passes every rule but the name (may_be_member),
+its dir is not stale. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -140,7 +142,11 @@ def _why_not_emulator(proc: Process, protected: Protected, emulator_names: Itera
 def _why_not_owned(proc: Process, dir_made_wall: float, boot_wall: float, owner_uid: Optional[int]) -> Optional[str]:
     if owner_uid is None or proc.uid != owner_uid:
         return f"it runs as uid {proc.uid}, and the dir belongs to uid {owner_uid}"
-    started_wall = boot_wall + proc.start_boot_s
-    if started_wall < dir_made_wall - START_SLACK_S:
-        return f"it started {dir_made_wall - started_wall:.1f}s before the dir was made"
+    if not started_since(proc, dir_made_wall, boot_wall):
+        return f"it started {dir_made_wall - (boot_wall + proc.start_boot_s):.1f}s before the dir was made"
     return None
+
+
+def started_since(proc: Process, dir_made_wall: float, boot_wall: float) -> bool:
+    """Whether proc started no earlier than the dir was made (give or take START_SLACK_S)."""
+    return boot_wall + proc.start_boot_s >= dir_made_wall - START_SLACK_S

@@ -253,3 +253,6 @@ def test_a_dir_is_never_stale_while_a_process_that_may_be_its_own_cannot_be_read
     # whatever else rules it out still does: another uid, no emulator's name, started before the dir, libvirt itself
     for other in (unread(41, owner=0), unread(42, comm="bash"), unread(43, start=10.0), unread(3)):
         assert seen(other).unread_pids == (), other
+    # a flood of them names a few, the newest first: one keeps the dir, and no dir reads them all
+    flood = [unread(100 + i, start=60.0 + i / 100) for i in range(2000)]
+    assert seen(*flood).unread_pids == (2099, 2098, 2097, 2096)

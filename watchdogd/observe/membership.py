@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import AbstractSet, Callable, NamedTuple, Optional
 
 from ..config import Config
 from ..model import Probe, ProbeMember, Role
-from ..safety import may_be_member, why_not_member
+from ..safety import may_be_member, started_since, why_not_member
 from .probe_dirs import DirRead
 from .procfs import ProcFS
 from .provenance import Provenance
 from .view import ProcessView, role_of
+
+UNREAD_NAMED = 4  # the unread processes a dir names as maybe its own
 
 
 class Maker(NamedTuple):
@@ -38,11 +41,11 @@ class Membership:
             if why_not_member(p, path, made, boot_wall, protected, names, owner) is None
         ]
         live_pids = {p.pid for p in live}
-        unread = tuple(
-            p.pid
-            for p in view.unread
-            if not view.why_outside(p.pid) and may_be_member(p, made, boot_wall, protected, names, owner)
-        )
+        # of the dir's uid's unread processes, those started since the dir was made, the newest first: a few are
+        # named (one keeps the dir), however many there are
+        since = itertools.takewhile(lambda p: started_since(p, made, boot_wall), view.unread.get(owner, ()))
+        maybe = (p.pid for p in since if may_be_member(p, made, boot_wall, protected, names, owner))
+        unread = tuple(itertools.islice(maybe, UNREAD_NAMED))
         rejected: Optional[str] = None
         if pidfile.pid is not None and pidfile.pid not in live_pids:
             named = table.get(pidfile.pid) or self.proc.process(pidfile.pid)

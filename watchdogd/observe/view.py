@@ -40,7 +40,11 @@ class ProcessView:
         self.now = now
         self.uptime = uptime
         self.naming: Dict[str, List[Process]] = {}  # probe dir -> the live processes whose command line names it
-        self.unread = [p for p in table.values() if p.cmdline_unread]  # they may name any dir: none is known
+        # processes whose command line did not answer, by uid, the newest first: they may name any dir of their uid
+        self.unread: Dict[Optional[int], List[Process]] = {}
+        for p in sorted(table.values(), key=lambda p: -p.start_boot_s):
+            if p.cmdline_unread and not p.is_zombie and not self.why_outside(p.pid):
+                self.unread.setdefault(p.uid, []).append(p)
         known = frozenset(bases)
         for p in table.values():
             if p.is_zombie or self.why_outside(p.pid):
