@@ -5,16 +5,22 @@ thread of it faults on a FUSE page the test's own FUSE server holds, another map
 again and so holds its memory-map lock; tests/harness/fuse_hold.py). Every scan would read
 that command line; the daemon reads it off the loop, waits 0.25 s once, says so once, skips
 that process from then on, keeps pinging systemd's watchdog, and still finds and ends the
-real libvirt's genuine hung probe.
+real libvirt's genuine hung probe. And a dir that such a process may belong to is never
+removed as stale under it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
+from harness.cli import run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.fuse_hold import HeldFile, hung_process
 from harness.journald import Journald
@@ -74,5 +80,64 @@ def test_a_process_whose_cmdline_read_hangs_in_the_kernel_never_stalls_the_loop_
         assert daemon.alive()
     finally:
         held.release()  # the hung mmap() returns once its page does: only then can the process be ended
+        victim.kill()
+        victim.wait(30)
+
+
+def cmdline_blocks(pid: int) -> bool:
+    """Whether a read of pid's command line waits in the kernel now (the waiting thread returns once released)."""
+    answered = threading.Event()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # ended by the time it returns
+            Path(f"/proc/{pid}/cmdline").read_bytes()
+        answered.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return not answered.wait(0.5)
+
+
+def test_a_dir_whose_process_cannot_be_read_is_never_removed_as_stale(
+    state_dir: Path, write_config: WriteConfig, tmp_path: Path, held: HeldFile
+) -> None:
+    """A probe whose memory-map lock is held answers no command line: nothing proves it is its dir's, so it is never
+    signalled, and nothing proves it is not, so a dir of its uid made before it started is not stale. A dir made
+    after it started is: it cannot be that dir's."""
+    base = tmp_path / "qemu"  # root's, as a system libvirt's is
+    base.mkdir(mode=0o755)
+    held_dir, empty_dir = base / "qmp-HELD00", base / "qmp-EMPTY0"
+
+    def shaped(d: Path) -> None:  # as libvirt leaves a probe's dir
+        d.mkdir(mode=0o700)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(d / "qmp.monitor"))
+
+    shaped(held_dir)
+    victim = hung_process(held)  # root, named qemu-system-x86, started after the held dir was made
+    try:
+        wait_for(lambda: cmdline_blocks(victim.pid), 20, "its command line read to wait in the kernel")
+        wait_for(lambda: time.time() - psutil.Process(victim.pid).create_time() > 2.0, 20, "the victim 2 s old")
+        shaped(empty_dir)
+        for d in (held_dir, empty_dir):  # both name it: a pidfile proves nothing
+            (d / "qmp.pid").write_text(f"{victim.pid}\n")
+        cfg = write_config(
+            {
+                "state_dir": str(state_dir),
+                "libvirt": {"probe_dirs": [str(base)]},
+                "detect": {"stale_dir_after": "1s"},
+                "latency": {"enabled": False},
+                "policies": [{"name": "clean", "on": "probe_dir_stale", "do": ["remove_stale_dir"]}],
+            }
+        )
+        result = wait_for(
+            lambda: (r := run_cli("-c", cfg, "remediate", "--json")) and r.json["actions"] and r, 20, "a removal"
+        )
+        assert [(a["subject"], a["result"]) for a in result.json["actions"]] == [(str(empty_dir), "ok")]
+        assert not empty_dir.exists() and held_dir.is_dir(), "the dir its unread process may belong to stays"
+        again = run_cli("-c", cfg, "check", "--json", "--no-latency")
+        assert [f["kind"] for f in again.json["findings"]] == [], again.out
+        assert held.held and victim.poll() is None, "never signalled: still held"
+    finally:
+        held.release()
         victim.kill()
         victim.wait(30)
