@@ -8,8 +8,10 @@ neither the other hook nor the kill. A hook that others could rewrite is refused
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
@@ -17,7 +19,7 @@ from typing import Any, Dict, List
 from harness.cli import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald
-from harness.sandbox import LibvirtSandbox
+from harness.sandbox import LibvirtSandbox, alive
 from harness.wait import wait_for
 
 RECORDER = """#!/usr/bin/python3
@@ -52,10 +54,12 @@ def test_a_hang_runs_each_hook_once_each_way_and_a_hook_that_hangs_holds_up_noth
 ) -> None:
     record = tmp_path / "calls.jsonl"
     recorder = program(tmp_path / "hooks" / "record", RECORDER)
-    stuck = program(tmp_path / "hooks" / "never-returns", "#!/bin/sh\nexec sleep 3600\n")
+    pids = tmp_path / "stuck.pids"
+    stuck = program(tmp_path / "hooks" / "never-returns", f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 3600\n")
     hooks = [
         {"name": "stuck", "on": "vm_starts_blocked", "run": [str(stuck)], "timeout": "2s"},
         {"name": "tell", "on": "vm_starts_blocked", "run": [str(recorder), str(record), "--from-stdin"]},
+        {"name": "still-running", "on": "vm_starts_blocked", "run": [str(stuck)], "timeout": "1h"},
     ]
     daemon = start_daemon(write_config(libvirt.daemon_config(state_dir, hooks=hooks)))
     daemon.wait_journal("started")
@@ -86,6 +90,17 @@ def test_a_hang_runs_each_hook_once_each_way_and_a_hook_that_hangs_holds_up_noth
         return runs if len(runs) >= 2 else []
 
     assert [e["KVMWD_RESULT"] for e in wait_for(told, 30, "the second run told")] == ["ok", "ok"]
+
+    # the daemon stops while a hook still runs: the hook's process ends with it, never left behind
+    started = wait_for(lambda: len(pids.read_text().split()) >= 3 and pids.read_text().split(), 30, "3 stuck runs")
+    try:
+        assert daemon.stop() == 0
+        wait_for(lambda: not any(alive(int(pid)) for pid in started), 10, "every stuck hook's process ended")
+    finally:  # what a failure would leave: ours, by pid, while it is still our sleep
+        for pid in map(int, started):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x003600\x00":
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_a_hook_another_user_could_rewrite_is_refused_at_load(tmp_path: Path, write_config: WriteConfig) -> None:

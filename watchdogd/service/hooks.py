@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .. import children
 from ..config import HookConfig
 from ..report.events import NOTICE, WARNING, Event, EventSink, lifecycle
 from ..state import StateError, StateStore
@@ -29,6 +30,8 @@ from .hook_runner import HookResult
 STATE_FILE = "hooks.json"
 RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 300.0
+# how long a stop waits for the hooks' workers: the runner sees the cancel within 0.2 s, then ends the group
+STOP_WAIT_S = 0.5 + children.KILL_WAIT
 TOLD = ("open", "resolved")
 
 
@@ -161,10 +164,15 @@ class Hooks:
             except StateError:
                 pass  # told by the state's own collector; the hooks go on from memory
 
-    def stop(self) -> None:
+    def stop(self, wait: float = STOP_WAIT_S) -> None:
+        """Cancel every hook; a hook running here has its process group ended by its worker, which is waited for
+        (at most `wait` in all), so no hook outlives the daemon outside systemd's cgroup either."""
         self.cancel.set()
         for worker in self.workers.values():
             worker.wake.set()
+        end = time.monotonic() + wait
+        for worker in self.workers.values():
+            worker.thread.join(max(0.0, end - time.monotonic()))
 
     def pending(self) -> List[str]:
         with self.lock:
