@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -95,7 +96,10 @@ def test_planted_pidfiles_links_and_odd_names_make_root_signal_and_delete_nothin
 
     bystander = sleeper()
     # names a dir, but is no emulator
-    named_like_probe = subprocess.Popen(["sh", "-c", "sleep 1000", str(probe_root / "qmp-Byst4r")])
+    # (one process: a shell's `sleep` child would outlive the cleanup, which ends what it started by pid)
+    named_like_probe = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(1000)", str(probe_root / "qmp-Byst4r")]
+    )
     bystanders += [bystander, named_like_probe]
 
     def plant(name: str) -> Path:
