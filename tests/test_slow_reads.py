@@ -134,8 +134,8 @@ def test_a_dir_whose_process_cannot_be_read_is_never_removed_as_stale(
         )
         assert [(a["subject"], a["result"]) for a in result.json["actions"]] == [(str(empty_dir), "ok")]
         assert not empty_dir.exists() and held_dir.is_dir(), "the dir its unread process may belong to stays"
-        again = run_cli("-c", cfg, "check", "--json", "--no-latency")
-        assert [f["kind"] for f in again.json["findings"]] == [], again.out
+        again = run_cli("-c", cfg, "check", "--json", "--no-latency")  # what it says of the dir, not of the host
+        assert [f["kind"] for f in again.json["findings"] if f["subject"].startswith(str(base))] == [], again.out
         assert held.held and victim.poll() is None, "never signalled: still held"
     finally:
         held.release()
