@@ -6,6 +6,7 @@ Every test here drives the real libvirtd (a sandboxed session daemon) with real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+import psutil
 import pytest
 from harness.cli import run_cli, run_cli_process
 from harness.fixtures import Processes, WriteConfig
@@ -397,6 +399,22 @@ def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_p
     assert own_libvirt.libvirtd_pid in after.libvirt_pids and old not in after.libvirt_pids
 
 
+def end_contained(unshare: subprocess.Popen[bytes]) -> None:
+    """Its libvirtd first, by pid, so that unshare reaps it and exits (this machine's PID 1 reaps no orphan)."""
+    for child in psutil.Process(unshare.pid).children():
+        child.kill()
+    try:
+        unshare.wait(10)
+    except subprocess.TimeoutExpired:
+        unshare.kill()
+        unshare.wait()
+
+
+CONTAINED = r"""
+import ctypes, time
+ctypes.CDLL(None).prctl(15, b"libvirtd", 0, 0, 0)  # PR_SET_NAME
+time.sleep(3600)
+"""
 OUTSIDER = r"""
 import ctypes, sys, time
 ctypes.CDLL(None).prctl(15, b"qemu-system-x86", 0, 0, 0)  # PR_SET_NAME: named like a probe
@@ -420,7 +438,14 @@ def test_on_a_systemd_host_a_probe_costs_a_read_of_libvirts_unit_and_no_process_
 
     if systemd_tree() is None:
         pytest.skip("no writable systemd cgroup tree here")
-    with UnitCgroup("libvirtd.service") as unit:
+    # a container's libvirtd, as a real-systemd story beside this one runs: root, in a PID namespace of its own,
+    # outside every unit here; it is that container's libvirt, not this host's, and costs no walk
+    contained = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", CONTAINED])
+    with contextlib.ExitStack() as stack, UnitCgroup("libvirtd.service") as unit:
+        stack.callback(end_contained, contained)
+        wait_for(
+            lambda: any(p.name() == "libvirtd" for p in psutil.Process(contained.pid).children()), 10, "its libvirtd"
+        )
         assert libvirt.supervisor is not None
         unit.place([libvirt.supervisor.pid, libvirt.libvirtd_pid])  # systemd's ExecStart= and its daemon
         assert libvirt.libvirtd_pid in unit.pids()

@@ -6,7 +6,8 @@ processes in the cgroups of libvirt's own units (cgroupfs): a probe's daemon re-
 never leaves its unit, nor does a probe whose daemon died. There a probe dir costs no walk, however many
 processes the host runs, and a process outside those cgroups is no probe's member, whatever its command line
 names (no unprivileged uid can enter them). Without systemd (or with a libvirt daemon outside its units) a
-probe dir means a walk.
+probe dir means a walk. A libvirt daemon in another PID namespace (a container's, KubeVirt's per-VM one) is that
+container's, not this host's: it is never counted, so it costs no walk and proves no probe.
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ class ProcessTable:
             self.last_walk = now
             self.full_walks += 1
         uids = self._daemon_uids()
-        daemons = (p for p in table.values() if p.comm in self.daemons and not p.is_zombie and p.uid in uids)
+        daemons = (
+            p
+            for p in table.values()
+            if p.comm in self.daemons and not p.is_zombie and p.uid in uids and self.proc.shares_pid_ns(p.pid)
+        )
         self.libvirt = {p.pid: p.start_boot_s for p in daemons}
         return Table(table, bool(full), self.placed() if full else placed)
 

@@ -229,6 +229,14 @@ class ProcFS:
                     return None
         return None
 
+    def shares_pid_ns(self, pid: int) -> bool:
+        """Whether pid runs in the watchdog's own PID namespace: a container's libvirtd, seen from the host, does not
+        (it is that container's libvirt, not this host's). True where it cannot be told (a recorded tree)."""
+        try:
+            return os.readlink(f"{self.root}/{pid}/ns/pid") == os.readlink(f"{self.root}/self/ns/pid")
+        except OSError:
+            return True
+
     def cgroup(self, pid: int) -> Optional[Tuple[str, ...]]:
         """The components of pid's systemd cgroup (emulators.cgroup_path); None when it is gone or unreadable."""
         data = self._read(f"{self.root}/{pid}/cgroup", 4096)
