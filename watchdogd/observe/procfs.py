@@ -92,6 +92,7 @@ class ProcFS:
         self.systemd = os.path.isdir("/run/systemd/system") if systemd is None else systemd
         self.slow = slow or SlowReads()  # cmdline, wchan, stack: reads a hung process can block, off the loop
         self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._own_pid_ns: Optional[str] = None  # the watchdog's own PID namespace, read once (it never changes)
 
     def uptime(self) -> float:
         """Seconds since boot, on the same clock as process start times."""
@@ -233,7 +234,9 @@ class ProcFS:
         """Whether pid runs in the watchdog's own PID namespace: a container's libvirtd, seen from the host, does not
         (it is that container's libvirt, not this host's). True where it cannot be told (a recorded tree)."""
         try:
-            return os.readlink(f"{self.root}/{pid}/ns/pid") == os.readlink(f"{self.root}/self/ns/pid")
+            if self._own_pid_ns is None:
+                self._own_pid_ns = os.readlink(f"{self.root}/self/ns/pid")
+            return os.readlink(f"{self.root}/{pid}/ns/pid") == self._own_pid_ns
         except OSError:
             return True
 

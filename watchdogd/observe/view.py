@@ -42,13 +42,12 @@ class ProcessView:
         self.naming: Dict[str, List[Process]] = {}  # probe dir -> the live processes whose command line names it
         # processes whose command line did not answer, by uid, the newest first: they may name any dir of their uid
         self.unread: Dict[Optional[int], List[Process]] = {}
-        for p in sorted(table.values(), key=lambda p: -p.start_boot_s):
-            if p.cmdline_unread and not p.is_zombie and not self.why_outside(p.pid):
-                self.unread.setdefault(p.uid, []).append(p)
         known = frozenset(bases)
         for p in table.values():
             if p.is_zombie or self.why_outside(p.pid):
                 continue
+            if p.cmdline_unread:
+                self.unread.setdefault(p.uid, []).append(p)
             dirs: List[str] = []
             for arg in p.cmdline:
                 d = probe_dir_named(arg, known)
@@ -58,6 +57,8 @@ class ProcessView:
                         break
             for d in dirs:
                 self.naming.setdefault(d, []).append(p)
+        for unread in self.unread.values():
+            unread.sort(key=lambda p: -p.start_boot_s)
 
     def why_outside(self, pid: int) -> Optional[str]:
         """Why pid can be no probe's member before its command line is looked at: outside libvirt's units."""
