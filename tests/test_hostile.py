@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import yaml
 from harness.cli import run_cli
 from harness.fixtures import HostileFigures, Processes, StartDaemon, WriteConfig
 from harness.journald import Journald
-from harness.sandbox import LibvirtSandbox
+from harness.sandbox import LibvirtSandbox, probe_shaped_dir
 from harness.service import RunningDaemon
 from harness.wait import wait_for
 from hypothesis import given, settings
@@ -196,11 +195,9 @@ def test_a_stale_dir_of_200k_entries_is_refused_at_the_first_and_never_listed_wh
 def test_a_dir_shaped_as_libvirt_leaves_a_probes_is_removed_and_one_entry_more_is_not(tmp_path: Path) -> None:
     base = tmp_path / "lib"
     shaped, more = base / "qmp-Shape1", base / "qmp-More01"
+    base.mkdir()
     for d in (shaped, more):
-        d.mkdir(parents=True)
-        (d / "qmp.pid").write_text("4242\n")
-        with socket.socket(socket.AF_UNIX) as s:
-            s.bind(str(d / "qmp.monitor"))
+        probe_shaped_dir(d, 4242)
     (more / "qmp.log").write_text("x")
     assert remove_probe_dir(str(shaped), [str(base)], BirthTime()) == 3  # its two entries and the dir
     assert not shaped.exists()

@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from harness.cli import REPO, CliResult, run_cli
 from harness.findings import hung_probe
 from harness.fixtures import WriteConfig
 from harness.procs import process_of
-from harness.sandbox import LibvirtSandbox, alive, file_tree
+from harness.sandbox import LibvirtSandbox, alive, file_tree, probe_shaped_dir
 from harness.wait import wait_for
 
 from watchdogd.act.process_ender import ProcessEnder
@@ -161,11 +160,7 @@ def test_a_stale_dir_full_of_symlinks_is_left_as_not_libvirts_and_a_probe_shaped
     (stale / "nested").mkdir()
     (stale / "nested" / "deeper-link").symlink_to(precious_dir / "inside")
     before = file_tree(elsewhere)
-    shaped = libvirt.probe_dir / "qmp-SHAPE0"  # what a probe libvirt could not clean up leaves
-    shaped.mkdir(mode=0o700)
-    (shaped / "qmp.pid").write_text("4242\n")
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(shaped / "qmp.monitor"))
+    shaped = probe_shaped_dir(libvirt.probe_dir / "qmp-SHAPE0", 4242)  # what a probe libvirt could not clean up leaves
     cfg = write_config(
         libvirt.config(
             state_dir,

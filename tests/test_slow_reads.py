@@ -12,7 +12,6 @@ removed as stale under it.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from harness.cli import run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.fuse_hold import HeldFile, hung_process
 from harness.journald import Journald
-from harness.sandbox import LibvirtSandbox
+from harness.sandbox import LibvirtSandbox, probe_shaped_dir
 from harness.service import NotifyListener
 from harness.wait import wait_for
 
@@ -107,17 +106,12 @@ def test_a_dir_whose_process_cannot_be_read_is_never_removed_as_stale(
     base.mkdir(mode=0o755)
     held_dir, empty_dir = base / "qmp-HELD00", base / "qmp-EMPTY0"
 
-    def shaped(d: Path) -> None:  # as libvirt leaves a probe's dir
-        d.mkdir(mode=0o700)
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(str(d / "qmp.monitor"))
-
-    shaped(held_dir)
+    probe_shaped_dir(held_dir)
     victim = hung_process(held)  # root, named qemu-system-x86, started after the held dir was made
     try:
         wait_for(lambda: cmdline_blocks(victim.pid), 20, "its command line read to wait in the kernel")
         wait_for(lambda: time.time() - psutil.Process(victim.pid).create_time() > 2.0, 20, "the victim 2 s old")
-        shaped(empty_dir)
+        probe_shaped_dir(empty_dir)
         for d in (held_dir, empty_dir):  # both name it: a pidfile proves nothing
             (d / "qmp.pid").write_text(f"{victim.pid}\n")
         cfg = write_config(

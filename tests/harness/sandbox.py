@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -421,3 +422,14 @@ def file_tree(root: Path) -> Dict[str, object]:
                 content = os.readlink(p)
             tree[str(p)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_size, st.st_mtime_ns, content)
     return tree
+
+
+def probe_shaped_dir(d: Path, pid: Optional[int] = None) -> Path:
+    """A dir as libvirt leaves a probe's it could not clean up: mode 0700, the monitor's socket, and the pidfile
+    (naming pid) where one is given."""
+    d.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(d / "qmp.monitor"))
+    if pid is not None:
+        (d / "qmp.pid").write_text(f"{pid}\n")
+    return d
