@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-import psutil
 import pytest
 from harness.cli import run_cli, run_cli_process
 from harness.fixtures import Processes, WriteConfig
-from harness.sandbox import LibvirtSandbox, alive, file_tree
+from harness.procs import comm_of
+from harness.sandbox import LibvirtSandbox, alive, children_of, file_tree
 from harness.wait import wait_for
 
 HUNG_AFTER = "2s"
@@ -401,8 +401,8 @@ def test_an_idle_host_costs_a_read_of_libvirts_own_processes_not_a_walk_of_all_p
 
 def end_contained(unshare: subprocess.Popen[bytes]) -> None:
     """Its libvirtd first, by pid, so that unshare reaps it and exits (this machine's PID 1 reaps no orphan)."""
-    for child in psutil.Process(unshare.pid).children():
-        child.kill()
+    for child in children_of(unshare.pid):
+        os.kill(child, signal.SIGKILL)
     try:
         unshare.wait(10)
     except subprocess.TimeoutExpired:
@@ -443,9 +443,7 @@ def test_on_a_systemd_host_a_probe_costs_a_read_of_libvirts_unit_and_no_process_
     contained = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", CONTAINED])
     with contextlib.ExitStack() as stack, UnitCgroup("libvirtd.service") as unit:
         stack.callback(end_contained, contained)
-        wait_for(
-            lambda: any(p.name() == "libvirtd" for p in psutil.Process(contained.pid).children()), 10, "its libvirtd"
-        )
+        wait_for(lambda: any(comm_of(pid) == "libvirtd" for pid in children_of(contained.pid)), 10, "its libvirtd")
         assert libvirt.supervisor is not None
         unit.place([libvirt.supervisor.pid, libvirt.libvirtd_pid])  # systemd's ExecStart= and its daemon
         assert libvirt.libvirtd_pid in unit.pids()

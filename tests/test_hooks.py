@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 from harness.cli import REPO, run_cli
 from harness.fixtures import StartDaemon, WriteConfig
 from harness.journald import Journald
-from harness.sandbox import LibvirtSandbox, alive
+from harness.sandbox import LibvirtSandbox, alive, cmdline_of
 from harness.wait import wait_for
 
 RECORDER = """#!/usr/bin/python3
@@ -99,7 +99,7 @@ def test_a_hang_runs_each_hook_once_each_way_and_a_hook_that_hangs_holds_up_noth
     finally:  # what a failure would leave: ours, by pid, while it is still our sleep
         for pid in map(int, started):
             with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x003600\x00":
+                if cmdline_of(pid) == "sleep 3600":
                     os.kill(pid, signal.SIGKILL)
 
 
